@@ -1,0 +1,41 @@
+//! Builds the guest plugins (the `plugins/` workspace) for wasm32-wasip2, so
+//! `cargo run` and `cargo test` always use plugins built from this tree.
+//! The bundled plugins' folder is passed to the host as AIRLIFT_BUNDLED_PLUGINS.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    let plugins = root.join("plugins");
+    for watched in ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugins/fixtures", "plugins/lorawan", "plugins/backends", "plugins/update-types", "crates", "wit"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    // OUT_DIR is <target>/<profile>/build/<pkg>/out: keep the plugins' own
+    // target dir beside the profiles so debug and release hosts share it.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let target_dir = out_dir.ancestors().nth(4).unwrap().join("plugins");
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&plugins)
+        .args(["build", "--release", "--target", WASM_TARGET])
+        .env("CARGO_TARGET_DIR", &target_dir);
+    // The outer build's flags are for the host target, not for wasm.
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("failed to run cargo for the plugins");
+    if !status.success() {
+        panic!(
+            "building the plugins failed; if the target is missing, run `rustup target add {WASM_TARGET}`"
+        );
+    }
+    let wasm_dir = target_dir.join(WASM_TARGET).join("release");
+    println!("cargo:rustc-env=AIRLIFT_BUNDLED_WASM={}", wasm_dir.display());
+    println!("cargo:rustc-env=AIRLIFT_PLUGINS_SRC={}", plugins.display());
+}

@@ -1,0 +1,72 @@
+//! Create / read / update / archive for every editable object kind, one
+//! generic set of handlers.
+
+use super::json::JsonBody;
+use super::{ApiError, AppState};
+use crate::model::{public_view, Editable, Object};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    archived: bool,
+}
+
+/// All routes of an object kind: `/api/{kind}` and `/api/{kind}/{id}`.
+pub fn routes<T: Editable>() -> Router<AppState> {
+    Router::new()
+        .route(&format!("/api/{}", T::KIND), get(list::<T>).post(create::<T>))
+        .route(&format!("/api/{}/{{id}}", T::KIND), get(read::<T>).put(update::<T>).delete(archive::<T>))
+}
+
+/// Kinds created elsewhere (files, by upload).
+pub fn read_update_routes<T: Editable>() -> Router<AppState> {
+    Router::new()
+        .route(&format!("/api/{}", T::KIND), get(list::<T>))
+        .route(&format!("/api/{}/{{id}}", T::KIND), get(read::<T>).put(update::<T>).delete(archive::<T>))
+}
+
+pub async fn list<T: Object>(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Vec<Value>>, ApiError> {
+    Ok(Json(s.store.list::<T>(q.archived)?.iter().map(public_view).collect()))
+}
+
+pub fn load<T: Object>(s: &AppState, id: &str) -> Result<T, ApiError> {
+    s.store.get::<T>(id)?.ok_or_else(|| ApiError::not_found(T::KIND.trim_end_matches('s'), id))
+}
+
+/// Natural keys (EUIs) are accepted in any written form.
+fn normalise_id(id: &str) -> String {
+    id.parse::<crate::model::Eui>().map(|e| e.to_string()).unwrap_or_else(|_| id.to_string())
+}
+
+async fn read<T: Object>(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(public_view(&load::<T>(&s, &normalise_id(&id))?)))
+}
+
+async fn create<T: Editable>(State(s): State<AppState>, JsonBody(input): JsonBody<T::Input>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let obj = T::from_input(input, None, &s.input_context())?;
+    s.store.insert_new(&obj)?;
+    tracing::info!(kind = T::KIND, id = %obj.id(), "created");
+    Ok((StatusCode::CREATED, Json(public_view(&obj))))
+}
+
+async fn update<T: Editable>(State(s): State<AppState>, Path(id): Path<String>, JsonBody(input): JsonBody<T::Input>) -> Result<Json<Value>, ApiError> {
+    let prior = load::<T>(&s, &normalise_id(&id))?;
+    let obj = T::from_input(input, Some(&prior), &s.input_context())?;
+    s.store.put(&obj)?;
+    tracing::info!(kind = T::KIND, id = %obj.id(), "updated");
+    Ok(Json(public_view(&obj)))
+}
+
+async fn archive<T: Object>(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let mut obj = load::<T>(&s, &normalise_id(&id))?;
+    obj.set_archived();
+    s.store.put(&obj)?;
+    tracing::info!(kind = T::KIND, id = %obj.id(), "archived");
+    Ok(Json(public_view(&obj)))
+}

@@ -1,0 +1,147 @@
+//! Command-line interface.
+
+mod client;
+
+use airlift::server::{Server, ServerConfig};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use client::Client;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "airlift", version, about = "FUOTA campaign engine for LoRaWAN fleets")]
+pub struct Cli {
+    /// Data directory (store, blobs, compiled plugins, master key, tokens).
+    #[arg(long, global = true, env = "AIRLIFT_DATA_DIR", default_value = "airlift-data")]
+    data_dir: PathBuf,
+    /// API base URL for client commands.
+    #[arg(long, global = true, env = "AIRLIFT_API", default_value = "http://127.0.0.1:8740")]
+    api: String,
+    /// Bearer token for client commands; defaults to <data-dir>/admin.token.
+    #[arg(long, global = true, env = "AIRLIFT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host: REST API, store, plugin runtime.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8740")]
+        bind: SocketAddr,
+        /// Largest file upload in MiB.
+        #[arg(long, default_value_t = 16)]
+        upload_limit_mib: u64,
+    },
+    /// Plugins: list, show, describe, load (or hot-swap).
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
+    /// Server objects: devices, device-sets, multicast-groups, regions,
+    /// device-profiles, campaigns, smart-delta-keys, backend-instances, files.
+    Object {
+        kind: String,
+        #[command(subcommand)]
+        action: ObjectAction,
+    },
+    /// Upload a file (firmware or binary).
+    Upload {
+        path: PathBuf,
+        /// Metadata JSON, e.g. '{"firmwareVersion":"1.2.0.0"}'.
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginAction {
+    List,
+    Show { name: String },
+    /// Call the plugin's describe export.
+    Describe { name: String },
+    /// Load a plugin; a name already loaded is swapped without restart.
+    Load {
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long)]
+        wasm: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ObjectAction {
+    List {
+        #[arg(long)]
+        archived: bool,
+    },
+    Get { id: String },
+    /// JSON body inline, or @path to read it from a file.
+    Create { json: String },
+    Update { id: String, json: String },
+    Archive { id: String },
+}
+
+fn body(arg: &str) -> anyhow::Result<serde_json::Value> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+        None => arg.to_string(),
+    };
+    serde_json::from_str(&text).context("body is not JSON")
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Serve { bind, upload_limit_mib } = cli.command {
+        let mut config = ServerConfig::new(cli.data_dir);
+        config.bind = bind;
+        config.upload_limit = upload_limit_mib * 1024 * 1024;
+        let server = Server::start(config).await?;
+        eprintln!("Airlift serving on http://{} (admin token in the data dir's admin.token)", server.addr);
+        tokio::select! {
+            _ = server.wait() => {}
+            _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+        }
+        return Ok(());
+    }
+    let token = match cli.token {
+        Some(t) => t,
+        None => std::fs::read_to_string(cli.data_dir.join("admin.token"))
+            .context("no --token given and no admin.token in the data dir")?
+            .trim()
+            .to_string(),
+    };
+    let client = Client::new(&cli.api, &token);
+    let out = match cli.command {
+        Command::Serve { .. } => unreachable!(),
+        Command::Plugin { action } => match action {
+            PluginAction::List => client.get("/api/plugins").await?,
+            PluginAction::Show { name } => client.get(&format!("/api/plugins/{name}")).await?,
+            PluginAction::Describe { name } => client.get(&format!("/api/plugins/{name}/describe")).await?,
+            PluginAction::Load { manifest, wasm } => {
+                let form = reqwest::multipart::Form::new()
+                    .part("manifest", reqwest::multipart::Part::bytes(std::fs::read(&manifest)?))
+                    .part("wasm", reqwest::multipart::Part::bytes(std::fs::read(&wasm)?));
+                client.multipart("/api/plugins", form).await?
+            }
+        },
+        Command::Object { kind, action } => match action {
+            ObjectAction::List { archived } => client.get(&format!("/api/{kind}?archived={archived}")).await?,
+            ObjectAction::Get { id } => client.get(&format!("/api/{kind}/{id}")).await?,
+            ObjectAction::Create { json } => client.send(reqwest::Method::POST, &format!("/api/{kind}"), body(&json)?).await?,
+            ObjectAction::Update { id, json } => client.send(reqwest::Method::PUT, &format!("/api/{kind}/{id}"), body(&json)?).await?,
+            ObjectAction::Archive { id } => client.send(reqwest::Method::DELETE, &format!("/api/{kind}/{id}"), serde_json::Value::Null).await?,
+        },
+        Command::Upload { path, metadata } => {
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let mut form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(std::fs::read(&path)?).file_name(name));
+            if let Some(m) = metadata {
+                form = form.text("metadata", m);
+            }
+            client.multipart("/api/files", form).await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Time as the host and its plugins see it. Everything that waits or
+//! stamps takes time from a [`Clock`], so tests and simulations can run
+//! hours of campaign in seconds.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// GPS epoch (1980-01-06T00:00:00Z) in Unix seconds.
+pub const GPS_EPOCH_UNIX_S: u64 = 315_964_800;
+/// GPS − UTC offset in seconds (leap seconds since 1980; 18 since 2017).
+pub const GPS_LEAP_SECONDS: u64 = 18;
+
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_unix_ms(&self) -> u64;
+
+    /// Whole GPS seconds, as sent on the air.
+    fn now_gps_seconds(&self) -> u64 {
+        unix_ms_to_gps_seconds(self.now_unix_ms())
+    }
+}
+
+pub fn unix_ms_to_gps_seconds(unix_ms: u64) -> u64 {
+    (unix_ms / 1000).saturating_sub(GPS_EPOCH_UNIX_S) + GPS_LEAP_SECONDS
+}
+
+/// The machine's wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix_ms(&self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told to (tests, simulations).
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn new(unix_ms: u64) -> Self {
+        Self(AtomicU64::new(unix_ms))
+    }
+    pub fn advance_ms(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_unix_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gps_time_counts_from_1980_with_leap_seconds() {
+        // 2024-01-01T00:00:00Z is GPS second 1388102418.
+        assert_eq!(unix_ms_to_gps_seconds(1_704_067_200_000), 1_388_102_418);
+        let c = ManualClock::new(1_000);
+        c.advance_ms(500);
+        assert_eq!(c.now_unix_ms(), 1_500);
+    }
+}

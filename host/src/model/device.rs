@@ -1,0 +1,117 @@
+//! Devices: the unicast identity a campaign talks to.
+
+use super::{parse_key128, require_ref, DeviceProfile, Editable, Eui, FieldError, InputContext, Object};
+use crate::keys::Sealed;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// LoRaWAN version of the device's unicast identity; decides whether the
+/// device key is a GenAppKey (1.0) or an AppKey (1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum LorawanVersion {
+    #[default]
+    #[serde(rename = "1.0")]
+    V1_0,
+    #[serde(rename = "1.1")]
+    V1_1,
+}
+
+/// Class of a temporary multicast session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionClass {
+    B,
+    C,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    pub dev_eui: Eui,
+    pub name: String,
+    pub tag: String,
+    /// Multicast session classes the device supports.
+    pub multicast_classes: Vec<SessionClass>,
+    pub lorawan_version: LorawanVersion,
+    /// GenAppKey (1.0) or AppKey (1.1), sealed.
+    pub device_key: Option<Sealed>,
+    pub device_profile: Option<String>,
+    /// Current firmware version (X.Y.Z.P or a free 32-bit number).
+    pub firmware: Option<String>,
+    pub firmware_changed: Option<DateTime<Utc>>,
+    pub archived: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceInput {
+    pub dev_eui: Eui,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub tag: String,
+    #[serde(default = "default_classes")]
+    pub multicast_classes: Vec<SessionClass>,
+    #[serde(default)]
+    pub lorawan_version: LorawanVersion,
+    /// 32 hex digits; write-only.
+    pub device_key: Option<String>,
+    pub device_profile: Option<String>,
+    pub firmware: Option<String>,
+}
+
+fn default_classes() -> Vec<SessionClass> {
+    vec![SessionClass::C]
+}
+
+impl Object for Device {
+    const KIND: &'static str = "devices";
+    const SECRET_FIELDS: &'static [&'static str] = &["deviceKey"];
+    fn id(&self) -> String {
+        self.dev_eui.to_string()
+    }
+    fn archived(&self) -> bool {
+        self.archived
+    }
+    fn set_archived(&mut self) {
+        self.archived = true;
+    }
+}
+
+impl Editable for Device {
+    type Input = DeviceInput;
+
+    fn from_input(input: DeviceInput, prior: Option<&Self>, ctx: &InputContext) -> Result<Self, FieldError> {
+        if let Some(p) = prior {
+            if p.dev_eui != input.dev_eui {
+                return Err(FieldError::new("devEui", "cannot be changed"));
+            }
+        }
+        if input.multicast_classes.is_empty() {
+            return Err(FieldError::new("multicastClasses", "must name class B, C or both"));
+        }
+        let device_key = match &input.device_key {
+            Some(k) => Some(ctx.vault.seal(&parse_key128("deviceKey", k)?)),
+            None => prior.and_then(|p| p.device_key.clone()),
+        };
+        if let Some(profile) = &input.device_profile {
+            require_ref::<DeviceProfile>(ctx, "deviceProfile", profile)?;
+        }
+        let firmware_changed = match prior {
+            Some(p) if p.firmware == input.firmware => p.firmware_changed,
+            _ if input.firmware.is_some() => Some(ctx.now),
+            _ => None,
+        };
+        Ok(Device {
+            dev_eui: input.dev_eui,
+            name: input.name,
+            tag: input.tag,
+            multicast_classes: input.multicast_classes,
+            lorawan_version: input.lorawan_version,
+            device_key,
+            device_profile: input.device_profile,
+            firmware: input.firmware,
+            firmware_changed,
+            archived: prior.is_some_and(|p| p.archived),
+        })
+    }
+}

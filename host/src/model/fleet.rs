@@ -1,0 +1,513 @@
+//! Device sets, multicast groups, regions, files, device profiles, Smart
+//! Delta keys and backend instances.
+
+use super::{parse_key128, require_ref, require_text, Device, Editable, Eui, FieldError, InputContext, Object, SessionClass};
+use crate::keys::Sealed;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Implements `Object` for a struct with an `archived` field.
+macro_rules! object {
+    ($ty:ty, $kind:literal, |$s:ident| $id:expr $(, secrets = [$($secret:literal),*])?) => {
+        impl Object for $ty {
+            const KIND: &'static str = $kind;
+            $(const SECRET_FIELDS: &'static [&'static str] = &[$($secret),*];)?
+            fn id(&self) -> String {
+                let $s = self;
+                $id
+            }
+            fn archived(&self) -> bool {
+                self.archived
+            }
+            fn set_archived(&mut self) {
+                self.archived = true;
+            }
+        }
+    };
+}
+pub(crate) use object;
+
+/// The id of an updated object, or a fresh one.
+fn id_for<T: Object>(prior: Option<&T>, ctx: &InputContext) -> String {
+    prior.map(|p| p.id()).unwrap_or_else(|| ctx.store.new_id())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceSet {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub devices: Vec<Eui>,
+    pub archived: bool,
+}
+object!(DeviceSet, "device-sets", |s| s.id.clone());
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceSetInput {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub devices: Vec<Eui>,
+}
+
+impl Editable for DeviceSet {
+    type Input = DeviceSetInput;
+    fn from_input(input: DeviceSetInput, prior: Option<&Self>, ctx: &InputContext) -> Result<Self, FieldError> {
+        require_text("name", &input.name)?;
+        for eui in &input.devices {
+            require_ref::<Device>(ctx, "devices", &eui.to_string())?;
+        }
+        Ok(DeviceSet {
+            id: id_for(prior, ctx),
+            name: input.name,
+            description: input.description,
+            devices: dedup(input.devices),
+            archived: prior.is_some_and(|p| p.archived),
+        })
+    }
+}
+
+fn dedup(mut euis: Vec<Eui>) -> Vec<Eui> {
+    euis.sort();
+    euis.dedup();
+    euis
+}
+
+/// ISM band; bounds the fragment size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IsmBand {
+    EU868,
+    US915,
+    AS923,
+}
+
+/// A reliable multicast group (LoRa Alliance TS005).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MulticastGroup {
+    /// DevEUI of the group's virtual device on the network server.
+    pub dev_eui: Eui,
+    pub name: String,
+    pub tag: String,
+    pub ism_band: IsmBand,
+    pub dl_dwell_time: bool,
+    /// McAddr, 8 hex digits.
+    pub dev_addr: String,
+    /// Group slot on the devices (McGroupIDHeader), 0..3.
+    pub group_id: u8,
+    pub frequency: u32,
+    pub data_rate: u8,
+    /// Percent of uncoded fragments over all fragments sent (50..100).
+    pub redundancy: u8,
+    pub ping_slot_periodicity: u8,
+    pub session_class: SessionClass,
+    pub mc_key: Option<Sealed>,
+    pub archived: bool,
+}
+object!(MulticastGroup, "multicast-groups", |s| s.dev_eui.to_string(), secrets = ["mcKey"]);
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MulticastGroupInput {
+    pub dev_eui: Eui,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub tag: String,
+    pub ism_band: IsmBand,
+    #[serde(default)]
+    pub dl_dwell_time: bool,
+    pub dev_addr: String,
+    #[serde(default)]
+    pub group_id: u8,
+    pub frequency: u32,
+    pub data_rate: u8,
+    #[serde(default = "default_redundancy")]
+    pub redundancy: u8,
+    #[serde(default)]
+    pub ping_slot_periodicity: u8,
+    pub session_class: SessionClass,
+    /// 32 hex digits; a random key is generated when absent. Write-only.
+    pub mc_key: Option<String>,
+}
+
+fn default_redundancy() -> u8 {
+    80
+}
+
+impl Editable for MulticastGroup {
+    type Input = MulticastGroupInput;
+    fn from_input(input: MulticastGroupInput, prior: Option<&Self>, ctx: &InputContext) -> Result<Self, FieldError> {
+        if prior.is_some_and(|p| p.dev_eui != input.dev_eui) {
+            return Err(FieldError::new("devEui", "cannot be changed"));
+        }
+        if input.dev_addr.len() != 8 || u32::from_str_radix(&input.dev_addr, 16).is_err() {
+            return Err(FieldError::new("devAddr", "must be a 32-bit address in 8 hex digits"));
+        }
+        if input.group_id > 3 {
+            return Err(FieldError::new("groupId", "multicast group ID must be 0-3"));
+        }
+        if input.data_rate > 15 {
+            return Err(FieldError::new("dataRate", "must be 0-15"));
+        }
+        if input.ping_slot_periodicity > 7 {
+            return Err(FieldError::new("pingSlotPeriodicity", "must be 0-7"));
+        }
+        if !(50..=100).contains(&input.redundancy) {
+            return Err(FieldError::new("redundancy", "must be 50-100 percent of uncoded fragments"));
+        }
+        if input.dl_dwell_time && input.ism_band != IsmBand::AS923 {
+            return Err(FieldError::new("dlDwellTime", "applies to AS923 only"));
+        }
+        if !(100_000_000..=1_000_000_000).contains(&input.frequency) {
+            return Err(FieldError::new("frequency", "must be in Hz (100 MHz to 1 GHz)"));
+        }
+        let mc_key = match (&input.mc_key, prior) {
+            (Some(k), _) => ctx.vault.seal(&parse_key128("mcKey", k)?),
+            (None, Some(p)) if p.mc_key.is_some() => p.mc_key.clone().unwrap(),
+            (None, _) => {
+                let mut key = [0u8; 16];
+                rand::thread_rng().fill_bytes(&mut key);
+                ctx.vault.seal(&key)
+            }
+        };
+        Ok(MulticastGroup {
+            dev_eui: input.dev_eui,
+            name: input.name,
+            tag: input.tag,
+            ism_band: input.ism_band,
+            dl_dwell_time: input.dl_dwell_time,
+            dev_addr: input.dev_addr.to_lowercase(),
+            group_id: input.group_id,
+            frequency: input.frequency,
+            data_rate: input.data_rate,
+            redundancy: input.redundancy,
+            ping_slot_periodicity: input.ping_slot_periodicity,
+            session_class: input.session_class,
+            mc_key: Some(mc_key),
+            archived: prior.is_some_and(|p| p.archived),
+        })
+    }
+}
+
+/// A set of multicast groups forming a geographic area.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Region {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub multicast_groups: Vec<Eui>,
+    pub archived: bool,
+}
+object!(Region, "regions", |s| s.id.clone());
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegionInput {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub multicast_groups: Vec<Eui>,
+}
+
+impl Editable for Region {
+    type Input = RegionInput;
+    fn from_input(input: RegionInput, prior: Option<&Self>, ctx: &InputContext) -> Result<Self, FieldError> {
+        require_text("name", &input.name)?;
+        for eui in &input.multicast_groups {
+            require_ref::<MulticastGroup>(ctx, "multicastGroups", &eui.to_string())?;
+        }
+        Ok(Region {
+            id: id_for(prior, ctx),
+            name: input.name,
+            description: input.description,
+            multicast_groups: dedup(input.multicast_groups),
+            archived: prior.is_some_and(|p| p.archived),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
+    Binary,
+    Firmware,
+}
+
+/// A stored file; its id is the SHA-256 of its content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredFile {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub upload_time: DateTime<Utc>,
+    pub size: u64,
+    pub file_type: FileType,
+    pub firmware_base_version: Option<String>,
+    pub firmware_version: Option<String>,
+    pub device_profile: Option<String>,
+    pub time_tolerance: Option<u32>,
+    pub default_ul_period: Option<u32>,
+    pub fuota_library: Option<String>,
+    pub smart_delta_key: Option<String>,
+    pub archived: bool,
+}
+object!(StoredFile, "files", |s| s.id.clone());
+
+/// File metadata as clients send it (upload form fields, or JSON on update).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileInput {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub file_type: Option<FileType>,
+    pub firmware_base_version: Option<String>,
+    pub firmware_version: Option<String>,
+    pub device_profile: Option<String>,
+    pub time_tolerance: Option<u32>,
+    pub default_ul_period: Option<u32>,
+    pub fuota_library: Option<String>,
+    pub smart_delta_key: Option<String>,
+}
+
+/// A firmware version: X.Y.Z.P (each 0..255) or a free 32-bit number.
+pub fn parse_firmware_version(field: &str, text: &str) -> Result<u32, FieldError> {
+    let parts: Vec<&str> = text.split('.').collect();
+    let bad = || FieldError::new(field, "must be X.Y.Z.P (each 0-255) or a 32-bit number");
+    match parts.len() {
+        1 => text.parse::<u32>().map_err(|_| bad()),
+        4 => {
+            let mut v = 0u32;
+            for p in parts {
+                v = (v << 8) | p.parse::<u8>().map_err(|_| bad())? as u32;
+            }
+            Ok(v)
+        }
+        _ => Err(bad()),
+    }
+}
+
+impl StoredFile {
+    /// Metadata from input for content already stored under `id`.
+    pub fn with_metadata(
+        id: String,
+        size: u64,
+        input: FileInput,
+        prior: Option<&Self>,
+        ctx: &InputContext,
+    ) -> Result<Self, FieldError> {
+        for (field, v) in [("firmwareVersion", &input.firmware_version), ("firmwareBaseVersion", &input.firmware_base_version)] {
+            if let Some(v) = v {
+                parse_firmware_version(field, v)?;
+            }
+        }
+        if let Some(p) = &input.device_profile {
+            require_ref::<DeviceProfile>(ctx, "deviceProfile", p)?;
+        }
+        if let Some(k) = &input.smart_delta_key {
+            require_ref::<SmartDeltaKey>(ctx, "smartDeltaKey", k)?;
+        }
+        let file_type = input.file_type.unwrap_or(if input.firmware_version.is_some() { FileType::Firmware } else { FileType::Binary });
+        if file_type == FileType::Firmware && input.firmware_version.is_none() {
+            return Err(FieldError::new("firmwareVersion", "is required for a firmware file"));
+        }
+        Ok(StoredFile {
+            name: if input.name.is_empty() { prior.map(|p| p.name.clone()).unwrap_or_default() } else { input.name },
+            id,
+            description: input.description,
+            upload_time: prior.map(|p| p.upload_time).unwrap_or(ctx.now),
+            size,
+            file_type,
+            firmware_base_version: input.firmware_base_version,
+            firmware_version: input.firmware_version,
+            device_profile: input.device_profile,
+            time_tolerance: input.time_tolerance,
+            default_ul_period: input.default_ul_period,
+            fuota_library: input.fuota_library,
+            smart_delta_key: input.smart_delta_key,
+            archived: prior.is_some_and(|p| p.archived),
+        })
+    }
+}
+
+impl Editable for StoredFile {
+    type Input = FileInput;
+    /// Files are created by upload; through this path only their metadata
+    /// changes.
+    fn from_input(input: FileInput, prior: Option<&Self>, ctx: &InputContext) -> Result<Self, FieldError> {
+        let prior = prior.ok_or_else(|| FieldError::new("file", "upload the file content with POST /api/files"))?;
+        Self::with_metadata(prior.id.clone(), prior.size, input, Some(prior), ctx)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceProfile {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub producer_id: Option<String>,
+    pub module_id: Option<String>,
+    pub hw_revision: Option<String>,
+    pub hw_version: Option<String>,
+    pub time_tolerance: Option<u32>,
+    pub default_ul_period: Option<u32>,
+    pub mcu_type: Option<String>,
+    pub fuota_library: Option<String>,
+    pub smart_delta_key: Option<String>,
+    pub archived: bool,
+}
+object!(DeviceProfile, "device-profiles", |s| s.id.clone());
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceProfileInput {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub producer_id: Option<String>,
+    pub module_id: Option<String>,
+    pub hw_revision: Option<String>,
+    pub hw_version: Option<String>,
+    pub time_tolerance: Option<u32>,
+    pub default_ul_period: Option<u32>,
+    pub mcu_type: Option<String>,
+    pub fuota_library: Option<String>,
+    pub smart_delta_key: Option<String>,
+}
+
+impl Editable for DeviceProfile {
+    type Input = DeviceProfileInput;
+    fn from_input(i: DeviceProfileInput, prior: Option<&Self>, ctx: &InputContext) -> Result<Self, FieldError> {
+        require_text("name", &i.name)?;
+        if let Some(k) = &i.smart_delta_key {
+            require_ref::<SmartDeltaKey>(ctx, "smartDeltaKey", k)?;
+        }
+        Ok(DeviceProfile {
+            id: id_for(prior, ctx),
+            name: i.name,
+            description: i.description,
+            producer_id: i.producer_id,
+            module_id: i.module_id,
+            hw_revision: i.hw_revision,
+            hw_version: i.hw_version,
+            time_tolerance: i.time_tolerance,
+            default_ul_period: i.default_ul_period,
+            mcu_type: i.mcu_type,
+            fuota_library: i.fuota_library,
+            smart_delta_key: i.smart_delta_key,
+            archived: prior.is_some_and(|p| p.archived),
+        })
+    }
+}
+
+/// A Smart Delta signing key; only its public part is ever shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SmartDeltaKey {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// PKCS#8 PEM of the private key, sealed.
+    pub private_key: Option<Sealed>,
+    pub archived: bool,
+}
+object!(SmartDeltaKey, "smart-delta-keys", |s| s.id.clone(), secrets = ["privateKey"]);
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SmartDeltaKeyInput {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// PKCS#8 PEM; write-only.
+    pub private_key: Option<String>,
+}
+
+impl Editable for SmartDeltaKey {
+    type Input = SmartDeltaKeyInput;
+    fn from_input(i: SmartDeltaKeyInput, prior: Option<&Self>, ctx: &InputContext) -> Result<Self, FieldError> {
+        require_text("name", &i.name)?;
+        let private_key = match &i.private_key {
+            Some(pem) => {
+                crate::keys::smart_delta::signing_key(pem).map_err(|e| FieldError::new("privateKey", e.to_string()))?;
+                Some(ctx.vault.seal(pem.trim().as_bytes()))
+            }
+            None => prior.and_then(|p| p.private_key.clone()),
+        };
+        if private_key.is_none() {
+            return Err(FieldError::new("privateKey", "is required"));
+        }
+        Ok(SmartDeltaKey {
+            id: id_for(prior, ctx),
+            name: i.name,
+            description: i.description,
+            private_key,
+            archived: prior.is_some_and(|p| p.archived),
+        })
+    }
+}
+
+/// A configured backend (network) instance: which backend plugin, its
+/// settings, its secrets (sealed) and the hosts it may reach.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendInstance {
+    pub id: String,
+    pub name: String,
+    pub plugin: String,
+    pub settings: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, Sealed>,
+    /// `scheme://host[:port]` or `*.domain` entries the operator grants.
+    pub allowed_hosts: Vec<String>,
+    pub archived: bool,
+}
+object!(BackendInstance, "backend-instances", |s| s.id.clone(), secrets = ["secrets"]);
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendInstanceInput {
+    pub name: String,
+    pub plugin: String,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Write-only; names given replace stored values, others are kept.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Editable for BackendInstance {
+    type Input = BackendInstanceInput;
+    fn from_input(i: BackendInstanceInput, prior: Option<&Self>, ctx: &InputContext) -> Result<Self, FieldError> {
+        require_text("name", &i.name)?;
+        require_text("plugin", &i.plugin)?;
+        for host in &i.allowed_hosts {
+            crate::plugin::HostPattern::parse(host).map_err(|e| FieldError::new("allowedHosts", e))?;
+        }
+        let mut secrets = prior.map(|p| p.secrets.clone()).unwrap_or_default();
+        for (name, value) in &i.secrets {
+            secrets.insert(name.clone(), ctx.vault.seal(value.as_bytes()));
+        }
+        Ok(BackendInstance {
+            id: id_for(prior, ctx),
+            name: i.name,
+            plugin: i.plugin,
+            settings: i.settings,
+            secrets,
+            allowed_hosts: i.allowed_hosts,
+            archived: prior.is_some_and(|p| p.archived),
+        })
+    }
+}

@@ -1,0 +1,89 @@
+//! Outbound host allow-lists: `scheme://host[:port]`, `scheme://*.domain`
+//! or `*.domain` (any scheme). A request must match the plugin manifest's
+//! list and the backend instance's grant.
+
+use reqwest::Url;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    scheme: Option<String>,
+    /// Exact host, or a suffix starting with '.' for `*.domain`.
+    host: String,
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("'{text}' is not scheme://host[:port] or *.domain");
+        let (scheme, rest) = match text.split_once("://") {
+            Some((s, r)) if s == "http" || s == "https" => (Some(s.to_string()), r),
+            Some(_) => return Err(bad()),
+            None if text.starts_with("*.") => (None, text),
+            None => return Err(bad()),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| bad())?)),
+            None => (rest, None),
+        };
+        if host.is_empty() || host.contains('/') || host.contains('@') {
+            return Err(bad());
+        }
+        let host = match host.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => suffix.to_ascii_lowercase(),
+            Some(_) => return Err(bad()),
+            None => host.to_ascii_lowercase(),
+        };
+        Ok(Self { scheme, host, port })
+    }
+
+    pub fn matches(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str() else { return false };
+        let host = host.to_ascii_lowercase();
+        let scheme_ok = self.scheme.as_deref().is_none_or(|s| s == url.scheme());
+        let port_ok = self.port.is_none_or(|p| Some(p) == url.port_or_known_default());
+        let host_ok = if self.host.starts_with('.') { host.ends_with(&self.host) } else { host == self.host };
+        scheme_ok && port_ok && host_ok
+    }
+}
+
+/// A parsed list of patterns.
+#[derive(Debug, Clone, Default)]
+pub struct HostAllowList(Vec<HostPattern>);
+
+impl HostAllowList {
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        entries.iter().map(|e| HostPattern::parse(e)).collect::<Result<_, _>>().map(Self)
+    }
+
+    pub fn allows(&self, url: &Url) -> bool {
+        self.0.iter().any(|p| p.matches(url))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allows(pattern: &str, url: &str) -> bool {
+        HostPattern::parse(pattern).unwrap().matches(&Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn patterns_match_scheme_host_and_port() {
+        assert!(allows("http://127.0.0.1:8080", "http://127.0.0.1:8080/api"));
+        assert!(!allows("http://127.0.0.1:8080", "http://127.0.0.1:8081/api"));
+        assert!(!allows("https://127.0.0.1:8080", "http://127.0.0.1:8080/api"));
+        assert!(allows("https://lrc.example.com", "https://lrc.example.com/x"));
+        assert!(!allows("https://lrc.example.com", "https://lrc.example.com.evil.org/x"));
+        assert!(allows("*.thingpark.com", "https://eu1.thingpark.com/x"));
+        assert!(!allows("*.thingpark.com", "https://thingpark.com.evil/x"));
+    }
+
+    #[test]
+    fn malformed_patterns_are_refused() {
+        for bad in ["", "ftp://x", "example.com", "http://", "http://a:notaport", "*x.com", "http://u@h"] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

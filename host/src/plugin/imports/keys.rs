@@ -1,0 +1,114 @@
+//! `keys`: derived key material by handle. Each function is open to the
+//! plugin kinds that need it and nobody else; root keys never leave here.
+
+use super::super::bindings::imports::airlift::plugin::keys::{Host, KeyError};
+use crate::keys::lorawan::{self, Key128, RootKeyKind};
+use crate::keys::Sealed;
+use crate::model::{Device, Eui, LorawanVersion, MulticastGroup, Object, PluginKind, SmartDeltaKey};
+use crate::plugin::CallState;
+use sha2::{Digest, Sha256};
+
+type KeyResult<T> = wasmtime::Result<Result<T, KeyError>>;
+
+impl CallState {
+    fn require_kind(&self, kind: PluginKind, what: &str) -> Result<(), KeyError> {
+        if self.plugin.kind == kind {
+            Ok(())
+        } else {
+            Err(KeyError::Denied(format!("{what} is for {kind} plugins")))
+        }
+    }
+
+    fn object<T: Object>(&self, eui: u64) -> Result<T, KeyError> {
+        let id = Eui(eui).to_string();
+        match self.host.store.get::<T>(&id) {
+            Ok(Some(o)) => Ok(o),
+            Ok(None) => Err(KeyError::Unknown(format!("no {} {id}", T::KIND.trim_end_matches('s')))),
+            Err(e) => Err(KeyError::Unknown(format!("store: {e}"))),
+        }
+    }
+
+    fn key128(&self, sealed: Option<&Sealed>, what: &str) -> Result<Key128, KeyError> {
+        let sealed = sealed.ok_or_else(|| KeyError::Unknown(format!("{what} is not set")))?;
+        let secret = self.host.vault.open_sealed(sealed).map_err(|e| KeyError::Unknown(format!("{what}: {e}")))?;
+        secret.expose().try_into().map_err(|_| KeyError::Invalid(format!("{what} is not 16 bytes")))
+    }
+
+    fn device_root(&self, device: u64) -> Result<(Key128, RootKeyKind), KeyError> {
+        let d: Device = self.object(device)?;
+        let kind = match d.lorawan_version {
+            LorawanVersion::V1_0 => RootKeyKind::GenAppKey,
+            LorawanVersion::V1_1 => RootKeyKind::AppKey,
+        };
+        Ok((self.key128(d.device_key.as_ref(), "device key")?, kind))
+    }
+
+    fn group_key(&self, group: u64) -> Result<(Key128, u32), KeyError> {
+        let g: MulticastGroup = self.object(group)?;
+        let addr = u32::from_str_radix(&g.dev_addr, 16).map_err(|_| KeyError::Invalid("group devAddr".into()))?;
+        Ok((self.key128(g.mc_key.as_ref(), "McKey")?, addr))
+    }
+}
+
+impl Host for CallState {
+    fn mc_key_encrypted(&mut self, device: u64, group: u64) -> KeyResult<Vec<u8>> {
+        Ok((|| {
+            self.require_kind(PluginKind::DeviceLibrary, "mc-key-encrypted")?;
+            let (root, kind) = self.device_root(device)?;
+            let (mc_key, _) = self.group_key(group)?;
+            let kek = lorawan::mc_ke_key(&lorawan::mc_root_key(&root, kind));
+            Ok(lorawan::mc_key_encrypted(&kek, &mc_key).to_vec())
+        })())
+    }
+
+    fn data_block_mic(&mut self, device: u64, session_cnt: u16, frag_index: u8, descriptor: u32, data: Vec<u8>) -> KeyResult<u32> {
+        Ok((|| {
+            self.require_kind(PluginKind::DeviceLibrary, "data-block-mic")?;
+            let (root, _) = self.device_root(device)?;
+            let int_key = lorawan::data_block_int_key(&root);
+            Ok(lorawan::data_block_mic(&int_key, session_cnt, frag_index, descriptor, &data))
+        })())
+    }
+
+    fn multicast_session_keys(&mut self, group: u64) -> KeyResult<(Vec<u8>, Vec<u8>)> {
+        Ok((|| {
+            self.require_kind(PluginKind::Backend, "multicast-session-keys")?;
+            let (mc_key, addr) = self.group_key(group)?;
+            Ok((lorawan::mc_app_s_key(&mc_key, addr).to_vec(), lorawan::mc_net_s_key(&mc_key, addr).to_vec()))
+        })())
+    }
+
+    fn sign(&mut self, key_id: String, message: Vec<u8>) -> KeyResult<Vec<u8>> {
+        Ok((|| {
+            self.require_kind(PluginKind::UpdateType, "sign")?;
+            let key = match self.host.store.get::<SmartDeltaKey>(&key_id) {
+                Ok(Some(k)) if !k.archived => k,
+                _ => return Err(KeyError::Unknown(format!("no Smart Delta key '{key_id}'"))),
+            };
+            let pem = self.key_pem(&key)?;
+            let signing = crate::keys::smart_delta::signing_key(&pem).map_err(|e| KeyError::Invalid(e.to_string()))?;
+            Ok(crate::keys::smart_delta::sign_der(&signing, &message))
+        })())
+    }
+
+    fn digest_with_secret(&mut self, secret: String, message: String) -> KeyResult<String> {
+        Ok((|| {
+            self.require_kind(PluginKind::Backend, "digest-with-secret")?;
+            let grant = self.grant.as_ref().ok_or_else(|| KeyError::Denied("no backend instance".into()))?;
+            let sealed = grant.secrets.get(&secret).ok_or_else(|| KeyError::Unknown(format!("no secret '{secret}'")))?;
+            let value = self.host.vault.open_sealed(sealed).map_err(|e| KeyError::Unknown(e.to_string()))?;
+            let mut h = Sha256::new();
+            h.update(message.as_bytes());
+            h.update(value.expose());
+            Ok(hex::encode(h.finalize()))
+        })())
+    }
+}
+
+impl CallState {
+    fn key_pem(&self, key: &SmartDeltaKey) -> Result<String, KeyError> {
+        let sealed = key.private_key.as_ref().ok_or_else(|| KeyError::Unknown("key has no private part".into()))?;
+        let secret = self.host.vault.open_sealed(sealed).map_err(|e| KeyError::Unknown(e.to_string()))?;
+        String::from_utf8(secret.expose().to_vec()).map_err(|_| KeyError::Invalid("stored key is not PEM".into()))
+    }
+}

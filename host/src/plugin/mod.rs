@@ -1,0 +1,25 @@
+//! The plugin runtime: loads WASM components with their manifests, caches
+//! compiled code, runs each call in a fresh store under memory and time
+//! limits, and swaps versions without a restart.
+//!
+//! - [`bindings`]: the host side of `wit/`.
+//! - [`runtime`]: engine, limits, calls, hot swap.
+//! - [`cache`]: compiled components on disk.
+//! - [`imports`]: one module per host import (log, clock, keys, http).
+//! - [`allow`]: outbound host allow-lists.
+//! - [`install`]: persisting plugins in the store and restoring them.
+
+mod allow;
+pub mod bundled;
+pub mod bindings;
+mod cache;
+mod error;
+pub mod imports;
+mod install;
+mod runtime;
+
+pub use allow::{HostPattern, HostAllowList};
+pub use error::PluginError;
+pub use imports::{BackendGrant, HostServices};
+pub use install::{install, restore, validate_manifest, SUPPORTED_WIT};
+pub use runtime::{CallState, Plugin, PluginRuntime};

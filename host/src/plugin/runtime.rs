@@ -1,0 +1,310 @@
+//! Engine, per-call stores with limits, and the table of loaded plugins.
+
+use super::bindings::{backend::BackendPluginPre, device_library::DeviceLibraryPluginPre, update_type::UpdateTypePluginPre};
+use super::cache::CompiledCache;
+use super::imports::{BackendGrant, HostServices};
+use super::PluginError;
+use crate::model::{PluginKind, PluginManifest};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// One epoch tick; call deadlines are counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The data of one call's store.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    pub(crate) plugin: Arc<PluginManifest>,
+    pub(crate) host: Arc<HostServices>,
+    /// Set for backend calls made on behalf of a backend instance.
+    pub(crate) grant: Option<Arc<BackendGrant>>,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Caps linear memory and remembers that it refused, so a trap that follows
+/// an allocation failure is reported as running out of memory.
+struct MemoryLimiter {
+    max_bytes: usize,
+    refused: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The instantiation entry point, typed by the world the plugin implements.
+enum Typed {
+    DeviceLibrary(DeviceLibraryPluginPre<CallState>),
+    Backend(BackendPluginPre<CallState>),
+    UpdateType(UpdateTypePluginPre<CallState>),
+}
+
+/// One loaded plugin version. Calls hold an `Arc` to it, so a swap never
+/// disturbs a call already running.
+pub struct Plugin {
+    pub manifest: Arc<PluginManifest>,
+    pub sha256: String,
+    /// The compiled code came from the on-disk cache.
+    pub compiled_from_cache: bool,
+    typed: Typed,
+    permits: Arc<Semaphore>,
+}
+
+/// The plugin runtime. Cheap to share behind an `Arc`.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: CompiledCache,
+    host: Arc<HostServices>,
+    /// Active version by plugin name.
+    active: RwLock<HashMap<String, Arc<Plugin>>>,
+    /// Every loaded version by content hash (campaigns pin by hash).
+    by_hash: RwLock<HashMap<String, Arc<Plugin>>>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginRuntime {
+    /// A runtime caching compiled plugins in `cache_dir`.
+    pub fn new(cache_dir: PathBuf, host: Arc<HostServices>) -> Result<Self, PluginError> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Invalid(format!("engine: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Invalid(format!("wasi: {e}")))?;
+        super::imports::add_to_linker(&mut linker).map_err(|e| PluginError::Invalid(format!("imports: {e}")))?;
+        let cache = CompiledCache::new(cache_dir, &engine).map_err(|e| PluginError::Storage(e.to_string()))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (stop, ticking) = (ticker_stop.clone(), engine.clone());
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::Invalid(format!("epoch thread: {e}")))?;
+
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            host,
+            active: RwLock::default(),
+            by_hash: RwLock::default(),
+            ticker_stop,
+        })
+    }
+
+    pub fn host(&self) -> &Arc<HostServices> {
+        &self.host
+    }
+
+    /// Compile (or take from cache) and check a plugin, then make it the
+    /// active version of its name. Calls already running keep the old one.
+    pub fn load(&self, manifest: PluginManifest, sha256: &str, wasm: &[u8]) -> Result<Arc<Plugin>, PluginError> {
+        let plugin = Arc::new(self.prepare(manifest, sha256, wasm)?);
+        self.by_hash.write().unwrap().insert(plugin.sha256.clone(), plugin.clone());
+        self.active.write().unwrap().insert(plugin.manifest.name.clone(), plugin.clone());
+        tracing::info!(plugin = %plugin.manifest.name, version = %plugin.manifest.version, sha256 = %plugin.sha256,
+            from_cache = plugin.compiled_from_cache, "plugin active");
+        Ok(plugin)
+    }
+
+    /// Load a version without making it active (a pinned older version).
+    pub fn load_pinned(&self, manifest: PluginManifest, sha256: &str, wasm: &[u8]) -> Result<Arc<Plugin>, PluginError> {
+        let plugin = Arc::new(self.prepare(manifest, sha256, wasm)?);
+        self.by_hash.write().unwrap().insert(plugin.sha256.clone(), plugin.clone());
+        Ok(plugin)
+    }
+
+    fn prepare(&self, manifest: PluginManifest, sha256: &str, wasm: &[u8]) -> Result<Plugin, PluginError> {
+        let (component, from_cache) = self
+            .cache
+            .load_or_compile(&self.engine, sha256, wasm)
+            .map_err(|e| PluginError::Invalid(format!("not a valid component: {e:#}")))?;
+        let typed = self.typed(&manifest, &component)?;
+        Ok(Plugin {
+            permits: Arc::new(Semaphore::new(manifest.limits.max_concurrent_calls.max(1) as usize)),
+            manifest: Arc::new(manifest),
+            sha256: sha256.to_string(),
+            compiled_from_cache: from_cache,
+            typed,
+        })
+    }
+
+    fn typed(&self, manifest: &PluginManifest, component: &Component) -> Result<Typed, PluginError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| PluginError::Invalid(format!("imports something the host does not provide: {e:#}")))?;
+        let world_mismatch =
+            |e: wasmtime::Error| PluginError::Invalid(format!("does not implement the {} world: {e:#}", manifest.kind));
+        Ok(match manifest.kind {
+            PluginKind::DeviceLibrary => Typed::DeviceLibrary(DeviceLibraryPluginPre::new(pre).map_err(world_mismatch)?),
+            PluginKind::Backend => Typed::Backend(BackendPluginPre::new(pre).map_err(world_mismatch)?),
+            PluginKind::UpdateType => Typed::UpdateType(UpdateTypePluginPre::new(pre).map_err(world_mismatch)?),
+        })
+    }
+
+    /// The active version of a plugin.
+    pub fn active(&self, name: &str) -> Result<Arc<Plugin>, PluginError> {
+        self.active.read().unwrap().get(name).cloned().ok_or_else(|| PluginError::NotFound(name.into()))
+    }
+
+    /// A loaded version by content hash.
+    pub fn by_hash(&self, sha256: &str) -> Option<Arc<Plugin>> {
+        self.by_hash.read().unwrap().get(sha256).cloned()
+    }
+
+    /// Active versions, by name.
+    pub fn list(&self) -> Vec<Arc<Plugin>> {
+        let mut all: Vec<_> = self.active.read().unwrap().values().cloned().collect();
+        all.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
+        all
+    }
+
+    /// Call a device-library plugin: `f` gets a fresh instance.
+    pub async fn call_device_library<R: Send + 'static>(
+        &self,
+        plugin: &Arc<Plugin>,
+        f: impl FnOnce(&mut Store<CallState>, &super::bindings::device_library::DeviceLibraryPlugin) -> wasmtime::Result<R> + Send + 'static,
+    ) -> Result<R, PluginError> {
+        self.call(plugin, None, PluginKind::DeviceLibrary, move |store, typed| match typed {
+            Typed::DeviceLibrary(pre) => {
+                let instance = pre.instantiate(&mut *store)?;
+                f(store, &instance)
+            }
+            _ => unreachable!("kind checked before the call"),
+        })
+        .await
+    }
+
+    /// Call a backend plugin on behalf of a backend instance.
+    pub async fn call_backend<R: Send + 'static>(
+        &self,
+        plugin: &Arc<Plugin>,
+        grant: Arc<BackendGrant>,
+        f: impl FnOnce(&mut Store<CallState>, &super::bindings::backend::BackendPlugin) -> wasmtime::Result<R> + Send + 'static,
+    ) -> Result<R, PluginError> {
+        self.call(plugin, Some(grant), PluginKind::Backend, move |store, typed| match typed {
+            Typed::Backend(pre) => {
+                let instance = pre.instantiate(&mut *store)?;
+                f(store, &instance)
+            }
+            _ => unreachable!("kind checked before the call"),
+        })
+        .await
+    }
+
+    /// Call an update-type plugin.
+    pub async fn call_update_type<R: Send + 'static>(
+        &self,
+        plugin: &Arc<Plugin>,
+        f: impl FnOnce(&mut Store<CallState>, &super::bindings::update_type::UpdateTypePlugin) -> wasmtime::Result<R> + Send + 'static,
+    ) -> Result<R, PluginError> {
+        self.call(plugin, None, PluginKind::UpdateType, move |store, typed| match typed {
+            Typed::UpdateType(pre) => {
+                let instance = pre.instantiate(&mut *store)?;
+                f(store, &instance)
+            }
+            _ => unreachable!("kind checked before the call"),
+        })
+        .await
+    }
+
+    /// Run `f` on a blocking thread in a fresh store with the plugin's
+    /// limits, mapping traps, deadlines and memory exhaustion to errors.
+    async fn call<R: Send + 'static>(
+        &self,
+        plugin: &Arc<Plugin>,
+        grant: Option<Arc<BackendGrant>>,
+        expected: PluginKind,
+        f: impl FnOnce(&mut Store<CallState>, &Typed) -> wasmtime::Result<R> + Send + 'static,
+    ) -> Result<R, PluginError> {
+        let manifest = plugin.manifest.clone();
+        if manifest.kind != expected {
+            return Err(PluginError::WrongKind { name: manifest.name.clone(), expected, actual: manifest.kind });
+        }
+        let _permit = plugin.permits.clone().acquire_owned().await.expect("plugin semaphore never closes");
+        let limits = manifest.limits.clone();
+        let state = CallState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max_bytes: limits.memory_mib as usize * 1024 * 1024, refused: false },
+            plugin: manifest.clone(),
+            host: self.host.clone(),
+            grant,
+        };
+        let engine = self.engine.clone();
+        let plugin = plugin.clone();
+        let ticks = (limits.timeout_ms as u64).div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+        let job = tokio::task::spawn_blocking(move || {
+            let mut store = Store::new(&engine, state);
+            store.limiter(|s| &mut s.limiter);
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_trap();
+            let result = f(&mut store, &plugin.typed);
+            (result, store.data().limiter.refused)
+        });
+        // The epoch deadline stops guest code; this bounds time spent in
+        // host imports too.
+        let outer = Duration::from_millis(limits.timeout_ms as u64) + Duration::from_secs(5);
+        let (result, memory_refused) = match tokio::time::timeout(outer, job).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(join)) => {
+                return Err(PluginError::Trap { name: manifest.name.clone(), message: format!("host thread failed: {join}") })
+            }
+            Err(_) => return Err(PluginError::Timeout { name: manifest.name.clone(), timeout_ms: limits.timeout_ms }),
+        };
+        result.map_err(|e| classify(&manifest, &limits, memory_refused, e))
+    }
+}
+
+fn classify(manifest: &PluginManifest, limits: &crate::model::PluginLimits, memory_refused: bool, e: wasmtime::Error) -> PluginError {
+    let name = manifest.name.clone();
+    if memory_refused {
+        return PluginError::OutOfMemory { name, memory_mib: limits.memory_mib };
+    }
+    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return PluginError::Timeout { name, timeout_ms: limits.timeout_ms };
+    }
+    // The trap's own description, not the wasm backtrace wrapped around it.
+    let message = match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
+    };
+    tracing::warn!(plugin = %name, %message, "plugin call failed");
+    PluginError::Trap { name, message }
+}

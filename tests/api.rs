@@ -1,0 +1,215 @@
+//! REST API: every object's create/read/update/archive round trip, field
+//! validation errors, auth roles, file upload limits.
+
+use airlift_e2e::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const DEV: &str = "70b3d57ed0000001";
+const GROUP: &str = "70b3d57ed00000f0";
+/// A throwaway P-256 key generated for these tests.
+const PEM: &str = include_str!("data/smart-delta-test-key.pem");
+
+async fn host() -> (TestHost, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (TestHost::start(dir.path()).await.unwrap(), dir)
+}
+
+fn assert_field_error(resp: (StatusCode, Value), field: &str) {
+    assert_eq!(resp.0, StatusCode::BAD_REQUEST, "{}", resp.1);
+    assert_eq!(resp.1["status"], "fail");
+    assert_eq!(resp.1["code"], 400);
+    assert_eq!(resp.1["field"], field, "{}", resp.1);
+    assert!(resp.1["error"].as_str().unwrap().starts_with(field), "{}", resp.1);
+}
+
+/// Create, read, list, update, archive; archived objects leave lists but stay.
+async fn round_trip(h: &TestHost, kind: &str, create: Value, update: Value, changed: (&str, Value)) -> String {
+    let (status, created) = h.post(&format!("/api/{kind}"), create).await;
+    assert_eq!(status, StatusCode::CREATED, "{kind}: {created}");
+    let id = created.get("id").or(created.get("devEui")).and_then(Value::as_str).unwrap().to_string();
+
+    let (status, read) = h.get(&format!("/api/{kind}/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read, created);
+    let (_, list) = h.get(&format!("/api/{kind}")).await;
+    assert!(list.as_array().unwrap().iter().any(|o| o == &created));
+
+    let (status, updated) = h.put(&format!("/api/{kind}/{id}"), update).await;
+    assert_eq!(status, StatusCode::OK, "{kind}: {updated}");
+    assert_eq!(updated[changed.0], changed.1, "{kind}: {updated}");
+    assert_eq!(h.get(&format!("/api/{kind}/{id}")).await.1, updated);
+
+    let (status, archived) = h.delete(&format!("/api/{kind}/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(archived["archived"], true);
+    let (_, list) = h.get(&format!("/api/{kind}")).await;
+    assert!(!list.as_array().unwrap().iter().any(|o| o.get("id").or(o.get("devEui")) == Some(&json!(id))));
+    let (_, all) = h.get(&format!("/api/{kind}?archived=true")).await;
+    assert!(all.as_array().unwrap().iter().any(|o| o.get("id").or(o.get("devEui")) == Some(&json!(id))));
+    assert_eq!(h.get(&format!("/api/{kind}/{id}")).await.0, StatusCode::OK, "archived objects stay readable");
+    id
+}
+
+fn device(eui: &str) -> Value {
+    json!({"devEui": eui, "name": "meter", "lorawanVersion": "1.0", "multicastClasses": ["C"], "deviceKey": "000102030405060708090a0b0c0d0e0f"})
+}
+
+fn group(eui: &str) -> Value {
+    json!({"devEui": eui, "name": "g", "ismBand": "EU868", "devAddr": "01020304", "groupId": 1, "frequency": 869525000, "dataRate": 5, "sessionClass": "C"})
+}
+
+#[tokio::test]
+async fn every_object_round_trips() {
+    let (h, _dir) = host().await;
+    round_trip(&h, "devices", device(DEV), json!({"devEui": DEV, "name": "meter 2"}), ("name", json!("meter 2"))).await;
+    round_trip(&h, "multicast-groups", group(GROUP), json!({"devEui": GROUP, "ismBand": "EU868", "devAddr": "01020304", "frequency": 869525000, "dataRate": 3, "sessionClass": "B"}), ("dataRate", json!(3))).await;
+
+    // Live references for the kinds that point at others.
+    h.post("/api/devices", device("70b3d57ed0000002")).await;
+    h.post("/api/multicast-groups", group("70b3d57ed00000f1")).await;
+    round_trip(&h, "device-sets", json!({"name": "s", "devices": ["70-b3-d5-7e-d0-00-00-02"]}), json!({"name": "s2", "devices": []}), ("name", json!("s2"))).await;
+    round_trip(&h, "regions", json!({"name": "r", "multicastGroups": ["70b3d57ed00000f1"]}), json!({"name": "r", "description": "north"}), ("description", json!("north"))).await;
+    let key = round_trip(&h, "smart-delta-keys", json!({"name": "k", "privateKey": PEM}), json!({"name": "k2"}), ("name", json!("k2"))).await;
+    round_trip(&h, "device-profiles", json!({"name": "p", "producerId": "acme"}), json!({"name": "p", "mcuType": "STM32L0"}), ("mcuType", json!("STM32L0"))).await;
+    round_trip(&h, "backend-instances", json!({"name": "sim", "plugin": "simulated", "allowedHosts": ["http://127.0.0.1:9"]}), json!({"name": "sim", "plugin": "simulated", "settings": {"a": "b"}}), ("settings", json!({"a": "b"}))).await;
+
+    // The archived key's public part is still exportable for device builds.
+    let (status, public) = h.get(&format!("/api/smart-delta-keys/{key}/public-key")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(public["raw"].as_str().unwrap().len(), 128);
+    assert!(public["pem"].as_str().unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
+}
+
+#[tokio::test]
+async fn campaigns_round_trip_with_live_references() {
+    let (h, _dir) = host().await;
+    assert_eq!(h.load_plugin("fixture-echo-v1").await.0, StatusCode::CREATED);
+    h.post("/api/devices", device(DEV)).await;
+    h.post("/api/multicast-groups", group(GROUP)).await;
+    let set = h.post("/api/device-sets", json!({"name": "s", "devices": [DEV]})).await.1["id"].clone();
+    let region = h.post("/api/regions", json!({"name": "r", "multicastGroups": [GROUP]})).await.1["id"].clone();
+    let backend = h.post("/api/backend-instances", json!({"name": "sim", "plugin": "simulated"})).await.1["id"].clone();
+    let campaign = json!({"name": "c", "campaignType": "MULTICAST_SETUP", "deviceSets": [set], "regions": [region],
+        "maxDurationMinutes": 60, "successThreshold": 90, "deviceLibrary": "fixture-echo", "backendInstance": backend});
+    let mut changed = campaign.clone();
+    changed["successThreshold"] = json!(75);
+    round_trip(&h, "campaigns", campaign.clone(), changed, ("successThreshold", json!(75))).await;
+
+    let (_, created) = h.post("/api/campaigns", campaign.clone()).await;
+    assert_eq!(created["status"], "CONFIGURED");
+    let mut bad = campaign.clone();
+    bad["deviceLibrary"] = json!("no-such-library");
+    assert_field_error(h.post("/api/campaigns", bad).await, "deviceLibrary");
+    let mut bad = campaign.clone();
+    bad["successThreshold"] = json!(101);
+    assert_field_error(h.post("/api/campaigns", bad).await, "successThreshold");
+    let mut bad = campaign.clone();
+    bad["campaignType"] = json!("FIRMWARE_UPDATE");
+    assert_field_error(h.post("/api/campaigns", bad).await, "file");
+    let mut bad = campaign;
+    bad["deviceSets"] = json!(["999"]);
+    assert_field_error(h.post("/api/campaigns", bad).await, "deviceSets");
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_field() {
+    let (h, _dir) = host().await;
+    let mut d = device("not-an-eui");
+    assert_field_error(h.post("/api/devices", d.clone()).await, "devEui");
+    d = device(DEV);
+    d["deviceKey"] = json!("0011");
+    assert_field_error(h.post("/api/devices", d.clone()).await, "deviceKey");
+    d = device(DEV);
+    d["multicastClasses"] = json!([]);
+    assert_field_error(h.post("/api/devices", d).await, "multicastClasses");
+    d = device(DEV);
+    d["lorawanVersion"] = json!("1.2");
+    assert_field_error(h.post("/api/devices", d).await, "lorawanVersion");
+    d = device(DEV);
+    d["bogus"] = json!(1);
+    let (status, body) = h.post("/api/devices", d).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("bogus"), "{body}");
+
+    let mut g = group(GROUP);
+    g["groupId"] = json!(4);
+    let resp = h.post("/api/multicast-groups", g).await;
+    assert!(resp.1["error"].as_str().unwrap().contains("0-3"));
+    assert_field_error(resp, "groupId");
+    g = group(GROUP);
+    g["devAddr"] = json!("xyz");
+    assert_field_error(h.post("/api/multicast-groups", g).await, "devAddr");
+    g = group(GROUP);
+    g["dlDwellTime"] = json!(true);
+    assert_field_error(h.post("/api/multicast-groups", g).await, "dlDwellTime");
+
+    assert_field_error(h.post("/api/device-sets", json!({"name": "s", "devices": [DEV]})).await, "devices");
+    assert_field_error(h.post("/api/smart-delta-keys", json!({"name": "k", "privateKey": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"})).await, "privateKey");
+    assert_field_error(h.post("/api/backend-instances", json!({"name": "x", "plugin": "p", "allowedHosts": ["ftp://x"]})).await, "allowedHosts");
+
+    // Duplicates and unknown ids.
+    assert_eq!(h.post("/api/devices", device(DEV)).await.0, StatusCode::CREATED);
+    assert_eq!(h.post("/api/devices", device(DEV)).await.0, StatusCode::CONFLICT);
+    assert_eq!(h.get("/api/devices/0000000000000099").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = h.call(Some(ADMIN), Method::POST, "/api/devices", Value::String("{".into())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn tokens_and_roles_are_enforced() {
+    let (h, _dir) = host().await;
+    assert_eq!(h.call(None, Method::GET, "/api/devices", Value::Null).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.call(Some("wrong"), Method::GET, "/api/devices", Value::Null).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.call(Some(VIEWER), Method::GET, "/api/devices", Value::Null).await.0, StatusCode::OK);
+    let (status, body) = h.call(Some(VIEWER), Method::POST, "/api/devices", device(DEV)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["code"], 403);
+    assert_eq!(h.call(Some(OPERATOR), Method::POST, "/api/devices", device(DEV)).await.0, StatusCode::CREATED);
+    let instance = json!({"name": "x", "plugin": "p"});
+    assert_eq!(h.call(Some(OPERATOR), Method::POST, "/api/backend-instances", instance.clone()).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(h.call(Some(ADMIN), Method::POST, "/api/backend-instances", instance).await.0, StatusCode::CREATED);
+    assert_eq!(h.call(Some(OPERATOR), Method::POST, "/api/plugins", Value::Null).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(h.call(None, Method::GET, "/api/health", Value::Null).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn files_upload_by_hash_with_a_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHost::start_with(dir.path(), |c| c.upload_limit = 1024).await.unwrap();
+    let upload = |bytes: Vec<u8>, metadata: Option<Value>| {
+        let mut form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(bytes).file_name("fw.bin"));
+        if let Some(m) = metadata {
+            form = form.text("metadata", m.to_string());
+        }
+        h.http.post(h.url("/api/files")).bearer_auth(OPERATOR).multipart(form).send()
+    };
+    let image: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+    let resp = upload(image.clone(), Some(json!({"firmwareVersion": "1.2.0.0"}))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let file: Value = resp.json().await.unwrap();
+    assert_eq!(file["size"], 1000);
+    assert_eq!(file["fileType"], "firmware");
+    assert_eq!(file["name"], "fw.bin");
+    let id = file["id"].as_str().unwrap();
+    assert_eq!(id.len(), 64);
+    let content = h.http.get(h.url(&format!("/api/files/{id}/content"))).bearer_auth(VIEWER).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(content.as_ref(), image.as_slice());
+    // Metadata update keeps the content.
+    let (status, updated) = h.put(&format!("/api/files/{id}"), json!({"firmwareVersion": "1.3.0.0", "description": "fix"})).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["size"], 1000);
+
+    let resp = upload(vec![0u8; 1025], None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let resp = upload(image.clone(), Some(json!({"firmwareVersion": "1.2.x"}))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resp.json::<Value>().await.unwrap()["field"], "firmwareVersion");
+    let resp = upload(vec![], None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // Nothing partial was kept.
+    assert_eq!(std::fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count(), 0);
+    let (_, files) = h.get("/api/files").await;
+    assert_eq!(files.as_array().unwrap().len(), 1);
+    assert!(h.healthy().await);
+}
