@@ -17,4 +17,5 @@ pub mod keys;
 pub mod model;
 pub mod plugin;
 pub mod server;
+pub mod sim;
 pub mod store;

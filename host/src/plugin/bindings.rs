@@ -8,7 +8,7 @@ pub mod imports {
         path: "../wit/since_v0.1.0",
         world: "host-imports",
         imports: { default: trappable },
-        additional_derives: [serde::Serialize, serde::Deserialize],
+        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
     });
 }
 
@@ -20,8 +20,8 @@ macro_rules! plugin_world {
                 path: "../wit/since_v0.1.0",
                 world: $world,
                 imports: { default: trappable },
-                additional_derives: [serde::Serialize, serde::Deserialize],
-        additional_derives: [serde::Serialize, serde::Deserialize],
+                additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
+        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
                 with: {
                     "airlift:plugin/types": super::imports::airlift::plugin::types,
                     "airlift:plugin/log": super::imports::airlift::plugin::log,

@@ -61,10 +61,16 @@ impl Host for CallState {
         })())
     }
 
-    fn data_block_mic(&mut self, device: u64, session_cnt: u16, frag_index: u8, descriptor: u32, data: Vec<u8>) -> KeyResult<u32> {
+    fn data_block_mic(&mut self, device: u64, session_cnt: u16, frag_index: u8, descriptor: u32, payload_sha256: String) -> KeyResult<u32> {
         Ok((|| {
             self.require_kind(PluginKind::DeviceLibrary, "data-block-mic")?;
             let (root, _) = self.device_root(device)?;
+            let data = self
+                .host
+                .store
+                .blobs()
+                .read(&payload_sha256)
+                .map_err(|e| KeyError::Unknown(format!("payload {payload_sha256}: {e}")))?;
             let int_key = lorawan::data_block_int_key(&root);
             Ok(lorawan::data_block_mic(&int_key, session_cnt, frag_index, descriptor, &data))
         })())

@@ -1,0 +1,10 @@
+//! The simulated side of the air: device models that answer the FUOTA
+//! packages as real device stacks do. Written independently of the
+//! server-side codecs and encoder (own parsing, own parity matrix), so
+//! tests that pass a request through both catch a mistake on either side.
+
+pub mod device;
+pub mod frag_decoder;
+
+pub use device::{DeviceModel, DeviceReply, PackageVersion};
+pub use frag_decoder::{FragDecoder, DecodeProgress};

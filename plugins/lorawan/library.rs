@@ -1,0 +1,372 @@
+// The LoRa Alliance FUOTA device library, shared by lorawan-v1 and
+// lorawan-v2 (each defines VERSION and NAME, then includes this file).
+// Stateless: everything a later call needs goes back to the host as
+// `remember` and returns in `device.memory`.
+
+wit_bindgen::generate!({ path: "../../../wit/since_v0.1.0", world: "device-library-plugin" });
+
+use airlift::plugin::types::{Attribute, DeviceContext, SessionClass};
+use airlift::plugin::{clock, keys};
+use exports::airlift::plugin::device_library::*;
+use lorawan_fuota::{fec, ports, ts003, ts004, ts005, ts006, CodecError, Version};
+
+/// Stage names, as in the RMC progress messages.
+mod stage {
+    pub const PACKAGE_VERSION: &str = "PackageVersion";
+    pub const MC_GROUP_SETUP: &str = "McGroupSetup";
+    pub const DEV_REBOOT_TIME: &str = "DevRebootTime";
+    pub const FRAG_SESSION_SETUP: &str = "FragSessionSetup";
+    pub const MC_CLASS_C_SESSION: &str = "McClassCSessionSetup";
+    pub const MC_CLASS_B_SESSION: &str = "McClassBSessionSetup";
+    pub const WAIT_SESSION_START: &str = "WaitSessionStart";
+    pub const DATA_FRAGMENT: &str = "DataFragment";
+    pub const FRAG_SESSION_STATUS: &str = "FragSessionStatus";
+    pub const DEV_VERSION: &str = "DevVersion";
+    pub const CLEANUP: &str = "Cleanup";
+}
+
+/// Device memory key: the last TS004 v2 SessionCnt the device accepted.
+const SESSION_CNT_KEY: &str = "ts004.session-cnt";
+/// DataFragment header bytes (CID + 16-bit index/number).
+const DATA_FRAGMENT_OVERHEAD: u16 = 3;
+
+struct Library;
+
+fn spec(name: &str, mode: StageMode, retry_limit: u32, answer_timeout_s: u32, required: bool) -> StageSpec {
+    StageSpec { name: name.into(), mode, retry_limit, answer_timeout_s, required }
+}
+
+fn downlink(fport: u8, payload: Vec<u8>) -> Downlink {
+    Downlink { fport, payload }
+}
+
+fn memory<'a>(device: &'a DeviceContext, key: &str) -> Option<&'a str> {
+    device.memory.iter().rev().find(|a| a.key == key).map(|a| a.value.as_str())
+}
+
+/// SessionCnt for this device's next setup: one above the last accepted,
+/// starting at 1 (some stacks reject 0).
+fn next_session_cnt(device: &DeviceContext) -> u16 {
+    memory(device, SESSION_CNT_KEY).and_then(|v| v.parse::<u16>().ok()).map_or(1, |c| c.wrapping_add(1).max(1))
+}
+
+fn answer(stage: &str, status: AnswerStatus, facts: Vec<Fact>) -> UplinkEvent {
+    UplinkEvent::Answer(StageAnswer { stage: stage.into(), status, facts })
+}
+
+fn verdict(errors: Option<String>) -> AnswerStatus {
+    match errors {
+        Some(e) if !e.is_empty() => AnswerStatus::Rejected(e),
+        _ => AnswerStatus::Ok,
+    }
+}
+
+fn parse_error(e: CodecError) -> ParseError {
+    match e {
+        CodecError::Truncated(what) => ParseError::Truncated(what.into()),
+        CodecError::UnknownCommand(cid) => ParseError::UnknownCommand(cid),
+        CodecError::Malformed(m) => ParseError::Malformed(m),
+    }
+}
+
+fn session_stage(campaign: &CampaignContext) -> &'static str {
+    match campaign.group.session_class {
+        SessionClass::ClassB => stage::MC_CLASS_B_SESSION,
+        SessionClass::ClassC => stage::MC_CLASS_C_SESSION,
+    }
+}
+
+fn frag_session(campaign: &CampaignContext) -> Result<&Fragmentation, LibraryError> {
+    campaign.fragmentation.as_ref().ok_or_else(|| LibraryError::Invalid("the campaign has no fragmentation session".into()))
+}
+
+impl Library {
+    fn frag_setup(device: &DeviceContext, campaign: &CampaignContext) -> Result<Vec<u8>, LibraryError> {
+        let f = frag_session(campaign)?;
+        let nb_frag = u16::try_from(f.nb_frag).map_err(|_| LibraryError::Invalid("too many fragments".into()))?;
+        let frag_size = u8::try_from(f.frag_size).map_err(|_| LibraryError::Invalid("FragSize above 255".into()))?;
+        let v2 = match VERSION {
+            Version::V1 => None,
+            Version::V2 => {
+                let cnt = next_session_cnt(device);
+                let mic = keys::data_block_mic(device.dev_eui, cnt, f.frag_index, f.descriptor, &campaign.payload_sha256)
+                    .map_err(|e| LibraryError::Key(format!("{e:?}")))?;
+                Some((cnt, mic))
+            }
+        };
+        let setup = ts004::SessionSetup {
+            mc_group_mask: 1 << (campaign.group.group_id & 0x03),
+            frag_index: f.frag_index,
+            nb_frag,
+            frag_size,
+            block_ack_delay: f.block_ack_delay,
+            frag_algo: 0,
+            ack_reception: false,
+            padding: f.padding,
+            descriptor: f.descriptor,
+            v2,
+        };
+        Ok(ts004::Request::FragSessionSetup(setup).to_bytes(VERSION))
+    }
+
+    fn parse_multicast_setup(payload: &[u8]) -> Result<Vec<UplinkEvent>, ParseError> {
+        let mut events = Vec::new();
+        for up in ts005::Uplink::parse(payload).map_err(parse_error)? {
+            events.push(match up {
+                ts005::Uplink::PackageVersion(p) => UplinkEvent::Note(format!("remote multicast setup package {} v{}", p.package, p.version)),
+                ts005::Uplink::McGroupSetup { id_error, .. } => {
+                    answer(stage::MC_GROUP_SETUP, verdict(id_error.then(|| "McGroupID error".to_string())), vec![])
+                }
+                ts005::Uplink::McGroupDelete { undefined, group } => {
+                    UplinkEvent::Note(format!("multicast group {group} deleted{}", if undefined { " (was undefined)" } else { "" }))
+                }
+                ts005::Uplink::McGroupStatus { groups, .. } => UplinkEvent::Note(format!("multicast groups defined: {groups:x?}")),
+                ts005::Uplink::McClassCSession { errors, time_to_start, .. } | ts005::Uplink::McClassBSession { errors, time_to_start, .. } => {
+                    let name = if matches!(up, ts005::Uplink::McClassCSession { .. }) { stage::MC_CLASS_C_SESSION } else { stage::MC_CLASS_B_SESSION };
+                    answer(name, verdict(Some(errors.describe())), time_to_start.map(Fact::TimeToStart).into_iter().collect())
+                }
+            });
+        }
+        Ok(events)
+    }
+
+    fn parse_fragmentation(payload: &[u8], device: &DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
+        let mut events = Vec::new();
+        for up in ts004::Uplink::parse(payload, VERSION).map_err(parse_error)? {
+            match up {
+                ts004::Uplink::PackageVersion(p) => {
+                    events.push(UplinkEvent::Remember(Attribute { key: "ts004.version".into(), value: p.version.to_string() }));
+                    events.push(answer(stage::PACKAGE_VERSION, AnswerStatus::Ok, vec![Fact::PackageVersion((p.package, p.version))]));
+                }
+                ts004::Uplink::FragSessionSetup { errors, .. } => {
+                    if !errors.any() && VERSION == Version::V2 {
+                        let cnt = next_session_cnt(device);
+                        events.push(UplinkEvent::Remember(Attribute { key: SESSION_CNT_KEY.into(), value: cnt.to_string() }));
+                    }
+                    events.push(answer(stage::FRAG_SESSION_SETUP, verdict(Some(errors.describe())), vec![]));
+                }
+                ts004::Uplink::FragSessionStatus(s) => {
+                    let mut facts = Vec::new();
+                    if let Some(r) = s.received {
+                        facts.push(Fact::ReceivedFragments(r as u32));
+                    }
+                    if let Some(m) = s.missing {
+                        facts.push(Fact::MissingFragments(m as u32));
+                        // Only MissingFrag == 0 means the device holds the file.
+                        if m == 0 && !s.session_does_not_exist && !s.mic_error {
+                            facts.push(Fact::HoldsFile);
+                        }
+                    }
+                    let mut problems = Vec::new();
+                    if s.session_does_not_exist {
+                        problems.push("fragmentation session does not exist");
+                    }
+                    if s.not_enough_matrix_memory {
+                        problems.push("not enough matrix memory");
+                    }
+                    if s.mic_error {
+                        problems.push("data block MIC error");
+                    }
+                    events.push(answer(stage::FRAG_SESSION_STATUS, verdict(Some(problems.join(", "))), facts));
+                }
+                ts004::Uplink::FragSessionDelete { .. } => events.push(answer(stage::CLEANUP, AnswerStatus::Ok, vec![])),
+                ts004::Uplink::FragDataBlockReceived { frag_index, mic_error } => {
+                    events.push(UplinkEvent::Reply(downlink(ports::FRAGMENTATION, ts004::Request::FragDataBlockReceived { frag_index }.to_bytes(VERSION))));
+                    let (status, facts) = if mic_error {
+                        (AnswerStatus::Rejected("data block MIC error".into()), vec![])
+                    } else {
+                        (AnswerStatus::Ok, vec![Fact::MissingFragments(0), Fact::HoldsFile])
+                    };
+                    events.push(answer(stage::FRAG_SESSION_STATUS, status, facts));
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    fn parse_clock_sync(payload: &[u8]) -> Result<Vec<UplinkEvent>, ParseError> {
+        let mut events = Vec::new();
+        for up in ts003::Uplink::parse(payload).map_err(parse_error)? {
+            match up {
+                ts003::Uplink::AppTimeReq { device_time, token, ans_required } => {
+                    if let Some(ans) = ts003::answer_app_time(clock::now_gps_seconds(), device_time, token, ans_required) {
+                        events.push(UplinkEvent::Reply(downlink(ports::CLOCK_SYNC, ans.to_bytes())));
+                    }
+                }
+                ts003::Uplink::DeviceAppTimePeriodicity { not_supported, device_time } => {
+                    events.push(UplinkEvent::Note(format!("clock sync periodicity {} (device time {device_time})", if not_supported { "not supported" } else { "accepted" })))
+                }
+                ts003::Uplink::PackageVersion(p) => events.push(UplinkEvent::Note(format!("clock sync package {} v{}", p.package, p.version))),
+            }
+        }
+        Ok(events)
+    }
+
+    fn parse_firmware_management(payload: &[u8]) -> Result<Vec<UplinkEvent>, ParseError> {
+        let mut events = Vec::new();
+        for up in ts006::Uplink::parse(payload).map_err(parse_error)? {
+            events.push(match up {
+                ts006::Uplink::DevVersion { firmware, hardware } => {
+                    answer(stage::DEV_VERSION, AnswerStatus::Ok, vec![Fact::FirmwareVersion(firmware), Fact::HardwareVersion(hardware)])
+                }
+                ts006::Uplink::DevRebootTime { reboot_time } => {
+                    let status = verdict((reboot_time == 0).then(|| "reboot time refused".to_string()));
+                    answer(stage::DEV_REBOOT_TIME, status, vec![Fact::Other(Attribute { key: "rebootTime".into(), value: reboot_time.to_string() })])
+                }
+                ts006::Uplink::DevRebootCountdown { countdown } => UplinkEvent::Note(format!("reboot countdown {countdown} s")),
+                ts006::Uplink::DevUpgradeImage { status, next_version } => {
+                    UplinkEvent::Note(format!("upgrade image {status:?}{}", next_version.map(|v| format!(", next version {v}")).unwrap_or_default()))
+                }
+                ts006::Uplink::DevDeleteImage { invalid_version, no_valid_image } => {
+                    UplinkEvent::Note(format!("delete image: invalid version {invalid_version}, no valid image {no_valid_image}"))
+                }
+                ts006::Uplink::PackageVersion(p) => UplinkEvent::Note(format!("firmware management package {} v{}", p.package, p.version)),
+            });
+        }
+        Ok(events)
+    }
+}
+
+impl Guest for Library {
+    fn describe() -> LibraryInfo {
+        let port = |name: &str, fport| PortBinding { package_name: name.into(), fport };
+        LibraryInfo {
+            name: NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: format!("LoRa Alliance FUOTA packages {VERSION:?} (TS003, TS004, TS005, TS006)"),
+            ports: vec![
+                port("remote-multicast-setup", ports::MULTICAST_SETUP),
+                port("fragmentation", ports::FRAGMENTATION),
+                port("clock-sync", ports::CLOCK_SYNC),
+                port("firmware-management", ports::FIRMWARE_MANAGEMENT),
+            ],
+            max_fragments: fec::MAX_FRAGMENT_NUMBER / 2,
+        }
+    }
+
+    fn plan(campaign: CampaignContext) -> Result<Vec<StageSpec>, LibraryError> {
+        let delivers = campaign.kind != CampaignKind::MulticastSetup;
+        let mut stages = vec![spec(stage::PACKAGE_VERSION, StageMode::Unicast, 1, 60, false), spec(stage::MC_GROUP_SETUP, StageMode::Unicast, 3, 60, true)];
+        if campaign.kind == CampaignKind::FirmwareUpdate && campaign.reboot_gps.is_some() {
+            stages.push(spec(stage::DEV_REBOOT_TIME, StageMode::Unicast, 3, 60, true));
+        }
+        if delivers {
+            frag_session(&campaign)?;
+            stages.push(spec(stage::FRAG_SESSION_SETUP, StageMode::Unicast, 3, 60, true));
+        }
+        stages.push(spec(session_stage(&campaign), StageMode::Unicast, 3, 60, true));
+        if delivers {
+            stages.push(spec(stage::WAIT_SESSION_START, StageMode::WaitSessionStart, 0, 0, true));
+            stages.push(spec(stage::DATA_FRAGMENT, StageMode::Fragments, 0, 0, true));
+            stages.push(spec(stage::FRAG_SESSION_STATUS, StageMode::Multicast, 3, 120, true));
+        }
+        if campaign.kind == CampaignKind::FirmwareUpdate {
+            stages.push(spec(stage::DEV_VERSION, StageMode::DeviceInitiated, 3, 300, true));
+        }
+        if delivers {
+            stages.push(spec(stage::CLEANUP, StageMode::Unicast, 1, 60, false));
+        }
+        Ok(stages)
+    }
+
+    fn fragment_layout(file_size: u32, max_payload: u16) -> Result<Fragmentation, LibraryError> {
+        let room = max_payload.saturating_sub(DATA_FRAGMENT_OVERHEAD).min(255);
+        if room == 0 {
+            return Err(LibraryError::Unsupported(format!("{max_payload} bytes per downlink leave no room for fragment data")));
+        }
+        let layout = fec::Layout::new(file_size as usize, room as u8).map_err(|e| LibraryError::Unsupported(e.to_string()))?;
+        Ok(Fragmentation {
+            frag_index: 0,
+            nb_frag: layout.nb_frag,
+            frag_size: layout.frag_size as u16,
+            padding: layout.padding,
+            descriptor: 0,
+            block_ack_delay: 1,
+            session_cnt: None,
+        })
+    }
+
+    fn build_request(stage_name: String, device: Option<DeviceContext>, campaign: CampaignContext) -> Result<Vec<Downlink>, LibraryError> {
+        let need_device = || device.as_ref().ok_or_else(|| LibraryError::Invalid(format!("{stage_name} is sent to one device")));
+        let group = &campaign.group;
+        Ok(match stage_name.as_str() {
+            stage::PACKAGE_VERSION => vec![downlink(ports::FRAGMENTATION, ts004::Request::PackageVersion.to_bytes(VERSION))],
+            stage::MC_GROUP_SETUP => {
+                let d = need_device()?;
+                let key = keys::mc_key_encrypted(d.dev_eui, group.group_eui).map_err(|e| LibraryError::Key(format!("{e:?}")))?;
+                let mc_key_encrypted: [u8; 16] = key.try_into().map_err(|_| LibraryError::Key("McKey_encrypted is not 16 bytes".into()))?;
+                let req = ts005::Request::McGroupSetup { group: group.group_id, mc_addr: group.mc_addr, mc_key_encrypted, min_fcnt: group.min_fcnt, max_fcnt: group.max_fcnt };
+                vec![downlink(ports::MULTICAST_SETUP, req.to_bytes())]
+            }
+            stage::DEV_REBOOT_TIME => {
+                let reboot_time = if campaign.cancelling { ts006::CANCEL_REBOOT } else { campaign.reboot_gps.unwrap_or(0) as u32 };
+                vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevRebootTime { reboot_time }.to_bytes())]
+            }
+            stage::FRAG_SESSION_SETUP => vec![downlink(ports::FRAGMENTATION, Self::frag_setup(need_device()?, &campaign)?)],
+            stage::MC_CLASS_C_SESSION => {
+                let req = ts005::Request::McClassCSession {
+                    group: group.group_id,
+                    session_time: campaign.session_start_gps as u32,
+                    timeout: campaign.session_timeout & 0x0f,
+                    frequency_hz: group.frequency_hz,
+                    data_rate: group.data_rate,
+                };
+                vec![downlink(ports::MULTICAST_SETUP, req.to_bytes())]
+            }
+            stage::MC_CLASS_B_SESSION => {
+                // Class B sessions start on a beacon period: a multiple of 128 s.
+                let start = campaign.session_start_gps.div_ceil(128) * 128;
+                let req = ts005::Request::McClassBSession {
+                    group: group.group_id,
+                    session_time: start as u32,
+                    timeout: campaign.session_timeout & 0x0f,
+                    periodicity: group.ping_slot_periodicity & 0x07,
+                    frequency_hz: group.frequency_hz,
+                    data_rate: group.data_rate,
+                };
+                vec![downlink(ports::MULTICAST_SETUP, req.to_bytes())]
+            }
+            stage::FRAG_SESSION_STATUS => {
+                let f = frag_session(&campaign)?;
+                vec![downlink(ports::FRAGMENTATION, ts004::Request::FragSessionStatus { participants: true, frag_index: f.frag_index }.to_bytes(VERSION))]
+            }
+            stage::DEV_VERSION => vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevVersion.to_bytes())],
+            stage::CLEANUP => {
+                let mut out = Vec::new();
+                if let Some(f) = &campaign.fragmentation {
+                    out.push(downlink(ports::FRAGMENTATION, ts004::Request::FragSessionDelete { frag_index: f.frag_index }.to_bytes(VERSION)));
+                }
+                out.push(downlink(ports::MULTICAST_SETUP, ts005::Request::McGroupDelete { group: group.group_id }.to_bytes()));
+                out
+            }
+            _ => return Err(LibraryError::UnknownStage(stage_name)),
+        })
+    }
+
+    fn parse_uplink(fport: u8, payload: Vec<u8>, device: DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
+        match fport {
+            ports::MULTICAST_SETUP => Self::parse_multicast_setup(&payload),
+            ports::FRAGMENTATION => Self::parse_fragmentation(&payload, &device),
+            ports::CLOCK_SYNC => Self::parse_clock_sync(&payload),
+            ports::FIRMWARE_MANAGEMENT => Self::parse_firmware_management(&payload),
+            other => Err(ParseError::UnknownPort(other)),
+        }
+    }
+
+    fn fragments(data: Vec<u8>, layout: Fragmentation, first: u32, count: u32) -> Result<Vec<Downlink>, LibraryError> {
+        let frag_size = u8::try_from(layout.frag_size).map_err(|_| LibraryError::Invalid("FragSize above 255".into()))?;
+        let encoder = fec::Encoder::new(&data, frag_size, VERSION).map_err(|e| LibraryError::Invalid(e.to_string()))?;
+        if encoder.layout().nb_frag != layout.nb_frag {
+            return Err(LibraryError::Invalid(format!("data makes {} fragments, the session says {}", encoder.layout().nb_frag, layout.nb_frag)));
+        }
+        (first..first.saturating_add(count))
+            .map(|n| {
+                let (number, payload) = encoder.fragment(n).map_err(|e| LibraryError::Invalid(e.to_string()))?;
+                let req = ts004::Request::DataFragment { frag_index: layout.frag_index, n: number, payload };
+                Ok(downlink(ports::FRAGMENTATION, req.to_bytes(VERSION)))
+            })
+            .collect()
+    }
+}
+
+export!(Library);

@@ -1,0 +1,265 @@
+//! The lorawan-v1 and lorawan-v2 device-library plugins against the
+//! independent device models: every request built by the plugin is parsed
+//! and answered by a device, and the answer parsed back by the plugin.
+
+use airlift::clock::{unix_ms_to_gps_seconds, ManualClock};
+use airlift::plugin::bindings::device_library::airlift::plugin::types::{DeviceContext, IsmBand, LorawanVersion, MulticastGroup, SessionClass};
+use airlift::plugin::bindings::device_library::exports::airlift::plugin::device_library::*;
+use airlift::plugin::{Plugin, PluginRuntime};
+use airlift::sim::{DeviceModel, PackageVersion};
+use airlift_e2e::*;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::sync::Arc;
+
+const DEV: u64 = 0x70b3d57ed0000001;
+const GROUP: u64 = 0x70b3d57ed00000f0;
+const ROOT_KEY: [u8; 16] = [0x8e, 0x3b, 0x1f, 0x0c, 0x5a, 0x7d, 0x92, 0xe4, 0xb6, 0xc1, 0xd0, 0xf3, 0xa2, 0xe5, 0xb7, 0xc9];
+const MC_KEY: [u8; 16] = [0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e];
+const NOW_MS: u64 = 1_800_000_000_000;
+
+struct Setup {
+    host: TestHost,
+    runtime: Arc<PluginRuntime>,
+    plugin: Arc<Plugin>,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(library: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let host = TestHost::start_with(dir.path(), |c| c.clock = Arc::new(ManualClock::new(NOW_MS))).await.unwrap();
+    assert_eq!(host.load_plugin(library).await.0, StatusCode::CREATED);
+    let device = json!({"devEui": format!("{DEV:016x}"), "deviceKey": hex(&ROOT_KEY), "lorawanVersion": "1.0", "multicastClasses": ["B", "C"]});
+    assert_eq!(host.post("/api/devices", device).await.0, StatusCode::CREATED);
+    let group = json!({"devEui": format!("{GROUP:016x}"), "ismBand": "EU868", "devAddr": "01ffffff", "groupId": 1,
+        "frequency": 869525000, "dataRate": 5, "sessionClass": "C", "mcKey": hex(&MC_KEY)});
+    assert_eq!(host.post("/api/multicast-groups", group).await.0, StatusCode::CREATED);
+    let runtime = host.server.state.runtime.clone();
+    let plugin = runtime.active(library).unwrap();
+    Setup { host, runtime, plugin, _dir: dir }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn device_context(memory: Vec<airlift::plugin::bindings::types::Attribute>) -> DeviceContext {
+    DeviceContext { dev_eui: DEV, lorawan_version: LorawanVersion::V10, classes: vec![SessionClass::ClassC], firmware_version: None, hardware_version: None, memory }
+}
+
+fn campaign(kind: CampaignKind, payload: &[u8], payload_sha256: String, layout: Option<Fragmentation>) -> CampaignContext {
+    CampaignContext {
+        campaign_id: "1".into(),
+        kind,
+        group: MulticastGroup {
+            group_eui: GROUP,
+            group_id: 1,
+            mc_addr: 0x01ffffff,
+            session_class: SessionClass::ClassC,
+            ism_band: IsmBand::Eu868,
+            dl_dwell_time: false,
+            frequency_hz: 869_525_000,
+            data_rate: 5,
+            ping_slot_periodicity: 0,
+            min_fcnt: 0,
+            max_fcnt: 65_535,
+        },
+        session_start_gps: unix_ms_to_gps_seconds(NOW_MS) + 600,
+        session_timeout: 10,
+        file_size: payload.len() as u32,
+        payload_sha256,
+        fragmentation: layout,
+        reboot_gps: Some(unix_ms_to_gps_seconds(NOW_MS) + 7200),
+        target_firmware: Some(0x0102_0000),
+        cancelling: false,
+    }
+}
+
+impl Setup {
+    async fn build(&self, stage: &str, device: Option<DeviceContext>, c: &CampaignContext) -> Result<Vec<Downlink>, LibraryError> {
+        let (stage, c) = (stage.to_string(), c.clone());
+        self.runtime.call_device_library(&self.plugin, move |s, p| p.airlift_plugin_device_library().call_build_request(s, &stage, device.as_ref(), &c)).await.unwrap()
+    }
+
+    async fn parse(&self, fport: u8, payload: Vec<u8>, device: DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
+        self.runtime.call_device_library(&self.plugin, move |s, p| p.airlift_plugin_device_library().call_parse_uplink(s, fport, &payload, &device)).await.unwrap()
+    }
+
+    async fn fragments(&self, data: &[u8], layout: Fragmentation, first: u32, count: u32) -> Vec<Downlink> {
+        let data = data.to_vec();
+        self.runtime.call_device_library(&self.plugin, move |s, p| p.airlift_plugin_device_library().call_fragments(s, &data, layout, first, count)).await.unwrap().unwrap()
+    }
+
+    /// Send a stage's request to the device model and parse what it answers.
+    async fn exchange(&self, device: &mut DeviceModel, stage: &str, c: &CampaignContext, memory: &mut Vec<airlift::plugin::bindings::types::Attribute>) -> Vec<UplinkEvent> {
+        let gps = unix_ms_to_gps_seconds(NOW_MS);
+        let mut events = Vec::new();
+        for dl in self.build(stage, Some(device_context(memory.clone())), c).await.unwrap() {
+            for reply in device.handle(dl.fport, &dl.payload, gps).unwrap() {
+                for e in self.parse(reply.fport, reply.payload, device_context(memory.clone())).await.unwrap() {
+                    if let UplinkEvent::Remember(a) = &e {
+                        memory.push(a.clone());
+                    }
+                    events.push(e);
+                }
+            }
+        }
+        events
+    }
+}
+
+fn ok_answer(events: &[UplinkEvent], stage: &str) -> Vec<Fact> {
+    events
+        .iter()
+        .find_map(|e| match e {
+            UplinkEvent::Answer(a) if a.stage == stage => {
+                assert_eq!(a.status, AnswerStatus::Ok, "{stage}: {a:?}");
+                Some(a.facts.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {stage} answer in {events:?}"))
+}
+
+async fn whole_session(library: &str, version: PackageVersion) {
+    let s = setup(library).await;
+    let payload: Vec<u8> = (0..2000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let sha = s.host.server.state.store.blobs().put(&payload).unwrap();
+    let layout = {
+        let mut l = s.runtime.call_device_library(&s.plugin, |st, p| p.airlift_plugin_device_library().call_fragment_layout(st, 2000, 242)).await.unwrap().unwrap();
+        assert_eq!((l.nb_frag, l.frag_size, l.padding), (9, 239, 151));
+        l.descriptor = 0x0403_0201;
+        l.frag_index = 2;
+        l
+    };
+    let c = campaign(CampaignKind::FirmwareUpdate, &payload, sha, Some(layout));
+
+    let plan: Vec<String> = s.runtime.call_device_library(&s.plugin, { let c = c.clone(); move |st, p| p.airlift_plugin_device_library().call_plan(st, &c) }).await.unwrap().unwrap().into_iter().map(|x| x.name).collect();
+    assert_eq!(plan, ["PackageVersion", "McGroupSetup", "DevRebootTime", "FragSessionSetup", "McClassCSessionSetup", "WaitSessionStart", "DataFragment", "FragSessionStatus", "DevVersion", "Cleanup"]);
+
+    let mut device = DeviceModel::new(DEV, ROOT_KEY, false, version);
+    let mut memory = Vec::new();
+    let facts = ok_answer(&s.exchange(&mut device, "PackageVersion", &c, &mut memory).await, "PackageVersion");
+    assert_eq!(facts, vec![Fact::PackageVersion((3, if version == PackageVersion::V2 { 2 } else { 1 }))]);
+
+    ok_answer(&s.exchange(&mut device, "McGroupSetup", &c, &mut memory).await, "McGroupSetup");
+    assert_eq!(device.mc_key(1), Some(MC_KEY), "device recovered the group's McKey");
+    assert_eq!(device.group(1), Some((0x01ffffff, 0, 65_535)));
+
+    ok_answer(&s.exchange(&mut device, "DevRebootTime", &c, &mut memory).await, "DevRebootTime");
+    assert_eq!(device.reboot_at_gps, Some(c.reboot_gps.unwrap() as u32));
+    ok_answer(&s.exchange(&mut device, "FragSessionSetup", &c, &mut memory).await, "FragSessionSetup");
+    let facts = ok_answer(&s.exchange(&mut device, "McClassCSessionSetup", &c, &mut memory).await, "McClassCSessionSetup");
+    assert_eq!(facts, vec![Fact::TimeToStart(600)]);
+    assert_eq!(device.session.unwrap().frequency_hz, 869_525_000);
+
+    // Lose fragments 2 and 5, then send coded ones until the device has it.
+    let mut completion = Vec::new();
+    for dl in s.fragments(&payload, layout, 1, 14).await {
+        let n = u16::from_le_bytes([dl.payload[1], dl.payload[2]]) & 0x3fff;
+        assert_eq!(dl.payload[2] >> 6, 2, "FragIndex in the header");
+        if n == 2 || n == 5 {
+            continue;
+        }
+        completion.extend(device.handle(dl.fport, &dl.payload, 0).unwrap());
+    }
+    assert_eq!(device.received_file.as_deref(), Some(payload.as_slice()), "device rebuilt the exact payload");
+    if version == PackageVersion::V2 {
+        // The v2 device checked the data-block MIC and said so.
+        assert_eq!(completion.len(), 1);
+        let events = s.parse(completion[0].fport, completion[0].payload.clone(), device_context(memory.clone())).await.unwrap();
+        assert!(matches!(&events[0], UplinkEvent::Reply(d) if d.payload == vec![0x04, 0x02]));
+        assert!(ok_answer(&events, "FragSessionStatus").contains(&Fact::HoldsFile));
+        assert!(memory.iter().any(|a| a.key == "ts004.session-cnt" && a.value == "1"), "{memory:?}");
+    }
+    let facts = ok_answer(&s.exchange(&mut device, "FragSessionStatus", &c, &mut memory).await, "FragSessionStatus");
+    assert!(facts.contains(&Fact::MissingFragments(0)) && facts.contains(&Fact::HoldsFile), "{facts:?}");
+
+    let facts = ok_answer(&s.exchange(&mut device, "DevVersion", &c, &mut memory).await, "DevVersion");
+    assert_eq!(facts, vec![Fact::FirmwareVersion(0x0100_0000), Fact::HardwareVersion(1)]);
+    ok_answer(&s.exchange(&mut device, "Cleanup", &c, &mut memory).await, "Cleanup");
+    assert_eq!(device.mc_key(1), None, "group deleted");
+
+    if version == PackageVersion::V2 {
+        // A second session must carry a higher SessionCnt; the plugin took it from memory.
+        ok_answer(&s.exchange(&mut device, "FragSessionSetup", &c, &mut memory).await, "FragSessionSetup");
+        assert!(memory.iter().any(|a| a.key == "ts004.session-cnt" && a.value == "2"));
+    }
+
+    // Cancelling a reboot sends 0xFFFFFFFF.
+    let mut cancel = c.clone();
+    cancel.cancelling = true;
+    let dl = s.build("DevRebootTime", Some(device_context(vec![])), &cancel).await.unwrap();
+    assert_eq!(dl[0].payload, vec![0x02, 0xff, 0xff, 0xff, 0xff]);
+}
+
+#[tokio::test]
+async fn lorawan_v1_runs_a_whole_session_against_a_v1_device() {
+    whole_session("lorawan-v1", PackageVersion::V1).await;
+}
+
+#[tokio::test]
+async fn lorawan_v2_runs_a_whole_session_against_a_v2_device() {
+    whole_session("lorawan-v2", PackageVersion::V2).await;
+}
+
+#[tokio::test]
+async fn a_device_with_the_wrong_root_key_does_not_recover_mc_key() {
+    let s = setup("lorawan-v1").await;
+    let c = campaign(CampaignKind::MulticastSetup, &[], String::new(), None);
+    let mut device = DeviceModel::new(DEV, [0x55; 16], false, PackageVersion::V1);
+    s.exchange(&mut device, "McGroupSetup", &c, &mut vec![]).await;
+    assert_ne!(device.mc_key(1), Some(MC_KEY));
+}
+
+#[tokio::test]
+async fn clock_sync_corrects_a_drifting_device() {
+    let s = setup("lorawan-v2").await;
+    let gps = unix_ms_to_gps_seconds(NOW_MS);
+    let mut device = DeviceModel::new(DEV, ROOT_KEY, false, PackageVersion::V2);
+    device.clock_offset_s = -34;
+    let req = device.app_time_req(gps, 7, false);
+    let events = s.parse(req.fport, req.payload, device_context(vec![])).await.unwrap();
+    let UplinkEvent::Reply(ans) = &events[0] else { panic!("{events:?}") };
+    assert_eq!(ans.payload, vec![0x01, 34, 0, 0, 0, 7]);
+    device.handle(ans.fport, &ans.payload, gps).unwrap();
+    assert_eq!(device.clock_offset_s, 0);
+    // In sync and no answer required: nothing to send.
+    let req = device.app_time_req(gps, 8, false);
+    assert!(s.parse(req.fport, req.payload, device_context(vec![])).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_uplinks_are_typed_errors_and_the_plugin_keeps_working() {
+    let s = setup("lorawan-v1").await;
+    let cases: [(u8, Vec<u8>, fn(&ParseError) -> bool); 5] = [
+        (201, vec![0x01, 0x00, 0xc4], |e| matches!(e, ParseError::Truncated(_))),
+        (200, vec![0x7f, 1, 2], |e| matches!(e, ParseError::UnknownCommand(0x7f))),
+        (200, vec![], |e| matches!(e, ParseError::Truncated(_))),
+        (17, vec![1], |e| matches!(e, ParseError::UnknownPort(17))),
+        (203, vec![0x01, 1, 2, 0, 0, 0xf0], |e| matches!(e, ParseError::Truncated(_))),
+    ];
+    for (fport, payload, expected) in cases {
+        let err = s.parse(fport, payload.clone(), device_context(vec![])).await.unwrap_err();
+        assert!(expected(&err), "port {fport} {payload:02x?}: {err:?}");
+    }
+    let events = s.parse(200, vec![0x02, 0x01], device_context(vec![])).await.unwrap();
+    ok_answer(&events, "McGroupSetup");
+    let err = s.build("NoSuchStage", None, &campaign(CampaignKind::MulticastSetup, &[], String::new(), None)).await.unwrap_err();
+    assert!(matches!(err, LibraryError::UnknownStage(_)));
+}
+
+#[tokio::test]
+async fn the_plugin_sees_only_the_encrypted_mc_key() {
+    let s = setup("lorawan-v1").await;
+    let c = campaign(CampaignKind::MulticastSetup, &[], String::new(), None);
+    let request = s.build("McGroupSetup", Some(device_context(vec![])), &c).await.unwrap();
+    let bytes = &request[0].payload;
+    use airlift::keys::lorawan::*;
+    let kek = mc_ke_key(&mc_root_key(&ROOT_KEY, RootKeyKind::GenAppKey));
+    assert_eq!(&bytes[6..22], &mc_key_encrypted(&kek, &MC_KEY), "McGroupSetupReq carries McKey_encrypted");
+    let secrets = [ROOT_KEY, MC_KEY, kek, mc_root_key(&ROOT_KEY, RootKeyKind::GenAppKey)];
+    for secret in secrets {
+        assert!(!bytes.windows(16).any(|w| w == secret), "a key crossed into the plugin's output");
+    }
+}
