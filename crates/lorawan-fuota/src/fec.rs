@@ -118,10 +118,12 @@ impl<'a> Encoder<'a> {
             self.uncoded_row(i, &mut row);
             return Ok((if n <= m { n as u16 } else { 1 }, row));
         }
-        let mut scratch = vec![0u8; row.len()];
+        let fs = self.layout.frag_size as usize;
         for i in parity_line(n - m, m, self.version) {
-            self.uncoded_row(i, &mut scratch);
-            row.iter_mut().zip(&scratch).for_each(|(a, b)| *a ^= b);
+            // XOR straight from the data; the padded tail is zeros anyway.
+            let start = i as usize * fs;
+            let src = &self.data[start..(start + fs).min(self.data.len())];
+            row.iter_mut().zip(src).for_each(|(a, b)| *a ^= b);
         }
         Ok((n as u16, row))
     }
