@@ -308,3 +308,18 @@ fn classify(manifest: &PluginManifest, limits: &crate::model::PluginLimits, memo
     tracing::warn!(plugin = %name, %message, "plugin call failed");
     PluginError::Trap { name, message }
 }
+
+#[cfg(test)]
+impl CallState {
+    /// A call's state without an instance, to test host imports directly.
+    pub(crate) fn for_tests(manifest: PluginManifest, host: Arc<HostServices>, grant: Option<Arc<BackendGrant>>) -> Self {
+        CallState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max_bytes: 1 << 20, refused: false },
+            plugin: Arc::new(manifest),
+            host,
+            grant,
+        }
+    }
+}

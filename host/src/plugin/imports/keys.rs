@@ -118,3 +118,94 @@ impl CallState {
         String::from_utf8(secret.expose().to_vec()).map_err(|_| KeyError::Invalid("stored key is not PEM".into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::keys::Vault;
+    use crate::model::{Device, MulticastGroup, PluginManifest, SessionClass};
+    use crate::plugin::{BackendGrant, HostServices};
+    use crate::store::Store;
+    use std::sync::Arc;
+
+    fn state(kind: PluginKind, store: &Store, vault: &Arc<Vault>) -> CallState {
+        let manifest = PluginManifest {
+            name: "p".into(),
+            kind,
+            version: "1".into(),
+            wit_version: "0.1.0".into(),
+            description: String::new(),
+            allowed_outbound_hosts: vec![],
+            limits: Default::default(),
+        };
+        let host = Arc::new(HostServices::new(store.clone(), vault.clone(), Arc::new(SystemClock)));
+        let mut secrets = std::collections::BTreeMap::new();
+        secrets.insert("asKey".to_string(), vault.seal(b"46ab678cd45df4a4e4b375Eacd096acc"));
+        let grant = Arc::new(BackendGrant { instance_id: "1".into(), allowed_hosts: Default::default(), secrets });
+        CallState::for_tests(manifest, host, Some(grant))
+    }
+
+    #[tokio::test]
+    async fn each_key_function_is_open_to_its_plugin_kind_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let vault = Arc::new(Vault::new([9; 32]));
+        let root = [3u8; 16];
+        store
+            .put(&Device {
+                dev_eui: Eui(1),
+                name: String::new(),
+                tag: String::new(),
+                multicast_classes: vec![SessionClass::C],
+                lorawan_version: LorawanVersion::V1_0,
+                device_key: Some(vault.seal(&root)),
+                device_profile: None,
+                firmware: None,
+                firmware_changed: None,
+                archived: false,
+            })
+            .unwrap();
+        store
+            .put(&MulticastGroup {
+                dev_eui: Eui(2),
+                name: String::new(),
+                tag: String::new(),
+                ism_band: crate::model::IsmBand::EU868,
+                dl_dwell_time: false,
+                dev_addr: "01020304".into(),
+                group_id: 0,
+                frequency: 869_525_000,
+                data_rate: 5,
+                redundancy: 80,
+                ping_slot_periodicity: 0,
+                session_class: SessionClass::C,
+                mc_key: Some(vault.seal(&[5; 16])),
+                archived: false,
+            })
+            .unwrap();
+
+        let mut library = state(PluginKind::DeviceLibrary, &store, &vault);
+        let encrypted = library.mc_key_encrypted(1, 2).unwrap().unwrap();
+        let kek = lorawan::mc_ke_key(&lorawan::mc_root_key(&root, RootKeyKind::GenAppKey));
+        assert_eq!(encrypted, lorawan::mc_key_encrypted(&kek, &[5; 16]).to_vec());
+        assert!(matches!(library.mc_key_encrypted(1, 99).unwrap(), Err(KeyError::Unknown(_))));
+        assert!(matches!(library.multicast_session_keys(2).unwrap(), Err(KeyError::Denied(_))));
+        assert!(matches!(library.sign("1".into(), vec![]).unwrap(), Err(KeyError::Denied(_))));
+        assert!(matches!(library.digest_with_secret("asKey".into(), "x".into()).unwrap(), Err(KeyError::Denied(_))));
+
+        let mut backend = state(PluginKind::Backend, &store, &vault);
+        assert!(matches!(backend.mc_key_encrypted(1, 2).unwrap(), Err(KeyError::Denied(_))));
+        assert!(matches!(backend.data_block_mic(1, 1, 0, 0, String::new()).unwrap(), Err(KeyError::Denied(_))));
+        let (app, net) = backend.multicast_session_keys(2).unwrap().unwrap();
+        assert_eq!(app, lorawan::mc_app_s_key(&[5; 16], 0x01020304).to_vec());
+        assert_eq!(net, lorawan::mc_net_s_key(&[5; 16], 0x01020304).to_vec());
+        // ThingPark's token vector from the specs.
+        let token = backend
+            .digest_with_secret("asKey".into(), "DevEUI=000000000F1D8693&FPort=1&Payload=00&AS_ID=app1.sample.com&Time=2016-01-11T14:28:00".into())
+            .unwrap()
+            .unwrap();
+        assert_eq!(token, "b5a84fe9c8921e9de359e3041a37b76c4b122f6f9b83577b5596c842052f7e62");
+        assert!(matches!(backend.digest_with_secret("nope".into(), "x".into()).unwrap(), Err(KeyError::Unknown(_))));
+    }
+}
