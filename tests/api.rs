@@ -71,7 +71,7 @@ async fn every_object_round_trips() {
     round_trip(&h, "device-sets", json!({"name": "s", "devices": ["70-b3-d5-7e-d0-00-00-02"]}), json!({"name": "s2", "devices": []}), ("name", json!("s2"))).await;
     round_trip(&h, "regions", json!({"name": "r", "multicastGroups": ["70b3d57ed00000f1"]}), json!({"name": "r", "description": "north"}), ("description", json!("north"))).await;
     let key = round_trip(&h, "smart-delta-keys", json!({"name": "k", "privateKey": PEM}), json!({"name": "k2"}), ("name", json!("k2"))).await;
-    round_trip(&h, "device-profiles", json!({"name": "p", "producerId": "acme"}), json!({"name": "p", "mcuType": "STM32L0"}), ("mcuType", json!("STM32L0"))).await;
+    round_trip(&h, "device-profiles", json!({"name": "p", "producerId": "acme"}), json!({"name": "p", "mcuType": "STM32L0", "fports": {"fragmentation": 30}}), ("fports", json!({"fragmentation": 30}))).await;
     round_trip(&h, "backend-instances", json!({"name": "sim", "plugin": "simulated", "allowedHosts": ["http://127.0.0.1:9"]}), json!({"name": "sim", "plugin": "simulated", "settings": {"a": "b"}}), ("settings", json!({"a": "b"}))).await;
 
     // The archived key's public part is still exportable for device builds.
@@ -145,6 +145,7 @@ async fn validation_errors_name_the_field() {
     assert_field_error(h.post("/api/multicast-groups", g).await, "dlDwellTime");
 
     assert_field_error(h.post("/api/device-sets", json!({"name": "s", "devices": [DEV]})).await, "devices");
+    assert_field_error(h.post("/api/device-profiles", json!({"name": "p", "fports": {"fragmentation": 0}})).await, "fports");
     assert_field_error(h.post("/api/smart-delta-keys", json!({"name": "k", "privateKey": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"})).await, "privateKey");
     assert_field_error(h.post("/api/backend-instances", json!({"name": "x", "plugin": "p", "allowedHosts": ["ftp://x"]})).await, "allowedHosts");
 

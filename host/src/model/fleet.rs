@@ -365,6 +365,10 @@ pub struct DeviceProfile {
     pub mcu_type: Option<String>,
     pub fuota_library: Option<String>,
     pub smart_delta_key: Option<String>,
+    /// Package name → FPort on the air, where the devices moved a package
+    /// off the library's default port.
+    #[serde(default)]
+    pub fports: BTreeMap<String, u8>,
     pub archived: bool,
 }
 object!(DeviceProfile, "device-profiles", |s| s.id.clone());
@@ -384,6 +388,8 @@ pub struct DeviceProfileInput {
     pub mcu_type: Option<String>,
     pub fuota_library: Option<String>,
     pub smart_delta_key: Option<String>,
+    #[serde(default)]
+    pub fports: BTreeMap<String, u8>,
 }
 
 impl Editable for DeviceProfile {
@@ -392,6 +398,9 @@ impl Editable for DeviceProfile {
         require_text("name", &i.name)?;
         if let Some(k) = &i.smart_delta_key {
             require_ref::<SmartDeltaKey>(ctx, "smartDeltaKey", k)?;
+        }
+        if let Some((package, port)) = i.fports.iter().find(|(_, p)| !(1..=223).contains(*p)) {
+            return Err(FieldError::new("fports", format!("FPort {port} for '{package}' is outside 1-223")));
         }
         Ok(DeviceProfile {
             id: id_for(prior, ctx),
@@ -406,6 +415,7 @@ impl Editable for DeviceProfile {
             mcu_type: i.mcu_type,
             fuota_library: i.fuota_library,
             smart_delta_key: i.smart_delta_key,
+            fports: i.fports,
             archived: prior.is_some_and(|p| p.archived),
         })
     }

@@ -6,6 +6,7 @@ mod device;
 mod eui;
 mod fleet;
 mod plugin;
+mod ports;
 
 pub use campaign::{Campaign, CampaignInput, CampaignStatus, CampaignType};
 pub use device::{Device, DeviceInput, LorawanVersion, SessionClass};
@@ -15,6 +16,7 @@ pub use fleet::{
     FileType, IsmBand, MulticastGroup, MulticastGroupInput, Region, RegionInput, SmartDeltaKey, SmartDeltaKeyInput,
     StoredFile,
 };
+pub use ports::PortMap;
 pub use plugin::{PluginKind, PluginLimits, PluginManifest, PluginRecord, PluginVersion};
 
 use crate::keys::Vault;
