@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod engine;
 pub mod keys;
 pub mod model;
 pub mod plugin;

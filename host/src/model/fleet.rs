@@ -28,6 +28,7 @@ macro_rules! object {
     };
 }
 pub(crate) use object;
+pub(crate) use object as fleet_object_macro;
 
 /// The id of an updated object, or a fresh one.
 fn id_for<T: Object>(prior: Option<&T>, ctx: &InputContext) -> String {

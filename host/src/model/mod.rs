@@ -5,6 +5,7 @@ mod campaign;
 mod device;
 mod eui;
 mod fleet;
+pub(crate) use fleet::fleet_object_macro as fleet_object;
 mod plugin;
 mod ports;
 

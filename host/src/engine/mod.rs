@@ -1,0 +1,285 @@
+//! The stage engine: runs a campaign through the stages its device library
+//! plans, generic over plugins and networks. State lives in the store
+//! ([`run`]); [`Engine::step`] derives the next action from it, writes the
+//! new state, then acts, so a restart resumes without redoing a stage.
+//!
+//! - [`run`]: stored run state per campaign and per device.
+//! - [`step`]: the stage machine.
+//! - [`network`]: what the engine needs from a network.
+//! - [`context`]: WIT records built from stored objects.
+//! - [`progress`]: progress in the RMC message shape.
+
+mod context;
+pub mod network;
+pub mod progress;
+pub mod run;
+mod step;
+
+pub use network::{Network, NetworkError, Pacing};
+pub use run::{CampaignRun, DeviceRun, RunStatus};
+
+use crate::clock::Clock;
+use crate::model::{Campaign, CampaignStatus, CampaignType, Device, DeviceSet, Eui, MulticastGroup, PluginKind, PluginRecord, Region, StoredFile};
+use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
+use crate::plugin::{Plugin, PluginError, PluginRuntime};
+use crate::store::{Store, StoreError};
+use run::{FragLayout, Stage};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Plugin(#[from] PluginError),
+    #[error("device library: {0}")]
+    Library(String),
+    #[error("campaign '{0}' not found")]
+    NotFound(String),
+    #[error("campaign cannot start: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Network(#[from] NetworkError),
+}
+
+/// Options a run takes beyond the campaign object.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Send this percentage of extra coded fragments up front and never a
+    /// second round (the classic open-loop behaviour, for comparison).
+    pub fixed_redundancy_pct: Option<u32>,
+    /// Firmware version devices must report at the end (firmware campaigns).
+    pub target_firmware: Option<u32>,
+}
+
+pub struct Engine<N: Network> {
+    pub store: Store,
+    pub runtime: Arc<PluginRuntime>,
+    pub clock: Arc<dyn Clock>,
+    pub network: Arc<N>,
+}
+
+impl<N: Network> Engine<N> {
+    pub fn new(store: Store, runtime: Arc<PluginRuntime>, clock: Arc<dyn Clock>, network: Arc<N>) -> Self {
+        Self { store, runtime, clock, network }
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_unix_ms()
+    }
+
+    /// The pinned library of a run; reloaded from the store after a restart.
+    async fn library(&self, run: &CampaignRun) -> Result<Arc<Plugin>, EngineError> {
+        if let Some(p) = self.runtime.by_hash(&run.library_sha256) {
+            return Ok(p);
+        }
+        let record = self.store.get::<PluginRecord>(&run.library_name)?.ok_or_else(|| PluginError::NotFound(run.library_name.clone()))?;
+        let version = record.versions.iter().find(|v| v.sha256 == run.library_sha256).ok_or_else(|| PluginError::NotFound(run.library_sha256.clone()))?;
+        let wasm = self.store.blobs().read(&run.library_sha256).map_err(|e| PluginError::Storage(e.to_string()))?;
+        Ok(self.runtime.load_pinned(version.manifest.clone(), &run.library_sha256, &wasm)?)
+    }
+
+    fn campaign(&self, id: &str) -> Result<Campaign, EngineError> {
+        self.store.get::<Campaign>(id)?.ok_or_else(|| EngineError::NotFound(id.into()))
+    }
+
+    fn set_campaign_status(&self, id: &str, status: CampaignStatus) -> Result<(), EngineError> {
+        let mut c = self.campaign(id)?;
+        c.status = status;
+        c.last_changed = chrono::DateTime::from_timestamp_millis(self.now() as i64).unwrap_or_default();
+        if status == CampaignStatus::Running {
+            c.started = Some(c.last_changed);
+        }
+        self.store.put(&c)?;
+        Ok(())
+    }
+
+    /// Plan and record a run, then mark the campaign RUNNING.
+    pub async fn start(&self, campaign_id: &str, options: RunOptions) -> Result<CampaignRun, EngineError> {
+        let campaign = self.campaign(campaign_id)?;
+        if campaign.status != CampaignStatus::Configured {
+            return Err(EngineError::Invalid(format!("status is {:?}, not CONFIGURED", campaign.status)));
+        }
+        let mut devices: Vec<Eui> = Vec::new();
+        for set in &campaign.device_sets {
+            let set = self.store.get::<DeviceSet>(set)?.ok_or_else(|| EngineError::Invalid(format!("device set {set} is gone")))?;
+            devices.extend(set.devices);
+        }
+        devices.sort();
+        devices.dedup();
+        if devices.is_empty() {
+            return Err(EngineError::Invalid("no devices".into()));
+        }
+        let region = self.store.get::<Region>(&campaign.regions[0])?.ok_or_else(|| EngineError::Invalid("region is gone".into()))?;
+        let group_eui = *region.multicast_groups.first().ok_or_else(|| EngineError::Invalid("the region has no multicast group".into()))?;
+        let group = self.store.get::<MulticastGroup>(&group_eui.to_string())?.ok_or_else(|| EngineError::Invalid("multicast group is gone".into()))?;
+
+        let library = self.runtime.active(&campaign.device_library)?;
+        if library.manifest.kind != PluginKind::DeviceLibrary {
+            return Err(EngineError::Invalid(format!("{} is not a device library", campaign.device_library)));
+        }
+        let (payload_sha256, file_size) = match &campaign.file {
+            Some(id) => {
+                let f = self.store.get::<StoredFile>(id)?.ok_or_else(|| EngineError::Invalid("file is gone".into()))?;
+                (Some(f.id), f.size as u32)
+            }
+            None => (None, 0),
+        };
+        let layout = match payload_sha256 {
+            Some(_) => {
+                let max = lorawan_fuota::region::max_app_payload(context::band(group.ism_band), group.data_rate, group.dl_dwell_time)
+                    .ok_or_else(|| EngineError::Invalid(format!("DR{} is not a downlink data rate of {:?}", group.data_rate, group.ism_band)))?;
+                let l = self
+                    .runtime
+                    .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_fragment_layout(s, file_size, max))
+                    .await?
+                    .map_err(|e| EngineError::Library(format!("{e:?}")))?;
+                Some(FragLayout { frag_index: 0, nb_frag: l.nb_frag, frag_size: l.frag_size, padding: l.padding, descriptor: 0, block_ack_delay: l.block_ack_delay })
+            }
+            None => None,
+        };
+        let now = self.now();
+        let deadline_ms = now + campaign.max_duration_minutes as u64 * 60_000;
+        let mut run = CampaignRun {
+            campaign_id: campaign.id.clone(),
+            stages: vec![],
+            stage: 0,
+            stage_started_ms: now,
+            round: 0,
+            round_sent_ms: None,
+            started_ms: now,
+            deadline_ms,
+            library_sha256: library.sha256.clone(),
+            library_name: library.manifest.name.clone(),
+            group: group.dev_eui,
+            devices: devices.clone(),
+            success_threshold: campaign.success_threshold,
+            payload_sha256,
+            layout,
+            session_start_gps: 0,
+            session_timeout: 0,
+            reboot_gps: campaign.reboot_at.map(|t| crate::clock::unix_ms_to_gps_seconds(t.timestamp_millis() as u64)),
+            target_firmware: options.target_firmware,
+            next_fcnt: 0,
+            next_fragment: 1,
+            fragments_target: 0,
+            fragments_sent: 0,
+            extra_rounds: 0,
+            fixed_redundancy_pct: options.fixed_redundancy_pct,
+            status: RunStatus::Running,
+            error: None,
+            finished_ms: None,
+            next_action_ms: 0,
+            archived: false,
+        };
+        let ctx = context::campaign(&run, context::kind(campaign.campaign_type), &group, file_size, false);
+        let plan = self
+            .runtime
+            .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_plan(s, &ctx))
+            .await?
+            .map_err(|e| EngineError::Library(format!("{e:?}")))?;
+        run.stages = plan
+            .into_iter()
+            .map(|s| Stage { name: s.name, mode: context::mode(s.mode), retry_limit: s.retry_limit, answer_timeout_s: s.answer_timeout_s, required: s.required })
+            .collect();
+        for dev in &devices {
+            if self.store.get::<Device>(&dev.to_string())?.is_none() {
+                return Err(EngineError::Invalid(format!("device {dev} is gone")));
+            }
+            self.store.put(&DeviceRun::new(&run.campaign_id, *dev))?;
+        }
+        self.store.put(&run)?;
+        self.set_campaign_status(&run.campaign_id, CampaignStatus::Running)?;
+        self.store.flush()?;
+        tracing::info!(campaign = %run.campaign_id, devices = devices.len(), stages = run.stages.len(), "campaign started");
+        Ok(run)
+    }
+
+    /// Stop a running campaign; devices fall back to class A.
+    pub async fn stop(&self, campaign_id: &str) -> Result<(), EngineError> {
+        let mut run = self.store.get::<CampaignRun>(campaign_id)?.ok_or_else(|| EngineError::NotFound(campaign_id.into()))?;
+        if run.status != RunStatus::Running {
+            return Ok(());
+        }
+        run.status = RunStatus::Stopped;
+        run.finished_ms = Some(self.now());
+        self.store.put(&run)?;
+        self.set_campaign_status(campaign_id, CampaignStatus::Stopped)?;
+        if let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? {
+            self.network.end_session(&group).await;
+        }
+        Ok(())
+    }
+
+    pub fn device_runs(&self, campaign_id: &str) -> Result<Vec<DeviceRun>, EngineError> {
+        let run = self.store.get::<CampaignRun>(campaign_id)?.ok_or_else(|| EngineError::NotFound(campaign_id.into()))?;
+        let mut out = Vec::with_capacity(run.devices.len());
+        for d in &run.devices {
+            if let Some(r) = self.store.get::<DeviceRun>(&DeviceRun::key(campaign_id, *d))? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every running campaign.
+    pub fn running(&self) -> Result<Vec<CampaignRun>, EngineError> {
+        Ok(self.store.list::<CampaignRun>(false)?.into_iter().filter(|r| r.status == RunStatus::Running).collect())
+    }
+
+    /// An uplink from a device: parsed by each running campaign's library
+    /// that has the device, answers recorded, replies sent at once.
+    pub async fn on_uplink(&self, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), EngineError> {
+        for run in self.running()? {
+            let key = DeviceRun::key(&run.campaign_id, dev_eui);
+            let Some(mut dev_run) = self.store.get::<DeviceRun>(&key)? else { continue };
+            let Some(device) = self.store.get::<Device>(&dev_eui.to_string())? else { continue };
+            let library = self.library(&run).await?;
+            let ctx = context::device(&device, &dev_run);
+            let bytes = payload.clone();
+            let parsed = self.runtime.call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_parse_uplink(s, fport, &bytes, &ctx)).await;
+            let events = match parsed {
+                Ok(Ok(events)) => events,
+                Ok(Err(e)) => {
+                    tracing::warn!(device = %dev_eui, fport, error = ?e, "uplink not understood");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(device = %dev_eui, fport, error = %e, "device library failed on an uplink");
+                    continue;
+                }
+            };
+            let mut replies = Vec::new();
+            for event in events {
+                match event {
+                    lib::UplinkEvent::Answer(a) => step::record_answer(&run, &mut dev_run, a),
+                    lib::UplinkEvent::Reply(d) => replies.push(d),
+                    lib::UplinkEvent::Remember(a) => {
+                        dev_run.memory.retain(|(k, _)| *k != a.key);
+                        dev_run.memory.push((a.key, a.value));
+                    }
+                    lib::UplinkEvent::Note(n) => tracing::debug!(device = %dev_eui, "{n}"),
+                }
+            }
+            self.store.put(&dev_run)?;
+            for d in replies {
+                self.network.send_unicast(dev_eui, d.fport, d.payload).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn campaign_type(&self, run: &CampaignRun) -> Result<CampaignType, EngineError> {
+        Ok(self.campaign(&run.campaign_id)?.campaign_type)
+    }
+}
+
+impl<N: Network> Engine<N> {
+    /// Sizes of the stored payload (0 when none).
+    fn file_size(&self, run: &CampaignRun) -> Result<u32, EngineError> {
+        match &run.payload_sha256 {
+            Some(id) => Ok(self.store.get::<StoredFile>(id)?.map(|f| f.size as u32).unwrap_or(0)),
+            None => Ok(0),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! A running campaign's state, as stored. The engine derives every action
+//! from these records and writes them before acting, so a restart resumes
+//! where it stopped and no device redoes a finished stage.
+
+use crate::model::fleet_object as object;
+use crate::model::{Eui, Object};
+use serde::{Deserialize, Serialize};
+
+/// How the engine runs a stage (mirrors the WIT `stage-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StageMode {
+    Unicast,
+    Multicast,
+    Fragments,
+    WaitSessionStart,
+    DeviceInitiated,
+    Offloaded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stage {
+    pub name: String,
+    pub mode: StageMode,
+    pub retry_limit: u32,
+    pub answer_timeout_s: u32,
+    pub required: bool,
+}
+
+/// TS004 session parameters fixed for the whole campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FragLayout {
+    pub frag_index: u8,
+    pub nb_frag: u32,
+    pub frag_size: u16,
+    pub padding: u8,
+    pub descriptor: u32,
+    pub block_ack_delay: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+    Succeeded,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CampaignRun {
+    pub campaign_id: String,
+    pub stages: Vec<Stage>,
+    /// Index of the stage being run.
+    pub stage: usize,
+    pub stage_started_ms: u64,
+    /// Rounds of the current stage (retries, or status rounds).
+    pub round: u32,
+    /// When the current round's requests went out.
+    pub round_sent_ms: Option<u64>,
+    pub started_ms: u64,
+    pub deadline_ms: u64,
+    /// The device library, pinned by content hash for the whole session.
+    pub library_sha256: String,
+    pub library_name: String,
+    pub group: Eui,
+    pub devices: Vec<Eui>,
+    pub success_threshold: u8,
+    pub payload_sha256: Option<String>,
+    pub layout: Option<FragLayout>,
+    pub session_start_gps: u64,
+    pub session_timeout: u8,
+    pub reboot_gps: Option<u64>,
+    pub target_firmware: Option<u32>,
+    /// Next multicast frame counter (never reused).
+    pub next_fcnt: u32,
+    /// Next DataFragment number and how far this burst goes.
+    pub next_fragment: u32,
+    pub fragments_target: u32,
+    pub fragments_sent: u32,
+    /// Closed-loop rounds of extra coded fragments so far.
+    pub extra_rounds: u32,
+    /// Fixed redundancy instead of the closed loop (percent of extra fragments).
+    pub fixed_redundancy_pct: Option<u32>,
+    pub status: RunStatus,
+    pub error: Option<String>,
+    pub finished_ms: Option<u64>,
+    /// Set while a multicast or fragment burst is paced: wake no earlier.
+    pub next_action_ms: u64,
+    pub archived: bool,
+}
+object!(CampaignRun, "campaign-runs", |s| s.campaign_id.clone());
+
+impl CampaignRun {
+    pub fn current(&self) -> Option<&Stage> {
+        self.stages.get(self.stage)
+    }
+
+    pub fn stage_index(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name == name)
+    }
+}
+
+/// Per device, per campaign.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRun {
+    pub campaign_id: String,
+    pub dev_eui: Eui,
+    /// Stage the device is in (answered stages are below it).
+    pub stage: usize,
+    /// Requests sent in the current stage.
+    pub attempts: u32,
+    pub next_retry_ms: u64,
+    /// Answered the current stage (and how).
+    pub answered: bool,
+    /// Out of the campaign, with why.
+    pub failed: Option<String>,
+    pub holds_file: bool,
+    pub missing_fragments: Option<u32>,
+    pub received_fragments: Option<u32>,
+    pub firmware_version: Option<u32>,
+    /// What the library asked to remember.
+    pub memory: Vec<(String, String)>,
+    pub succeeded: bool,
+    pub archived: bool,
+}
+object!(DeviceRun, "device-runs", |s| DeviceRun::key(&s.campaign_id, s.dev_eui));
+
+impl DeviceRun {
+    pub fn key(campaign_id: &str, dev_eui: Eui) -> String {
+        format!("{campaign_id}/{dev_eui}")
+    }
+
+    pub fn new(campaign_id: &str, dev_eui: Eui) -> Self {
+        Self {
+            campaign_id: campaign_id.into(),
+            dev_eui,
+            stage: 0,
+            attempts: 0,
+            next_retry_ms: 0,
+            answered: false,
+            failed: None,
+            holds_file: false,
+            missing_fragments: None,
+            received_fragments: None,
+            firmware_version: None,
+            memory: vec![],
+            succeeded: false,
+            archived: false,
+        }
+    }
+
+    pub fn active(&self) -> bool {
+        self.failed.is_none()
+    }
+}

@@ -1,0 +1,348 @@
+//! The stage machine: from the stored state of a run, do what is due and
+//! say when to look again.
+
+use super::context;
+use super::run::{CampaignRun, DeviceRun, RunStatus, StageMode};
+use super::{Engine, EngineError, Network};
+use crate::clock::unix_ms_to_gps_seconds;
+use crate::model::{CampaignStatus, CampaignType, Device, MulticastGroup};
+use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
+
+/// Longest wait between two retries of one device.
+const MAX_BACKOFF_MS: u64 = 30 * 60_000;
+/// DataFragments requested from the library per call.
+const FRAGMENT_BATCH: u32 = 16;
+/// Closed-loop rounds of extra fragments before giving up on the rest.
+const MAX_EXTRA_ROUNDS: u32 = 12;
+/// Margin before the multicast session starts, after its setup stage.
+const SESSION_SETUP_MARGIN_S: u64 = 10;
+
+/// Record a device's answer to a stage.
+pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib::StageAnswer) {
+    for fact in &answer.facts {
+        match fact {
+            lib::Fact::MissingFragments(n) => dev.missing_fragments = Some(*n),
+            lib::Fact::ReceivedFragments(n) => dev.received_fragments = Some(*n),
+            lib::Fact::HoldsFile => dev.holds_file = true,
+            lib::Fact::FirmwareVersion(v) => dev.firmware_version = Some(*v),
+            _ => {}
+        }
+    }
+    // Answers to the stage the device is in count; late ones only add facts.
+    let Some(stage) = run.stages.get(dev.stage) else { return };
+    if stage.name != answer.stage || dev.answered || !dev.active() {
+        return;
+    }
+    dev.answered = true;
+    if let lib::AnswerStatus::Rejected(why) = answer.status {
+        if stage.required {
+            dev.failed = Some(format!("{}: {why}", stage.name));
+        }
+    }
+}
+
+fn backoff_ms(timeout_s: u32, attempt: u32) -> u64 {
+    (timeout_s as u64 * 1000).saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(MAX_BACKOFF_MS)
+}
+
+impl<N: Network> Engine<N> {
+    /// Do what is due for one campaign. Returns when to call again (ms),
+    /// or None when the campaign is over.
+    pub async fn step(&self, campaign_id: &str) -> Result<Option<u64>, EngineError> {
+        let Some(mut run) = self.store.get::<CampaignRun>(campaign_id)? else { return Err(EngineError::NotFound(campaign_id.into())) };
+        if run.status != RunStatus::Running {
+            return Ok(None);
+        }
+        let now = self.now();
+        if now >= run.deadline_ms {
+            self.finish(&mut run, Some("maximum duration reached; devices back to class A".into())).await?;
+            return Ok(None);
+        }
+        if now < run.next_action_ms {
+            return Ok(Some(run.next_action_ms));
+        }
+        let Some(stage) = run.current().cloned() else {
+            self.finish(&mut run, None).await?;
+            return Ok(None);
+        };
+        let group = self
+            .store
+            .get::<MulticastGroup>(&run.group.to_string())?
+            .ok_or_else(|| EngineError::Invalid("multicast group is gone".into()))?;
+        let wake = match stage.mode {
+            StageMode::Unicast | StageMode::DeviceInitiated => self.unicast_stage(&mut run, &group, now).await?,
+            StageMode::WaitSessionStart => {
+                let start_ms = (run.session_start_gps + crate::clock::GPS_EPOCH_UNIX_S - crate::clock::GPS_LEAP_SECONDS) * 1000;
+                if now >= start_ms {
+                    self.advance(&mut run, now, false)?;
+                    Some(now)
+                } else {
+                    Some(start_ms)
+                }
+            }
+            StageMode::Fragments => self.fragment_stage(&mut run, &group, now).await?,
+            StageMode::Multicast => self.status_stage(&mut run, &group, now).await?,
+            StageMode::Offloaded => {
+                self.finish(&mut run, Some("offloaded stages need a backend that runs them".into())).await?;
+                None
+            }
+        };
+        if run.status == RunStatus::Running {
+            self.store.put(&run)?;
+        }
+        Ok(wake.map(|w| w.min(run.deadline_ms)))
+    }
+
+    fn library_context(&self, run: &CampaignRun, group: &MulticastGroup, cancelling: bool) -> Result<lib::CampaignContext, EngineError> {
+        Ok(context::campaign(run, context::kind(self.campaign_type(run)?), group, self.file_size(run)?, cancelling))
+    }
+
+    /// Requests to each device that has not answered, with retries and
+    /// backoff; the stage ends when every device answered or gave up.
+    async fn unicast_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64) -> Result<Option<u64>, EngineError> {
+        let stage = run.current().cloned().unwrap();
+        if stage.name.starts_with("McClass") && run.session_start_gps == 0 {
+            // The session starts once every device had its chances to answer.
+            let window_s = stage.answer_timeout_s as u64 * (stage.retry_limit as u64 + 1) + SESSION_SETUP_MARGIN_S;
+            run.session_start_gps = unix_ms_to_gps_seconds(now) + window_s;
+            let left_s = (run.deadline_ms.saturating_sub(now) / 1000).saturating_sub(window_s).max(1);
+            // Class C lasts 2^t s, class B 128·2^t s: end before the deadline.
+            let unit = if group.session_class == crate::model::SessionClass::B { 128 } else { 1 };
+            run.session_timeout = (63 - (left_s / unit).max(1).leading_zeros()).min(15) as u8;
+            self.store.put(&*run)?;
+        }
+        let library = self.library(run).await?;
+        let ctx = self.library_context(run, group, false)?;
+        let mut next_wake = u64::MAX;
+        let mut pending = 0;
+        for mut dev in self.device_runs(&run.campaign_id)? {
+            if !dev.active() || dev.answered {
+                continue;
+            }
+            if stage.mode == StageMode::DeviceInitiated && dev.attempts == 0 && now < run.stage_started_ms + stage.answer_timeout_s as u64 * 1000 {
+                // Give the device its chance to speak first.
+                pending += 1;
+                next_wake = next_wake.min(run.stage_started_ms + stage.answer_timeout_s as u64 * 1000);
+                continue;
+            }
+            if now < dev.next_retry_ms {
+                pending += 1;
+                next_wake = next_wake.min(dev.next_retry_ms);
+                continue;
+            }
+            if dev.attempts > stage.retry_limit {
+                if stage.required {
+                    dev.failed = Some(format!("{}: no answer after {} requests", stage.name, dev.attempts));
+                } else {
+                    dev.answered = true;
+                }
+                self.store.put(&dev)?;
+                continue;
+            }
+            let device = self.store.get::<Device>(&dev.dev_eui.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {} is gone", dev.dev_eui)))?;
+            let (name, dctx, cctx) = (stage.name.clone(), context::device(&device, &dev), ctx.clone());
+            let built = self
+                .runtime
+                .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_build_request(s, &name, Some(&dctx), &cctx))
+                .await;
+            dev.attempts += 1;
+            let downlinks = match built {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => {
+                    dev.failed = Some(format!("{}: request could not be built: {e:?}", stage.name));
+                    self.store.put(&dev)?;
+                    continue;
+                }
+                // A plugin failure is retried like a silent device.
+                Err(e) => {
+                    tracing::warn!(error = %e, "device library failed building a request");
+                    vec![]
+                }
+            };
+            dev.next_retry_ms = now + backoff_ms(stage.answer_timeout_s, dev.attempts);
+            // Written before sending: a crash re-sends at most this request.
+            self.store.put(&dev)?;
+            for d in downlinks {
+                if let Err(e) = self.network.send_unicast(dev.dev_eui, d.fport, d.payload).await {
+                    tracing::warn!(device = %dev.dev_eui, error = %e, "unicast downlink failed; retried later");
+                }
+            }
+            pending += 1;
+            next_wake = next_wake.min(dev.next_retry_ms);
+        }
+        if pending == 0 {
+            self.advance(run, now, true)?;
+            return Ok(Some(now));
+        }
+        Ok(Some(next_wake))
+    }
+
+    /// Paced multicast DataFragments up to the current target.
+    async fn fragment_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64) -> Result<Option<u64>, EngineError> {
+        let layout = run.layout.ok_or_else(|| EngineError::Invalid("no fragmentation layout".into()))?;
+        if run.fragments_target == 0 {
+            let extra = run.fixed_redundancy_pct.map_or(0, |pct| (layout.nb_frag * pct).div_ceil(100));
+            run.fragments_target = layout.nb_frag + extra;
+        }
+        if run.next_fragment > run.fragments_target {
+            self.advance(run, now, false)?;
+            return Ok(Some(now));
+        }
+        let count = FRAGMENT_BATCH.min(run.fragments_target + 1 - run.next_fragment);
+        let first = run.next_fragment;
+        let library = self.library(run).await?;
+        let data = self.store.blobs().read(run.payload_sha256.as_deref().unwrap_or("")).map_err(|e| EngineError::Invalid(format!("payload: {e}")))?;
+        let wit_layout = context::layout_to_wit(&layout);
+        let downlinks = self
+            .runtime
+            .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_fragments(s, &data, wit_layout, first, count))
+            .await?
+            .map_err(|e| EngineError::Library(format!("{e:?}")))?;
+        let fcnt = run.next_fcnt;
+        // Counters move before sending, so no FCnt is ever used twice.
+        run.next_fcnt += downlinks.len() as u32;
+        run.next_fragment += count;
+        run.fragments_sent += downlinks.len() as u32;
+        let pacing = self.network.pacing();
+        run.next_action_ms = now + pacing.multicast_interval_ms * downlinks.len() as u64;
+        self.store.put(&*run)?;
+        for (i, d) in downlinks.into_iter().enumerate() {
+            self.network.send_multicast(group, fcnt + i as u32, d.fport, d.payload).await?;
+        }
+        Ok(Some(run.next_action_ms))
+    }
+
+    /// FragSessionStatus by multicast: devices that still miss fragments get
+    /// more coded ones sized from what they report (closed loop).
+    async fn status_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64) -> Result<Option<u64>, EngineError> {
+        let stage = run.current().cloned().unwrap();
+        let devices = self.device_runs(&run.campaign_id)?;
+        let waiting = |d: &DeviceRun| d.active() && !d.holds_file && !d.answered;
+        let Some(sent_ms) = run.round_sent_ms else {
+            // A new round: ask everyone still unsure.
+            for mut d in devices.into_iter().filter(|d| d.active() && !d.holds_file) {
+                d.answered = false;
+                self.store.put(&d)?;
+            }
+            let library = self.library(run).await?;
+            let (name, ctx) = (stage.name.clone(), self.library_context(run, group, false)?);
+            let downlinks = self
+                .runtime
+                .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_build_request(s, &name, None, &ctx))
+                .await?
+                .map_err(|e| EngineError::Library(format!("{e:?}")))?;
+            let fcnt = run.next_fcnt;
+            run.next_fcnt += downlinks.len() as u32;
+            run.round_sent_ms = Some(now);
+            run.round += 1;
+            self.store.put(&*run)?;
+            for (i, d) in downlinks.into_iter().enumerate() {
+                self.network.send_multicast(group, fcnt + i as u32, d.fport, d.payload).await?;
+            }
+            return Ok(Some(now + stage.answer_timeout_s as u64 * 1000));
+        };
+        let round_over = now >= sent_ms + stage.answer_timeout_s as u64 * 1000;
+        if !round_over && devices.iter().any(waiting) {
+            return Ok(Some(sent_ms + stage.answer_timeout_s as u64 * 1000));
+        }
+        // Devices that answered but still miss fragments, and how many more
+        // transmissions each needs given the loss it saw.
+        let mut extra_needed = 0u32;
+        let mut silent = 0;
+        for d in devices.iter().filter(|d| d.active() && !d.holds_file) {
+            if !d.answered {
+                silent += 1;
+                continue;
+            }
+            let missing = d.missing_fragments.unwrap_or(1).max(1);
+            let sent = run.fragments_sent.max(1) as f64;
+            let received = d.received_fragments.unwrap_or(0) as f64;
+            let loss = (1.0 - received / sent).clamp(0.0, 0.9);
+            extra_needed = extra_needed.max((missing as f64 / (1.0 - loss)).ceil() as u32 + 1);
+        }
+        let closed_loop = run.fixed_redundancy_pct.is_none();
+        if extra_needed > 0 && closed_loop && run.extra_rounds < MAX_EXTRA_ROUNDS {
+            run.extra_rounds += 1;
+            run.fragments_target += extra_needed;
+            run.round_sent_ms = None;
+            run.stage = run.stage_index(&run.stages.iter().find(|s| s.mode == StageMode::Fragments).unwrap().name.clone()).unwrap();
+            tracing::info!(campaign = %run.campaign_id, extra = extra_needed, round = run.extra_rounds, "sending more coded fragments");
+            return Ok(Some(now));
+        }
+        if silent > 0 && run.round <= stage.retry_limit {
+            run.round_sent_ms = None;
+            return Ok(Some(now));
+        }
+        for mut d in devices.into_iter().filter(|d| d.active() && !d.holds_file) {
+            d.failed = Some(match d.missing_fragments {
+                Some(m) if d.answered => format!("{}: still missing {m} fragments", stage.name),
+                _ => format!("{}: no answer after {} rounds", stage.name, run.round),
+            });
+            self.store.put(&d)?;
+        }
+        self.advance(run, now, true)?;
+        Ok(Some(now))
+    }
+
+    /// Move to the next stage if enough devices are still in.
+    fn advance(&self, run: &mut CampaignRun, now: u64, check_threshold: bool) -> Result<(), EngineError> {
+        let devices = self.device_runs(&run.campaign_id)?;
+        let active = devices.iter().filter(|d| d.active()).count();
+        if check_threshold && active * 100 < run.success_threshold as usize * run.devices.len() {
+            let name = run.current().map(|s| s.name.clone()).unwrap_or_default();
+            run.status = RunStatus::Failed;
+            run.error = Some(format!("success threshold not met at {name}: {active} of {} devices", run.devices.len()));
+            return Ok(());
+        }
+        run.stage += 1;
+        run.stage_started_ms = now;
+        run.round = 0;
+        run.round_sent_ms = None;
+        for mut d in devices.into_iter().filter(|d| d.active()) {
+            d.stage = run.stage;
+            d.answered = false;
+            d.attempts = 0;
+            d.next_retry_ms = 0;
+            self.store.put(&d)?;
+        }
+        Ok(())
+    }
+
+    /// Close the run: decide success per device and for the campaign.
+    async fn finish(&self, run: &mut CampaignRun, error: Option<String>) -> Result<(), EngineError> {
+        let kind = self.campaign_type(run)?;
+        let mut succeeded = 0;
+        for mut d in self.device_runs(&run.campaign_id)? {
+            d.succeeded = error.is_none()
+                && d.active()
+                && match kind {
+                    CampaignType::MulticastSetup => true,
+                    CampaignType::BinaryTransfer => d.holds_file,
+                    CampaignType::FirmwareUpdate => d.holds_file && run.target_firmware.is_none_or(|t| d.firmware_version == Some(t)),
+                };
+            if !d.succeeded && d.failed.is_none() {
+                d.failed = Some(match (&error, kind, d.firmware_version) {
+                    (Some(e), _, _) => e.clone(),
+                    (None, CampaignType::FirmwareUpdate, Some(v)) if d.holds_file => format!("reports firmware {v:#x}, expected {:#x}", run.target_firmware.unwrap_or(0)),
+                    _ => "did not receive the file".into(),
+                });
+            }
+            succeeded += d.succeeded as usize;
+            self.store.put(&d)?;
+        }
+        let met = succeeded * 100 >= run.success_threshold as usize * run.devices.len();
+        run.status = if error.is_none() && met && run.status == RunStatus::Running { RunStatus::Succeeded } else { RunStatus::Failed };
+        if run.error.is_none() {
+            run.error = error.or_else(|| (!met).then(|| format!("{succeeded} of {} devices succeeded", run.devices.len())));
+        }
+        run.finished_ms = Some(self.now());
+        self.store.put(&*run)?;
+        self.set_campaign_status(&run.campaign_id, if run.status == RunStatus::Succeeded { CampaignStatus::Succeeded } else { CampaignStatus::Failed })?;
+        if let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? {
+            self.network.end_session(&group).await;
+        }
+        self.store.flush()?;
+        tracing::info!(campaign = %run.campaign_id, status = ?run.status, succeeded, "campaign finished");
+        Ok(())
+    }
+}
