@@ -42,6 +42,11 @@ impl ManualClock {
     pub fn advance_ms(&self, ms: u64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }
+
+    /// Move to `unix_ms` if that is later; time never goes back.
+    pub fn advance_to(&self, unix_ms: u64) {
+        self.0.fetch_max(unix_ms, Ordering::SeqCst);
+    }
 }
 
 impl Clock for ManualClock {

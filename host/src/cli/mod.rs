@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 mod client;
+mod demo;
 
 use airlift::server::{Server, ServerConfig};
 use anyhow::Context;
@@ -35,6 +36,8 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         upload_limit_mib: u64,
     },
+    /// The main job: server plus a simulated fleet running a firmware campaign.
+    Demo(demo::DemoArgs),
     /// Plugins: list, show, describe, load (or hot-swap).
     Plugin {
         #[command(subcommand)]
@@ -105,6 +108,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Demo(args) = cli.command {
+        return demo::run(args).await;
+    }
     let token = match cli.token {
         Some(t) => t,
         None => std::fs::read_to_string(cli.data_dir.join("admin.token"))
@@ -114,7 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let client = Client::new(&cli.api, &token);
     let out = match cli.command {
-        Command::Serve { .. } => unreachable!(),
+        Command::Serve { .. } | Command::Demo(_) => unreachable!(),
         Command::Plugin { action } => match action {
             PluginAction::List => client.get("/api/plugins").await?,
             PluginAction::Show { name } => client.get(&format!("/api/plugins/{name}")).await?,

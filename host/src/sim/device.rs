@@ -3,6 +3,7 @@
 //! here from the device's point of view, not shared with the server codecs.
 
 use super::frag_decoder::FragDecoder;
+use super::frame::Receiver;
 use aes::cipher::{BlockEncrypt, KeyInit};
 use aes::Aes128;
 use cmac::{Cmac, Mac};
@@ -23,10 +24,8 @@ pub struct DeviceReply {
 
 #[derive(Debug, Clone)]
 struct McGroup {
-    addr: u32,
     key: [u8; 16],
-    min_fcnt: u32,
-    max_fcnt: u32,
+    receiver: Receiver,
 }
 
 struct FragSession {
@@ -115,7 +114,31 @@ impl DeviceModel {
 
     /// McAddr and FCnt range of a group, once set up.
     pub fn group(&self, group: u8) -> Option<(u32, u32, u32)> {
-        self.groups.get(group as usize)?.as_ref().map(|g| (g.addr, g.min_fcnt, g.max_fcnt))
+        self.groups.get(group as usize)?.as_ref().map(|g| (g.receiver.addr, g.receiver.min_fcnt, g.receiver.max_fcnt))
+    }
+
+    /// A multicast frame heard on the air: dropped unless the device is in
+    /// the group's session and the frame passes every check.
+    pub fn receive_multicast(&mut self, phy: &[u8], network_gps: u64) -> Result<Vec<DeviceReply>, String> {
+        let now = self.device_gps(network_gps);
+        let session = self.session.ok_or("not in a multicast session")?;
+        let lasts = if session.class_b { 128u32 << session.timeout } else { 1u32 << session.timeout };
+        if now < session.start_gps || now >= session.start_gps.saturating_add(lasts) {
+            return Err("outside the multicast session".into());
+        }
+        let group = self.groups[session.group as usize].as_mut().ok_or("group undefined")?;
+        let (fport, payload) = group.receiver.accept(phy).map_err(str::to_string)?;
+        self.handle(fport, &payload, network_gps)
+    }
+
+    /// The session is over: back to class A.
+    pub fn end_session(&mut self) {
+        self.session = None;
+    }
+
+    /// M of a fragmentation session.
+    pub fn frag_nb(&self, index: u8) -> Option<u32> {
+        self.frag_sessions.get(index as usize)?.as_ref().map(|s| s.nb_frag)
     }
 
     /// Decoding progress of a fragmentation session.
@@ -182,7 +205,7 @@ impl DeviceModel {
                 for id in 0..4u8 {
                     if mask & (1 << id) != 0 {
                         if let Some(g) = &self.groups[id as usize] {
-                            listed.push((id, g.addr));
+                            listed.push((id, g.receiver.addr));
                         }
                     }
                 }
@@ -201,7 +224,22 @@ impl DeviceModel {
                 let id = f[1] & 0x03;
                 let encrypted: [u8; 16] = f[6..22].try_into().unwrap();
                 let key = aes_encrypt(&self.mc_ke_key(), encrypted);
-                self.groups[id as usize] = Some(McGroup { addr: le_u32(&f[2..6]), key, min_fcnt: le_u32(&f[22..26]), max_fcnt: le_u32(&f[26..30]) });
+                let addr = le_u32(&f[2..6]);
+                let session_key = |first: u8| {
+                    let mut block = [0u8; 16];
+                    block[0] = first;
+                    block[1..5].copy_from_slice(&addr.to_le_bytes());
+                    aes_encrypt(&key, block)
+                };
+                let receiver = Receiver {
+                    addr,
+                    app_s_key: session_key(0x01),
+                    net_s_key: session_key(0x02),
+                    min_fcnt: le_u32(&f[22..26]),
+                    max_fcnt: le_u32(&f[26..30]),
+                    last_fcnt: None,
+                };
+                self.groups[id as usize] = Some(McGroup { key, receiver });
                 reply(vec![0x02, id]);
                 Ok(30)
             }

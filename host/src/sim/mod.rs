@@ -4,7 +4,9 @@
 //! tests that pass a request through both catch a mistake on either side.
 
 pub mod device;
+pub mod fleet;
 pub mod frag_decoder;
+pub mod frame;
 
 pub use device::{DeviceModel, DeviceReply, PackageVersion};
 pub use frag_decoder::{FragDecoder, DecodeProgress};

@@ -1,0 +1,260 @@
+//! A simulated fleet behind a simulated network: N device models with
+//! independent or bursty loss, uplink delays, clock drift, and devices that
+//! stay silent, hold the wrong key or cannot do class C. Implements the
+//! engine's [`Network`]; [`run_to_end`] drives a campaign in virtual time.
+
+use super::device::{DeviceModel, PackageVersion};
+use super::frame;
+use crate::clock::{Clock, ManualClock};
+use crate::engine::{Engine, EngineError, Network, NetworkError, Pacing};
+use crate::keys::{lorawan, Vault};
+use crate::model::{Eui, MulticastGroup};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::{Arc, Mutex};
+
+/// How a simulated device misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Normal,
+    /// Never answers anything.
+    Silent,
+    /// Its root key differs from the one the server holds.
+    WrongKey,
+    /// Refuses class C sessions.
+    NoClassC,
+}
+
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub seed: u64,
+    /// Probability that a downlink or an uplink is lost.
+    pub loss: f64,
+    /// Gilbert-Elliott bursts: (P(good→bad), P(bad→bad)); loss is total in bad.
+    pub burst: Option<(f64, f64)>,
+    /// A unicast downlink reaches a class A device within this many seconds.
+    pub uplink_period_s: u64,
+    /// Clock offsets are drawn from ±this many seconds.
+    pub clock_drift_s: i64,
+    pub version: PackageVersion,
+    /// Version a device reports once it installed the file.
+    pub installed_firmware: u32,
+    pub pacing: Pacing,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            loss: 0.0,
+            burst: None,
+            uplink_period_s: 60,
+            clock_drift_s: 0,
+            version: PackageVersion::V1,
+            installed_firmware: 0x0200_0000,
+            pacing: Pacing { multicast_interval_ms: 2000, unicast_interval_ms: 1000 },
+        }
+    }
+}
+
+struct SimDevice {
+    model: DeviceModel,
+    behaviour: Behaviour,
+    /// Channel state for bursty loss.
+    in_burst: bool,
+    /// Fragments of the current session heard, and at which multicast
+    /// transmission the device had heard M of them.
+    fragments_heard: u32,
+    heard_m_at: Option<u32>,
+}
+
+struct State {
+    devices: BTreeMap<Eui, SimDevice>,
+    rng: StdRng,
+    /// Uplinks in flight: (due ms, sequence, device, fport, payload).
+    uplinks: BinaryHeap<Reverse<(u64, u64, Eui, u8, Vec<u8>)>>,
+    seq: u64,
+    /// DataFragment transmissions so far.
+    fragment_transmissions: u32,
+}
+
+pub struct SimFleet {
+    config: FleetConfig,
+    clock: Arc<ManualClock>,
+    vault: Arc<Vault>,
+    state: Mutex<State>,
+}
+
+/// One device of the fleet as the server should know it.
+pub struct Provisioned {
+    pub dev_eui: Eui,
+    /// The key the server stores (differs from the device's for WrongKey).
+    pub server_key: [u8; 16],
+    pub behaviour: Behaviour,
+}
+
+impl SimFleet {
+    /// `behaviours` gives each device's behaviour in order; DevEUIs start at `first_eui`.
+    pub fn new(config: FleetConfig, clock: Arc<ManualClock>, vault: Arc<Vault>, first_eui: u64, behaviours: &[Behaviour]) -> (Self, Vec<Provisioned>) {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let mut devices = BTreeMap::new();
+        let mut provisioned = Vec::new();
+        for (i, behaviour) in behaviours.iter().enumerate() {
+            let eui = Eui(first_eui + i as u64);
+            let key: [u8; 16] = rng.gen();
+            let device_key = if *behaviour == Behaviour::WrongKey { rng.gen() } else { key };
+            let mut model = DeviceModel::new(eui.0, device_key, false, config.version);
+            model.supports_class_c = *behaviour != Behaviour::NoClassC;
+            if config.clock_drift_s > 0 {
+                model.clock_offset_s = rng.gen_range(-config.clock_drift_s..=config.clock_drift_s);
+            }
+            devices.insert(eui, SimDevice { model, behaviour: *behaviour, in_burst: false, fragments_heard: 0, heard_m_at: None });
+            provisioned.push(Provisioned { dev_eui: eui, server_key: key, behaviour: *behaviour });
+        }
+        let state = State { devices, rng, uplinks: BinaryHeap::new(), seq: 0, fragment_transmissions: 0 };
+        (Self { config, clock, vault, state: Mutex::new(state) }, provisioned)
+    }
+
+    fn gps(&self) -> u64 {
+        self.clock.now_gps_seconds()
+    }
+
+    /// Whether one frame to or from this device is lost.
+    fn lost(config: &FleetConfig, rng: &mut StdRng, device: &mut SimDevice) -> bool {
+        match config.burst {
+            Some((enter, stay)) => {
+                device.in_burst = rng.gen_bool(if device.in_burst { stay } else { enter });
+                device.in_burst || rng.gen_bool(config.loss)
+            }
+            None => rng.gen_bool(config.loss),
+        }
+    }
+
+    fn queue_replies(&self, st: &mut State, eui: Eui, replies: Vec<super::DeviceReply>, earliest_ms: u64) {
+        for r in replies {
+            let delay = st.rng.gen_range(1_000..=self.config.uplink_period_s.max(1) * 1000);
+            st.seq += 1;
+            let seq = st.seq;
+            st.uplinks.push(Reverse((earliest_ms + delay, seq, eui, r.fport, r.payload)));
+        }
+    }
+
+    /// Uplinks due by now, in order, with the lost ones dropped.
+    pub fn take_due_uplinks(&self) -> Vec<(Eui, u8, Vec<u8>)> {
+        let now = self.clock.now_unix_ms();
+        let mut st = self.state.lock().unwrap();
+        let mut due = Vec::new();
+        while st.uplinks.peek().is_some_and(|Reverse(u)| u.0 <= now) {
+            let Reverse((_, _, eui, fport, payload)) = st.uplinks.pop().unwrap();
+            let State { devices, rng, .. } = &mut *st;
+            if let Some(d) = devices.get_mut(&eui) {
+                if !Self::lost(&self.config, rng, d) {
+                    due.push((eui, fport, payload));
+                }
+            }
+        }
+        due
+    }
+
+    pub fn next_uplink_ms(&self) -> Option<u64> {
+        self.state.lock().unwrap().uplinks.peek().map(|Reverse(u)| u.0)
+    }
+
+    /// The file a device holds, if any.
+    pub fn received_file(&self, eui: Eui) -> Option<Vec<u8>> {
+        self.state.lock().unwrap().devices.get(&eui).and_then(|d| d.model.received_file.clone())
+    }
+
+    pub fn in_session(&self, eui: Eui) -> bool {
+        self.state.lock().unwrap().devices.get(&eui).is_some_and(|d| d.model.session.is_some())
+    }
+
+    /// For each device that heard M fragments, the transmission at which it
+    /// did; the maximum is the least any sender could have sent.
+    pub fn fragments_lower_bound(&self) -> u32 {
+        self.state.lock().unwrap().devices.values().filter_map(|d| d.heard_m_at).max().unwrap_or(0)
+    }
+}
+
+impl Network for SimFleet {
+    fn pacing(&self) -> Pacing {
+        self.config.pacing
+    }
+
+    async fn send_unicast(&self, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+        let now = self.clock.now_unix_ms();
+        let gps = self.gps();
+        let mut st = self.state.lock().unwrap();
+        let State { devices, rng, .. } = &mut *st;
+        let Some(device) = devices.get_mut(&dev_eui) else { return Err(NetworkError::Refused(format!("unknown device {dev_eui}"))) };
+        if device.behaviour == Behaviour::Silent || Self::lost(&self.config, rng, device) {
+            return Ok(());
+        }
+        let replies = device.model.handle(fport, &payload, gps).unwrap_or_default();
+        self.queue_replies(&mut st, dev_eui, replies, now);
+        Ok(())
+    }
+
+    async fn send_multicast(&self, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+        // The network encrypts with the group's session keys, as an LNS does.
+        let sealed = group.mc_key.as_ref().ok_or_else(|| NetworkError::Refused("group has no McKey".into()))?;
+        let mc_key: [u8; 16] = self.vault.open_sealed(sealed).map_err(|e| NetworkError::Refused(e.to_string()))?.expose().try_into().map_err(|_| NetworkError::Refused("McKey length".into()))?;
+        let addr = u32::from_str_radix(&group.dev_addr, 16).unwrap_or(0);
+        let phy = frame::encode(&lorawan::mc_app_s_key(&mc_key, addr), &lorawan::mc_net_s_key(&mc_key, addr), addr, fcnt, fport, &payload);
+        let is_fragment = payload.first() == Some(&0x08);
+        let (now, gps) = (self.clock.now_unix_ms(), self.gps());
+        let mut st = self.state.lock().unwrap();
+        if is_fragment {
+            st.fragment_transmissions += 1;
+        }
+        let transmission = st.fragment_transmissions;
+        let euis: Vec<Eui> = st.devices.keys().copied().collect();
+        for eui in euis {
+            let State { devices, rng, .. } = &mut *st;
+            let device = devices.get_mut(&eui).unwrap();
+            if Self::lost(&self.config, rng, device) || device.behaviour == Behaviour::Silent {
+                continue;
+            }
+            let Ok(replies) = device.model.receive_multicast(&phy, gps) else { continue };
+            if is_fragment {
+                device.fragments_heard += 1;
+                let m = device.model.frag_nb(0).unwrap_or(u32::MAX);
+                if device.heard_m_at.is_none() && device.fragments_heard >= m {
+                    device.heard_m_at = Some(transmission);
+                }
+                if device.model.received_file.is_some() {
+                    // Installing the image is simulated: the device reboots into it.
+                    device.model.firmware_version = self.config.installed_firmware;
+                }
+            }
+            self.queue_replies(&mut st, eui, replies, now);
+        }
+        Ok(())
+    }
+
+    async fn end_session(&self, _group: &MulticastGroup) {
+        for d in self.state.lock().unwrap().devices.values_mut() {
+            d.model.end_session();
+        }
+    }
+}
+
+/// Drive one campaign in virtual time until it ends: step the engine,
+/// deliver due uplinks, jump the clock to the next event. `on_step` sees
+/// the engine after every step (progress display).
+pub async fn run_to_end(engine: &Engine<SimFleet>, clock: &ManualClock, campaign_id: &str, mut on_step: impl FnMut(&Engine<SimFleet>)) -> Result<(), EngineError> {
+    loop {
+        let wake = engine.step(campaign_id).await?;
+        on_step(engine);
+        let Some(wake) = wake else { return Ok(()) };
+        for (eui, fport, payload) in engine.network.take_due_uplinks() {
+            engine.on_uplink(eui, fport, payload).await?;
+        }
+        let now = clock.now_unix_ms();
+        let next = engine.network.next_uplink_ms().map_or(wake, |u| u.min(wake));
+        // Uplinks are handled in one-second batches of virtual time.
+        clock.advance_to(next.max(now + 1_000));
+    }
+}
