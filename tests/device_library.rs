@@ -44,7 +44,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn device_context(memory: Vec<airlift::plugin::bindings::types::Attribute>) -> DeviceContext {
-    DeviceContext { dev_eui: DEV, lorawan_version: LorawanVersion::V10, classes: vec![SessionClass::ClassC], firmware_version: None, hardware_version: None, memory }
+    DeviceContext { dev_eui: DEV, lorawan_version: LorawanVersion::V10, classes: vec![SessionClass::ClassC], firmware_version: None, hardware_version: None, memory, requests_sent: 0 }
 }
 
 fn campaign(kind: CampaignKind, payload: &[u8], payload_sha256: String, layout: Option<Fragmentation>) -> CampaignContext {
@@ -184,6 +184,17 @@ async fn whole_session(library: &str, version: PackageVersion) {
         // A second session must carry a higher SessionCnt; the plugin took it from memory.
         ok_answer(&s.exchange(&mut device, "FragSessionSetup", &c, &mut memory).await, "FragSessionSetup");
         assert!(memory.iter().any(|a| a.key == "ts004.session-cnt" && a.value == "2"));
+
+        // The answer to a setup got lost, so the server retries with the same
+        // SessionCnt: the device calls it a replay, the library spends that
+        // counter and the next retry goes through.
+        let lost = s.build("FragSessionSetup", Some(device_context(memory.clone())), &c).await.unwrap();
+        device.handle(lost[0].fport, &lost[0].payload, 0).unwrap();
+        let events = s.exchange(&mut device, "FragSessionSetup", &c, &mut memory).await;
+        assert!(!events.iter().any(|e| matches!(e, UplinkEvent::Answer(_))), "a replay is not a final answer: {events:?}");
+        assert_eq!(memory.iter().rev().find(|a| a.key == "ts004.session-cnt").unwrap().value, "3");
+        ok_answer(&s.exchange(&mut device, "FragSessionSetup", &c, &mut memory).await, "FragSessionSetup");
+        assert_eq!(memory.iter().rev().find(|a| a.key == "ts004.session-cnt").unwrap().value, "4");
     }
 
     // Cancelling a reboot sends 0xFFFFFFFF.

@@ -18,6 +18,7 @@ fn device() -> DeviceContext {
         firmware_version: None,
         hardware_version: None,
         memory: vec![],
+        requests_sent: 0,
     }
 }
 

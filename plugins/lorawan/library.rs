@@ -27,6 +27,9 @@ mod stage {
 
 /// Device memory key: the last TS004 v2 SessionCnt the device accepted.
 const SESSION_CNT_KEY: &str = "ts004.session-cnt";
+/// Requests per device in a setup stage: at 10 % loss each way a lost
+/// exchange is ~19 %, and a v2 SessionCnt replay costs one more.
+const SETUP_RETRIES: u32 = 5;
 /// DataFragment header bytes (CID + 16-bit index/number).
 const DATA_FRAGMENT_OVERHEAD: u16 = 3;
 
@@ -44,10 +47,21 @@ fn memory<'a>(device: &'a DeviceContext, key: &str) -> Option<&'a str> {
     device.memory.iter().rev().find(|a| a.key == key).map(|a| a.value.as_str())
 }
 
-/// SessionCnt for this device's next setup: one above the last accepted,
-/// starting at 1 (some stacks reject 0).
+/// The last SessionCnt the device is known to hold (0: none yet).
+fn last_session_cnt(device: &DeviceContext) -> u16 {
+    memory(device, SESSION_CNT_KEY).and_then(|v| v.parse::<u16>().ok()).unwrap_or(0)
+}
+
+/// SessionCnt for the setup request being built: above the last one held,
+/// starting at 1 (some stacks reject 0), and one higher for each retry, so
+/// a retry after a lost answer is never a replay.
 fn next_session_cnt(device: &DeviceContext) -> u16 {
-    memory(device, SESSION_CNT_KEY).and_then(|v| v.parse::<u16>().ok()).map_or(1, |c| c.wrapping_add(1).max(1))
+    last_session_cnt(device).wrapping_add(1 + device.requests_sent as u16).max(1)
+}
+
+/// SessionCnt of the latest request sent, which an answer acknowledges.
+fn sent_session_cnt(device: &DeviceContext) -> u16 {
+    last_session_cnt(device).wrapping_add(device.requests_sent.max(1) as u16).max(1)
 }
 
 fn answer(stage: &str, status: AnswerStatus, facts: Vec<Fact>) -> UplinkEvent {
@@ -138,9 +152,15 @@ impl Library {
                     events.push(UplinkEvent::Remember(Attribute { key: "ts004.version".into(), value: p.version.to_string() }));
                     events.push(answer(stage::PACKAGE_VERSION, AnswerStatus::Ok, vec![Fact::PackageVersion((p.package, p.version))]));
                 }
+                ts004::Uplink::FragSessionSetup { errors, .. } if VERSION == Version::V2 && errors == ts004::SetupErrors { session_cnt_replay: true, ..Default::default() } => {
+                    // Our earlier request (whose answer was lost) used this
+                    // SessionCnt: count it as spent; the retry goes one higher.
+                    events.push(UplinkEvent::Remember(Attribute { key: SESSION_CNT_KEY.into(), value: sent_session_cnt(device).to_string() }));
+                    events.push(UplinkEvent::Note("SessionCnt already used; the next FragSessionSetupReq takes a higher one".into()));
+                }
                 ts004::Uplink::FragSessionSetup { errors, .. } => {
                     if !errors.any() && VERSION == Version::V2 {
-                        let cnt = next_session_cnt(device);
+                        let cnt = sent_session_cnt(device);
                         events.push(UplinkEvent::Remember(Attribute { key: SESSION_CNT_KEY.into(), value: cnt.to_string() }));
                     }
                     events.push(answer(stage::FRAG_SESSION_SETUP, verdict(Some(errors.describe())), vec![]));
@@ -246,22 +266,22 @@ impl Guest for Library {
 
     fn plan(campaign: CampaignContext) -> Result<Vec<StageSpec>, LibraryError> {
         let delivers = campaign.kind != CampaignKind::MulticastSetup;
-        let mut stages = vec![spec(stage::PACKAGE_VERSION, StageMode::Unicast, 1, 60, false), spec(stage::MC_GROUP_SETUP, StageMode::Unicast, 3, 60, true)];
+        let mut stages = vec![spec(stage::PACKAGE_VERSION, StageMode::Unicast, 1, 60, false), spec(stage::MC_GROUP_SETUP, StageMode::Unicast, SETUP_RETRIES, 60, true)];
         if campaign.kind == CampaignKind::FirmwareUpdate && campaign.reboot_gps.is_some() {
-            stages.push(spec(stage::DEV_REBOOT_TIME, StageMode::Unicast, 3, 60, true));
+            stages.push(spec(stage::DEV_REBOOT_TIME, StageMode::Unicast, SETUP_RETRIES, 60, true));
         }
         if delivers {
             frag_session(&campaign)?;
-            stages.push(spec(stage::FRAG_SESSION_SETUP, StageMode::Unicast, 3, 60, true));
+            stages.push(spec(stage::FRAG_SESSION_SETUP, StageMode::Unicast, SETUP_RETRIES, 60, true));
         }
-        stages.push(spec(session_stage(&campaign), StageMode::Unicast, 3, 60, true));
+        stages.push(spec(session_stage(&campaign), StageMode::Unicast, SETUP_RETRIES, 60, true));
         if delivers {
             stages.push(spec(stage::WAIT_SESSION_START, StageMode::WaitSessionStart, 0, 0, true));
             stages.push(spec(stage::DATA_FRAGMENT, StageMode::Fragments, 0, 0, true));
             stages.push(spec(stage::FRAG_SESSION_STATUS, StageMode::Multicast, 3, 120, true));
         }
         if campaign.kind == CampaignKind::FirmwareUpdate {
-            stages.push(spec(stage::DEV_VERSION, StageMode::DeviceInitiated, 3, 300, true));
+            stages.push(spec(stage::DEV_VERSION, StageMode::DeviceInitiated, SETUP_RETRIES, 300, true));
         }
         if delivers {
             stages.push(spec(stage::CLEANUP, StageMode::Unicast, 1, 60, false));

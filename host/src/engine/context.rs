@@ -58,6 +58,7 @@ pub fn device(d: &Device, run: &DeviceRun) -> wit::DeviceContext {
         firmware_version: run.firmware_version,
         hardware_version: None,
         memory: run.memory.iter().map(|(k, v)| wit::Attribute { key: k.clone(), value: v.clone() }).collect(),
+        requests_sent: run.attempts,
     }
 }
 

@@ -15,7 +15,8 @@ const FRAGMENT_BATCH: u32 = 16;
 /// Closed-loop rounds of extra fragments before giving up on the rest.
 const MAX_EXTRA_ROUNDS: u32 = 12;
 /// Margin before the multicast session starts, after its setup stage.
-const SESSION_SETUP_MARGIN_S: u64 = 10;
+/// Covers device clock error and the last answer's way back.
+const SESSION_SETUP_MARGIN_S: u64 = 60;
 
 /// Record a device's answer to a stage.
 pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib::StageAnswer) {
@@ -87,6 +88,13 @@ impl<N: Network> Engine<N> {
                 None
             }
         };
+        if run.status == RunStatus::Failed {
+            // A stage left too few devices: close the run properly.
+            let error = run.error.take();
+            run.status = RunStatus::Running;
+            self.finish(&mut run, error).await?;
+            return Ok(None);
+        }
         if run.status == RunStatus::Running {
             self.store.put(&run)?;
         }
@@ -102,8 +110,10 @@ impl<N: Network> Engine<N> {
     async fn unicast_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64) -> Result<Option<u64>, EngineError> {
         let stage = run.current().cloned().unwrap();
         if stage.name.starts_with("McClass") && run.session_start_gps == 0 {
-            // The session starts once every device had its chances to answer.
-            let window_s = stage.answer_timeout_s as u64 * (stage.retry_limit as u64 + 1) + SESSION_SETUP_MARGIN_S;
+            // The session starts once every device had all its chances to
+            // answer, backoff included.
+            let window_ms: u64 = (1..=stage.retry_limit + 1).map(|a| backoff_ms(stage.answer_timeout_s, a)).sum();
+            let window_s = window_ms / 1000 + SESSION_SETUP_MARGIN_S;
             run.session_start_gps = unix_ms_to_gps_seconds(now) + window_s;
             let left_s = (run.deadline_ms.saturating_sub(now) / 1000).saturating_sub(window_s).max(1);
             // Class C lasts 2^t s, class B 128·2^t s: end before the deadline.

@@ -78,6 +78,8 @@ struct State {
     seq: u64,
     /// DataFragment transmissions so far.
     fragment_transmissions: u32,
+    /// Unicast requests delivered, by (FPort, CID).
+    unicast_requests: BTreeMap<(u8, u8), usize>,
 }
 
 pub struct SimFleet {
@@ -113,7 +115,7 @@ impl SimFleet {
             devices.insert(eui, SimDevice { model, behaviour: *behaviour, in_burst: false, fragments_heard: 0, heard_m_at: None });
             provisioned.push(Provisioned { dev_eui: eui, server_key: key, behaviour: *behaviour });
         }
-        let state = State { devices, rng, uplinks: BinaryHeap::new(), seq: 0, fragment_transmissions: 0 };
+        let state = State { devices, rng, uplinks: BinaryHeap::new(), seq: 0, fragment_transmissions: 0, unicast_requests: BTreeMap::new() };
         (Self { config, clock, vault, state: Mutex::new(state) }, provisioned)
     }
 
@@ -167,6 +169,11 @@ impl SimFleet {
         self.state.lock().unwrap().devices.get(&eui).and_then(|d| d.model.received_file.clone())
     }
 
+    /// Unicast requests sent so far with this FPort and command id.
+    pub fn unicast_requests(&self, fport: u8, cid: u8) -> usize {
+        self.state.lock().unwrap().unicast_requests.get(&(fport, cid)).copied().unwrap_or(0)
+    }
+
     pub fn in_session(&self, eui: Eui) -> bool {
         self.state.lock().unwrap().devices.get(&eui).is_some_and(|d| d.model.session.is_some())
     }
@@ -187,6 +194,7 @@ impl Network for SimFleet {
         let now = self.clock.now_unix_ms();
         let gps = self.gps();
         let mut st = self.state.lock().unwrap();
+        *st.unicast_requests.entry((fport, payload.first().copied().unwrap_or(0))).or_default() += 1;
         let State { devices, rng, .. } = &mut *st;
         let Some(device) = devices.get_mut(&dev_eui) else { return Err(NetworkError::Refused(format!("unknown device {dev_eui}"))) };
         if device.behaviour == Behaviour::Silent || Self::lost(&self.config, rng, device) {
@@ -241,14 +249,18 @@ impl Network for SimFleet {
     }
 }
 
-/// Drive one campaign in virtual time until it ends: step the engine,
-/// deliver due uplinks, jump the clock to the next event. `on_step` sees
-/// the engine after every step (progress display).
-pub async fn run_to_end(engine: &Engine<SimFleet>, clock: &ManualClock, campaign_id: &str, mut on_step: impl FnMut(&Engine<SimFleet>)) -> Result<(), EngineError> {
+/// Drive one campaign in virtual time: step the engine, deliver due
+/// uplinks, jump the clock to the next event. `keep_going` sees the engine
+/// after every step; returning false pauses (the campaign stays RUNNING).
+/// Returns true when the campaign ended.
+pub async fn drive(engine: &Engine<SimFleet>, clock: &ManualClock, campaign_id: &str, mut keep_going: impl FnMut(&Engine<SimFleet>) -> bool) -> Result<bool, EngineError> {
     loop {
         let wake = engine.step(campaign_id).await?;
-        on_step(engine);
-        let Some(wake) = wake else { return Ok(()) };
+        let go_on = keep_going(engine);
+        let Some(wake) = wake else { return Ok(true) };
+        if !go_on {
+            return Ok(false);
+        }
         for (eui, fport, payload) in engine.network.take_due_uplinks() {
             engine.on_uplink(eui, fport, payload).await?;
         }

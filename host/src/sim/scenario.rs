@@ -1,0 +1,133 @@
+//! A whole simulated setup in one call: a fleet, its devices, group, set,
+//! region, firmware file and campaign, provisioned through the same
+//! validation the API applies. Used by `airlift demo`, tests and benchmarks.
+
+use super::fleet::{Behaviour, FleetConfig, Provisioned, SimFleet};
+use crate::clock::{Clock, ManualClock};
+use crate::engine::Engine;
+use crate::keys::Vault;
+use crate::model::*;
+use crate::plugin::PluginRuntime;
+use crate::store::{Store, StoreError};
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{0}")]
+    Field(#[from] FieldError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct ScenarioConfig {
+    pub behaviours: Vec<Behaviour>,
+    pub fleet: FleetConfig,
+    pub file_size: usize,
+    pub library: String,
+    pub campaign_type: CampaignType,
+    pub max_duration_minutes: u32,
+    pub success_threshold: u8,
+}
+
+impl ScenarioConfig {
+    pub fn new(devices: usize) -> Self {
+        Self {
+            behaviours: vec![Behaviour::Normal; devices],
+            fleet: FleetConfig::default(),
+            file_size: 20_000,
+            library: "lorawan-v1".into(),
+            campaign_type: CampaignType::FirmwareUpdate,
+            max_duration_minutes: 24 * 60,
+            success_threshold: 90,
+        }
+    }
+}
+
+pub struct Scenario {
+    pub engine: Engine<SimFleet>,
+    pub clock: Arc<ManualClock>,
+    pub campaign_id: String,
+    pub image: Vec<u8>,
+    pub devices: Vec<Provisioned>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Provision everything in `store` and return an engine over the fleet.
+pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>, clock: Arc<ManualClock>, config: &ScenarioConfig) -> Result<Scenario, ScenarioError> {
+    let (fleet, devices) = SimFleet::new(config.fleet.clone(), clock.clone(), vault.clone(), 0x70b3_d57e_d000_0000, &config.behaviours);
+    let now = chrono::DateTime::from_timestamp_millis(clock.now_unix_ms() as i64).unwrap_or_default();
+    let ctx = InputContext { store, vault, now };
+    for p in &devices {
+        let input = DeviceInput {
+            dev_eui: p.dev_eui,
+            name: format!("sim-{}", p.dev_eui),
+            tag: "simulated".into(),
+            multicast_classes: vec![SessionClass::C],
+            lorawan_version: LorawanVersion::V1_0,
+            device_key: Some(hex(&p.server_key)),
+            device_profile: None,
+            firmware: Some("1.0.0.0".into()),
+        };
+        store.put(&Device::from_input(input, None, &ctx)?)?;
+    }
+    let group_eui = Eui(0x70b3_d57e_d0ff_0000);
+    let group = MulticastGroupInput {
+        dev_eui: group_eui,
+        name: "simulated group".into(),
+        tag: String::new(),
+        ism_band: IsmBand::EU868,
+        dl_dwell_time: false,
+        dev_addr: "01ffffff".into(),
+        group_id: 0,
+        frequency: 869_525_000,
+        data_rate: 5,
+        redundancy: 80,
+        ping_slot_periodicity: 0,
+        session_class: SessionClass::C,
+        mc_key: None,
+    };
+    store.put(&MulticastGroup::from_input(group, None, &ctx)?)?;
+    let set = DeviceSet::from_input(DeviceSetInput { name: "fleet".into(), description: String::new(), devices: devices.iter().map(|p| p.dev_eui).collect() }, None, &ctx)?;
+    store.put(&set)?;
+    let region = Region::from_input(RegionInput { name: "region".into(), description: String::new(), multicast_groups: vec![group_eui] }, None, &ctx)?;
+    store.put(&region)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.fleet.seed);
+    let image: Vec<u8> = (0..config.file_size).map(|_| rng.gen()).collect();
+    let file = if config.campaign_type == CampaignType::MulticastSetup {
+        None
+    } else {
+        let id = store.blobs().put(&image)?;
+        let input = FileInput { name: "firmware-2.0.0.0.bin".into(), firmware_version: Some("2.0.0.0".into()), ..FileInput::default() };
+        store.put(&StoredFile::with_metadata(id.clone(), image.len() as u64, input, None, &ctx)?)?;
+        Some(id)
+    };
+    let backend_input = BackendInstanceInput { name: "simulated network".into(), plugin: "simulated".into(), settings: Default::default(), secrets: Default::default(), allowed_hosts: vec![] };
+    let backend = BackendInstance::from_input(backend_input, None, &ctx)?;
+    store.put(&backend)?;
+    let campaign = CampaignInput {
+        name: "simulated campaign".into(),
+        description: String::new(),
+        campaign_type: config.campaign_type,
+        device_sets: vec![set.id],
+        regions: vec![region.id],
+        reboot_at: None,
+        session_start: None,
+        file,
+        max_duration_minutes: config.max_duration_minutes,
+        success_threshold: config.success_threshold,
+        device_library: config.library.clone(),
+        backend_instance: backend.id,
+        update_type: None,
+    };
+    let campaign = Campaign::from_input(campaign, None, &ctx)?;
+    store.put(&campaign)?;
+    let engine = Engine::new(store.clone(), runtime.clone(), clock.clone(), Arc::new(fleet));
+    Ok(Scenario { engine, clock, campaign_id: campaign.id, image, devices })
+}

@@ -1,0 +1,211 @@
+//! The stage engine end to end over the simulated fleet, in virtual time:
+//! success under loss, silent devices against the success threshold,
+//! maximum duration, stop, and a restart that redoes nothing.
+
+use airlift::clock::{Clock, ManualClock};
+use airlift::engine::{progress, CampaignRun, Engine, RunOptions, RunStatus};
+use airlift::model::{Campaign, CampaignStatus};
+use airlift::plugin::PluginRuntime;
+use airlift::sim::fleet::{drive, Behaviour};
+use airlift::sim::scenario::{provision, Scenario, ScenarioConfig};
+use airlift::sim::PackageVersion;
+use airlift_e2e::*;
+use reqwest::StatusCode;
+use std::sync::Arc;
+
+const START_MS: u64 = 1_800_000_000_000;
+
+async fn host(dir: &std::path::Path, clock: Arc<ManualClock>, library: &str) -> TestHost {
+    let h = TestHost::start_with(dir, |c| c.clock = clock).await.unwrap();
+    assert_eq!(h.load_plugin(library).await.0, StatusCode::CREATED);
+    h
+}
+
+fn scenario(h: &TestHost, clock: Arc<ManualClock>, config: &ScenarioConfig) -> Scenario {
+    let s = &h.server.state;
+    provision(&s.store, &s.vault, &s.runtime, clock, config).unwrap()
+}
+
+fn options(config: &ScenarioConfig) -> RunOptions {
+    RunOptions { fixed_redundancy_pct: None, target_firmware: Some(config.fleet.installed_firmware) }
+}
+
+fn run_of(s: &Scenario) -> CampaignRun {
+    s.engine.store.get::<CampaignRun>(&s.campaign_id).unwrap().unwrap()
+}
+
+fn campaign_status(s: &Scenario) -> CampaignStatus {
+    s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap().status
+}
+
+#[tokio::test]
+async fn a_hundred_devices_at_ten_percent_loss_all_get_the_exact_file() {
+    for (library, version) in [("lorawan-v1", PackageVersion::V1), ("lorawan-v2", PackageVersion::V2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let h = host(dir.path(), clock.clone(), library).await;
+        let mut config = ScenarioConfig::new(100);
+        config.fleet.loss = 0.1;
+        config.fleet.seed = 11;
+        config.fleet.version = version;
+        config.fleet.clock_drift_s = 20;
+        config.library = library.into();
+        let s = scenario(&h, clock.clone(), &config);
+        s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+        assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
+
+        let run = run_of(&s);
+        assert_eq!(run.status, RunStatus::Succeeded, "{library}: {:?}", run.error);
+        assert_eq!(campaign_status(&s), CampaignStatus::Succeeded);
+        let devices = s.engine.device_runs(&s.campaign_id).unwrap();
+        // Every device holds the file (checked below); a device whose
+        // DevVersion exchanges are all lost still fails its version check.
+        let succeeded = devices.iter().filter(|d| d.succeeded).count();
+        assert!(succeeded >= 90, "{library}: {:?}", devices.iter().filter_map(|d| d.failed.clone()).collect::<Vec<_>>());
+        for d in devices.iter().filter(|d| !d.succeeded) {
+            assert!(d.failed.as_deref().unwrap().starts_with("DevVersion"), "{library}: {:?}", d.failed);
+        }
+        for p in &s.devices {
+            assert_eq!(s.engine.network.received_file(p.dev_eui).as_deref(), Some(s.image.as_slice()), "{library}: {} lacks the exact file", p.dev_eui);
+            assert!(!s.engine.network.in_session(p.dev_eui), "session ended: devices back in class A");
+        }
+        let m = run.layout.unwrap().nb_frag;
+        assert!(run.fragments_sent >= m && run.extra_rounds >= 1, "loss needs a second round: {} sent for M={m}", run.fragments_sent);
+        // Progress speaks the RMC shape.
+        let msg = progress::campaign_message(&run, &devices, clock.now_unix_ms());
+        assert_eq!(msg["campaignStatus"], "COMPLETED");
+        assert_eq!(msg["campaignStagesCount"], run.stages.len());
+        assert_eq!(msg["devicesSucceeded"], succeeded);
+        let dev = progress::device_message(&run, devices.iter().find(|d| d.succeeded).unwrap(), clock.now_unix_ms());
+        assert_eq!(dev["deviceState"]["deviceStatus"], "COMPLETED");
+        assert_eq!(dev["deviceState"]["fwVersion"], "2.0.0.0");
+    }
+}
+
+fn with_silent(n: usize, silent_every: usize, threshold: u8) -> ScenarioConfig {
+    let mut config = ScenarioConfig::new(n);
+    for (i, b) in config.behaviours.iter_mut().enumerate() {
+        if i % silent_every == 0 {
+            *b = Behaviour::Silent;
+        }
+    }
+    config.success_threshold = threshold;
+    config.fleet.seed = 5;
+    config
+}
+
+#[tokio::test]
+async fn silent_devices_fail_alone_while_the_threshold_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let config = with_silent(50, 5, 70); // 20 % silent
+    let s = scenario(&h, clock.clone(), &config);
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap();
+    assert_eq!(run_of(&s).status, RunStatus::Succeeded, "{:?}", run_of(&s).error);
+    let devices = s.engine.device_runs(&s.campaign_id).unwrap();
+    let failed: Vec<_> = devices.iter().filter(|d| !d.succeeded).collect();
+    assert_eq!(failed.len(), 10);
+    for d in failed {
+        let p = s.devices.iter().find(|p| p.dev_eui == d.dev_eui).unwrap();
+        assert_eq!(p.behaviour, Behaviour::Silent);
+        assert!(d.failed.as_deref().unwrap().contains("no answer"), "{:?}", d.failed);
+    }
+}
+
+#[tokio::test]
+async fn a_threshold_above_what_answers_fails_the_campaign_at_that_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let config = with_silent(50, 5, 90);
+    let s = scenario(&h, clock.clone(), &config);
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap();
+    let run = run_of(&s);
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.as_deref().unwrap().contains("success threshold not met at McGroupSetup"), "{:?}", run.error);
+    assert_eq!(campaign_status(&s), CampaignStatus::Failed);
+    assert_eq!(run.fragments_sent, 0, "nothing sent after the failed stage");
+}
+
+#[tokio::test]
+async fn maximum_duration_fails_the_campaign_and_returns_devices_to_class_a() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let mut config = ScenarioConfig::new(20);
+    config.max_duration_minutes = 20;
+    config.file_size = 200_000; // ~840 fragments at 2 s each: far beyond 20 minutes
+    let s = scenario(&h, clock.clone(), &config);
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    let mut saw_session = false;
+    drive(&s.engine, &clock, &s.campaign_id, |e| {
+        saw_session |= e.network.in_session(s.devices[0].dev_eui);
+        true
+    })
+    .await
+    .unwrap();
+    assert!(saw_session, "devices were in class C during the session");
+    let run = run_of(&s);
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.as_deref().unwrap().contains("maximum duration"), "{:?}", run.error);
+    assert!(clock.now_unix_ms() <= START_MS + 20 * 60_000 + 2_000, "stopped at the deadline");
+    for p in &s.devices {
+        assert!(!s.engine.network.in_session(p.dev_eui), "{} still in class C", p.dev_eui);
+    }
+    let devices = s.engine.device_runs(&s.campaign_id).unwrap();
+    assert!(devices.iter().all(|d| d.failed.as_deref().is_some_and(|e| e.contains("maximum duration"))));
+}
+
+#[tokio::test]
+async fn stopping_mid_campaign_ends_it_and_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let config = ScenarioConfig::new(10);
+    let s = scenario(&h, clock.clone(), &config);
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    let ended = drive(&s.engine, &clock, &s.campaign_id, |e| e.store.get::<CampaignRun>(&s.campaign_id).unwrap().unwrap().fragments_sent < 20).await.unwrap();
+    assert!(!ended);
+    assert!(s.engine.network.in_session(s.devices[0].dev_eui));
+    s.engine.stop(&s.campaign_id).await.unwrap();
+    assert_eq!(run_of(&s).status, RunStatus::Stopped);
+    assert_eq!(campaign_status(&s), CampaignStatus::Stopped);
+    assert!(!s.engine.network.in_session(s.devices[0].dev_eui));
+    let sent = run_of(&s).fragments_sent;
+    assert_eq!(s.engine.step(&s.campaign_id).await.unwrap(), None, "a stopped campaign does nothing");
+    assert_eq!(run_of(&s).fragments_sent, sent);
+}
+
+#[tokio::test]
+async fn a_new_engine_over_the_same_store_continues_without_redoing_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let config = ScenarioConfig::new(30);
+    let Scenario { engine, campaign_id, image, devices, .. } = scenario(&h, clock.clone(), &config);
+    engine.start(&campaign_id, options(&config)).await.unwrap();
+    // Run until the fragments are going out, then "crash".
+    drive(&engine, &clock, &campaign_id, |e| e.store.get::<CampaignRun>(&campaign_id).unwrap().unwrap().fragments_sent < 10).await.unwrap();
+    let before = engine.store.get::<CampaignRun>(&campaign_id).unwrap().unwrap();
+    let group_setups = engine.network.unicast_requests(200, 0x02);
+    let frag_setups = engine.network.unicast_requests(201, 0x02);
+    let Engine { store, network, .. } = engine;
+
+    // A fresh plugin runtime: the pinned library is reloaded from the store.
+    let host_services = h.server.state.runtime.host().clone();
+    let runtime = Arc::new(PluginRuntime::new(dir.path().join("compiled-after-restart"), host_services).unwrap());
+    let engine = Engine::new(store, runtime, clock.clone(), network);
+    drive(&engine, &clock, &campaign_id, |_| true).await.unwrap();
+
+    let after = engine.store.get::<CampaignRun>(&campaign_id).unwrap().unwrap();
+    assert_eq!(after.status, RunStatus::Succeeded, "{:?}", after.error);
+    assert_eq!(engine.network.unicast_requests(200, 0x02), group_setups, "McGroupSetup redone after the restart");
+    assert_eq!(engine.network.unicast_requests(201, 0x02), frag_setups, "FragSessionSetup redone after the restart");
+    assert!(after.next_fcnt > before.next_fcnt && after.fragments_sent >= before.fragments_sent);
+    for p in &devices {
+        assert_eq!(engine.network.received_file(p.dev_eui).as_deref(), Some(image.as_slice()));
+    }
+}
