@@ -79,6 +79,14 @@ async fn a_hundred_devices_at_ten_percent_loss_all_get_the_exact_file() {
         let dev = progress::device_message(&run, devices.iter().find(|d| d.succeeded).unwrap(), clock.now_unix_ms());
         assert_eq!(dev["deviceState"]["deviceStatus"], "COMPLETED");
         assert_eq!(dev["deviceState"]["fwVersion"], "2.0.0.0");
+        // The same over the API.
+        let (status, api) = h.get(&format!("/api/campaigns/{}/progress", s.campaign_id)).await;
+        assert_eq!(status, StatusCode::OK, "{api}");
+        assert_eq!(api["campaignStatus"], "COMPLETED");
+        assert_eq!(api["devicesSucceeded"], succeeded);
+        let (_, per_device) = h.get(&format!("/api/campaigns/{}/devices", s.campaign_id)).await;
+        assert_eq!(per_device.as_array().unwrap().len(), 100);
+        assert!(per_device.as_array().unwrap().iter().all(|d| d["deviceState"]["holdsFile"] == true));
     }
 }
 

@@ -2,6 +2,7 @@
 //! file upload and plugins.
 
 mod auth;
+mod campaigns;
 mod error;
 mod files;
 mod json;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(objects::routes::<BackendInstance>())
         .merge(objects::read_update_routes::<StoredFile>())
         .merge(files::routes())
+        .merge(campaigns::routes())
         .merge(plugins::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_role));
     Router::new()
