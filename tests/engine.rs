@@ -217,3 +217,22 @@ async fn a_new_engine_over_the_same_store_continues_without_redoing_stages() {
         assert_eq!(engine.network.received_file(p.dev_eui).as_deref(), Some(image.as_slice()));
     }
 }
+
+#[tokio::test]
+async fn devices_on_moved_fports_are_reached_through_their_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let mut config = ScenarioConfig::new(10);
+    config.fports = [("fragmentation".to_string(), 30u8), ("remote-multicast-setup".to_string(), 31u8)].into();
+    config.fleet.moved_ports = vec![(201, 30), (200, 31)];
+    let s = scenario(&h, clock.clone(), &config);
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap();
+    assert_eq!(run_of(&s).status, RunStatus::Succeeded, "{:?}", run_of(&s).error);
+    assert_eq!(s.engine.network.unicast_requests(31, 0x02), 10, "McGroupSetupReq went out on the moved port");
+    assert_eq!(s.engine.network.unicast_requests(200, 0x02), 0);
+    for p in &s.devices {
+        assert_eq!(s.engine.network.received_file(p.dev_eui).as_deref(), Some(s.image.as_slice()));
+    }
+}

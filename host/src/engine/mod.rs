@@ -19,7 +19,8 @@ pub use network::{Network, NetworkError, Pacing};
 pub use run::{CampaignRun, DeviceRun, RunStatus};
 
 use crate::clock::Clock;
-use crate::model::{Campaign, CampaignStatus, CampaignType, Device, DeviceSet, Eui, MulticastGroup, PluginKind, PluginRecord, Region, StoredFile};
+use crate::model::{Campaign, CampaignStatus, CampaignType, Device, DeviceProfile, DeviceSet, Eui, MulticastGroup, PluginKind, PluginRecord, PortMap, Region, StoredFile};
+use std::collections::BTreeMap;
 use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
 use crate::plugin::{Plugin, PluginError, PluginRuntime};
 use crate::store::{Store, StoreError};
@@ -77,6 +78,19 @@ impl<N: Network> Engine<N> {
         let version = record.versions.iter().find(|v| v.sha256 == run.library_sha256).ok_or_else(|| PluginError::NotFound(run.library_sha256.clone()))?;
         let wasm = self.store.blobs().read(&run.library_sha256).map_err(|e| PluginError::Storage(e.to_string()))?;
         Ok(self.runtime.load_pinned(version.manifest.clone(), &run.library_sha256, &wasm)?)
+    }
+
+    /// FPort overrides from a device's profile.
+    fn profile_fports(&self, device: &Device) -> Result<BTreeMap<String, u8>, EngineError> {
+        Ok(match &device.device_profile {
+            Some(p) => self.store.get::<DeviceProfile>(p)?.map(|p| p.fports).unwrap_or_default(),
+            None => BTreeMap::new(),
+        })
+    }
+
+    /// The run's FPort translation (checked when the run started).
+    pub(crate) fn ports(run: &CampaignRun) -> PortMap {
+        PortMap::new(&run.library_ports, &run.fports).unwrap_or_default()
     }
 
     fn campaign(&self, id: &str) -> Result<Campaign, EngineError> {
@@ -138,6 +152,19 @@ impl<N: Network> Engine<N> {
             }
             None => None,
         };
+        let info = self.runtime.call_device_library(&library, |s, p| p.airlift_plugin_device_library().call_describe(s)).await?;
+        let library_ports: Vec<(String, u8)> = info.ports.into_iter().map(|p| (p.package_name, p.fport)).collect();
+        // One multicast group means one set of FPorts: every device must agree.
+        let mut fports: Option<BTreeMap<String, u8>> = None;
+        for dev in &devices {
+            let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
+            let overrides = self.profile_fports(&device)?;
+            PortMap::new(&library_ports, &overrides).map_err(|e| EngineError::Invalid(format!("device {dev}: {e}")))?;
+            match &fports {
+                Some(f) if *f != overrides => return Err(EngineError::Invalid("devices of one multicast group use different FPorts".into())),
+                _ => fports = Some(overrides),
+            }
+        }
         let now = self.now();
         let deadline_ms = now + campaign.max_duration_minutes as u64 * 60_000;
         let mut run = CampaignRun {
@@ -151,6 +178,8 @@ impl<N: Network> Engine<N> {
             deadline_ms,
             library_sha256: library.sha256.clone(),
             library_name: library.manifest.name.clone(),
+            library_ports,
+            fports: fports.unwrap_or_default(),
             group: group.dev_eui,
             devices: devices.clone(),
             success_threshold: campaign.success_threshold,
@@ -235,8 +264,10 @@ impl<N: Network> Engine<N> {
             let Some(mut dev_run) = self.store.get::<DeviceRun>(&key)? else { continue };
             let Some(device) = self.store.get::<Device>(&dev_eui.to_string())? else { continue };
             let library = self.library(&run).await?;
+            let ports = Self::ports(&run);
             let ctx = context::device(&device, &dev_run);
             let bytes = payload.clone();
+            let fport = ports.to_library(fport);
             let parsed = self.runtime.call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_parse_uplink(s, fport, &bytes, &ctx)).await;
             let events = match parsed {
                 Ok(Ok(events)) => events,
@@ -263,7 +294,7 @@ impl<N: Network> Engine<N> {
             }
             self.store.put(&dev_run)?;
             for d in replies {
-                self.network.send_unicast(dev_eui, d.fport, d.payload).await?;
+                self.network.send_unicast(dev_eui, ports.to_air(d.fport), d.payload).await?;
             }
         }
         Ok(())

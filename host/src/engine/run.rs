@@ -66,6 +66,10 @@ pub struct CampaignRun {
     /// The device library, pinned by content hash for the whole session.
     pub library_sha256: String,
     pub library_name: String,
+    /// The library's packages and default FPorts (for FPort overrides).
+    pub library_ports: Vec<(String, u8)>,
+    /// FPort overrides all devices share (multicast goes to all at once).
+    pub fports: std::collections::BTreeMap<String, u8>,
     pub group: Eui,
     pub devices: Vec<Eui>,
     pub success_threshold: u8,

@@ -173,7 +173,7 @@ impl<N: Network> Engine<N> {
             // Written before sending: a crash re-sends at most this request.
             self.store.put(&dev)?;
             for d in downlinks {
-                if let Err(e) = self.network.send_unicast(dev.dev_eui, d.fport, d.payload).await {
+                if let Err(e) = self.network.send_unicast(dev.dev_eui, Self::ports(run).to_air(d.fport), d.payload).await {
                     tracing::warn!(device = %dev.dev_eui, error = %e, "unicast downlink failed; retried later");
                 }
             }
@@ -216,8 +216,9 @@ impl<N: Network> Engine<N> {
         let pacing = self.network.pacing();
         run.next_action_ms = now + pacing.multicast_interval_ms * downlinks.len() as u64;
         self.store.put(&*run)?;
+        let ports = Self::ports(run);
         for (i, d) in downlinks.into_iter().enumerate() {
-            self.network.send_multicast(group, fcnt + i as u32, d.fport, d.payload).await?;
+            self.network.send_multicast(group, fcnt + i as u32, ports.to_air(d.fport), d.payload).await?;
         }
         Ok(Some(run.next_action_ms))
     }
@@ -246,8 +247,9 @@ impl<N: Network> Engine<N> {
             run.round_sent_ms = Some(now);
             run.round += 1;
             self.store.put(&*run)?;
+            let ports = Self::ports(run);
             for (i, d) in downlinks.into_iter().enumerate() {
-                self.network.send_multicast(group, fcnt + i as u32, d.fport, d.payload).await?;
+                self.network.send_multicast(group, fcnt + i as u32, ports.to_air(d.fport), d.payload).await?;
             }
             return Ok(Some(now + stage.answer_timeout_s as u64 * 1000));
         };

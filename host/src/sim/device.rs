@@ -70,6 +70,8 @@ pub struct DeviceModel {
     pub reboot_at_gps: Option<u32>,
     /// The last complete, verified data block (padding removed).
     pub received_file: Option<Vec<u8>>,
+    /// Packages this device runs off their default FPort: (default, on air).
+    pub moved_ports: Vec<(u8, u8)>,
 }
 
 fn aes_encrypt(key: &[u8; 16], block: [u8; 16]) -> [u8; 16] {
@@ -104,6 +106,7 @@ impl DeviceModel {
             hardware_version: 1,
             reboot_at_gps: None,
             received_file: None,
+            moved_ports: vec![],
         }
     }
 
@@ -155,7 +158,7 @@ impl DeviceModel {
         let mut p = vec![0x01];
         p.extend(self.device_gps(network_gps).to_le_bytes());
         p.push(token & 0x0f | (ans_required as u8) << 4);
-        DeviceReply { fport: 202, payload: p }
+        DeviceReply { fport: self.air_port(202), payload: p }
     }
 
     fn mc_ke_key(&self) -> [u8; 16] {
@@ -170,6 +173,19 @@ impl DeviceModel {
     /// Handle one downlink; returns the uplinks the device answers with, or
     /// what it found wrong (a device would drop the frame).
     pub fn handle(&mut self, fport: u8, payload: &[u8], network_gps: u64) -> Result<Vec<DeviceReply>, String> {
+        let fport = self.moved_ports.iter().find(|(_, air)| *air == fport).map_or(fport, |(default, _)| *default);
+        let mut out = self.handle_default_ports(fport, payload, network_gps)?;
+        for r in &mut out {
+            r.fport = self.air_port(r.fport);
+        }
+        Ok(out)
+    }
+
+    fn air_port(&self, default: u8) -> u8 {
+        self.moved_ports.iter().find(|(d, _)| *d == default).map_or(default, |(_, air)| *air)
+    }
+
+    fn handle_default_ports(&mut self, fport: u8, payload: &[u8], network_gps: u64) -> Result<Vec<DeviceReply>, String> {
         let mut out = Vec::new();
         let mut rest = payload;
         if rest.is_empty() {

@@ -42,6 +42,8 @@ pub struct FleetConfig {
     /// Version a device reports once it installed the file.
     pub installed_firmware: u32,
     pub pacing: Pacing,
+    /// Packages the devices run off their default FPort: (default, on air).
+    pub moved_ports: Vec<(u8, u8)>,
 }
 
 impl Default for FleetConfig {
@@ -55,6 +57,7 @@ impl Default for FleetConfig {
             version: PackageVersion::V1,
             installed_firmware: 0x0200_0000,
             pacing: Pacing { multicast_interval_ms: 2000, unicast_interval_ms: 1000 },
+            moved_ports: vec![],
         }
     }
 }
@@ -109,6 +112,7 @@ impl SimFleet {
             let device_key = if *behaviour == Behaviour::WrongKey { rng.gen() } else { key };
             let mut model = DeviceModel::new(eui.0, device_key, false, config.version);
             model.supports_class_c = *behaviour != Behaviour::NoClassC;
+            model.moved_ports = config.moved_ports.clone();
             if config.clock_drift_s > 0 {
                 model.clock_offset_s = rng.gen_range(-config.clock_drift_s..=config.clock_drift_s);
             }

@@ -31,6 +31,8 @@ pub struct ScenarioConfig {
     pub campaign_type: CampaignType,
     pub max_duration_minutes: u32,
     pub success_threshold: u8,
+    /// FPort overrides for the devices' profile (package name → FPort).
+    pub fports: std::collections::BTreeMap<String, u8>,
 }
 
 impl ScenarioConfig {
@@ -43,6 +45,7 @@ impl ScenarioConfig {
             campaign_type: CampaignType::FirmwareUpdate,
             max_duration_minutes: 24 * 60,
             success_threshold: 90,
+            fports: Default::default(),
         }
     }
 }
@@ -64,6 +67,22 @@ pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
     let (fleet, devices) = SimFleet::new(config.fleet.clone(), clock.clone(), vault.clone(), 0x70b3_d57e_d000_0000, &config.behaviours);
     let now = chrono::DateTime::from_timestamp_millis(clock.now_unix_ms() as i64).unwrap_or_default();
     let ctx = InputContext { store, vault, now };
+    let profile = DeviceProfileInput {
+        name: "simulated device".into(),
+        description: String::new(),
+        producer_id: None,
+        module_id: None,
+        hw_revision: None,
+        hw_version: None,
+        time_tolerance: None,
+        default_ul_period: Some(config.fleet.uplink_period_s as u32),
+        mcu_type: None,
+        fuota_library: Some(config.library.clone()),
+        smart_delta_key: None,
+        fports: config.fports.clone(),
+    };
+    let profile = DeviceProfile::from_input(profile, None, &ctx)?;
+    store.put(&profile)?;
     for p in &devices {
         let input = DeviceInput {
             dev_eui: p.dev_eui,
@@ -72,7 +91,7 @@ pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
             multicast_classes: vec![SessionClass::C],
             lorawan_version: LorawanVersion::V1_0,
             device_key: Some(hex(&p.server_key)),
-            device_profile: None,
+            device_profile: Some(profile.id.clone()),
             firmware: Some("1.0.0.0".into()),
         };
         store.put(&Device::from_input(input, None, &ctx)?)?;
