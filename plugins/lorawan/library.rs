@@ -278,7 +278,7 @@ impl Guest for Library {
         if delivers {
             stages.push(spec(stage::WAIT_SESSION_START, StageMode::WaitSessionStart, 0, 0, true));
             stages.push(spec(stage::DATA_FRAGMENT, StageMode::Fragments, 0, 0, true));
-            stages.push(spec(stage::FRAG_SESSION_STATUS, StageMode::Multicast, 3, 120, true));
+            stages.push(spec(stage::FRAG_SESSION_STATUS, StageMode::Multicast, SETUP_RETRIES, 120, true));
         }
         if campaign.kind == CampaignKind::FirmwareUpdate {
             stages.push(spec(stage::DEV_VERSION, StageMode::DeviceInitiated, SETUP_RETRIES, 300, true));

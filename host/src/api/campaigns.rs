@@ -19,12 +19,7 @@ pub fn routes() -> Router<AppState> {
 fn run_of(s: &AppState, id: &str) -> Result<(CampaignRun, Vec<DeviceRun>), ApiError> {
     load::<Campaign>(s, id)?;
     let run = s.store.get::<CampaignRun>(id)?.ok_or_else(|| ApiError::not_found("run of campaign", id))?;
-    let mut devices = Vec::with_capacity(run.devices.len());
-    for d in &run.devices {
-        if let Some(r) = s.store.get::<DeviceRun>(&DeviceRun::key(id, *d))? {
-            devices.push(r);
-        }
-    }
+    let devices = DeviceRun::all_of(&s.store, &run)?;
     Ok((run, devices))
 }
 

@@ -242,13 +242,7 @@ impl<N: Network> Engine<N> {
 
     pub fn device_runs(&self, campaign_id: &str) -> Result<Vec<DeviceRun>, EngineError> {
         let run = self.store.get::<CampaignRun>(campaign_id)?.ok_or_else(|| EngineError::NotFound(campaign_id.into()))?;
-        let mut out = Vec::with_capacity(run.devices.len());
-        for d in &run.devices {
-            if let Some(r) = self.store.get::<DeviceRun>(&DeviceRun::key(campaign_id, *d))? {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        Ok(DeviceRun::all_of(&self.store, &run)?)
     }
 
     /// Every running campaign.

@@ -36,18 +36,32 @@ pub fn stage_operations(run: &CampaignRun, devices: &[DeviceRun]) -> (u64, u64) 
     }
 }
 
-/// The campaign-level progress message.
-pub fn campaign_message(run: &CampaignRun, devices: &[DeviceRun], now_ms: u64) -> Value {
-    let (done, total) = stage_operations(run, devices);
-    let stage_index = run.stage.min(run.stages.len().saturating_sub(1));
-    let stage = run.stages.get(stage_index);
-    let mut msg = json!({
+/// Fields every progress message carries.
+fn header(run: &CampaignRun, now_ms: u64) -> Value {
+    json!({
         "version": FORMAT_VERSION,
         "time": time(now_ms),
         "campaignId": run.campaign_id,
         "campaignStagesCount": run.stages.len(),
         "campaignStagesCompleted": run.stage.min(run.stages.len()),
         "campaignStatus": campaign_status(run),
+    })
+}
+
+/// Add `fields` to a message.
+fn with(mut msg: Value, fields: Value) -> Value {
+    if let (Some(m), Value::Object(f)) = (msg.as_object_mut(), fields) {
+        m.extend(f);
+    }
+    msg
+}
+
+/// The campaign-level progress message.
+pub fn campaign_message(run: &CampaignRun, devices: &[DeviceRun], now_ms: u64) -> Value {
+    let (done, total) = stage_operations(run, devices);
+    let stage_index = run.stage.min(run.stages.len().saturating_sub(1));
+    let stage = run.stages.get(stage_index);
+    let fields = json!({
         "stage": {
             "stageId": stage_index + 1,
             "stageName": stage.map(|s| s.name.as_str()).unwrap_or(""),
@@ -64,6 +78,7 @@ pub fn campaign_message(run: &CampaignRun, devices: &[DeviceRun], now_ms: u64) -
         "mcGroupEui": run.group.to_string(),
         "mcGroupState": { "fCntDown": run.next_fcnt },
     });
+    let mut msg = with(header(run, now_ms), fields);
     if let Some(e) = &run.error {
         msg["error"] = json!({"source": "AGENT", "text": e});
     }
@@ -81,13 +96,7 @@ pub fn device_message(run: &CampaignRun, device: &DeviceRun, now_ms: u64) -> Val
     } else {
         "PROCESSED"
     };
-    let mut msg = json!({
-        "version": FORMAT_VERSION,
-        "time": time(now_ms),
-        "campaignId": run.campaign_id,
-        "campaignStagesCount": run.stages.len(),
-        "campaignStagesCompleted": run.stage.min(run.stages.len()),
-        "campaignStatus": campaign_status(run),
+    let fields = json!({
         "deveui": device.dev_eui.to_string(),
         "deviceState": {
             "deviceStatus": status,
@@ -98,6 +107,7 @@ pub fn device_message(run: &CampaignRun, device: &DeviceRun, now_ms: u64) -> Val
             "holdsFile": device.holds_file,
         },
     });
+    let mut msg = with(header(run, now_ms), fields);
     if let Some(v) = device.firmware_version {
         msg["deviceState"]["fwVersion"] = json!(format!("{}.{}.{}.{}", v >> 24, (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff));
     }

@@ -161,4 +161,15 @@ impl DeviceRun {
     pub fn active(&self) -> bool {
         self.failed.is_none()
     }
+
+    /// Every device's record of a run, in the run's device order.
+    pub fn all_of(store: &crate::store::Store, run: &CampaignRun) -> Result<Vec<DeviceRun>, crate::store::StoreError> {
+        let mut out = Vec::with_capacity(run.devices.len());
+        for d in &run.devices {
+            if let Some(r) = store.get::<DeviceRun>(&DeviceRun::key(&run.campaign_id, *d))? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
 }

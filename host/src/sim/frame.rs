@@ -84,17 +84,11 @@ impl Receiver {
         // Rebuild the 32-bit counter from the 16 bits on the air.
         let fcnt = match self.last_fcnt {
             None => fcnt16,
-            Some(last) => {
-                let mut c = (last & 0xffff_0000) | fcnt16;
-                if c <= last {
-                    c = c.wrapping_add(0x1_0000);
-                }
-                c
-            }
+            Some(last) if fcnt16 == last & 0xffff => return Err("repeated FCnt"),
+            // A lower 16-bit value means the counter rolled over.
+            Some(last) if fcnt16 < last & 0xffff => ((last & 0xffff_0000) | fcnt16).wrapping_add(0x1_0000),
+            Some(last) => (last & 0xffff_0000) | fcnt16,
         };
-        if self.last_fcnt.is_some_and(|last| fcnt <= last) {
-            return Err("repeated FCnt");
-        }
         if fcnt < self.min_fcnt || fcnt > self.max_fcnt {
             return Err("FCnt outside the group's range");
         }
