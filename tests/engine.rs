@@ -115,6 +115,23 @@ async fn silent_devices_fail_alone_while_the_threshold_holds() {
     let devices = s.engine.device_runs(&s.campaign_id).unwrap();
     let failed: Vec<_> = devices.iter().filter(|d| !d.succeeded).collect();
     assert_eq!(failed.len(), 10);
+
+    // A new campaign for only the failed devices.
+    let (status, retry) = h.post(&format!("/api/campaigns/{}/retry-failed", s.campaign_id), serde_json::Value::Null).await;
+    assert_eq!(status, StatusCode::CREATED, "{retry}");
+    assert_eq!(retry["status"], "CONFIGURED");
+    let set_id = retry["deviceSets"][0].as_str().unwrap();
+    let (_, set) = h.get(&format!("/api/device-sets/{set_id}")).await;
+    let mut in_set: Vec<String> = set["devices"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let mut expected: Vec<String> = failed.iter().map(|d| d.dev_eui.to_string()).collect();
+    in_set.sort();
+    expected.sort();
+    assert_eq!(in_set, expected);
+
+    // The live stream tells the final state of a finished campaign, then ends.
+    let body = h.http.get(h.url(&format!("/api/campaigns/{}/progress/stream", s.campaign_id))).bearer_auth(VIEWER).send().await.unwrap().text().await.unwrap();
+    assert!(body.starts_with("event: progress"), "{body}");
+    assert!(body.contains("\"campaignStatus\":\"COMPLETED\""), "{body}");
     for d in failed {
         let p = s.devices.iter().find(|p| p.dev_eui == d.dev_eui).unwrap();
         assert_eq!(p.behaviour, Behaviour::Silent);

@@ -3,17 +3,23 @@
 
 use super::objects::load;
 use super::{ApiError, AppState};
-use crate::engine::{progress, CampaignRun, DeviceRun};
-use crate::model::Campaign;
+use crate::engine::{progress, CampaignRun, DeviceRun, RunStatus};
+use crate::model::{public_view, Campaign, CampaignStatus, DeviceSet};
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::Stream;
 use serde_json::Value;
+use std::time::Duration;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/campaigns/{id}/progress", get(campaign_progress))
+        .route("/api/campaigns/{id}/progress/stream", get(progress_stream))
         .route("/api/campaigns/{id}/devices", get(device_progress))
+        .route("/api/campaigns/{id}/retry-failed", post(retry_failed))
 }
 
 fn run_of(s: &AppState, id: &str) -> Result<(CampaignRun, Vec<DeviceRun>), ApiError> {
@@ -32,4 +38,67 @@ async fn device_progress(State(s): State<AppState>, Path(id): Path<String>) -> R
     let (run, devices) = run_of(&s, &id)?;
     let now = s.clock.now_unix_ms();
     Ok(Json(devices.iter().map(|d| progress::device_message(&run, d, now)).collect()))
+}
+
+/// Progress as server-sent events: a `progress` event whenever the message
+/// changes (checked every second), ending after the campaign ends.
+async fn progress_stream(State(s): State<AppState>, Path(id): Path<String>) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    run_of(&s, &id)?;
+    let stream = futures_util::stream::unfold((s, id, None::<String>, false), |(s, id, last, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            let Ok((run, devices)) = run_of(&s, &id) else { return None };
+            let mut msg = progress::campaign_message(&run, &devices, s.clock.now_unix_ms());
+            // The timestamp alone changing is no news.
+            let key = {
+                msg.as_object_mut().map(|m| m.remove("time"));
+                msg.to_string()
+            };
+            if last.as_deref() != Some(key.as_str()) {
+                msg["time"] = progress::campaign_message(&run, &[], s.clock.now_unix_ms())["time"].clone();
+                let finished = run.status != RunStatus::Running;
+                let event = Event::default().event("progress").data(msg.to_string());
+                return Some((Ok(event), (s, id, Some(key), finished)));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A new CONFIGURED campaign, like this one, for only the devices that did
+/// not succeed (through a new device set).
+async fn retry_failed(State(s): State<AppState>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let campaign = load::<Campaign>(&s, &id)?;
+    let (run, devices) = run_of(&s, &id)?;
+    if run.status == RunStatus::Running {
+        return Err(ApiError::new(StatusCode::CONFLICT, "the campaign is still running"));
+    }
+    let failed: Vec<_> = devices.iter().filter(|d| !d.succeeded).map(|d| d.dev_eui).collect();
+    if failed.is_empty() {
+        return Err(ApiError::bad_request("every device succeeded: nothing to retry"));
+    }
+    let set = DeviceSet {
+        id: s.store.new_id(),
+        name: format!("failed devices of campaign {id}"),
+        description: format!("{} devices that did not succeed in '{}'", failed.len(), campaign.name),
+        devices: failed,
+        archived: false,
+    };
+    s.store.put(&set)?;
+    let now = chrono::DateTime::from_timestamp_millis(s.clock.now_unix_ms() as i64).unwrap_or_default();
+    let retry = Campaign {
+        id: s.store.new_id(),
+        name: format!("{} (failed devices)", campaign.name),
+        created: now,
+        started: None,
+        last_changed: now,
+        device_sets: vec![set.id.clone()],
+        status: CampaignStatus::Configured,
+        ..campaign
+    };
+    s.store.put(&retry)?;
+    Ok((StatusCode::CREATED, Json(public_view(&retry))))
 }
