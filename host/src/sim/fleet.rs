@@ -83,6 +83,8 @@ struct State {
     fragment_transmissions: u32,
     /// Unicast requests delivered, by (FPort, CID).
     unicast_requests: BTreeMap<(u8, u8), usize>,
+    /// Uplinks handed to the server.
+    uplinks_delivered: u64,
 }
 
 pub struct SimFleet {
@@ -119,7 +121,7 @@ impl SimFleet {
             devices.insert(eui, SimDevice { model, behaviour: *behaviour, in_burst: false, fragments_heard: 0, heard_m_at: None });
             provisioned.push(Provisioned { dev_eui: eui, server_key: key, behaviour: *behaviour });
         }
-        let state = State { devices, rng, uplinks: BinaryHeap::new(), seq: 0, fragment_transmissions: 0, unicast_requests: BTreeMap::new() };
+        let state = State { devices, rng, uplinks: BinaryHeap::new(), seq: 0, fragment_transmissions: 0, unicast_requests: BTreeMap::new(), uplinks_delivered: 0 };
         (Self { config, clock, vault, state: Mutex::new(state) }, provisioned)
     }
 
@@ -161,7 +163,13 @@ impl SimFleet {
                 }
             }
         }
+        st.uplinks_delivered += due.len() as u64;
         due
+    }
+
+    /// Uplinks handed to the server so far.
+    pub fn uplinks_delivered(&self) -> u64 {
+        self.state.lock().unwrap().uplinks_delivered
     }
 
     pub fn next_uplink_ms(&self) -> Option<u64> {

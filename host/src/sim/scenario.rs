@@ -33,6 +33,10 @@ pub struct ScenarioConfig {
     pub success_threshold: u8,
     /// FPort overrides for the devices' profile (package name → FPort).
     pub fports: std::collections::BTreeMap<String, u8>,
+    /// DevEUI of the first device (the rest follow) and of the group, so
+    /// several scenarios can share one store.
+    pub first_eui: u64,
+    pub group_eui: u64,
 }
 
 impl ScenarioConfig {
@@ -46,6 +50,8 @@ impl ScenarioConfig {
             max_duration_minutes: 24 * 60,
             success_threshold: 90,
             fports: Default::default(),
+            first_eui: 0x70b3_d57e_d000_0000,
+            group_eui: 0x70b3_d57e_d0ff_0000,
         }
     }
 }
@@ -64,7 +70,7 @@ fn hex(b: &[u8]) -> String {
 
 /// Provision everything in `store` and return an engine over the fleet.
 pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>, clock: Arc<ManualClock>, config: &ScenarioConfig) -> Result<Scenario, ScenarioError> {
-    let (fleet, devices) = SimFleet::new(config.fleet.clone(), clock.clone(), vault.clone(), 0x70b3_d57e_d000_0000, &config.behaviours);
+    let (fleet, devices) = SimFleet::new(config.fleet.clone(), clock.clone(), vault.clone(), config.first_eui, &config.behaviours);
     let now = chrono::DateTime::from_timestamp_millis(clock.now_unix_ms() as i64).unwrap_or_default();
     let ctx = InputContext { store, vault, now };
     let profile = DeviceProfileInput {
@@ -96,7 +102,7 @@ pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
         };
         store.put(&Device::from_input(input, None, &ctx)?)?;
     }
-    let group_eui = Eui(0x70b3_d57e_d0ff_0000);
+    let group_eui = Eui(config.group_eui);
     let group = MulticastGroupInput {
         dev_eui: group_eui,
         name: "simulated group".into(),
