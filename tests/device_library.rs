@@ -274,3 +274,32 @@ async fn the_plugin_sees_only_the_encrypted_mc_key() {
         assert!(!bytes.windows(16).any(|w| w == secret), "a key crossed into the plugin's output");
     }
 }
+
+#[tokio::test]
+async fn class_b_sessions_start_on_a_beacon_period_with_the_right_periodicity() {
+    let s = setup("lorawan-v2").await;
+    let mut c = campaign(CampaignKind::MulticastSetup, &[], String::new(), None);
+    c.group.session_class = SessionClass::ClassB;
+    c.group.ping_slot_periodicity = 5;
+    let plan: Vec<String> = s.runtime.call_device_library(&s.plugin, { let c = c.clone(); move |st, p| p.airlift_plugin_device_library().call_plan(st, &c) }).await.unwrap().unwrap().into_iter().map(|x| x.name).collect();
+    assert_eq!(plan, ["PackageVersion", "McGroupSetup", "McClassBSessionSetup"]);
+
+    let mut device = DeviceModel::new(DEV, ROOT_KEY, false, PackageVersion::V2);
+    let mut memory = Vec::new();
+    ok_answer(&s.exchange(&mut device, "McGroupSetup", &c, &mut memory).await, "McGroupSetup");
+    let events = s.exchange(&mut device, "McClassBSessionSetup", &c, &mut memory).await;
+    ok_answer(&events, "McClassBSessionSetup");
+    let session = device.session.unwrap();
+    assert!(session.class_b);
+    assert_eq!(session.start_gps % 128, 0, "class B sessions start on a beacon period");
+    assert!(session.start_gps as u64 >= c.session_start_gps);
+    let dl = s.build("McClassBSessionSetup", Some(device_context(vec![])), &c).await.unwrap();
+    assert_eq!(dl[0].payload[6] >> 4, 5, "ping-slot periodicity in the high nibble, not inverted");
+
+    // A device that cannot do class B says so, and the answer is a rejection.
+    let mut no_b = DeviceModel::new(DEV, ROOT_KEY, false, PackageVersion::V2);
+    no_b.supports_class_b = false;
+    s.exchange(&mut no_b, "McGroupSetup", &c, &mut vec![]).await;
+    let events = s.exchange(&mut no_b, "McClassBSessionSetup", &c, &mut vec![]).await;
+    assert!(events.iter().any(|e| matches!(e, UplinkEvent::Answer(a) if matches!(&a.status, AnswerStatus::Rejected(why) if why.contains("frequency")))), "{events:?}");
+}
