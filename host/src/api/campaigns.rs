@@ -50,14 +50,12 @@ async fn progress_stream(State(s): State<AppState>, Path(id): Path<String>) -> R
         }
         loop {
             let Ok((run, devices)) = run_of(&s, &id) else { return None };
-            let mut msg = progress::campaign_message(&run, &devices, s.clock.now_unix_ms());
+            let msg = progress::campaign_message(&run, &devices, s.clock.now_unix_ms());
             // The timestamp alone changing is no news.
-            let key = {
-                msg.as_object_mut().map(|m| m.remove("time"));
-                msg.to_string()
-            };
+            let mut untimed = msg.clone();
+            untimed.as_object_mut().map(|m| m.remove("time"));
+            let key = untimed.to_string();
             if last.as_deref() != Some(key.as_str()) {
-                msg["time"] = progress::campaign_message(&run, &[], s.clock.now_unix_ms())["time"].clone();
                 let finished = run.status != RunStatus::Running;
                 let event = Event::default().event("progress").data(msg.to_string());
                 return Some((Ok(event), (s, id, Some(key), finished)));

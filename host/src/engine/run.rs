@@ -103,9 +103,6 @@ impl CampaignRun {
         self.stages.get(self.stage)
     }
 
-    pub fn stage_index(&self, name: &str) -> Option<usize> {
-        self.stages.iter().position(|s| s.name == name)
-    }
 }
 
 /// Per device, per campaign.

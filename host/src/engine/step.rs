@@ -277,7 +277,7 @@ impl<N: Network> Engine<N> {
             run.extra_rounds += 1;
             run.fragments_target += extra_needed;
             run.round_sent_ms = None;
-            run.stage = run.stage_index(&run.stages.iter().find(|s| s.mode == StageMode::Fragments).unwrap().name.clone()).unwrap();
+            run.stage = run.stages.iter().position(|s| s.mode == StageMode::Fragments).expect("a status stage follows a fragment stage");
             tracing::info!(campaign = %run.campaign_id, extra = extra_needed, round = run.extra_rounds, "sending more coded fragments");
             return Ok(Some(now));
         }
