@@ -181,7 +181,7 @@ impl<N: Network> Engine<N> {
             library_ports,
             fports: fports.unwrap_or_default(),
             group: group.dev_eui,
-            devices: devices.clone(),
+            device_count: devices.len(),
             success_threshold: campaign.success_threshold,
             payload_sha256,
             layout,

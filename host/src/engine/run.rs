@@ -71,7 +71,9 @@ pub struct CampaignRun {
     /// FPort overrides all devices share (multicast goes to all at once).
     pub fports: std::collections::BTreeMap<String, u8>,
     pub group: Eui,
-    pub devices: Vec<Eui>,
+    /// Devices in the run; each has a `DeviceRun` (kept apart so this
+    /// record stays small: it is read on every step and uplink).
+    pub device_count: usize,
     pub success_threshold: u8,
     pub payload_sha256: Option<String>,
     pub layout: Option<FragLayout>,
@@ -159,14 +161,8 @@ impl DeviceRun {
         self.failed.is_none()
     }
 
-    /// Every device's record of a run, in the run's device order.
+    /// Every device's record of a run, in DevEUI order.
     pub fn all_of(store: &crate::store::Store, run: &CampaignRun) -> Result<Vec<DeviceRun>, crate::store::StoreError> {
-        let mut out = Vec::with_capacity(run.devices.len());
-        for d in &run.devices {
-            if let Some(r) = store.get::<DeviceRun>(&DeviceRun::key(&run.campaign_id, *d))? {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        store.list_prefix::<DeviceRun>(&format!("{}/", run.campaign_id))
     }
 }

@@ -300,10 +300,10 @@ impl<N: Network> Engine<N> {
     fn advance(&self, run: &mut CampaignRun, now: u64, check_threshold: bool) -> Result<(), EngineError> {
         let devices = self.device_runs(&run.campaign_id)?;
         let active = devices.iter().filter(|d| d.active()).count();
-        if check_threshold && active * 100 < run.success_threshold as usize * run.devices.len() {
+        if check_threshold && active * 100 < run.success_threshold as usize * run.device_count {
             let name = run.current().map(|s| s.name.clone()).unwrap_or_default();
             run.status = RunStatus::Failed;
-            run.error = Some(format!("success threshold not met at {name}: {active} of {} devices", run.devices.len()));
+            run.error = Some(format!("success threshold not met at {name}: {active} of {} devices", run.device_count));
             return Ok(());
         }
         run.stage += 1;
@@ -342,10 +342,10 @@ impl<N: Network> Engine<N> {
             succeeded += d.succeeded as usize;
             self.store.put(&d)?;
         }
-        let met = succeeded * 100 >= run.success_threshold as usize * run.devices.len();
+        let met = succeeded * 100 >= run.success_threshold as usize * run.device_count;
         run.status = if error.is_none() && met && run.status == RunStatus::Running { RunStatus::Succeeded } else { RunStatus::Failed };
         if run.error.is_none() {
-            run.error = error.or_else(|| (!met).then(|| format!("{succeeded} of {} devices succeeded", run.devices.len())));
+            run.error = error.or_else(|| (!met).then(|| format!("{succeeded} of {} devices succeeded", run.device_count)));
         }
         run.finished_ms = Some(self.now());
         self.store.put(&*run)?;

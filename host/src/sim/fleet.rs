@@ -273,12 +273,28 @@ pub async fn drive(engine: &Engine<SimFleet>, clock: &ManualClock, campaign_id: 
         if !go_on {
             return Ok(false);
         }
-        for (eui, fport, payload) in engine.network.take_due_uplinks() {
-            engine.on_uplink(eui, fport, payload).await?;
+        // Deliver uplinks as they fall due until the engine wants to act,
+        // looking in at most every STEP_AT_MOST_EVERY_MS of virtual time
+        // in case the answers completed a stage (a step costs O(devices)).
+        let mut answered = false;
+        let look_in = clock.now_unix_ms() + STEP_AT_MOST_EVERY_MS;
+        loop {
+            for (eui, fport, payload) in engine.network.take_due_uplinks() {
+                engine.on_uplink(eui, fport, payload).await?;
+                answered = true;
+            }
+            let now = clock.now_unix_ms();
+            let next_uplink = engine.network.next_uplink_ms().unwrap_or(u64::MAX);
+            let until = if answered { wake.min(look_in) } else { wake };
+            if next_uplink >= until {
+                // Uplinks are handled in one-second batches of virtual time.
+                clock.advance_to(until.max(now + 1_000));
+                break;
+            }
+            clock.advance_to(next_uplink.max(now + 1_000));
         }
-        let now = clock.now_unix_ms();
-        let next = engine.network.next_uplink_ms().map_or(wake, |u| u.min(wake));
-        // Uplinks are handled in one-second batches of virtual time.
-        clock.advance_to(next.max(now + 1_000));
     }
 }
+
+/// How long uplinks may accumulate before the driver steps the engine.
+const STEP_AT_MOST_EVERY_MS: u64 = 10_000;

@@ -90,6 +90,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Objects whose id starts with `prefix`, in id order.
+    pub fn list_prefix<T: Object>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree::<T>()?.scan_prefix(prefix) {
+            let (k, v) = entry?;
+            out.push(decode(&String::from_utf8_lossy(&k), &v)?);
+        }
+        Ok(out)
+    }
+
     /// Flush to disk; called after writes that must survive a crash.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
