@@ -60,23 +60,24 @@ impl Editable for DeviceSet {
     type Input = DeviceSetInput;
     fn from_input(input: DeviceSetInput, prior: Option<&Self>, ctx: &InputContext) -> Result<Self, FieldError> {
         require_text("name", &input.name)?;
-        for eui in &input.devices {
-            require_ref::<Device>(ctx, "devices", &eui.to_string())?;
-        }
         Ok(DeviceSet {
             id: id_for(prior, ctx),
             name: input.name,
             description: input.description,
-            devices: dedup(input.devices),
+            devices: live_refs::<Device>(ctx, "devices", input.devices)?,
             archived: prior.is_some_and(|p| p.archived),
         })
     }
 }
 
-fn dedup(mut euis: Vec<Eui>) -> Vec<Eui> {
+/// The EUIs sorted and deduplicated, failing unless each names a live `T`.
+fn live_refs<T: Object>(ctx: &InputContext, field: &str, mut euis: Vec<Eui>) -> Result<Vec<Eui>, FieldError> {
+    for eui in &euis {
+        require_ref::<T>(ctx, field, &eui.to_string())?;
+    }
     euis.sort();
     euis.dedup();
-    euis
+    Ok(euis)
 }
 
 /// ISM band; bounds the fragment size.
@@ -222,14 +223,11 @@ impl Editable for Region {
     type Input = RegionInput;
     fn from_input(input: RegionInput, prior: Option<&Self>, ctx: &InputContext) -> Result<Self, FieldError> {
         require_text("name", &input.name)?;
-        for eui in &input.multicast_groups {
-            require_ref::<MulticastGroup>(ctx, "multicastGroups", &eui.to_string())?;
-        }
         Ok(Region {
             id: id_for(prior, ctx),
             name: input.name,
             description: input.description,
-            multicast_groups: dedup(input.multicast_groups),
+            multicast_groups: live_refs::<MulticastGroup>(ctx, "multicastGroups", input.multicast_groups)?,
             archived: prior.is_some_and(|p| p.archived),
         })
     }
