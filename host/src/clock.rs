@@ -17,6 +17,11 @@ pub trait Clock: Send + Sync + 'static {
     fn now_gps_seconds(&self) -> u64 {
         unix_ms_to_gps_seconds(self.now_unix_ms())
     }
+
+    /// Real time to wait until this clock reads `unix_ms`.
+    fn real_wait_until(&self, unix_ms: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(unix_ms.saturating_sub(self.now_unix_ms()))
+    }
 }
 
 pub fn unix_ms_to_gps_seconds(unix_ms: u64) -> u64 {
@@ -55,6 +60,34 @@ impl Clock for ManualClock {
     }
 }
 
+/// Wall-clock time sped up `speed` times from `origin_unix_ms`: at that
+/// real instant it reads the real time, then runs faster. Two processes
+/// given the same origin and speed agree on the time, so a server and a
+/// simulated fleet in another process can run hours of campaign in minutes,
+/// and a restarted server continues the same timeline.
+pub struct ScaledClock {
+    origin_unix_ms: u64,
+    speed: f64,
+}
+
+impl ScaledClock {
+    pub fn new(origin_unix_ms: u64, speed: f64) -> Self {
+        Self { origin_unix_ms, speed: speed.max(f64::MIN_POSITIVE) }
+    }
+}
+
+impl Clock for ScaledClock {
+    fn now_unix_ms(&self) -> u64 {
+        let real = SystemClock.now_unix_ms() as f64 - self.origin_unix_ms as f64;
+        (self.origin_unix_ms as f64 + real * self.speed).max(0.0) as u64
+    }
+
+    fn real_wait_until(&self, unix_ms: u64) -> std::time::Duration {
+        let ahead = unix_ms.saturating_sub(self.now_unix_ms()) as f64;
+        std::time::Duration::from_micros((ahead * 1000.0 / self.speed).ceil() as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +99,16 @@ mod tests {
         let c = ManualClock::new(1_000);
         c.advance_ms(500);
         assert_eq!(c.now_unix_ms(), 1_500);
+    }
+
+    #[test]
+    fn a_scaled_clock_runs_faster_and_waits_less() {
+        let origin = SystemClock.now_unix_ms() - 1_000;
+        let c = ScaledClock::new(origin, 100.0);
+        // A second of real time since the origin reads as 100 s.
+        let ahead = c.now_unix_ms() - origin;
+        assert!((100_000..110_000).contains(&ahead), "{ahead}");
+        let wait = c.real_wait_until(c.now_unix_ms() + 50_000);
+        assert!(wait <= std::time::Duration::from_millis(500) && wait >= std::time::Duration::from_millis(490), "{wait:?}");
     }
 }

@@ -12,6 +12,7 @@
 //! - [`clock`]: injectable time.
 
 pub mod api;
+pub mod backend;
 pub mod clock;
 pub mod engine;
 pub mod keys;

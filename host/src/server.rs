@@ -1,6 +1,8 @@
 //! A running host: store, vault, plugin runtime and API put together.
 
 use crate::api::{self, AppState, Auth};
+use crate::backend::PluginNetwork;
+use crate::engine::{Engine, Runner};
 use crate::clock::{Clock, SystemClock};
 use crate::keys::Vault;
 use crate::plugin::{self, HostServices, PluginRuntime};
@@ -32,6 +34,9 @@ pub struct ServerConfig {
     /// Tokens to use instead of `AIRLIFT_API_TOKENS` / the data dir's.
     pub auth: Option<Auth>,
     pub clock: Arc<dyn Clock>,
+    /// Run campaigns (and resume those left running). Off when something
+    /// else drives the engine, like the demo's in-process fleet.
+    pub run_campaigns: bool,
 }
 
 impl ServerConfig {
@@ -43,6 +48,7 @@ impl ServerConfig {
             load_bundled: true,
             auth: None,
             clock: Arc::new(SystemClock),
+            run_campaigns: true,
         }
     }
 }
@@ -56,6 +62,7 @@ pub struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.state.runner.shutdown();
         self.task.abort();
     }
 }
@@ -82,7 +89,13 @@ impl Server {
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
 
-        let state = AppState { store, vault, runtime, auth: Arc::new(auth), clock: config.clock, upload_limit: config.upload_limit };
+        let network = Arc::new(PluginNetwork::new(store.clone(), runtime.clone()));
+        let engine = Arc::new(Engine::new(store.clone(), runtime.clone(), config.clock.clone(), network));
+        let runner = Arc::new(Runner::new(engine));
+        if config.run_campaigns {
+            runner.resume_all().map_err(|e| std::io::Error::other(format!("resuming campaigns: {e}")))?;
+        }
+        let state = AppState { store, vault, runtime, auth: Arc::new(auth), clock: config.clock, upload_limit: config.upload_limit, runner };
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
         let app = api::router(state.clone());
@@ -97,6 +110,7 @@ impl Server {
 
     /// Stop serving and release the store (its lock included).
     pub async fn stop(mut self) {
+        self.state.runner.shutdown();
         self.task.abort();
         let _ = (&mut self.task).await;
     }

@@ -3,8 +3,9 @@
 
 use super::objects::load;
 use super::{ApiError, AppState};
-use crate::engine::{progress, CampaignRun, DeviceRun, RunStatus};
-use crate::model::{public_view, Campaign, CampaignStatus, DeviceSet};
+use crate::engine::{progress, CampaignRun, DeviceRun, EngineError, RunOptions, RunStatus};
+use crate::model::parse_firmware_version;
+use crate::model::{public_view, Campaign, CampaignStatus, CampaignType, DeviceSet, StoredFile};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -20,6 +21,39 @@ pub fn routes() -> Router<AppState> {
         .route("/api/campaigns/{id}/progress/stream", get(progress_stream))
         .route("/api/campaigns/{id}/devices", get(device_progress))
         .route("/api/campaigns/{id}/retry-failed", post(retry_failed))
+        .route("/api/campaigns/{id}/start", post(start))
+        .route("/api/campaigns/{id}/stop", post(stop))
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            EngineError::Invalid(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            EngineError::Store(e) => e.into(),
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+/// Start a CONFIGURED campaign. A firmware campaign expects devices to
+/// report the file's firmware version at the end.
+async fn start(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let campaign = load::<Campaign>(&s, &id)?;
+    let target_firmware = match (&campaign.file, campaign.campaign_type) {
+        (Some(file), CampaignType::FirmwareUpdate) => load::<StoredFile>(&s, file)?.firmware_version.map(|v| parse_firmware_version("firmwareVersion", &v)).transpose()?,
+        _ => None,
+    };
+    let run = s.runner.start(&id, RunOptions { target_firmware, ..RunOptions::default() }).await?;
+    Ok(Json(progress::campaign_message(&run, &DeviceRun::all_of(&s.store, &run)?, s.clock.now_unix_ms())))
+}
+
+/// Stop a running campaign; devices fall back to class A.
+async fn stop(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    load::<Campaign>(&s, &id)?;
+    s.runner.stop(&id).await?;
+    let (run, devices) = run_of(&s, &id)?;
+    Ok(Json(progress::campaign_message(&run, &devices, s.clock.now_unix_ms())))
 }
 
 fn run_of(s: &AppState, id: &str) -> Result<(CampaignRun, Vec<DeviceRun>), ApiError> {

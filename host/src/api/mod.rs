@@ -8,11 +8,14 @@ mod files;
 mod json;
 mod objects;
 mod plugins;
+mod uplinks;
 
 pub use auth::{Auth, Role, TOKENS_ENV};
 pub use error::ApiError;
 
+use crate::backend::PluginNetwork;
 use crate::clock::Clock;
+use crate::engine::Runner;
 use crate::keys::Vault;
 use crate::model::{BackendInstance, Campaign, Device, DeviceProfile, DeviceSet, MulticastGroup, Region, SmartDeltaKey, StoredFile};
 use crate::plugin::PluginRuntime;
@@ -32,6 +35,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Largest file or plugin upload accepted, in bytes.
     pub upload_limit: u64,
+    /// Runs campaigns over the backend plugins.
+    pub runner: Arc<Runner<PluginNetwork>>,
 }
 
 impl AppState {
@@ -59,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_role));
     Router::new()
         .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .merge(uplinks::routes())
         .merge(protected)
         // Multipart uploads enforce their own limit while streaming; this
         // bounds everything else, with room for multipart framing.

@@ -53,6 +53,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(data_dir.path().to_path_buf());
     config.bind = "127.0.0.1:0".parse()?;
     config.clock = clock.clone();
+    // The demo drives its campaign itself, in virtual time.
+    config.run_campaigns = false;
     let server = Server::start(config).await.context("starting the server")?;
     if !args.json {
         eprintln!("Airlift API on http://{} (token in {}/admin.token)", server.addr, data_dir.path().display());

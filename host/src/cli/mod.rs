@@ -3,7 +3,9 @@
 mod client;
 mod demo;
 
+use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::server::{Server, ServerConfig};
+use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use client::Client;
@@ -35,6 +37,14 @@ enum Command {
         /// Largest file upload in MiB.
         #[arg(long, default_value_t = 16)]
         upload_limit_mib: u64,
+        /// Run the clock this many times faster than real time (simulations:
+        /// a server and a simulated fleet in another process share it).
+        #[arg(long)]
+        time_speed: Option<f64>,
+        /// Unix milliseconds at which the sped-up clock reads real time;
+        /// give the same origin to every process of one simulation.
+        #[arg(long, requires = "time_speed")]
+        time_origin: Option<u64>,
     },
     /// The main job: server plus a simulated fleet running a firmware campaign.
     Demo(demo::DemoArgs),
@@ -96,10 +106,15 @@ fn body(arg: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Serve { bind, upload_limit_mib } = cli.command {
+    if let Command::Serve { bind, upload_limit_mib, time_speed, time_origin } = cli.command {
         let mut config = ServerConfig::new(cli.data_dir);
         config.bind = bind;
         config.upload_limit = upload_limit_mib * 1024 * 1024;
+        if let Some(speed) = time_speed {
+            anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--time-speed must be a positive number");
+            let origin = time_origin.unwrap_or_else(|| SystemClock.now_unix_ms());
+            config.clock = Arc::new(ScaledClock::new(origin, speed));
+        }
         let server = Server::start(config).await?;
         eprintln!("Airlift serving on http://{} (admin token in the data dir's admin.token)", server.addr);
         tokio::select! {

@@ -8,19 +8,22 @@
 //! - [`network`]: what the engine needs from a network.
 //! - [`context`]: WIT records built from stored objects.
 //! - [`progress`]: progress in the RMC message shape.
+//! - [`runner`]: a task per running campaign in a serving host.
 
-mod context;
+pub(crate) mod context;
 pub mod network;
 pub mod progress;
 pub mod run;
+pub mod runner;
 mod step;
 
 pub use network::{Network, NetworkError, Pacing};
+pub use runner::Runner;
 pub use run::{CampaignRun, DeviceRun, RunStatus};
 
 use crate::clock::Clock;
 use crate::model::{Campaign, CampaignStatus, CampaignType, Device, DeviceProfile, DeviceSet, Eui, MulticastGroup, PluginKind, PluginRecord, PortMap, Region, StoredFile};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
 use crate::plugin::{Plugin, PluginError, PluginRuntime};
 use crate::store::{Store, StoreError};
@@ -58,11 +61,20 @@ pub struct Engine<N: Network> {
     pub runtime: Arc<PluginRuntime>,
     pub clock: Arc<dyn Clock>,
     pub network: Arc<N>,
+    /// One lock per campaign: a step, an uplink and a stop each read and
+    /// write the run's records, and must not overwrite each other's.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl<N: Network> Engine<N> {
     pub fn new(store: Store, runtime: Arc<PluginRuntime>, clock: Arc<dyn Clock>, network: Arc<N>) -> Self {
-        Self { store, runtime, clock, network }
+        Self { store, runtime, clock, network, locks: Default::default() }
+    }
+
+    /// Hold this while reading and writing a campaign's run records.
+    async fn lock(&self, campaign_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.locks.lock().unwrap().entry(campaign_id.to_string()).or_default().clone();
+        lock.lock_owned().await
     }
 
     fn now(&self) -> u64 {
@@ -110,6 +122,7 @@ impl<N: Network> Engine<N> {
 
     /// Plan and record a run, then mark the campaign RUNNING.
     pub async fn start(&self, campaign_id: &str, options: RunOptions) -> Result<CampaignRun, EngineError> {
+        let _held = self.lock(campaign_id).await;
         let campaign = self.campaign(campaign_id)?;
         if campaign.status != CampaignStatus::Configured {
             return Err(EngineError::Invalid(format!("status is {:?}, not CONFIGURED", campaign.status)));
@@ -181,6 +194,7 @@ impl<N: Network> Engine<N> {
             library_ports,
             fports: fports.unwrap_or_default(),
             group: group.dev_eui,
+            group_on_network: false,
             device_count: devices.len(),
             success_threshold: campaign.success_threshold,
             payload_sha256,
@@ -226,6 +240,7 @@ impl<N: Network> Engine<N> {
 
     /// Stop a running campaign; devices fall back to class A.
     pub async fn stop(&self, campaign_id: &str) -> Result<(), EngineError> {
+        let _held = self.lock(campaign_id).await;
         let mut run = self.store.get::<CampaignRun>(campaign_id)?.ok_or_else(|| EngineError::NotFound(campaign_id.into()))?;
         if run.status != RunStatus::Running {
             return Ok(());
@@ -234,8 +249,15 @@ impl<N: Network> Engine<N> {
         run.finished_ms = Some(self.now());
         self.store.put(&run)?;
         self.set_campaign_status(campaign_id, CampaignStatus::Stopped)?;
+        self.store.flush()?;
+        self.end_session(&run).await
+    }
+
+    /// Tell the campaign's network that its multicast session is over.
+    async fn end_session(&self, run: &CampaignRun) -> Result<(), EngineError> {
+        let backend = self.campaign(&run.campaign_id)?.backend_instance;
         if let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? {
-            self.network.end_session(&group).await;
+            self.network.end_session(&backend, &group).await;
         }
         Ok(())
     }
@@ -252,8 +274,13 @@ impl<N: Network> Engine<N> {
 
     /// An uplink from a device: parsed by each running campaign's library
     /// that has the device, answers recorded, replies sent at once.
-    pub async fn on_uplink(&self, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), EngineError> {
+    /// Returns the campaigns that recorded an answer.
+    pub async fn on_uplink(&self, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<Vec<String>, EngineError> {
+        let mut answered = Vec::new();
         for run in self.running()? {
+            let _held = self.lock(&run.campaign_id).await;
+            // Read again under the lock: a step may have moved it on.
+            let Some(run) = self.store.get::<CampaignRun>(&run.campaign_id)?.filter(|r| r.status == RunStatus::Running) else { continue };
             let key = DeviceRun::key(&run.campaign_id, dev_eui);
             let Some(mut dev_run) = self.store.get::<DeviceRun>(&key)? else { continue };
             let Some(device) = self.store.get::<Device>(&dev_eui.to_string())? else { continue };
@@ -277,7 +304,12 @@ impl<N: Network> Engine<N> {
             let mut replies = Vec::new();
             for event in events {
                 match event {
-                    lib::UplinkEvent::Answer(a) => step::record_answer(&run, &mut dev_run, a),
+                    lib::UplinkEvent::Answer(a) => {
+                        step::record_answer(&run, &mut dev_run, a);
+                        if answered.last() != Some(&run.campaign_id) {
+                            answered.push(run.campaign_id.clone());
+                        }
+                    }
                     lib::UplinkEvent::Reply(d) => replies.push(d),
                     lib::UplinkEvent::Remember(a) => {
                         dev_run.memory.retain(|(k, _)| *k != a.key);
@@ -287,11 +319,17 @@ impl<N: Network> Engine<N> {
                 }
             }
             self.store.put(&dev_run)?;
+            if replies.is_empty() {
+                continue;
+            }
+            let backend = self.campaign(&run.campaign_id)?.backend_instance;
             for d in replies {
-                self.network.send_unicast(dev_eui, ports.to_air(d.fport), d.payload).await?;
+                if let Err(e) = self.network.send_unicast(&backend, dev_eui, ports.to_air(d.fport), d.payload).await {
+                    tracing::warn!(device = %dev_eui, error = %e, "reply to a device request failed");
+                }
             }
         }
-        Ok(())
+        Ok(answered)
     }
 
     fn campaign_type(&self, run: &CampaignRun) -> Result<CampaignType, EngineError> {

@@ -1,7 +1,10 @@
-//! What the engine needs from a network: send unicast and multicast
-//! downlinks and end a multicast session. Backend plugins (through
-//! `plugin::bindings::backend`) and the in-process simulator implement it;
-//! uplinks come back through [`super::Engine::on_uplink`].
+//! What the engine needs from a network: provision a multicast group, send
+//! unicast and multicast downlinks, end a multicast session. Backend
+//! plugins ([`crate::backend::PluginNetwork`]) and the in-process simulator
+//! implement it; uplinks come back through [`super::Engine::on_uplink`].
+//!
+//! Every call names the campaign's backend instance, read afresh on each
+//! step, so switching a campaign to another instance takes effect at once.
 
 use crate::model::{Eui, MulticastGroup};
 use std::future::Future;
@@ -24,13 +27,16 @@ pub struct Pacing {
 }
 
 pub trait Network: Send + Sync + 'static {
-    fn pacing(&self) -> Pacing;
+    fn pacing(&self, backend: &str) -> impl Future<Output = Result<Pacing, NetworkError>> + Send;
 
-    fn send_unicast(&self, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> impl Future<Output = Result<(), NetworkError>> + Send;
+    /// Make the group and its members known to the network (idempotent).
+    fn create_group(&self, backend: &str, group: &MulticastGroup, devices: &[Eui]) -> impl Future<Output = Result<(), NetworkError>> + Send;
 
-    fn send_multicast(&self, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> impl Future<Output = Result<(), NetworkError>> + Send;
+    fn send_unicast(&self, backend: &str, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> impl Future<Output = Result<(), NetworkError>> + Send;
+
+    fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> impl Future<Output = Result<(), NetworkError>> + Send;
 
     /// The multicast session is over (campaign finished or out of time):
-    /// devices return to class A.
-    fn end_session(&self, group: &MulticastGroup) -> impl Future<Output = ()> + Send;
+    /// devices return to class A and the network may drop the group.
+    fn end_session(&self, backend: &str, group: &MulticastGroup) -> impl Future<Output = ()> + Send;
 }

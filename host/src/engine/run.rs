@@ -71,6 +71,9 @@ pub struct CampaignRun {
     /// FPort overrides all devices share (multicast goes to all at once).
     pub fports: std::collections::BTreeMap<String, u8>,
     pub group: Eui,
+    /// The group and its members were provisioned on the network.
+    #[serde(default)]
+    pub group_on_network: bool,
     /// Devices in the run; each has a `DeviceRun` (kept apart so this
     /// record stays small: it is read on every step and uplink).
     pub device_count: usize,

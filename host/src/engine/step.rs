@@ -1,11 +1,13 @@
 //! The stage machine: from the stored state of a run, do what is due and
-//! say when to look again.
+//! say when to look again. A step decides its downlinks into an outbox,
+//! writes and flushes the new state, and only then sends: a crash at any
+//! point re-sends at most one step's downlinks and never reuses an FCnt.
 
 use super::context;
 use super::run::{CampaignRun, DeviceRun, RunStatus, StageMode};
-use super::{Engine, EngineError, Network};
+use super::{Engine, EngineError, Network, NetworkError};
 use crate::clock::unix_ms_to_gps_seconds;
-use crate::model::{CampaignStatus, CampaignType, Device, MulticastGroup};
+use crate::model::{CampaignStatus, CampaignType, Device, Eui, MulticastGroup};
 use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
 
 /// Longest wait between two retries of one device.
@@ -17,6 +19,14 @@ const MAX_EXTRA_ROUNDS: u32 = 12;
 /// Margin before the multicast session starts, after its setup stage.
 /// Covers device clock error and the last answer's way back.
 const SESSION_SETUP_MARGIN_S: u64 = 60;
+/// Wait before asking an unavailable network again.
+const NETWORK_RETRY_MS: u64 = 30_000;
+
+/// A downlink a step decided on, sent once the step's state is on disk.
+enum Outgoing {
+    Unicast { dev_eui: Eui, fport: u8, payload: Vec<u8> },
+    Multicast { fcnt: u32, fport: u8, payload: Vec<u8> },
+}
 
 /// Record a device's answer to a stage.
 pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib::StageAnswer) {
@@ -50,6 +60,7 @@ impl<N: Network> Engine<N> {
     /// Do what is due for one campaign. Returns when to call again (ms),
     /// or None when the campaign is over.
     pub async fn step(&self, campaign_id: &str) -> Result<Option<u64>, EngineError> {
+        let _held = self.lock(campaign_id).await;
         let Some(mut run) = self.store.get::<CampaignRun>(campaign_id)? else { return Err(EngineError::NotFound(campaign_id.into())) };
         if run.status != RunStatus::Running {
             return Ok(None);
@@ -70,8 +81,24 @@ impl<N: Network> Engine<N> {
             .store
             .get::<MulticastGroup>(&run.group.to_string())?
             .ok_or_else(|| EngineError::Invalid("multicast group is gone".into()))?;
+        let backend = self.campaign(&run.campaign_id)?.backend_instance;
+        if !run.group_on_network {
+            let devices: Vec<Eui> = self.device_runs(&run.campaign_id)?.iter().map(|d| d.dev_eui).collect();
+            match self.network.create_group(&backend, &group, &devices).await {
+                Ok(()) => run.group_on_network = true,
+                Err(NetworkError::Unavailable(e)) => {
+                    tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; multicast group not created yet");
+                    return Ok(Some(now + NETWORK_RETRY_MS));
+                }
+                Err(e @ NetworkError::Refused(_)) => {
+                    self.finish(&mut run, Some(format!("creating the multicast group: {e}"))).await?;
+                    return Ok(None);
+                }
+            }
+        }
+        let mut outbox = Vec::new();
         let wake = match stage.mode {
-            StageMode::Unicast | StageMode::DeviceInitiated => self.unicast_stage(&mut run, &group, now).await?,
+            StageMode::Unicast | StageMode::DeviceInitiated => self.unicast_stage(&mut run, &group, now, &mut outbox).await?,
             StageMode::WaitSessionStart => {
                 let start_ms = (run.session_start_gps + crate::clock::GPS_EPOCH_UNIX_S - crate::clock::GPS_LEAP_SECONDS) * 1000;
                 if now >= start_ms {
@@ -81,8 +108,8 @@ impl<N: Network> Engine<N> {
                     Some(start_ms)
                 }
             }
-            StageMode::Fragments => self.fragment_stage(&mut run, &group, now).await?,
-            StageMode::Multicast => self.status_stage(&mut run, &group, now).await?,
+            StageMode::Fragments => self.fragment_stage(&mut run, &backend, now, &mut outbox).await?,
+            StageMode::Multicast => self.status_stage(&mut run, &group, now, &mut outbox).await?,
             StageMode::Offloaded => {
                 self.finish(&mut run, Some("offloaded stages need a backend that runs them".into())).await?;
                 None
@@ -98,7 +125,29 @@ impl<N: Network> Engine<N> {
         if run.status == RunStatus::Running {
             self.store.put(&run)?;
         }
+        self.store.flush()?;
+        self.send(&backend, &group, outbox).await;
         Ok(wake.map(|w| w.min(run.deadline_ms)))
+    }
+
+    /// Send a step's downlinks. A failed unicast is retried by its stage
+    /// like a lost frame; a failed multicast frame counts as lost and the
+    /// closed loop makes up for it.
+    async fn send(&self, backend: &str, group: &MulticastGroup, outbox: Vec<Outgoing>) {
+        for out in outbox {
+            match out {
+                Outgoing::Unicast { dev_eui, fport, payload } => {
+                    if let Err(e) = self.network.send_unicast(backend, dev_eui, fport, payload).await {
+                        tracing::warn!(device = %dev_eui, error = %e, "unicast downlink failed; retried later");
+                    }
+                }
+                Outgoing::Multicast { fcnt, fport, payload } => {
+                    if let Err(e) = self.network.send_multicast(backend, group, fcnt, fport, payload).await {
+                        tracing::warn!(group = %group.dev_eui, fcnt, error = %e, "multicast downlink failed; counted as lost");
+                    }
+                }
+            }
+        }
     }
 
     fn library_context(&self, run: &CampaignRun, group: &MulticastGroup, cancelling: bool) -> Result<lib::CampaignContext, EngineError> {
@@ -107,7 +156,7 @@ impl<N: Network> Engine<N> {
 
     /// Requests to each device that has not answered, with retries and
     /// backoff; the stage ends when every device answered or gave up.
-    async fn unicast_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64) -> Result<Option<u64>, EngineError> {
+    async fn unicast_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
         let stage = run.current().cloned().unwrap();
         if stage.name.starts_with("McClass") && run.session_start_gps == 0 {
             // The session starts once every device had all its chances to
@@ -170,13 +219,9 @@ impl<N: Network> Engine<N> {
                 }
             };
             dev.next_retry_ms = now + backoff_ms(stage.answer_timeout_s, dev.attempts);
-            // Written before sending: a crash re-sends at most this request.
             self.store.put(&dev)?;
-            for d in downlinks {
-                if let Err(e) = self.network.send_unicast(dev.dev_eui, Self::ports(run).to_air(d.fport), d.payload).await {
-                    tracing::warn!(device = %dev.dev_eui, error = %e, "unicast downlink failed; retried later");
-                }
-            }
+            let ports = Self::ports(run);
+            outbox.extend(downlinks.into_iter().map(|d| Outgoing::Unicast { dev_eui: dev.dev_eui, fport: ports.to_air(d.fport), payload: d.payload }));
             pending += 1;
             next_wake = next_wake.min(dev.next_retry_ms);
         }
@@ -188,7 +233,7 @@ impl<N: Network> Engine<N> {
     }
 
     /// Paced multicast DataFragments up to the current target.
-    async fn fragment_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64) -> Result<Option<u64>, EngineError> {
+    async fn fragment_stage(&self, run: &mut CampaignRun, backend: &str, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
         let layout = run.layout.ok_or_else(|| EngineError::Invalid("no fragmentation layout".into()))?;
         if run.fragments_target == 0 {
             let extra = run.fixed_redundancy_pct.map_or(0, |pct| (layout.nb_frag * pct).div_ceil(100));
@@ -208,24 +253,23 @@ impl<N: Network> Engine<N> {
             .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_fragments(s, &data, wit_layout, first, count))
             .await?
             .map_err(|e| EngineError::Library(format!("{e:?}")))?;
-        let fcnt = run.next_fcnt;
-        // Counters move before sending, so no FCnt is ever used twice.
-        run.next_fcnt += downlinks.len() as u32;
+        let pacing = match self.network.pacing(backend).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; fragments wait");
+                return Ok(Some(now + NETWORK_RETRY_MS));
+            }
+        };
         run.next_fragment += count;
         run.fragments_sent += downlinks.len() as u32;
-        let pacing = self.network.pacing();
         run.next_action_ms = now + pacing.multicast_interval_ms * downlinks.len() as u64;
-        self.store.put(&*run)?;
-        let ports = Self::ports(run);
-        for (i, d) in downlinks.into_iter().enumerate() {
-            self.network.send_multicast(group, fcnt + i as u32, ports.to_air(d.fport), d.payload).await?;
-        }
+        self.queue_multicast(run, downlinks, outbox);
         Ok(Some(run.next_action_ms))
     }
 
     /// FragSessionStatus by multicast: devices that still miss fragments get
     /// more coded ones sized from what they report (closed loop).
-    async fn status_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64) -> Result<Option<u64>, EngineError> {
+    async fn status_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
         let stage = run.current().cloned().unwrap();
         let devices = self.device_runs(&run.campaign_id)?;
         let waiting = |d: &DeviceRun| d.active() && !d.holds_file && !d.answered;
@@ -242,15 +286,9 @@ impl<N: Network> Engine<N> {
                 .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_build_request(s, &name, None, &ctx))
                 .await?
                 .map_err(|e| EngineError::Library(format!("{e:?}")))?;
-            let fcnt = run.next_fcnt;
-            run.next_fcnt += downlinks.len() as u32;
             run.round_sent_ms = Some(now);
             run.round += 1;
-            self.store.put(&*run)?;
-            let ports = Self::ports(run);
-            for (i, d) in downlinks.into_iter().enumerate() {
-                self.network.send_multicast(group, fcnt + i as u32, ports.to_air(d.fport), d.payload).await?;
-            }
+            self.queue_multicast(run, downlinks, outbox);
             return Ok(Some(now + stage.answer_timeout_s as u64 * 1000));
         };
         let round_over = now >= sent_ms + stage.answer_timeout_s as u64 * 1000;
@@ -294,6 +332,16 @@ impl<N: Network> Engine<N> {
         }
         self.advance(run, now, true)?;
         Ok(Some(now))
+    }
+
+    /// Multicast downlinks with the next frame counters. The counters move
+    /// with the step's state, so no FCnt is ever used twice.
+    fn queue_multicast(&self, run: &mut CampaignRun, downlinks: Vec<lib::Downlink>, outbox: &mut Vec<Outgoing>) {
+        let ports = Self::ports(run);
+        for d in downlinks {
+            outbox.push(Outgoing::Multicast { fcnt: run.next_fcnt, fport: ports.to_air(d.fport), payload: d.payload });
+            run.next_fcnt += 1;
+        }
     }
 
     /// Move to the next stage if enough devices are still in.
@@ -350,10 +398,8 @@ impl<N: Network> Engine<N> {
         run.finished_ms = Some(self.now());
         self.store.put(&*run)?;
         self.set_campaign_status(&run.campaign_id, if run.status == RunStatus::Succeeded { CampaignStatus::Succeeded } else { CampaignStatus::Failed })?;
-        if let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? {
-            self.network.end_session(&group).await;
-        }
         self.store.flush()?;
+        self.end_session(run).await?;
         tracing::info!(campaign = %run.campaign_id, status = ?run.status, succeeded, "campaign finished");
         Ok(())
     }

@@ -12,7 +12,7 @@ mod ports;
 pub use campaign::{Campaign, CampaignInput, CampaignStatus, CampaignType};
 pub use device::{Device, DeviceInput, LorawanVersion, SessionClass};
 pub use eui::Eui;
-pub use fleet::{
+pub use fleet::{parse_firmware_version, 
     BackendInstance, BackendInstanceInput, DeviceProfile, DeviceProfileInput, DeviceSet, DeviceSetInput, FileInput,
     FileType, IsmBand, MulticastGroup, MulticastGroupInput, Region, RegionInput, SmartDeltaKey, SmartDeltaKeyInput,
     StoredFile,

@@ -12,7 +12,7 @@ use crate::model::{Eui, MulticastGroup};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::{Arc, Mutex};
 
 /// How a simulated device misbehaves.
@@ -85,11 +85,18 @@ struct State {
     unicast_requests: BTreeMap<(u8, u8), usize>,
     /// Uplinks handed to the server.
     uplinks_delivered: u64,
+    /// Answers the server acknowledged, by (device, FPort, CID).
+    acknowledged: BTreeSet<(Eui, u8, u8)>,
+    /// Requests for a command the device's answer to was acknowledged.
+    redone_requests: u64,
+    /// DataFragment numbers sent, and how many went out twice.
+    fragment_numbers: BTreeSet<u16>,
+    repeated_fragments: u64,
 }
 
 pub struct SimFleet {
     config: FleetConfig,
-    clock: Arc<ManualClock>,
+    clock: Arc<dyn Clock>,
     vault: Arc<Vault>,
     state: Mutex<State>,
 }
@@ -104,7 +111,7 @@ pub struct Provisioned {
 
 impl SimFleet {
     /// `behaviours` gives each device's behaviour in order; DevEUIs start at `first_eui`.
-    pub fn new(config: FleetConfig, clock: Arc<ManualClock>, vault: Arc<Vault>, first_eui: u64, behaviours: &[Behaviour]) -> (Self, Vec<Provisioned>) {
+    pub fn new(config: FleetConfig, clock: Arc<dyn Clock>, vault: Arc<Vault>, first_eui: u64, behaviours: &[Behaviour]) -> (Self, Vec<Provisioned>) {
         let mut rng = StdRng::seed_from_u64(config.seed);
         let mut devices = BTreeMap::new();
         let mut provisioned = Vec::new();
@@ -121,8 +128,25 @@ impl SimFleet {
             devices.insert(eui, SimDevice { model, behaviour: *behaviour, in_burst: false, fragments_heard: 0, heard_m_at: None });
             provisioned.push(Provisioned { dev_eui: eui, server_key: key, behaviour: *behaviour });
         }
-        let state = State { devices, rng, uplinks: BinaryHeap::new(), seq: 0, fragment_transmissions: 0, unicast_requests: BTreeMap::new(), uplinks_delivered: 0 };
+        let state = State {
+            devices,
+            rng,
+            uplinks: BinaryHeap::new(),
+            seq: 0,
+            fragment_transmissions: 0,
+            unicast_requests: BTreeMap::new(),
+            uplinks_delivered: 0,
+            acknowledged: BTreeSet::new(),
+            redone_requests: 0,
+            fragment_numbers: BTreeSet::new(),
+            repeated_fragments: 0,
+        };
         (Self { config, clock, vault, state: Mutex::new(state) }, provisioned)
+    }
+
+    /// The fleet's time (the host's, when they share a clock).
+    pub fn now_unix_ms(&self) -> u64 {
+        self.clock.now_unix_ms()
     }
 
     fn gps(&self) -> u64 {
@@ -172,6 +196,21 @@ impl SimFleet {
         self.state.lock().unwrap().uplinks_delivered
     }
 
+    /// The server acknowledged this uplink (it is stored): a request for
+    /// the same command after this is work redone. Device-initiated clock
+    /// requests (TS003, FPort 202) are not answers and are left out.
+    pub fn acknowledge(&self, dev_eui: Eui, fport: u8, payload: &[u8]) {
+        if let (Some(&cid), true) = (payload.first(), fport != lorawan_fuota::ports::CLOCK_SYNC) {
+            self.state.lock().unwrap().acknowledged.insert((dev_eui, fport, cid));
+        }
+    }
+
+    /// (requests for commands already answered and acknowledged, DataFragments sent twice).
+    pub fn redone(&self) -> (u64, u64) {
+        let st = self.state.lock().unwrap();
+        (st.redone_requests, st.repeated_fragments)
+    }
+
     pub fn next_uplink_ms(&self) -> Option<u64> {
         self.state.lock().unwrap().uplinks.peek().map(|Reverse(u)| u.0)
     }
@@ -197,37 +236,41 @@ impl SimFleet {
     }
 }
 
-impl Network for SimFleet {
-    fn pacing(&self) -> Pacing {
-        self.config.pacing
-    }
-
-    async fn send_unicast(&self, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+impl SimFleet {
+    /// A unicast downlink reaches the device (unless lost); its answers
+    /// are queued as uplinks.
+    pub fn deliver_unicast(&self, dev_eui: Eui, fport: u8, payload: &[u8]) -> Result<(), NetworkError> {
         let now = self.clock.now_unix_ms();
         let gps = self.gps();
         let mut st = self.state.lock().unwrap();
-        *st.unicast_requests.entry((fport, payload.first().copied().unwrap_or(0))).or_default() += 1;
+        let cid = payload.first().copied().unwrap_or(0);
+        *st.unicast_requests.entry((fport, cid)).or_default() += 1;
+        if st.acknowledged.contains(&(dev_eui, fport, cid)) {
+            st.redone_requests += 1;
+        }
         let State { devices, rng, .. } = &mut *st;
         let Some(device) = devices.get_mut(&dev_eui) else { return Err(NetworkError::Refused(format!("unknown device {dev_eui}"))) };
         if device.behaviour == Behaviour::Silent || Self::lost(&self.config, rng, device) {
             return Ok(());
         }
-        let replies = device.model.handle(fport, &payload, gps).unwrap_or_default();
+        let replies = device.model.handle(fport, payload, gps).unwrap_or_default();
         self.queue_replies(&mut st, dev_eui, replies, now);
         Ok(())
     }
 
-    async fn send_multicast(&self, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
-        // The network encrypts with the group's session keys, as an LNS does.
-        let sealed = group.mc_key.as_ref().ok_or_else(|| NetworkError::Refused("group has no McKey".into()))?;
-        let mc_key: [u8; 16] = self.vault.open_sealed(sealed).map_err(|e| NetworkError::Refused(e.to_string()))?.expose().try_into().map_err(|_| NetworkError::Refused("McKey length".into()))?;
-        let addr = u32::from_str_radix(&group.dev_addr, 16).unwrap_or(0);
-        let phy = frame::encode(&lorawan::mc_app_s_key(&mc_key, addr), &lorawan::mc_net_s_key(&mc_key, addr), addr, fcnt, fport, &payload);
+    /// A multicast frame goes out, encrypted with the group's session keys
+    /// as a network server does; each device hears it unless lost.
+    pub fn deliver_multicast(&self, keys: &GroupSessionKeys, fcnt: u32, fport: u8, payload: &[u8]) {
+        let phy = frame::encode(&keys.app_s_key, &keys.net_s_key, keys.dev_addr, fcnt, fport, payload);
         let is_fragment = payload.first() == Some(&0x08);
         let (now, gps) = (self.clock.now_unix_ms(), self.gps());
         let mut st = self.state.lock().unwrap();
         if is_fragment {
             st.fragment_transmissions += 1;
+            let number = payload.get(1..3).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) & 0x3fff);
+            if !st.fragment_numbers.insert(number) {
+                st.repeated_fragments += 1;
+            }
         }
         let transmission = st.fragment_transmissions;
         let euis: Vec<Eui> = st.devices.keys().copied().collect();
@@ -251,13 +294,50 @@ impl Network for SimFleet {
             }
             self.queue_replies(&mut st, eui, replies, now);
         }
-        Ok(())
     }
 
-    async fn end_session(&self, _group: &MulticastGroup) {
+    /// Every device leaves its multicast session (class A again).
+    pub fn end_sessions(&self) {
         for d in self.state.lock().unwrap().devices.values_mut() {
             d.model.end_session();
         }
+    }
+}
+
+/// A multicast group's address and session keys, as a network server holds them.
+#[derive(Debug, Clone)]
+pub struct GroupSessionKeys {
+    pub dev_addr: u32,
+    pub app_s_key: [u8; 16],
+    pub net_s_key: [u8; 16],
+}
+
+/// The fleet as the engine's network, in process: session keys come
+/// straight from the vault.
+impl Network for SimFleet {
+    async fn pacing(&self, _backend: &str) -> Result<Pacing, NetworkError> {
+        Ok(self.config.pacing)
+    }
+
+    async fn create_group(&self, _backend: &str, _group: &MulticastGroup, _devices: &[Eui]) -> Result<(), NetworkError> {
+        Ok(())
+    }
+
+    async fn send_unicast(&self, _backend: &str, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+        self.deliver_unicast(dev_eui, fport, &payload)
+    }
+
+    async fn send_multicast(&self, _backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+        let sealed = group.mc_key.as_ref().ok_or_else(|| NetworkError::Refused("group has no McKey".into()))?;
+        let mc_key: [u8; 16] = self.vault.open_sealed(sealed).map_err(|e| NetworkError::Refused(e.to_string()))?.expose().try_into().map_err(|_| NetworkError::Refused("McKey length".into()))?;
+        let dev_addr = u32::from_str_radix(&group.dev_addr, 16).unwrap_or(0);
+        let keys = GroupSessionKeys { dev_addr, app_s_key: lorawan::mc_app_s_key(&mc_key, dev_addr), net_s_key: lorawan::mc_net_s_key(&mc_key, dev_addr) };
+        self.deliver_multicast(&keys, fcnt, fport, &payload);
+        Ok(())
+    }
+
+    async fn end_session(&self, _backend: &str, _group: &MulticastGroup) {
+        self.end_sessions();
     }
 }
 

@@ -7,6 +7,7 @@ pub mod device;
 pub mod fleet;
 pub mod frag_decoder;
 pub mod frame;
+pub mod lns;
 pub mod scenario;
 
 pub use device::{DeviceModel, DeviceReply, PackageVersion};

@@ -68,10 +68,27 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Provision everything in `store` and return an engine over the fleet.
+/// Provision everything in `store` and return an engine over the fleet,
+/// in process (the fleet is the engine's network).
 pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>, clock: Arc<ManualClock>, config: &ScenarioConfig) -> Result<Scenario, ScenarioError> {
     let (fleet, devices) = SimFleet::new(config.fleet.clone(), clock.clone(), vault.clone(), config.first_eui, &config.behaviours);
-    let now = chrono::DateTime::from_timestamp_millis(clock.now_unix_ms() as i64).unwrap_or_default();
+    let backend = BackendInstanceInput { name: "simulated network".into(), plugin: "simulated".into(), settings: Default::default(), secrets: Default::default(), allowed_hosts: vec![] };
+    let objects = provision_objects(store, vault, clock.now_unix_ms(), config, &devices, backend)?;
+    let engine = Engine::new(store.clone(), runtime.clone(), clock.clone(), Arc::new(fleet));
+    Ok(Scenario { engine, clock, campaign_id: objects.campaign_id, image: objects.image, devices })
+}
+
+/// What [`provision_objects`] created.
+pub struct Objects {
+    pub campaign_id: String,
+    pub backend_instance: String,
+    pub image: Vec<u8>,
+}
+
+/// The server's side of a scenario: profile, devices with the keys the
+/// server holds, group, set, region, file, backend instance and campaign.
+pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config: &ScenarioConfig, devices: &[Provisioned], backend: BackendInstanceInput) -> Result<Objects, ScenarioError> {
+    let now = chrono::DateTime::from_timestamp_millis(now_ms as i64).unwrap_or_default();
     let ctx = InputContext { store, vault, now };
     let profile = DeviceProfileInput {
         name: "simulated device".into(),
@@ -89,7 +106,7 @@ pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
     };
     let profile = DeviceProfile::from_input(profile, None, &ctx)?;
     store.put(&profile)?;
-    for p in &devices {
+    for p in devices {
         let input = DeviceInput {
             dev_eui: p.dev_eui,
             name: format!("sim-{}", p.dev_eui),
@@ -133,8 +150,7 @@ pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
         store.put(&StoredFile::with_metadata(id.clone(), image.len() as u64, input, None, &ctx)?)?;
         Some(id)
     };
-    let backend_input = BackendInstanceInput { name: "simulated network".into(), plugin: "simulated".into(), settings: Default::default(), secrets: Default::default(), allowed_hosts: vec![] };
-    let backend = BackendInstance::from_input(backend_input, None, &ctx)?;
+    let backend = BackendInstance::from_input(backend, None, &ctx)?;
     store.put(&backend)?;
     let campaign = CampaignInput {
         name: "simulated campaign".into(),
@@ -148,11 +164,10 @@ pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
         max_duration_minutes: config.max_duration_minutes,
         success_threshold: config.success_threshold,
         device_library: config.library.clone(),
-        backend_instance: backend.id,
+        backend_instance: backend.id.clone(),
         update_type: None,
     };
     let campaign = Campaign::from_input(campaign, None, &ctx)?;
     store.put(&campaign)?;
-    let engine = Engine::new(store.clone(), runtime.clone(), clock.clone(), Arc::new(fleet));
-    Ok(Scenario { engine, clock, campaign_id: campaign.id, image, devices })
+    Ok(Objects { campaign_id: campaign.id, backend_instance: backend.id, image })
 }

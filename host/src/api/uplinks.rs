@@ -1,0 +1,77 @@
+//! `/backends/{id}/uplink[/…]`: where networks post uplinks and reports.
+//! No bearer token: the backend plugin authenticates the request its own
+//! way (signature, shared token) in `parse-reports`. Each uplink goes to
+//! the engine; the answer is 200 only once everything is on disk, so a
+//! network that retries on error loses nothing.
+
+use super::{ApiError, AppState};
+use crate::backend::{bind, network_error};
+use crate::engine::NetworkError;
+use crate::model::Eui;
+use crate::plugin::bindings::backend::exports::airlift::plugin::backend as wit;
+use crate::plugin::bindings::imports::airlift::plugin::http::Header;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::routing::any;
+use axum::{Json, Router};
+use serde_json::Value;
+
+/// Largest request a network may post.
+const MAX_UPLINK_REQUEST: usize = 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/backends/{id}/uplink", any(receive_root)).route("/backends/{id}/uplink/{*path}", any(receive))
+}
+
+async fn receive_root(state: State<AppState>, Path(id): Path<String>, method: Method, query: RawQuery, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+    receive(state, Path((id, String::new())), method, query, headers, body).await
+}
+
+async fn receive(
+    State(s): State<AppState>,
+    Path((id, path)): Path<(String, String)>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if body.len() > MAX_UPLINK_REQUEST {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("uplink requests are limited to {MAX_UPLINK_REQUEST} bytes")));
+    }
+    let bound = bind(&s.store, &s.runtime, &id).map_err(|e| match e {
+        NetworkError::Refused(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+        NetworkError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
+    })?;
+    let request = wit::IncomingRequest {
+        method: method.to_string(),
+        path: format!("/{path}"),
+        query: query.unwrap_or_default(),
+        headers: headers.iter().map(|(n, v)| Header { name: n.to_string(), value: String::from_utf8_lossy(v.as_bytes()).into() }).collect(),
+        body: body.to_vec(),
+    };
+    let instance = bound.instance;
+    let reports = s
+        .runtime
+        .call_backend(&bound.plugin, bound.grant, move |st, p| p.airlift_plugin_backend().call_parse_reports(st, &instance, &request))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("backend plugin: {e}")))?
+        .map_err(|e| match (&e, network_error(e.clone())) {
+            (wit::BackendError::Unauthorized(m), _) => ApiError::new(StatusCode::UNAUTHORIZED, m.clone()),
+            (_, NetworkError::Unavailable(m)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
+            (_, NetworkError::Refused(m)) => ApiError::bad_request(m),
+        })?;
+    let mut uplinks = 0;
+    for report in reports {
+        match report {
+            wit::Report::Uplink(u) => {
+                uplinks += 1;
+                s.runner.on_uplink(Eui(u.dev_eui), u.fport, u.payload).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            }
+            wit::Report::DownlinkStatus((correlation, sent)) => tracing::debug!(instance = %id, %correlation, sent, "downlink status"),
+            wit::Report::DeviceReset(eui) => tracing::info!(instance = %id, device = %Eui(eui), "device rejoined"),
+        }
+    }
+    s.store.flush()?;
+    Ok(Json(serde_json::json!({ "uplinks": uplinks })))
+}

@@ -1,0 +1,111 @@
+//! Networks reached through backend plugins.
+//!
+//! - [`PluginNetwork`]: the engine's [`Network`] over a campaign's backend
+//!   instance and the newest active version of its plugin (so a plugin swap
+//!   or an instance switch takes effect on the next call).
+//! - [`bind`]: a backend instance with its plugin, for any call; the API
+//!   uses it for the uplinks networks post to `/backends/{id}/uplink`.
+
+use crate::engine::context::multicast_group;
+use crate::engine::{Network, NetworkError, Pacing};
+use crate::model::{BackendInstance, Eui, MulticastGroup, PluginKind};
+use crate::plugin::bindings::backend::exports::airlift::plugin::backend as wit;
+use crate::plugin::{BackendGrant, HostAllowList, Plugin, PluginError, PluginRuntime};
+use crate::store::Store;
+use std::sync::Arc;
+
+/// What a call needs: the plugin, the instance as the plugin sees it, and
+/// the grant the host checks its outbound requests and secrets against.
+pub struct Bound {
+    pub plugin: Arc<Plugin>,
+    pub instance: wit::Instance,
+    pub grant: Arc<BackendGrant>,
+}
+
+/// Find a backend instance and its plugin.
+pub fn bind(store: &Store, runtime: &PluginRuntime, instance_id: &str) -> Result<Bound, NetworkError> {
+    let inst = match store.get::<BackendInstance>(instance_id) {
+        Ok(Some(i)) if !i.archived => i,
+        Ok(_) => return Err(NetworkError::Refused(format!("backend instance '{instance_id}' not found"))),
+        Err(e) => return Err(NetworkError::Unavailable(e.to_string())),
+    };
+    let plugin = runtime.active(&inst.plugin).map_err(|e| NetworkError::Refused(format!("backend instance '{instance_id}': {e}")))?;
+    if plugin.manifest.kind != PluginKind::Backend {
+        return Err(NetworkError::Refused(format!("plugin '{}' is not a backend", inst.plugin)));
+    }
+    let allowed_hosts = HostAllowList::parse(&inst.allowed_hosts).map_err(NetworkError::Refused)?;
+    let instance = wit::Instance {
+        id: inst.id.clone(),
+        settings: inst.settings.iter().map(|(k, v)| crate::plugin::bindings::types::Attribute { key: k.clone(), value: v.clone() }).collect(),
+        secret_names: inst.secrets.keys().cloned().collect(),
+    };
+    let grant = Arc::new(BackendGrant { instance_id: inst.id, allowed_hosts, secrets: inst.secrets });
+    Ok(Bound { plugin, instance, grant })
+}
+
+/// A backend's own error as the engine sees it: only unavailability is
+/// worth retrying.
+pub fn network_error(e: wit::BackendError) -> NetworkError {
+    match e {
+        wit::BackendError::Unavailable(m) => NetworkError::Unavailable(m),
+        wit::BackendError::Unauthorized(m) => NetworkError::Refused(format!("unauthorized: {m}")),
+        wit::BackendError::Rejected(m) => NetworkError::Refused(format!("rejected: {m}")),
+        wit::BackendError::Unsupported(m) => NetworkError::Refused(format!("unsupported: {m}")),
+        wit::BackendError::Invalid(m) => NetworkError::Refused(format!("invalid: {m}")),
+    }
+}
+
+/// A plugin that trapped or timed out may do better after a swap or later.
+fn plugin_error(e: PluginError) -> NetworkError {
+    NetworkError::Unavailable(format!("backend plugin: {e}"))
+}
+
+pub struct PluginNetwork {
+    store: Store,
+    runtime: Arc<PluginRuntime>,
+}
+
+impl PluginNetwork {
+    pub fn new(store: Store, runtime: Arc<PluginRuntime>) -> Self {
+        Self { store, runtime }
+    }
+
+    /// Call the instance's plugin with the instance record.
+    async fn call<R: Send + 'static>(
+        &self,
+        backend: &str,
+        f: impl FnOnce(&mut wasmtime::Store<crate::plugin::CallState>, &crate::plugin::bindings::backend::BackendPlugin, &wit::Instance) -> wasmtime::Result<Result<R, wit::BackendError>> + Send + 'static,
+    ) -> Result<R, NetworkError> {
+        let Bound { plugin, instance, grant } = bind(&self.store, &self.runtime, backend)?;
+        self.runtime.call_backend(&plugin, grant, move |s, p| f(s, p, &instance)).await.map_err(plugin_error)?.map_err(network_error)
+    }
+}
+
+impl Network for PluginNetwork {
+    async fn pacing(&self, backend: &str) -> Result<Pacing, NetworkError> {
+        let info = self.call(backend, |s, p, _| p.airlift_plugin_backend().call_describe(s).map(Ok)).await?;
+        Ok(Pacing { multicast_interval_ms: info.capabilities.multicast_interval_ms as u64, unicast_interval_ms: info.capabilities.unicast_interval_ms as u64 })
+    }
+
+    async fn create_group(&self, backend: &str, group: &MulticastGroup, devices: &[Eui]) -> Result<(), NetworkError> {
+        let (group, devices) = (multicast_group(group), devices.iter().map(|d| d.0).collect::<Vec<_>>());
+        self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_create_multicast_group(s, inst, group, &devices)).await
+    }
+
+    async fn send_unicast(&self, backend: &str, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+        let downlink = wit::UnicastDownlink { dev_eui: dev_eui.0, fport, payload, confirmed: false, flush_queue: false, correlation_id: String::new() };
+        self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_send_unicast(s, inst, &downlink)).await.map(drop)
+    }
+
+    async fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+        let downlink = wit::MulticastDownlink { group: multicast_group(group), fport, payload, fcnt, correlation_id: String::new() };
+        self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_send_multicast(s, inst, &downlink)).await.map(drop)
+    }
+
+    async fn end_session(&self, backend: &str, group: &MulticastGroup) {
+        let g = multicast_group(group);
+        if let Err(e) = self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_delete_multicast_group(s, inst, g)).await {
+            tracing::warn!(group = %group.dev_eui, error = %e, "multicast group not deleted on the network");
+        }
+    }
+}

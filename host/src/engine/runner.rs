@@ -1,0 +1,112 @@
+//! Runs campaigns in a serving host: one task per running campaign steps
+//! the engine at the time it asks for, or soon after answers arrive.
+//! Campaigns that were running when the host stopped resume at start.
+
+use super::{CampaignRun, Engine, EngineError, Network, RunOptions};
+use crate::model::Eui;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Answers are let in for this long (campaign time) before the engine
+/// steps: one step then handles a batch of them.
+const ANSWER_BATCH_MS: u64 = 2_000;
+/// Wait after a step failed (store or plugin trouble) before trying again.
+const STEP_RETRY_MS: u64 = 30_000;
+
+struct Task {
+    wake: Arc<Notify>,
+    handle: JoinHandle<()>,
+}
+
+pub struct Runner<N: Network> {
+    pub engine: Arc<Engine<N>>,
+    tasks: Mutex<HashMap<String, Task>>,
+}
+
+impl<N: Network> Runner<N> {
+    pub fn new(engine: Arc<Engine<N>>) -> Self {
+        Self { engine, tasks: Mutex::new(HashMap::new()) }
+    }
+
+    /// Pick up every campaign the store says is running.
+    pub fn resume_all(&self) -> Result<usize, EngineError> {
+        let running = self.engine.running()?;
+        for run in &running {
+            tracing::info!(campaign = %run.campaign_id, stage = run.stage, "resuming campaign");
+            self.spawn(&run.campaign_id);
+        }
+        Ok(running.len())
+    }
+
+    pub async fn start(&self, campaign_id: &str, options: RunOptions) -> Result<CampaignRun, EngineError> {
+        let run = self.engine.start(campaign_id, options).await?;
+        self.spawn(campaign_id);
+        Ok(run)
+    }
+
+    pub async fn stop(&self, campaign_id: &str) -> Result<(), EngineError> {
+        self.engine.stop(campaign_id).await?;
+        self.poke(campaign_id);
+        Ok(())
+    }
+
+    /// An uplink for the engine; the campaigns it answered step soon.
+    pub async fn on_uplink(&self, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), EngineError> {
+        for campaign in self.engine.on_uplink(dev_eui, fport, payload).await? {
+            self.poke(&campaign);
+        }
+        Ok(())
+    }
+
+    fn poke(&self, campaign_id: &str) {
+        if let Some(t) = self.tasks.lock().unwrap().get(campaign_id) {
+            t.wake.notify_one();
+        }
+    }
+
+    fn spawn(&self, campaign_id: &str) {
+        let mut tasks = self.tasks.lock().unwrap();
+        if tasks.get(campaign_id).is_some_and(|t| !t.handle.is_finished()) {
+            return;
+        }
+        let wake = Arc::new(Notify::new());
+        let handle = tokio::spawn(drive(self.engine.clone(), campaign_id.to_string(), wake.clone()));
+        tasks.insert(campaign_id.to_string(), Task { wake, handle });
+    }
+
+    /// Stop every task (the campaigns stay RUNNING in the store).
+    pub fn shutdown(&self) {
+        for (_, t) in self.tasks.lock().unwrap().drain() {
+            t.handle.abort();
+        }
+    }
+}
+
+impl<N: Network> Drop for Runner<N> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn drive<N: Network>(engine: Arc<Engine<N>>, campaign_id: String, wake: Arc<Notify>) {
+    let clock = engine.clock.clone();
+    loop {
+        let next = match engine.step(&campaign_id).await {
+            Ok(Some(at)) => at,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(campaign = %campaign_id, error = %e, "campaign step failed; trying again later");
+                clock.now_unix_ms() + STEP_RETRY_MS
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(clock.real_wait_until(next)) => {}
+            _ = wake.notified() => {
+                let soon = next.min(clock.now_unix_ms() + ANSWER_BATCH_MS);
+                tokio::time::sleep(clock.real_wait_until(soon)).await;
+            }
+        }
+    }
+}

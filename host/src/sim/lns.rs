@@ -1,0 +1,193 @@
+//! The simulated network server: a [`SimFleet`] behind a small JSON API on
+//! loopback, spoken by the `simulated` backend plugin. It can run apart
+//! from the host, so the fleet outlives a host that crashes, as real
+//! devices do. Uplinks are posted to the host's `/backends/{id}/uplink`,
+//! signed with the shared token, and posted again until the host takes
+//! them; the fleet learns which answers the host acknowledged.
+
+use super::fleet::{GroupSessionKeys, SimFleet};
+use crate::engine::NetworkError;
+use crate::model::Eui;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How often due uplinks are collected and posted (real time).
+const PUMP_INTERVAL: Duration = Duration::from_millis(5);
+/// Uplinks kept while the host is away; older ones are dropped.
+const MAX_PENDING_UPLINKS: usize = 100_000;
+
+struct Shared {
+    fleet: Arc<SimFleet>,
+    token: String,
+    groups: Mutex<HashMap<Eui, GroupSessionKeys>>,
+    uplink_url: Mutex<Option<String>>,
+}
+
+pub struct SimLns {
+    pub addr: SocketAddr,
+    pub fleet: Arc<SimFleet>,
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for SimLns {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+type ApiResult = Result<Json<serde_json::Value>, (StatusCode, String)>;
+
+fn hex16(field: &str, text: &str) -> Result<[u8; 16], (StatusCode, String)> {
+    hex::decode(text).ok().and_then(|b| b.try_into().ok()).ok_or((StatusCode::BAD_REQUEST, format!("{field} must be 32 hex digits")))
+}
+
+fn eui(text: &str) -> Result<Eui, (StatusCode, String)> {
+    text.parse::<Eui>().map_err(|e| (StatusCode::BAD_REQUEST, format!("EUI: {e}")))
+}
+
+impl Shared {
+    fn check_token(&self, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+        let expected = format!("Bearer {}", self.token);
+        match headers.get("authorization") {
+            Some(v) if v.as_bytes() == expected.as_bytes() => Ok(()),
+            _ => Err((StatusCode::UNAUTHORIZED, "bad or missing bearer token".into())),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupRequest {
+    group_eui: String,
+    mc_addr: String,
+    app_s_key: String,
+    nwk_s_key: String,
+    #[serde(default)]
+    devices: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DownlinkRequest {
+    #[serde(rename = "fPort")]
+    fport: u8,
+    payload: String,
+    #[serde(default, rename = "fCnt")]
+    fcnt: Option<u32>,
+}
+
+async fn create_group(State(s): State<Arc<Shared>>, headers: HeaderMap, Json(g): Json<GroupRequest>) -> ApiResult {
+    s.check_token(&headers)?;
+    let dev_addr = u32::from_str_radix(&g.mc_addr, 16).map_err(|_| (StatusCode::BAD_REQUEST, "mcAddr must be 8 hex digits".to_string()))?;
+    let keys = GroupSessionKeys { dev_addr, app_s_key: hex16("appSKey", &g.app_s_key)?, net_s_key: hex16("nwkSKey", &g.nwk_s_key)? };
+    for d in &g.devices {
+        eui(d)?;
+    }
+    s.groups.lock().unwrap().insert(eui(&g.group_eui)?, keys);
+    Ok(Json(serde_json::json!({ "groupEui": g.group_eui })))
+}
+
+async fn delete_group(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(group): Path<String>) -> ApiResult {
+    s.check_token(&headers)?;
+    s.groups.lock().unwrap().remove(&eui(&group)?).ok_or((StatusCode::NOT_FOUND, format!("no group {group}")))?;
+    s.fleet.end_sessions();
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn unicast(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(device): Path<String>, Json(d): Json<DownlinkRequest>) -> ApiResult {
+    s.check_token(&headers)?;
+    let payload = hex::decode(&d.payload).map_err(|_| (StatusCode::BAD_REQUEST, "payload must be hex".to_string()))?;
+    s.fleet.deliver_unicast(eui(&device)?, d.fport, &payload).map_err(|e| match e {
+        NetworkError::Refused(m) => (StatusCode::NOT_FOUND, m),
+        NetworkError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+    })?;
+    Ok(Json(serde_json::json!({ "queued": true })))
+}
+
+async fn multicast(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(group): Path<String>, Json(d): Json<DownlinkRequest>) -> ApiResult {
+    s.check_token(&headers)?;
+    let payload = hex::decode(&d.payload).map_err(|_| (StatusCode::BAD_REQUEST, "payload must be hex".to_string()))?;
+    let fcnt = d.fcnt.ok_or((StatusCode::BAD_REQUEST, "fCnt is required for multicast".to_string()))?;
+    let keys = s.groups.lock().unwrap().get(&eui(&group)?).cloned().ok_or((StatusCode::NOT_FOUND, format!("no group {group}")))?;
+    s.fleet.deliver_multicast(&keys, fcnt, d.fport, &payload);
+    Ok(Json(serde_json::json!({ "sent": true })))
+}
+
+/// The signature the `simulated` backend checks: hex SHA-256(body ‖ token).
+pub fn signature(body: &str, token: &str) -> String {
+    hex::encode(Sha256::new().chain_update(body).chain_update(token).finalize())
+}
+
+/// Collect due uplinks and post them until the host takes them.
+async fn pump(s: Arc<Shared>) {
+    let http = reqwest::Client::new();
+    let mut pending: Vec<(Eui, u8, Vec<u8>, u64)> = Vec::new();
+    loop {
+        tokio::time::sleep(PUMP_INTERVAL).await;
+        let now = s.fleet.now_unix_ms();
+        pending.extend(s.fleet.take_due_uplinks().into_iter().map(|(e, p, b)| (e, p, b, now)));
+        if pending.len() > MAX_PENDING_UPLINKS {
+            pending.drain(..pending.len() - MAX_PENDING_UPLINKS);
+        }
+        let Some(url) = s.uplink_url.lock().unwrap().clone() else { continue };
+        if pending.is_empty() {
+            continue;
+        }
+        let uplinks: Vec<_> = pending
+            .iter()
+            .map(|(e, p, b, t)| serde_json::json!({ "devEui": e.to_string(), "fPort": p, "payload": hex::encode(b), "time": t }))
+            .collect();
+        let body = serde_json::json!({ "uplinks": uplinks }).to_string();
+        let sent = http.post(&url).header("content-type", "application/json").header("x-sim-signature", signature(&body, &s.token)).body(body).send().await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                for (e, p, b, _) in pending.drain(..) {
+                    s.fleet.acknowledge(e, p, &b);
+                }
+            }
+            Ok(r) => tracing::debug!(status = %r.status(), "host refused uplinks; posting again"),
+            Err(e) => tracing::debug!(error = %e, "host unreachable; posting uplinks again"),
+        }
+    }
+}
+
+impl SimLns {
+    /// Serve `fleet` on `bind` (loopback), requiring `token`.
+    pub async fn start(fleet: Arc<SimFleet>, bind: SocketAddr, token: &str) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared { fleet: fleet.clone(), token: token.into(), groups: Mutex::new(HashMap::new()), uplink_url: Mutex::new(None) });
+        let app = Router::new()
+            .route("/groups", post(create_group))
+            .route("/groups/{group}", delete(delete_group))
+            .route("/groups/{group}/downlinks", post(multicast))
+            .route("/devices/{device}/downlinks", post(unicast))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let serve = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "simulated network server stopped");
+            }
+        });
+        let pump = tokio::spawn(pump(shared.clone()));
+        Ok(Self { addr, fleet, shared, tasks: vec![serve, pump] })
+    }
+
+    /// Where uplinks go: the host's `/backends/{id}/uplink` URL.
+    pub fn post_uplinks_to(&self, url: &str) {
+        *self.shared.uplink_url.lock().unwrap() = Some(url.to_string());
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}

@@ -1,0 +1,180 @@
+//! A campaign survives its host being killed with SIGKILL at a random
+//! stage: the host runs as a separate `airlift serve` process, the fleet
+//! lives here behind the simulated network server (as real devices outlive
+//! a server crash), and both share a sped-up clock. After a restart the
+//! campaign completes, every device holds the exact file, and no device is
+//! asked again for anything it answered and the host acknowledged, and no
+//! fragment number goes out twice.
+
+use airlift::clock::{Clock, ScaledClock, SystemClock};
+use airlift::keys::Vault;
+use airlift::model::BackendInstanceInput;
+use airlift::sim::fleet::SimFleet;
+use airlift::sim::lns::SimLns;
+use airlift::sim::scenario::{provision_objects, ScenarioConfig};
+use airlift::api::Auth;
+use airlift::server::{Server, ServerConfig};
+use anyhow::Context;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "crash-test-token";
+const SIM_TOKEN: &str = "sim-network-token";
+/// Campaign seconds per real second.
+const SPEED: f64 = 300.0;
+
+struct Host {
+    child: Child,
+    base: String,
+}
+
+impl Host {
+    fn spawn(data_dir: &std::path::Path, port: u16, origin: u64) -> anyhow::Result<Self> {
+        let child = Command::new(env!("CARGO_BIN_EXE_airlift"))
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--time-speed", &SPEED.to_string(), "--time-origin", &origin.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("AIRLIFT_API_TOKENS", format!("test:admin:{TOKEN}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("spawning airlift serve")?;
+        Ok(Self { child, base: format!("http://127.0.0.1:{port}") })
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let until = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < until {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("airlift serve exited early: {status}");
+            }
+            if http.get(format!("{}/api/health", self.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("airlift serve did not come up")
+    }
+
+    async fn api(&self, http: &reqwest::Client, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        let r = http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN).send().await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
+        Ok(body)
+    }
+
+    fn kill(&mut self) {
+        // std's kill sends SIGKILL on Unix: no shutdown code runs.
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn crash_and_resume(seed: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let origin = SystemClock.now_unix_ms();
+    let clock = Arc::new(ScaledClock::new(origin, SPEED));
+    let mut config = ScenarioConfig::new(20);
+    config.fleet.seed = seed;
+    config.fleet.clock_drift_s = 5;
+    // Answers come well within the stages' 60 s timeout, so a request
+    // after an acknowledged answer can only be work redone.
+    config.fleet.uplink_period_s = 15;
+    config.file_size = 4_000;
+
+    // The fleet and its network server live in this process.
+    let vault = Arc::new(Vault::open(dir.path())?);
+    let (fleet, devices) = SimFleet::new(config.fleet.clone(), clock.clone(), vault.clone(), config.first_eui, &config.behaviours);
+    let lns = SimLns::start(Arc::new(fleet), "127.0.0.1:0".parse()?, SIM_TOKEN).await?;
+    let backend = BackendInstanceInput {
+        name: "simulated network server".into(),
+        plugin: "simulated".into(),
+        settings: [("url".to_string(), lns.url())].into(),
+        secrets: [("token".to_string(), SIM_TOKEN.to_string())].into(),
+        allowed_hosts: vec![lns.url()],
+    };
+    // Provision through an in-process host (it installs the bundled
+    // plugins), then let go of the store for the separate process.
+    let objects = {
+        let mut setup = ServerConfig::new(dir.path().to_path_buf());
+        setup.bind = "127.0.0.1:0".parse()?;
+        setup.run_campaigns = false;
+        setup.auth = Some(Auth::default());
+        let server = Server::start(setup).await?;
+        let o = provision_objects(&server.state.store, &vault, clock.now_unix_ms(), &config, &devices, backend)?;
+        server.state.store.flush()?;
+        server.stop().await;
+        o
+    };
+
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let mut host = Host::spawn(dir.path(), port, origin)?;
+    host.wait_ready(&http).await?;
+    lns.post_uplinks_to(&format!("{}/backends/{}/uplink", host.base, objects.backend_instance));
+    let started = host.api(&http, reqwest::Method::POST, &format!("/api/campaigns/{}/start", objects.campaign_id)).await?;
+    let stages = started["campaignStagesCount"].as_u64().context("stage count")?;
+
+    // Kill at a random stage, at a random moment inside it.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let kill_stage = rng.gen_range(1..stages - 1);
+    let progress = format!("/api/campaigns/{}/progress", objects.campaign_id);
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        anyhow::ensure!(Instant::now() < until, "stage {kill_stage} never reached");
+        let p = host.api(&http, reqwest::Method::GET, &progress).await?;
+        anyhow::ensure!(p["campaignStatus"] == "RUNNING", "campaign ended before the kill: {p}");
+        if p["campaignStagesCompleted"].as_u64().unwrap_or(0) >= kill_stage {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(rng.gen_range(0..40))).await;
+    let before = host.api(&http, reqwest::Method::GET, &progress).await?;
+    host.kill();
+    eprintln!("seed {seed}: killed the host at stage {} ({})", before["campaignStagesCompleted"], before["stage"]["stageName"]);
+
+    let mut host = Host::spawn(dir.path(), port, origin)?;
+    host.wait_ready(&http).await?;
+    let until = Instant::now() + Duration::from_secs(300);
+    let last = loop {
+        anyhow::ensure!(Instant::now() < until, "the campaign did not finish after the restart");
+        let p = host.api(&http, reqwest::Method::GET, &progress).await?;
+        if p["campaignStatus"] != "RUNNING" {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(last["campaignStatus"], "COMPLETED", "seed {seed}: {last}");
+    for d in &devices {
+        assert_eq!(lns.fleet.received_file(d.dev_eui).as_deref(), Some(objects.image.as_slice()), "seed {seed}: device {} lacks the exact file", d.dev_eui);
+    }
+    let (redone_requests, repeated_fragments) = lns.fleet.redone();
+    assert_eq!(redone_requests, 0, "seed {seed}: requests for commands already answered and acknowledged");
+    assert_eq!(repeated_fragments, 0, "seed {seed}: DataFragment numbers sent twice");
+    let results = host.api(&http, reqwest::Method::GET, &format!("/api/campaigns/{}/devices", objects.campaign_id)).await?;
+    assert_eq!(results.as_array().map(|a| a.len()), Some(devices.len()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_survives_sigkill_of_its_host_at_a_random_stage() {
+    for seed in [1, 2, 3] {
+        crash_and_resume(seed).await.unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+    }
+}

@@ -1,0 +1,75 @@
+// Helpers every backend plugin shares, included after its `generate!`
+// (the WIT types are generated per crate, so this is source, not a crate).
+
+use airlift::plugin::http::{self, Header, HttpError, Request, Response};
+use airlift::plugin::types::Attribute;
+use exports::airlift::plugin::backend::{BackendError, Instance};
+
+/// Default timeout for one request to the network.
+const REQUEST_TIMEOUT_MS: u32 = 10_000;
+
+/// An instance setting, required.
+fn setting<'a>(inst: &'a Instance, key: &str) -> Result<&'a str, BackendError> {
+    inst.settings
+        .iter()
+        .find(|Attribute { key: k, .. }| k == key)
+        .map(|a| a.value.as_str())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| BackendError::Invalid(format!("setting '{key}' is missing")))
+}
+
+fn require_secret(inst: &Instance, name: &str) -> Result<(), BackendError> {
+    if inst.secret_names.iter().any(|n| n == name) {
+        Ok(())
+    } else {
+        Err(BackendError::Invalid(format!("secret '{name}' is missing")))
+    }
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header { name: name.into(), value: value.into() }
+}
+
+/// Send a request; map the network's answer to the backend's errors:
+/// 401/403 unauthorized, other 4xx rejected, 5xx and transport trouble
+/// unavailable (the host retries those).
+fn send(method: &str, url: String, headers: Vec<Header>, body: Vec<u8>) -> Result<Response, BackendError> {
+    let resp = http::send(&Request { method: method.into(), url, headers, body, timeout_ms: REQUEST_TIMEOUT_MS }).map_err(|e| match e {
+        HttpError::Denied(m) => BackendError::Invalid(format!("refused by the host: {m}")),
+        HttpError::Invalid(m) => BackendError::Invalid(m),
+        HttpError::Timeout => BackendError::Unavailable("the network did not answer in time".into()),
+        HttpError::Transport(m) => BackendError::Unavailable(m),
+        HttpError::TooLarge => BackendError::Unavailable("the network's answer is too large".into()),
+    })?;
+    let text = || String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>();
+    match resp.status {
+        200..=299 => Ok(resp),
+        401 | 403 => Err(BackendError::Unauthorized(format!("HTTP {}: {}", resp.status, text()))),
+        400..=499 => Err(BackendError::Rejected(format!("HTTP {}: {}", resp.status, text()))),
+        _ => Err(BackendError::Unavailable(format!("HTTP {}: {}", resp.status, text()))),
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn eui_hex(eui: u64) -> String {
+    format!("{eui:016x}")
+}
+
+fn parse_eui(text: &str) -> Option<u64> {
+    (text.len() == 16).then(|| u64::from_str_radix(text, 16).ok()).flatten()
+}
+
+/// A header of an incoming request, by case-insensitive name.
+fn incoming_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+}
