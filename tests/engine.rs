@@ -195,7 +195,12 @@ async fn stopping_mid_campaign_ends_it_and_its_session() {
     let ended = drive(&s.engine, &clock, &s.campaign_id, |e| e.store.get::<CampaignRun>(&s.campaign_id).unwrap().unwrap().fragments_sent < 20).await.unwrap();
     assert!(!ended);
     assert!(s.engine.network.in_session(s.devices[0].dev_eui));
+    let deletes = |fport, cid| s.engine.network.unicast_requests(fport, cid);
+    let (frag_deletes, group_deletes) = (deletes(201, 0x03), deletes(200, 0x03));
     s.engine.stop(&s.campaign_id).await.unwrap();
+    // Every device set up is told to drop its sessions, once.
+    assert_eq!(deletes(201, 0x03) - frag_deletes, config.behaviours.len(), "FragSessionDeleteReq to each device");
+    assert_eq!(deletes(200, 0x03) - group_deletes, config.behaviours.len(), "McGroupDeleteReq to each device");
     assert_eq!(run_of(&s).status, RunStatus::Stopped);
     assert_eq!(campaign_status(&s), CampaignStatus::Stopped);
     assert!(!s.engine.network.in_session(s.devices[0].dev_eui));

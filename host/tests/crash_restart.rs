@@ -6,14 +6,11 @@
 //! asked again for anything it answered and the host acknowledged, and no
 //! fragment number goes out twice.
 
+mod common;
+
 use airlift::clock::{Clock, ScaledClock, SystemClock};
-use airlift::keys::Vault;
-use airlift::model::BackendInstanceInput;
-use airlift::sim::fleet::SimFleet;
-use airlift::sim::lns::SimLns;
-use airlift::sim::scenario::{provision_objects, ScenarioConfig};
-use airlift::api::Auth;
-use airlift::server::{Server, ServerConfig};
+use airlift::sim::scenario::ScenarioConfig;
+use common::SimSetup;
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -22,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "crash-test-token";
-const SIM_TOKEN: &str = "sim-network-token";
 /// Campaign seconds per real second.
 const SPEED: f64 = 300.0;
 
@@ -88,7 +84,6 @@ fn free_port() -> u16 {
 async fn crash_and_resume(seed: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let origin = SystemClock.now_unix_ms();
-    let clock = Arc::new(ScaledClock::new(origin, SPEED));
     let mut config = ScenarioConfig::new(20);
     config.fleet.seed = seed;
     config.fleet.clock_drift_s = 5;
@@ -96,31 +91,7 @@ async fn crash_and_resume(seed: u64) -> anyhow::Result<()> {
     // after an acknowledged answer can only be work redone.
     config.fleet.uplink_period_s = 15;
     config.file_size = 4_000;
-
-    // The fleet and its network server live in this process.
-    let vault = Arc::new(Vault::open(dir.path())?);
-    let (fleet, devices) = SimFleet::new(config.fleet.clone(), clock.clone(), vault.clone(), config.first_eui, &config.behaviours);
-    let lns = SimLns::start(Arc::new(fleet), "127.0.0.1:0".parse()?, SIM_TOKEN).await?;
-    let backend = BackendInstanceInput {
-        name: "simulated network server".into(),
-        plugin: "simulated".into(),
-        settings: [("url".to_string(), lns.url())].into(),
-        secrets: [("token".to_string(), SIM_TOKEN.to_string())].into(),
-        allowed_hosts: vec![lns.url()],
-    };
-    // Provision through an in-process host (it installs the bundled
-    // plugins), then let go of the store for the separate process.
-    let objects = {
-        let mut setup = ServerConfig::new(dir.path().to_path_buf());
-        setup.bind = "127.0.0.1:0".parse()?;
-        setup.run_campaigns = false;
-        setup.auth = Some(Auth::default());
-        let server = Server::start(setup).await?;
-        let o = provision_objects(&server.state.store, &vault, clock.now_unix_ms(), &config, &devices, backend)?;
-        server.state.store.flush()?;
-        server.stop().await;
-        o
-    };
+    let SimSetup { lns, objects, devices } = SimSetup::provision(dir.path(), Arc::new(ScaledClock::new(origin, SPEED)), &config, common::NETWORK_TOKEN).await?;
 
     let http = reqwest::Client::new();
     let port = free_port();

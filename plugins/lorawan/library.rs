@@ -308,6 +308,10 @@ impl Guest for Library {
 
     fn build_request(stage_name: String, device: Option<DeviceContext>, campaign: CampaignContext) -> Result<Vec<Downlink>, LibraryError> {
         let need_device = || device.as_ref().ok_or_else(|| LibraryError::Invalid(format!("{stage_name} is sent to one device")));
+        // Tearing down: only a planned reboot and the sessions need undoing.
+        if campaign.cancelling && !matches!(stage_name.as_str(), stage::DEV_REBOOT_TIME | stage::CLEANUP) {
+            return Ok(vec![]);
+        }
         let group = &campaign.group;
         Ok(match stage_name.as_str() {
             stage::PACKAGE_VERSION => vec![downlink(ports::FRAGMENTATION, ts004::Request::PackageVersion.to_bytes(VERSION))],

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
 use crate::plugin::{Plugin, PluginError, PluginRuntime};
 use crate::store::{Store, StoreError};
-use run::{FragLayout, Stage};
+use run::{FragLayout, Stage, StageMode};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +250,47 @@ impl<N: Network> Engine<N> {
         self.store.put(&run)?;
         self.set_campaign_status(campaign_id, CampaignStatus::Stopped)?;
         self.store.flush()?;
-        self.end_session(&run).await
+        self.end_session(&run).await?;
+        self.tear_down(&run).await
+    }
+
+    /// Undo what the devices of a stopped or failed run were set up for,
+    /// once and without retries (see `campaign-context.cancelling`).
+    async fn tear_down(&self, run: &CampaignRun) -> Result<(), EngineError> {
+        let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? else { return Ok(()) };
+        let backend = self.campaign(&run.campaign_id)?.backend_instance;
+        let library = self.library(run).await?;
+        let ctx = context::campaign(run, context::kind(self.campaign_type(run)?), &group, self.file_size(run)?, true);
+        let ports = Self::ports(run);
+        let last = run.stages.len().saturating_sub(1);
+        for dev in self.device_runs(&run.campaign_id)?.into_iter().filter(|d| d.stage > 0) {
+            let Some(device) = self.store.get::<Device>(&dev.dev_eui.to_string())? else { continue };
+            let mut stages: Vec<usize> = (0..dev.stage.min(run.stages.len())).rev().collect();
+            if !stages.contains(&last) {
+                stages.push(last);
+            }
+            for i in stages.into_iter().filter(|i| run.stages[*i].mode == StageMode::Unicast) {
+                let (name, dctx, cctx) = (run.stages[i].name.clone(), context::device(&device, &dev), ctx.clone());
+                let built = self.runtime.call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_build_request(s, &name, Some(&dctx), &cctx)).await;
+                let downlinks = match built {
+                    Ok(Ok(d)) => d,
+                    Ok(Err(e)) => {
+                        tracing::warn!(device = %dev.dev_eui, stage = %run.stages[i].name, error = ?e, "no teardown request");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(device = %dev.dev_eui, error = %e, "device library failed building a teardown request");
+                        continue;
+                    }
+                };
+                for d in downlinks {
+                    if let Err(e) = self.network.send_unicast(&backend, dev.dev_eui, ports.to_air(d.fport), d.payload).await {
+                        tracing::warn!(device = %dev.dev_eui, error = %e, "teardown downlink failed");
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Tell the campaign's network that its multicast session is over.

@@ -400,6 +400,9 @@ impl<N: Network> Engine<N> {
         self.set_campaign_status(&run.campaign_id, if run.status == RunStatus::Succeeded { CampaignStatus::Succeeded } else { CampaignStatus::Failed })?;
         self.store.flush()?;
         self.end_session(run).await?;
+        if run.status == RunStatus::Failed {
+            self.tear_down(run).await?;
+        }
         tracing::info!(campaign = %run.campaign_id, status = ?run.status, succeeded, "campaign finished");
         Ok(())
     }
