@@ -10,9 +10,13 @@
 //!
 //! - [`diff`]: the patch records, from a suffix array of the base.
 //! - [`stream`]: records as bytes, and those bytes in linked LZ4 blocks.
+//! - [`lz4`]: an LZ4 block encoder with an optimal parse.
 //! - [`package`]: header, assembly, and a reference (non-streaming) decoder.
+//! - [`device`]: the streaming decoder a device runs, in a few KiB of RAM.
 
+pub mod device;
 pub mod diff;
+pub mod lz4;
 pub mod package;
 pub mod stream;
 

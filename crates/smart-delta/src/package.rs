@@ -34,6 +34,8 @@ pub enum PackageError {
     Truncated,
     #[error("the signature is missing or not DER")]
     BadSignature,
+    #[error("the signature does not verify with the device's public key")]
+    SignatureMismatch,
     #[error("the base image is not the one the package was made for")]
     WrongBase,
     #[error("the patch is corrupt")]

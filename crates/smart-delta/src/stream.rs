@@ -22,14 +22,9 @@ pub struct BlockParams {
 }
 
 impl BlockParams {
-    /// What we ship: 6 KiB of decoder RAM.
+    /// What we ship: a device decodes with under 7 KiB of RAM
+    /// (`device::Installed::ram_bytes`).
     pub const DEFAULT: BlockParams = BlockParams { block: 2048, window: 4096 };
-
-    /// Bytes of RAM a streaming decoder needs: the window, the block being
-    /// decoded, and a small read buffer and state.
-    pub fn device_ram(&self) -> usize {
-        self.window + self.block + 256
-    }
 }
 
 /// Largest block the length field can describe.
@@ -130,7 +125,7 @@ pub fn compress(stream: &[u8], p: BlockParams) -> Vec<u8> {
     for (i, chunk) in stream.chunks(p.block).enumerate() {
         let start = i * p.block;
         let dict = &stream[start.saturating_sub(p.window)..start];
-        let packed = lz4_flex::block::compress_with_dict(chunk, dict);
+        let packed = crate::lz4::compress_with_dict(chunk, dict);
         if packed.len() < chunk.len() {
             out.extend_from_slice(&(packed.len() as u16).to_le_bytes());
             out.extend_from_slice(&packed);
