@@ -26,9 +26,13 @@ fn main() {
         .args(["build", "--release", "--target", WASM_TARGET])
         .env("CARGO_TARGET_DIR", &target_dir);
     // The outer build's flags are for the host target, not for wasm.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
+    for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
         cmd.env_remove(var);
     }
+    // wit-bindgen's macro reads the WIT files without cargo knowing, so a
+    // WIT change would leave plugins built against the old interface. A
+    // digest of the WIT in the flags makes cargo rebuild them when it changes.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", format!("-Cmetadata=wit-{:016x}", wit_digest(&root.join("wit"))));
     let status = cmd.status().expect("failed to run cargo for the plugins");
     if !status.success() {
         panic!(
@@ -38,4 +42,28 @@ fn main() {
     let wasm_dir = target_dir.join(WASM_TARGET).join("release");
     println!("cargo:rustc-env=AIRLIFT_BUNDLED_WASM={}", wasm_dir.display());
     println!("cargo:rustc-env=AIRLIFT_PLUGINS_SRC={}", plugins.display());
+}
+
+/// A digest of every file under `dir`, by path and content.
+fn wit_digest(dir: &std::path::Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn walk(dir: &std::path::Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("the wit folder is readable").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.strip_prefix(dir).unwrap().hash(&mut h);
+        std::fs::read(&f).expect("WIT files are readable").hash(&mut h);
+    }
+    h.finish()
 }

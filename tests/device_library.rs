@@ -3,7 +3,7 @@
 //! and answered by a device, and the answer parsed back by the plugin.
 
 use airlift::clock::{unix_ms_to_gps_seconds, ManualClock};
-use airlift::plugin::bindings::device_library::airlift::plugin::types::{DeviceContext, IsmBand, LorawanVersion, MulticastGroup, SessionClass};
+use airlift::plugin::bindings::device_library::airlift::plugin::types::{Attribute, DeviceContext, IsmBand, LorawanVersion, MulticastGroup, SessionClass};
 use airlift::plugin::bindings::device_library::exports::airlift::plugin::device_library::*;
 use airlift::plugin::{Plugin, PluginRuntime};
 use airlift::sim::{DeviceModel, PackageVersion};
@@ -71,6 +71,7 @@ fn campaign(kind: CampaignKind, payload: &[u8], payload_sha256: String, layout: 
         fragmentation: layout,
         reboot_gps: Some(unix_ms_to_gps_seconds(NOW_MS) + 7200),
         target_firmware: Some(0x0102_0000),
+        base_firmware: None,
         cancelling: false,
     }
 }
@@ -135,9 +136,11 @@ async fn whole_session(library: &str, version: PackageVersion) {
     let c = campaign(CampaignKind::FirmwareUpdate, &payload, sha, Some(layout));
 
     let plan: Vec<String> = s.runtime.call_device_library(&s.plugin, { let c = c.clone(); move |st, p| p.airlift_plugin_device_library().call_plan(st, &c) }).await.unwrap().unwrap().into_iter().map(|x| x.name).collect();
-    assert_eq!(plan, ["PackageVersion", "McGroupSetup", "DevRebootTime", "FragSessionSetup", "McClassCSessionSetup", "WaitSessionStart", "DataFragment", "FragSessionStatus", "DevVersion", "Cleanup"]);
+    assert_eq!(plan, ["PackageVersion", "McGroupSetup", "DevRebootTime", "FragSessionSetup", "McClassCSessionSetup", "WaitSessionStart", "DataFragment", "FragSessionStatus", "DevUpgradeImage", "DevVersion", "Cleanup"]);
 
     let mut device = DeviceModel::new(DEV, ROOT_KEY, false, version);
+    // This device's bootloader takes a raw image as the target version.
+    device.raw_install_version = c.target_firmware;
     let mut memory = Vec::new();
     let facts = ok_answer(&s.exchange(&mut device, "PackageVersion", &c, &mut memory).await, "PackageVersion");
     assert_eq!(facts, vec![Fact::PackageVersion((3, if version == PackageVersion::V2 { 2 } else { 1 }))]);
@@ -175,8 +178,10 @@ async fn whole_session(library: &str, version: PackageVersion) {
     let facts = ok_answer(&s.exchange(&mut device, "FragSessionStatus", &c, &mut memory).await, "FragSessionStatus");
     assert!(facts.contains(&Fact::MissingFragments(0)) && facts.contains(&Fact::HoldsFile), "{facts:?}");
 
+    let facts = ok_answer(&s.exchange(&mut device, "DevUpgradeImage", &c, &mut memory).await, "DevUpgradeImage");
+    assert_eq!(facts, vec![Fact::Other(Attribute { key: "nextFirmwareVersion".into(), value: "0x01020000".into() })]);
     let facts = ok_answer(&s.exchange(&mut device, "DevVersion", &c, &mut memory).await, "DevVersion");
-    assert_eq!(facts, vec![Fact::FirmwareVersion(0x0100_0000), Fact::HardwareVersion(1)]);
+    assert_eq!(facts, vec![Fact::FirmwareVersion(0x0102_0000), Fact::HardwareVersion(1)]);
     ok_answer(&s.exchange(&mut device, "Cleanup", &c, &mut memory).await, "Cleanup");
     assert_eq!(device.mc_key(1), None, "group deleted");
 

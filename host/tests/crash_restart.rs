@@ -137,7 +137,7 @@ async fn crash_and_resume(seed: u64) -> anyhow::Result<()> {
         assert_eq!(lns.fleet.received_file(d.dev_eui).as_deref(), Some(objects.image.as_slice()), "seed {seed}: device {} lacks the exact file", d.dev_eui);
     }
     let (redone_requests, repeated_fragments) = lns.fleet.redone();
-    assert_eq!(redone_requests, 0, "seed {seed}: requests for commands already answered and acknowledged");
+    assert_eq!(redone_requests, 0, "seed {seed}: requests for commands already answered and acknowledged, by (FPort, CID): {:?}", lns.fleet.redone_commands());
     assert_eq!(repeated_fragments, 0, "seed {seed}: DataFragment numbers sent twice");
     let results = host.api(&http, reqwest::Method::GET, &format!("/api/campaigns/{}/devices", objects.campaign_id)).await?;
     assert_eq!(results.as_array().map(|a| a.len()), Some(devices.len()));

@@ -22,6 +22,7 @@ mod stage {
     pub const DATA_FRAGMENT: &str = "DataFragment";
     pub const FRAG_SESSION_STATUS: &str = "FragSessionStatus";
     pub const DEV_VERSION: &str = "DevVersion";
+    pub const DEV_UPGRADE_IMAGE: &str = "DevUpgradeImage";
     pub const CLEANUP: &str = "Cleanup";
 }
 
@@ -235,7 +236,14 @@ impl Library {
                 }
                 ts006::Uplink::DevRebootCountdown { countdown } => UplinkEvent::Note(format!("reboot countdown {countdown} s")),
                 ts006::Uplink::DevUpgradeImage { status, next_version } => {
-                    UplinkEvent::Note(format!("upgrade image {status:?}{}", next_version.map(|v| format!(", next version {v}")).unwrap_or_default()))
+                    let refused = match status {
+                        ts006::ImageStatus::Valid => None,
+                        ts006::ImageStatus::NoImage => Some("no firmware image".to_string()),
+                        ts006::ImageStatus::CorruptOrBadSignature => Some("image corrupt or signature invalid".to_string()),
+                        ts006::ImageStatus::IncompatibleHardware => Some("image incompatible with the hardware".to_string()),
+                    };
+                    let next = next_version.map(|v| Fact::Other(Attribute { key: "nextFirmwareVersion".into(), value: format!("{v:#010x}") }));
+                    answer(stage::DEV_UPGRADE_IMAGE, verdict(refused), next.into_iter().collect())
                 }
                 ts006::Uplink::DevDeleteImage { invalid_version, no_valid_image } => {
                     UplinkEvent::Note(format!("delete image: invalid version {invalid_version}, no valid image {no_valid_image}"))
@@ -266,7 +274,13 @@ impl Guest for Library {
 
     fn plan(campaign: CampaignContext) -> Result<Vec<StageSpec>, LibraryError> {
         let delivers = campaign.kind != CampaignKind::MulticastSetup;
-        let mut stages = vec![spec(stage::PACKAGE_VERSION, StageMode::Unicast, 1, 60, false), spec(stage::MC_GROUP_SETUP, StageMode::Unicast, SETUP_RETRIES, 60, true)];
+        let mut stages = vec![spec(stage::PACKAGE_VERSION, StageMode::Unicast, 1, 60, false)];
+        // A delta only fits its base: learn each device's version before
+        // anything else (the host refuses the ones on another version).
+        if campaign.base_firmware.is_some() {
+            stages.push(spec(stage::DEV_VERSION, StageMode::Unicast, SETUP_RETRIES, 60, true));
+        }
+        stages.push(spec(stage::MC_GROUP_SETUP, StageMode::Unicast, SETUP_RETRIES, 60, true));
         if campaign.kind == CampaignKind::FirmwareUpdate && campaign.reboot_gps.is_some() {
             stages.push(spec(stage::DEV_REBOOT_TIME, StageMode::Unicast, SETUP_RETRIES, 60, true));
         }
@@ -281,6 +295,9 @@ impl Guest for Library {
             stages.push(spec(stage::FRAG_SESSION_STATUS, StageMode::Multicast, SETUP_RETRIES, 120, true));
         }
         if campaign.kind == CampaignKind::FirmwareUpdate {
+            // The device checks the image (hash, signature, base) before
+            // it reboots into it, and says so.
+            stages.push(spec(stage::DEV_UPGRADE_IMAGE, StageMode::Unicast, SETUP_RETRIES, 60, true));
             stages.push(spec(stage::DEV_VERSION, StageMode::DeviceInitiated, SETUP_RETRIES, 300, true));
         }
         if delivers {
@@ -355,6 +372,7 @@ impl Guest for Library {
                 vec![downlink(ports::FRAGMENTATION, ts004::Request::FragSessionStatus { participants: true, frag_index: f.frag_index }.to_bytes(VERSION))]
             }
             stage::DEV_VERSION => vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevVersion.to_bytes())],
+            stage::DEV_UPGRADE_IMAGE => vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevUpgradeImage.to_bytes())],
             stage::CLEANUP => {
                 let mut out = Vec::new();
                 if let Some(f) = &campaign.fragmentation {

@@ -84,10 +84,7 @@ async fn download(State(s): State<AppState>, Path(id): Path<String>) -> Result<i
 /// and SPKI PEM. The private part never leaves the store.
 async fn public_key(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let key = load::<SmartDeltaKey>(&s, &id)?;
-    let sealed = key.private_key.as_ref().ok_or_else(|| ApiError::not_found("private key of", &id))?;
-    let secret = s.vault.open_sealed(sealed).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let pem = std::str::from_utf8(secret.expose()).map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored key is not PEM"))?;
-    let signing = crate::keys::smart_delta::signing_key(pem).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let signing = crate::keys::smart_delta::unseal(&s.vault, &key).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(serde_json::json!({
         "id": key.id,
         "raw": hex::encode(crate::keys::smart_delta::public_raw(&signing)),

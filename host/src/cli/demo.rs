@@ -34,6 +34,10 @@ pub struct DemoArgs {
     /// Device clocks start off by up to ± this many seconds.
     #[arg(long, default_value_t = 0)]
     clock_drift: i64,
+    /// Update type: `plain`, or `lz4dict` (devices run a base image and get
+    /// a signed delta to the new one). Without it the image goes as it is.
+    #[arg(long)]
+    update_type: Option<String>,
     /// Print one JSON line with the result instead of progress bars.
     #[arg(long)]
     json: bool,
@@ -68,13 +72,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     scenario.fleet.version = if args.library.ends_with("v2") { PackageVersion::V2 } else { PackageVersion::V1 };
     scenario.file_size = args.file_size;
     scenario.library = args.library.clone();
-    let installed_firmware = scenario.fleet.installed_firmware;
+    if let Some(update_type) = &args.update_type {
+        // The fleet runs a base image: the new one is a release built from it.
+        const DEMO_KEY: [u8; 32] = [0x42; 32];
+        scenario.update_type = Some(update_type.clone());
+        scenario.signing_key = Some(DEMO_KEY);
+        scenario.fleet.firmware.public_key = Some(airlift::sim::scenario::smart_delta_public(&DEMO_KEY));
+        scenario.fleet.firmware.image = Arc::new(airlift::sim::scenario::base_image(args.file_size, args.seed));
+    }
     let Scenario { engine, campaign_id, image, devices: provisioned, .. } = provision(&state.store, &state.vault, &state.runtime, clock.clone(), &scenario)?;
-    let options = RunOptions { fixed_redundancy_pct: args.fixed_redundancy, target_firmware: Some(installed_firmware) };
+    // Raw images install as the fleet's configured version; packages carry theirs.
+    let target_firmware = args.update_type.is_none().then_some(scenario.fleet.installed_firmware);
+    let options = RunOptions { fixed_redundancy_pct: args.fixed_redundancy, target_firmware };
     let run = engine.start(&campaign_id, options).await?;
     if !args.json {
         let l = run.layout.unwrap();
-        eprintln!("{} devices, {} B image in {} fragments of {} B, loss {:.0} %, library {}", args.devices, image.len(), l.nb_frag, l.frag_size, args.loss * 100.0, args.library);
+        eprintln!(
+            "{} devices, {} B image as a {} B {} payload in {} fragments of {} B, loss {:.0} %, library {}",
+            args.devices,
+            image.len(),
+            run.payload_size,
+            args.update_type.as_deref().unwrap_or("raw"),
+            l.nb_frag,
+            l.frag_size,
+            args.loss * 100.0,
+            args.library
+        );
     }
     let started_ms = clock.now_unix_ms();
     let mut shown_stage = usize::MAX;
@@ -106,7 +129,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let run = engine.store.get::<airlift::engine::CampaignRun>(&campaign_id)?.context("run vanished")?;
     let devices = engine.device_runs(&campaign_id)?;
     let succeeded = devices.iter().filter(|d| d.succeeded).count();
-    let exact = provisioned.iter().filter(|p| engine.network.received_file(p.dev_eui).as_deref() == Some(image.as_slice())).count();
+    let exact = provisioned
+        .iter()
+        .filter(|p| match &args.update_type {
+            Some(_) => engine.network.image(p.dev_eui).is_some_and(|i| *i == image),
+            None => engine.network.received_file(p.dev_eui).as_deref() == Some(image.as_slice()),
+        })
+        .count();
     let lower_bound = engine.network.fragments_lower_bound();
     let sim_seconds = (clock.now_unix_ms() - started_ms) as f64 / 1000.0;
     let summary = serde_json::json!({
@@ -114,6 +143,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "devices_total": devices.len(),
         "devices_succeeded": succeeded,
         "devices_holding_exact_file": exact,
+        "payload_bytes": run.payload_size,
         "fragments_uncoded": run.layout.map(|l| l.nb_frag),
         "fragments_sent": run.fragments_sent,
         "fragments_lower_bound": lower_bound,

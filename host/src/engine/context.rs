@@ -82,18 +82,19 @@ pub fn layout_to_wit(l: &FragLayout) -> lib::Fragmentation {
     }
 }
 
-pub fn campaign(run: &CampaignRun, kind: lib::CampaignKind, group: &MulticastGroup, file_size: u32, cancelling: bool) -> lib::CampaignContext {
+pub fn campaign(run: &CampaignRun, kind: lib::CampaignKind, group: &MulticastGroup, cancelling: bool) -> lib::CampaignContext {
     lib::CampaignContext {
         campaign_id: run.campaign_id.clone(),
         kind,
         group: multicast_group(group),
         session_start_gps: run.session_start_gps,
         session_timeout: run.session_timeout,
-        file_size,
+        file_size: run.payload_size,
         payload_sha256: run.payload_sha256.clone().unwrap_or_default(),
         fragmentation: run.layout.as_ref().map(layout_to_wit),
         reboot_gps: run.reboot_gps,
         target_firmware: run.target_firmware,
+        base_firmware: run.base_firmware,
         cancelling,
     }
 }

@@ -7,11 +7,13 @@
 //! - [`step`]: the stage machine.
 //! - [`network`]: what the engine needs from a network.
 //! - [`context`]: WIT records built from stored objects.
+//! - [`payload`]: what goes on the air, through the update-type plugin.
 //! - [`progress`]: progress in the RMC message shape.
 //! - [`runner`]: a task per running campaign in a serving host.
 
 pub(crate) mod context;
 pub mod network;
+mod payload;
 pub mod progress;
 pub mod run;
 pub mod runner;
@@ -22,7 +24,7 @@ pub use runner::Runner;
 pub use run::{CampaignRun, DeviceRun, RunStatus};
 
 use crate::clock::Clock;
-use crate::model::{Campaign, CampaignStatus, CampaignType, Device, DeviceProfile, DeviceSet, Eui, MulticastGroup, PluginKind, PluginRecord, PortMap, Region, StoredFile};
+use crate::model::{Campaign, CampaignStatus, CampaignType, Device, DeviceProfile, DeviceSet, Eui, MulticastGroup, PluginKind, PluginRecord, PortMap, Region};
 use std::collections::{BTreeMap, HashMap};
 use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
 use crate::plugin::{Plugin, PluginError, PluginRuntime};
@@ -145,14 +147,9 @@ impl<N: Network> Engine<N> {
         if library.manifest.kind != PluginKind::DeviceLibrary {
             return Err(EngineError::Invalid(format!("{} is not a device library", campaign.device_library)));
         }
-        let (payload_sha256, file_size) = match &campaign.file {
-            Some(id) => {
-                let f = self.store.get::<StoredFile>(id)?.ok_or_else(|| EngineError::Invalid("file is gone".into()))?;
-                (Some(f.id), f.size as u32)
-            }
-            None => (None, 0),
-        };
-        let layout = match payload_sha256 {
+        let payload = self.payload(&campaign).await?;
+        let file_size = payload.as_ref().map_or(0, |p| p.size);
+        let layout = match payload {
             Some(_) => {
                 let max = lorawan_fuota::region::max_app_payload(context::band(group.ism_band), group.data_rate, group.dl_dwell_time)
                     .ok_or_else(|| EngineError::Invalid(format!("DR{} is not a downlink data rate of {:?}", group.data_rate, group.ism_band)))?;
@@ -197,12 +194,14 @@ impl<N: Network> Engine<N> {
             group_on_network: false,
             device_count: devices.len(),
             success_threshold: campaign.success_threshold,
-            payload_sha256,
+            payload_sha256: payload.as_ref().map(|p| p.sha256.clone()),
+            payload_size: file_size,
+            base_firmware: payload.as_ref().and_then(|p| p.base_firmware),
             layout,
             session_start_gps: 0,
             session_timeout: 0,
             reboot_gps: campaign.reboot_at.map(|t| crate::clock::unix_ms_to_gps_seconds(t.timestamp_millis() as u64)),
-            target_firmware: options.target_firmware,
+            target_firmware: options.target_firmware.or(payload.as_ref().and_then(|p| p.firmware)),
             next_fcnt: 0,
             next_fragment: 1,
             fragments_target: 0,
@@ -215,7 +214,7 @@ impl<N: Network> Engine<N> {
             next_action_ms: 0,
             archived: false,
         };
-        let ctx = context::campaign(&run, context::kind(campaign.campaign_type), &group, file_size, false);
+        let ctx = context::campaign(&run, context::kind(campaign.campaign_type), &group, false);
         let plan = self
             .runtime
             .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_plan(s, &ctx))
@@ -226,10 +225,16 @@ impl<N: Network> Engine<N> {
             .map(|s| Stage { name: s.name, mode: context::mode(s.mode), retry_limit: s.retry_limit, answer_timeout_s: s.answer_timeout_s, required: s.required })
             .collect();
         for dev in &devices {
-            if self.store.get::<Device>(&dev.to_string())?.is_none() {
-                return Err(EngineError::Invalid(format!("device {dev} is gone")));
+            let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
+            let mut dev_run = DeviceRun::new(&run.campaign_id, *dev);
+            // A delta only fits its base: refuse devices known to run another version.
+            if let (Some(base), Some(running)) = (run.base_firmware, device.firmware.as_deref().and_then(|v| crate::model::parse_firmware_version("firmware", v).ok())) {
+                if running != base {
+                    dev_run.firmware_version = Some(running);
+                    dev_run.failed = Some(step::wrong_base(running, base));
+                }
             }
-            self.store.put(&DeviceRun::new(&run.campaign_id, *dev))?;
+            self.store.put(&dev_run)?;
         }
         self.store.put(&run)?;
         self.set_campaign_status(&run.campaign_id, CampaignStatus::Running)?;
@@ -260,7 +265,7 @@ impl<N: Network> Engine<N> {
         let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? else { return Ok(()) };
         let backend = self.campaign(&run.campaign_id)?.backend_instance;
         let library = self.library(run).await?;
-        let ctx = context::campaign(run, context::kind(self.campaign_type(run)?), &group, self.file_size(run)?, true);
+        let ctx = context::campaign(run, context::kind(self.campaign_type(run)?), &group, true);
         let ports = Self::ports(run);
         let last = run.stages.len().saturating_sub(1);
         for dev in self.device_runs(&run.campaign_id)?.into_iter().filter(|d| d.stage > 0) {
@@ -377,12 +382,3 @@ impl<N: Network> Engine<N> {
     }
 }
 
-impl<N: Network> Engine<N> {
-    /// Sizes of the stored payload (0 when none).
-    fn file_size(&self, run: &CampaignRun) -> Result<u32, EngineError> {
-        match &run.payload_sha256 {
-            Some(id) => Ok(self.store.get::<StoredFile>(id)?.map(|f| f.size as u32).unwrap_or(0)),
-            None => Ok(0),
-        }
-    }
-}

@@ -79,6 +79,13 @@ pub struct CampaignRun {
     pub device_count: usize,
     pub success_threshold: u8,
     pub payload_sha256: Option<String>,
+    /// Size of that payload in bytes.
+    #[serde(default)]
+    pub payload_size: u32,
+    /// Firmware the payload was built against (deltas): devices reporting
+    /// another version before the fragments are refused.
+    #[serde(default)]
+    pub base_firmware: Option<u32>,
     pub layout: Option<FragLayout>,
     pub session_start_gps: u64,
     pub session_timeout: u8,

@@ -28,6 +28,11 @@ enum Outgoing {
     Multicast { fcnt: u32, fport: u8, payload: Vec<u8> },
 }
 
+/// Why a device is refused a delta.
+pub(super) fn wrong_base(running: u32, base: u32) -> String {
+    format!("runs firmware {running:#010x}; the delta is for base {base:#010x}")
+}
+
 /// Record a device's answer to a stage.
 pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib::StageAnswer) {
     for fact in &answer.facts {
@@ -35,7 +40,16 @@ pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib:
             lib::Fact::MissingFragments(n) => dev.missing_fragments = Some(*n),
             lib::Fact::ReceivedFragments(n) => dev.received_fragments = Some(*n),
             lib::Fact::HoldsFile => dev.holds_file = true,
-            lib::Fact::FirmwareVersion(v) => dev.firmware_version = Some(*v),
+            lib::Fact::FirmwareVersion(v) => {
+                dev.firmware_version = Some(*v);
+                // Before any fragment, a version other than the delta's base
+                // means the device could never apply it.
+                let before_fragments = run.stages.iter().position(|s| s.mode == StageMode::Fragments).is_some_and(|f| dev.stage < f);
+                if let Some(base) = run.base_firmware.filter(|b| before_fragments && b != v && dev.active()) {
+                    let stage = run.stages.get(dev.stage).map_or("", |s| s.name.as_str());
+                    dev.failed = Some(format!("{stage}: {}", wrong_base(*v, base)));
+                }
+            }
             _ => {}
         }
     }
@@ -151,7 +165,7 @@ impl<N: Network> Engine<N> {
     }
 
     fn library_context(&self, run: &CampaignRun, group: &MulticastGroup, cancelling: bool) -> Result<lib::CampaignContext, EngineError> {
-        Ok(context::campaign(run, context::kind(self.campaign_type(run)?), group, self.file_size(run)?, cancelling))
+        Ok(context::campaign(run, context::kind(self.campaign_type(run)?), group, cancelling))
     }
 
     /// Requests to each device that has not answered, with retries and

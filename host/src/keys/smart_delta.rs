@@ -5,12 +5,34 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{DerSignature, SigningKey};
 use p256::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
 
+use super::Vault;
+use crate::model::SmartDeltaKey;
+
 #[derive(Debug, thiserror::Error)]
 #[error("not a PKCS#8 PEM P-256 (prime256v1) private key")]
 pub struct BadKey;
 
 pub fn signing_key(pem: &str) -> Result<SigningKey, BadKey> {
     SigningKey::from_pkcs8_pem(pem).map_err(|_| BadKey)
+}
+
+/// A stored key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyUnusable {
+    #[error("Smart Delta key '{0}' has no private part")]
+    NoPrivateKey(String),
+    #[error("Smart Delta key '{0}' cannot be unsealed: {1}")]
+    Sealed(String, String),
+    #[error("Smart Delta key '{0}': {1}")]
+    Bad(String, BadKey),
+}
+
+/// Unseal a stored Smart Delta key (inside the host only).
+pub fn unseal(vault: &Vault, key: &SmartDeltaKey) -> Result<SigningKey, KeyUnusable> {
+    let sealed = key.private_key.as_ref().ok_or_else(|| KeyUnusable::NoPrivateKey(key.id.clone()))?;
+    let secret = vault.open_sealed(sealed).map_err(|e| KeyUnusable::Sealed(key.id.clone(), e.to_string()))?;
+    let pem = std::str::from_utf8(secret.expose()).map_err(|_| KeyUnusable::Bad(key.id.clone(), BadKey))?;
+    signing_key(pem).map_err(|e| KeyUnusable::Bad(key.id.clone(), e))
 }
 
 /// DER signature (at most 72 bytes) over SHA-256 of `message`.

@@ -3,6 +3,7 @@
 //! here from the device's point of view, not shared with the server codecs.
 
 use super::frag_decoder::FragDecoder;
+use super::upgrade::{self, Firmware, Upgrade};
 use super::frame::Receiver;
 use aes::cipher::{BlockEncrypt, KeyInit};
 use aes::Aes128;
@@ -65,11 +66,16 @@ pub struct DeviceModel {
     frag_sessions: [Option<FragSession>; 4],
     pub session: Option<McSession>,
     last_session_cnt: Option<u16>,
-    pub firmware_version: u32,
+    /// The image the device runs, its version and the key it trusts.
+    pub firmware: Firmware,
     pub hardware_version: u32,
     pub reboot_at_gps: Option<u32>,
     /// The last complete, verified data block (padding removed).
     pub received_file: Option<Vec<u8>>,
+    /// What the device made of that file.
+    pub upgrade: Option<Upgrade>,
+    /// Take a file that is no firmware package as a raw image of this version.
+    pub raw_install_version: Option<u32>,
     /// Packages this device runs off their default FPort: (default, on air).
     pub moved_ports: Vec<(u8, u8)>,
 }
@@ -102,10 +108,12 @@ impl DeviceModel {
             frag_sessions: Default::default(),
             session: None,
             last_session_cnt: None,
-            firmware_version: 0x0100_0000,
+            firmware: Firmware { version: 0x0100_0000, image: Default::default(), public_key: None },
             hardware_version: 1,
             reboot_at_gps: None,
             received_file: None,
+            upgrade: None,
+            raw_install_version: None,
             moved_ports: vec![],
         }
     }
@@ -388,6 +396,12 @@ impl DeviceModel {
                             out.push(DeviceReply { fport: 201, payload: vec![0x04, index as u8 | (!mic_ok as u8) << 2] });
                         }
                         if mic_ok {
+                            let (upgrade, installed) = upgrade::examine(&file, &self.firmware, self.hardware_version, self.raw_install_version);
+                            // The simulated device reboots into a verified image at once.
+                            if let Some(firmware) = installed {
+                                self.firmware = firmware;
+                            }
+                            self.upgrade = Some(upgrade);
                             self.received_file = Some(file);
                         }
                     }
@@ -439,7 +453,7 @@ impl DeviceModel {
             }
             0x01 => {
                 let mut p = vec![0x01];
-                p.extend(self.firmware_version.to_le_bytes());
+                p.extend(self.firmware.version.to_le_bytes());
                 p.extend(self.hardware_version.to_le_bytes());
                 reply(p);
                 Ok(1)
@@ -460,12 +474,13 @@ impl DeviceModel {
                 Ok(4)
             }
             0x04 => {
-                reply(if self.received_file.is_some() { vec![0x04, 0x03, 0, 0, 0, 0] } else { vec![0x04, 0x00] });
+                reply(Upgrade::answer(self.upgrade.as_ref()));
                 Ok(1)
             }
             0x05 => {
                 Self::need(b, 5, "DevDeleteImageReq")?;
                 let had = self.received_file.take().is_some();
+                self.upgrade = None;
                 reply(vec![0x05, (!had) as u8]);
                 Ok(5)
             }

@@ -4,6 +4,7 @@
 //! engine's [`Network`]; [`run_to_end`] drives a campaign in virtual time.
 
 use super::device::{DeviceModel, PackageVersion};
+use super::upgrade::{Firmware, Upgrade};
 use super::frame;
 use crate::clock::{Clock, ManualClock};
 use crate::engine::{Engine, EngineError, Network, NetworkError, Pacing};
@@ -25,6 +26,8 @@ pub enum Behaviour {
     WrongKey,
     /// Refuses class C sessions.
     NoClassC,
+    /// Runs another firmware (version and image) than the fleet's.
+    OtherFirmware,
 }
 
 #[derive(Debug, Clone)]
@@ -39,8 +42,11 @@ pub struct FleetConfig {
     /// Clock offsets are drawn from ±this many seconds.
     pub clock_drift_s: i64,
     pub version: PackageVersion,
-    /// Version a device reports once it installed the file.
+    /// Version a device reports once it installed a file that is no
+    /// firmware package (a raw image).
     pub installed_firmware: u32,
+    /// What the devices run before the campaign (and the key they trust).
+    pub firmware: Firmware,
     pub pacing: Pacing,
     /// Packages the devices run off their default FPort: (default, on air).
     pub moved_ports: Vec<(u8, u8)>,
@@ -56,6 +62,7 @@ impl Default for FleetConfig {
             clock_drift_s: 0,
             version: PackageVersion::V1,
             installed_firmware: 0x0200_0000,
+            firmware: Firmware { version: 0x0100_0000, image: Default::default(), public_key: None },
             pacing: Pacing { multicast_interval_ms: 2000, unicast_interval_ms: 1000 },
             moved_ports: vec![],
         }
@@ -89,6 +96,8 @@ struct State {
     acknowledged: BTreeSet<(Eui, u8, u8)>,
     /// Requests for a command the device's answer to was acknowledged.
     redone_requests: u64,
+    /// Which (FPort, CID) those were, for a failing test to show.
+    redone_commands: BTreeMap<(u8, u8), u64>,
     /// DataFragment numbers sent, and how many went out twice.
     fragment_numbers: BTreeSet<u16>,
     repeated_fragments: u64,
@@ -122,6 +131,12 @@ impl SimFleet {
             let mut model = DeviceModel::new(eui.0, device_key, false, config.version);
             model.supports_class_c = *behaviour != Behaviour::NoClassC;
             model.moved_ports = config.moved_ports.clone();
+            model.raw_install_version = Some(config.installed_firmware);
+            model.firmware = config.firmware.clone();
+            if *behaviour == Behaviour::OtherFirmware {
+                model.firmware.version ^= 0x0000_ff00;
+                model.firmware.image = Arc::new(model.firmware.image.iter().map(|b| b ^ 0x5a).collect());
+            }
             if config.clock_drift_s > 0 {
                 model.clock_offset_s = rng.gen_range(-config.clock_drift_s..=config.clock_drift_s);
             }
@@ -138,6 +153,7 @@ impl SimFleet {
             uplinks_delivered: 0,
             acknowledged: BTreeSet::new(),
             redone_requests: 0,
+            redone_commands: BTreeMap::new(),
             fragment_numbers: BTreeSet::new(),
             repeated_fragments: 0,
         };
@@ -211,6 +227,11 @@ impl SimFleet {
         (st.redone_requests, st.repeated_fragments)
     }
 
+    /// Redone requests by (FPort, CID).
+    pub fn redone_commands(&self) -> BTreeMap<(u8, u8), u64> {
+        self.state.lock().unwrap().redone_commands.clone()
+    }
+
     pub fn next_uplink_ms(&self) -> Option<u64> {
         self.state.lock().unwrap().uplinks.peek().map(|Reverse(u)| u.0)
     }
@@ -218,6 +239,21 @@ impl SimFleet {
     /// The file a device holds, if any.
     pub fn received_file(&self, eui: Eui) -> Option<Vec<u8>> {
         self.state.lock().unwrap().devices.get(&eui).and_then(|d| d.model.received_file.clone())
+    }
+
+    /// The version a device runs and what it made of the last file.
+    pub fn firmware(&self, eui: Eui) -> Option<(u32, Option<Upgrade>)> {
+        self.state.lock().unwrap().devices.get(&eui).map(|d| (d.model.firmware.version, d.model.upgrade.clone()))
+    }
+
+    /// DataFragments a device decoded in its session.
+    pub fn fragments_heard(&self, eui: Eui) -> Option<u32> {
+        self.state.lock().unwrap().devices.get(&eui).map(|d| d.fragments_heard)
+    }
+
+    /// The image a device runs.
+    pub fn image(&self, eui: Eui) -> Option<Arc<Vec<u8>>> {
+        self.state.lock().unwrap().devices.get(&eui).map(|d| d.model.firmware.image.clone())
     }
 
     /// Unicast requests sent so far with this FPort and command id.
@@ -247,6 +283,7 @@ impl SimFleet {
         *st.unicast_requests.entry((fport, cid)).or_default() += 1;
         if st.acknowledged.contains(&(dev_eui, fport, cid)) {
             st.redone_requests += 1;
+            *st.redone_commands.entry((fport, cid)).or_default() += 1;
         }
         let State { devices, rng, .. } = &mut *st;
         let Some(device) = devices.get_mut(&dev_eui) else { return Err(NetworkError::Refused(format!("unknown device {dev_eui}"))) };
@@ -286,10 +323,6 @@ impl SimFleet {
                 let m = device.model.frag_nb(0).unwrap_or(u32::MAX);
                 if device.heard_m_at.is_none() && device.fragments_heard >= m {
                     device.heard_m_at = Some(transmission);
-                }
-                if device.model.received_file.is_some() {
-                    // Installing the image is simulated: the device reboots into it.
-                    device.model.firmware_version = self.config.installed_firmware;
                 }
             }
             self.queue_replies(&mut st, eui, replies, now);

@@ -9,6 +9,8 @@ pub mod frag_decoder;
 pub mod frame;
 pub mod lns;
 pub mod scenario;
+pub mod upgrade;
 
 pub use device::{DeviceModel, DeviceReply, PackageVersion};
 pub use frag_decoder::{FragDecoder, DecodeProgress};
+pub use upgrade::{Firmware, Upgrade};

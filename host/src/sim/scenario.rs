@@ -37,6 +37,11 @@ pub struct ScenarioConfig {
     /// several scenarios can share one store.
     pub first_eui: u64,
     pub group_eui: u64,
+    /// Update-type plugin of the campaign (None: the file goes as it is).
+    pub update_type: Option<String>,
+    /// Secret scalar of the Smart Delta key the file is signed with; the
+    /// devices trust `fleet.firmware.public_key`, which may differ.
+    pub signing_key: Option<[u8; 32]>,
 }
 
 impl ScenarioConfig {
@@ -52,6 +57,8 @@ impl ScenarioConfig {
             fports: Default::default(),
             first_eui: 0x70b3_d57e_d000_0000,
             group_eui: 0x70b3_d57e_d0ff_0000,
+            update_type: None,
+            signing_key: None,
         }
     }
 }
@@ -140,13 +147,35 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
     store.put(&set)?;
     let region = Region::from_input(RegionInput { name: "region".into(), description: String::new(), multicast_groups: vec![group_eui] }, None, &ctx)?;
     store.put(&region)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(config.fleet.seed);
-    let image: Vec<u8> = (0..config.file_size).map(|_| rng.gen()).collect();
+    let smart_delta_key = match &config.signing_key {
+        Some(secret) => {
+            let pem = smart_delta_pem(secret);
+            let key = SmartDeltaKey::from_input(SmartDeltaKeyInput { name: "fleet signing key".into(), description: String::new(), private_key: Some(pem) }, None, &ctx)?;
+            store.put(&key)?;
+            Some(key.id)
+        }
+        None => None,
+    };
+    let base = &config.fleet.firmware.image;
+    let image = new_image(base, config.file_size, config.fleet.seed);
     let file = if config.campaign_type == CampaignType::MulticastSetup {
         None
     } else {
+        // What the devices run, stored so a delta can be made from it.
+        let base_version = (!base.is_empty()).then(|| version_text(config.fleet.firmware.version));
+        if let Some(v) = &base_version {
+            let id = store.blobs().put(base)?;
+            let input = FileInput { name: format!("firmware-{v}.bin"), firmware_version: Some(v.clone()), ..FileInput::default() };
+            store.put(&StoredFile::with_metadata(id, base.len() as u64, input, None, &ctx)?)?;
+        }
         let id = store.blobs().put(&image)?;
-        let input = FileInput { name: "firmware-2.0.0.0.bin".into(), firmware_version: Some("2.0.0.0".into()), ..FileInput::default() };
+        let input = FileInput {
+            name: "firmware-2.0.0.0.bin".into(),
+            firmware_version: Some("2.0.0.0".into()),
+            firmware_base_version: base_version,
+            smart_delta_key,
+            ..FileInput::default()
+        };
         store.put(&StoredFile::with_metadata(id.clone(), image.len() as u64, input, None, &ctx)?)?;
         Some(id)
     };
@@ -165,9 +194,55 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
         success_threshold: config.success_threshold,
         device_library: config.library.clone(),
         backend_instance: backend.id.clone(),
-        update_type: None,
+        update_type: config.update_type.clone(),
     };
     let campaign = Campaign::from_input(campaign, None, &ctx)?;
     store.put(&campaign)?;
     Ok(Objects { campaign_id: campaign.id, backend_instance: backend.id, image })
+}
+
+/// The new firmware: random bytes, or (when devices run a base image) the
+/// base with the edits a release makes: patched words, a grown function,
+/// a removed one, a new section at the end.
+fn new_image(base: &[u8], size: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    if base.is_empty() {
+        return (0..size).map(|_| rng.gen()).collect();
+    }
+    let mut image = base.to_vec();
+    for _ in 0..image.len() / 500 {
+        let at = rng.gen_range(0..image.len());
+        image[at] = image[at].wrapping_add(rng.gen_range(1..8));
+    }
+    let at = rng.gen_range(0..image.len());
+    image.splice(at..at, (0..image.len() / 50).map(|_| rng.gen::<u8>()));
+    let at = rng.gen_range(0..image.len() / 2);
+    image.drain(at..at + image.len() / 40);
+    image.extend((0..image.len() / 20).map(|_| rng.gen::<u8>()));
+    image
+}
+
+/// A firmware-like base image: code-ish runs with some entropy.
+pub fn base_image(size: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xba5e);
+    (0..size).map(|i| if i % 3 == 0 { rng.gen() } else { (i / 7) as u8 }).collect()
+}
+
+/// X.Y.Z.P of a 32-bit firmware version.
+fn version_text(v: u32) -> String {
+    let b = v.to_be_bytes();
+    format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
+}
+
+/// PKCS#8 PEM of the P-256 key with this secret scalar.
+pub fn smart_delta_pem(secret: &[u8; 32]) -> String {
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    let key = p256::ecdsa::SigningKey::from_slice(secret).expect("a valid P-256 scalar");
+    key.to_pkcs8_pem(LineEnding::LF).expect("P-256 keys encode").to_string()
+}
+
+/// Raw X ‖ Y public key for that secret, as a device build embeds it.
+pub fn smart_delta_public(secret: &[u8; 32]) -> Vec<u8> {
+    let key = p256::ecdsa::SigningKey::from_slice(secret).expect("a valid P-256 scalar");
+    crate::keys::smart_delta::public_raw(&key).to_vec()
 }

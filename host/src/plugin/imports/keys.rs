@@ -91,8 +91,7 @@ impl Host for CallState {
                 Ok(Some(k)) if !k.archived => k,
                 _ => return Err(KeyError::Unknown(format!("no Smart Delta key '{key_id}'"))),
             };
-            let pem = self.key_pem(&key)?;
-            let signing = crate::keys::smart_delta::signing_key(&pem).map_err(|e| KeyError::Invalid(e.to_string()))?;
+            let signing = crate::keys::smart_delta::unseal(&self.host.vault, &key).map_err(|e| KeyError::Invalid(e.to_string()))?;
             Ok(crate::keys::smart_delta::sign_der(&signing, &message))
         })())
     }
@@ -108,14 +107,6 @@ impl Host for CallState {
             h.update(value.expose());
             Ok(hex::encode(h.finalize()))
         })())
-    }
-}
-
-impl CallState {
-    fn key_pem(&self, key: &SmartDeltaKey) -> Result<String, KeyError> {
-        let sealed = key.private_key.as_ref().ok_or_else(|| KeyError::Unknown("key has no private part".into()))?;
-        let secret = self.host.vault.open_sealed(sealed).map_err(|e| KeyError::Unknown(e.to_string()))?;
-        String::from_utf8(secret.expose().to_vec()).map_err(|_| KeyError::Invalid("stored key is not PEM".into()))
     }
 }
 
