@@ -79,6 +79,15 @@ async fn every_object_round_trips() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(public["raw"].as_str().unwrap().len(), 128);
     assert!(public["pem"].as_str().unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
+
+    // Without a PEM the host makes a key; only its public part ever shows.
+    let (status, made) = h.post("/api/smart-delta-keys", json!({"name": "generated"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert!(made.get("privateKey").is_none() && made["privateKeySet"] == true, "{made}");
+    let id = made["id"].as_str().unwrap();
+    let (_, public2) = h.get(&format!("/api/smart-delta-keys/{id}/public-key")).await;
+    assert_eq!(public2["raw"].as_str().unwrap().len(), 128);
+    assert_ne!(public2["raw"], public["raw"], "a fresh key");
 }
 
 #[tokio::test]

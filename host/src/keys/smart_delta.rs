@@ -16,6 +16,13 @@ pub fn signing_key(pem: &str) -> Result<SigningKey, BadKey> {
     SigningKey::from_pkcs8_pem(pem).map_err(|_| BadKey)
 }
 
+/// A fresh key, as PKCS#8 PEM.
+pub fn generate_pem() -> String {
+    use p256::pkcs8::EncodePrivateKey;
+    let key = SigningKey::random(&mut rand::rngs::OsRng);
+    key.to_pkcs8_pem(LineEnding::LF).expect("P-256 keys encode").to_string()
+}
+
 /// A stored key that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyUnusable {

@@ -439,7 +439,8 @@ pub struct SmartDeltaKeyInput {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// PKCS#8 PEM; write-only.
+    /// PKCS#8 PEM to import; write-only. Without it (and no prior key) a
+    /// fresh key is generated in the host.
     pub private_key: Option<String>,
 }
 
@@ -452,11 +453,11 @@ impl Editable for SmartDeltaKey {
                 crate::keys::smart_delta::signing_key(pem).map_err(|e| FieldError::new("privateKey", e.to_string()))?;
                 Some(ctx.vault.seal(pem.trim().as_bytes()))
             }
-            None => prior.and_then(|p| p.private_key.clone()),
+            None => match prior.and_then(|p| p.private_key.clone()) {
+                Some(kept) => Some(kept),
+                None => Some(ctx.vault.seal(crate::keys::smart_delta::generate_pem().as_bytes())),
+            },
         };
-        if private_key.is_none() {
-            return Err(FieldError::new("privateKey", "is required"));
-        }
         Ok(SmartDeltaKey {
             id: id_for(prior, ctx),
             name: i.name,
