@@ -259,3 +259,45 @@ async fn devices_on_moved_fports_are_reached_through_their_profile() {
         assert_eq!(s.engine.network.received_file(p.dev_eui).as_deref(), Some(s.image.as_slice()));
     }
 }
+
+#[tokio::test]
+async fn a_network_outage_is_waited_out_with_backoff_and_costs_no_device() {
+    // Outages of 40 minutes at three points: unicast setup, mid-fragments, the status round.
+    for outage_stage in ["McGroupSetup", "DataFragment", "FragSessionStatus"] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+        let mut config = ScenarioConfig::new(30);
+        config.fleet.seed = 3;
+        let s = scenario(&h, clock.clone(), &config);
+        s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+        let mut outage_started = None;
+        assert!(drive(&s.engine, &clock, &s.campaign_id, |e| {
+            let run = e.store.get::<CampaignRun>(&s.campaign_id).unwrap().unwrap();
+            let in_stage = run.current().is_some_and(|st| st.name == outage_stage);
+            // Strike once the stage has begun sending.
+            if outage_started.is_none() && in_stage && (run.fragments_sent > 3 || run.round_sent_ms.is_some() || outage_stage == "McGroupSetup") {
+                let now = clock.now_unix_ms();
+                e.network.outage_until(now + 40 * 60_000);
+                outage_started = Some(now);
+            }
+            true
+        })
+        .await
+        .unwrap());
+        assert!(outage_started.is_some(), "{outage_stage}: the outage happened");
+        let run = run_of(&s);
+        assert_eq!(run.status, RunStatus::Succeeded, "{outage_stage}: {:?}", run.error);
+        let devices = s.engine.device_runs(&s.campaign_id).unwrap();
+        assert!(devices.iter().all(|d| d.succeeded), "{outage_stage}: {:?}", devices.iter().filter_map(|d| d.failed.clone()).collect::<Vec<_>>());
+        for p in &s.devices {
+            assert_eq!(s.engine.network.received_file(p.dev_eui).as_deref(), Some(s.image.as_slice()));
+        }
+        // 40 minutes at a fixed 30 s would be 80 refused steps; the backoff
+        // (30 s, 1, 2, 4, 8, 10, 10… min) makes it a handful.
+        let refused = s.engine.network.refused_calls();
+        assert!((1..=10).contains(&refused), "{outage_stage}: {refused} calls during the outage");
+        assert_eq!(run.network_failures, 0, "reset once the network answered");
+        assert!(run.fragments_sent <= run.layout.unwrap().nb_frag + 4, "{outage_stage}: unsent fragments were not counted as sent: {}", run.fragments_sent);
+    }
+}

@@ -1,7 +1,9 @@
 //! Campaigns in a serving host, through the API and the `simulated`
 //! backend plugin to the simulated network server on loopback: stop
 //! through the API tears the devices' sessions down; a token the network
-//! refuses fails the campaign with the network's 401 named.
+//! refuses fails the campaign with the network's 401 named; a running
+//! campaign moves to a new backend plugin version, then to another backend
+//! instance, and finishes.
 
 mod common;
 
@@ -24,6 +26,23 @@ impl Api {
     async fn call(&self, method: reqwest::Method, path: &str) -> Value {
         let r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN).send().await.unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    async fn send_json(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// Load a bundled plugin (fixtures included) as a new version.
+    async fn load_plugin(&self, name: &str) -> Value {
+        let bundled = airlift::plugin::bundled::bundled(name).unwrap();
+        let form = reqwest::multipart::Form::new()
+            .part("manifest", reqwest::multipart::Part::bytes(serde_json::to_vec(&bundled.manifest).unwrap()))
+            .part("wasm", reqwest::multipart::Part::bytes(bundled.wasm().unwrap()));
+        let r = self.http.post(format!("{}/api/plugins", self.base)).bearer_auth(TOKEN).multipart(form).send().await.unwrap();
+        assert!(r.status().is_success(), "loading {name}: {}", r.status());
         r.json().await.unwrap()
     }
 
@@ -89,5 +108,55 @@ async fn a_token_the_network_refuses_fails_the_campaign_with_its_401() {
     assert_eq!(done["campaignStatus"], "ERROR", "{done}");
     let error = done["error"]["text"].as_str().unwrap_or_default();
     assert!(error.contains("unauthorized") && error.contains("401"), "{done}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_campaign_moves_to_a_new_backend_version_then_to_another_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), 300.0));
+    let mut config = ScenarioConfig::new(10);
+    config.fleet.uplink_period_s = 15;
+    let sim = SimSetup::provision(dir.path(), clock.clone(), &config, common::NETWORK_TOKEN).await.unwrap();
+    let (server, api) = serve(dir.path(), clock).await;
+    let first = sim.objects.backend_instance.clone();
+    sim.lns.post_uplinks_to(&format!("{}/backends/{first}/uplink", api.base));
+    let id = &sim.objects.campaign_id;
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    let agent = |version: &str, instance: &str| format!("airlift-simulated/{version} ({instance})");
+
+    // Mid-setup, a new version of the backend plugin is loaded.
+    api.wait_for(id, |p| p["stage"]["stageName"] == "McGroupSetup" && p["stage"]["stageOperationsCompleted"].as_u64() > Some(0)).await;
+    let loaded = api.load_plugin("fixture-simulated-v2").await;
+    assert_eq!(loaded["version"], "0.2.0", "{loaded}");
+    api.wait_for(id, |_| sim.lns.clients().contains_key(&agent("0.2.0", &first))).await;
+
+    // Once fragments go out, the campaign moves to another instance of the network.
+    api.wait_for(id, |p| p["stage"]["stageName"] == "DataFragment" && p["stage"]["stageOperationsCompleted"].as_u64() > Some(0)).await;
+    let second = api
+        .send_json(
+            reqwest::Method::POST,
+            "/api/backend-instances",
+            serde_json::json!({"name": "second instance", "plugin": "simulated", "settings": {"url": sim.lns.url()}, "secrets": {"token": common::NETWORK_TOKEN}, "allowedHosts": [sim.lns.url()]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let switched = api.send_json(reqwest::Method::PUT, &format!("/api/campaigns/{id}/backend-instance"), serde_json::json!({"backendInstance": second})).await;
+    assert_eq!(switched["backendInstance"], second.as_str());
+
+    let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
+    assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
+    for d in &sim.devices {
+        assert_eq!(sim.lns.fleet.received_file(d.dev_eui).as_deref(), Some(sim.objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);
+    }
+    let clients = sim.lns.clients();
+    for (version, instance) in [("0.1.0", &first), ("0.2.0", &first), ("0.2.0", &second)] {
+        assert!(clients.get(&agent(version, instance)).is_some_and(|n| *n > 0), "no request from {version} on {instance}: {clients:?}");
+    }
+    assert!(!clients.contains_key(&agent("0.1.0", &second)), "the old version never served the new instance: {clients:?}");
+    let (redone, repeated) = sim.lns.fleet.redone();
+    assert_eq!((redone, repeated), (0, 0), "nothing redone across the swaps");
     server.stop().await;
 }

@@ -4,8 +4,7 @@
 use super::objects::load;
 use super::{ApiError, AppState};
 use crate::engine::{progress, CampaignRun, DeviceRun, EngineError, RunOptions, RunStatus};
-use crate::model::parse_firmware_version;
-use crate::model::{public_view, Campaign, CampaignStatus, CampaignType, DeviceSet, StoredFile};
+use crate::model::{public_view, Campaign, CampaignStatus, DeviceSet};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -23,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/campaigns/{id}/retry-failed", post(retry_failed))
         .route("/api/campaigns/{id}/start", post(start))
         .route("/api/campaigns/{id}/stop", post(stop))
+        .route("/api/campaigns/{id}/backend-instance", axum::routing::put(switch_backend))
 }
 
 impl From<EngineError> for ApiError {
@@ -39,13 +39,24 @@ impl From<EngineError> for ApiError {
 /// Start a CONFIGURED campaign. A firmware campaign expects devices to
 /// report the file's firmware version at the end.
 async fn start(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let campaign = load::<Campaign>(&s, &id)?;
-    let target_firmware = match (&campaign.file, campaign.campaign_type) {
-        (Some(file), CampaignType::FirmwareUpdate) => load::<StoredFile>(&s, file)?.firmware_version.map(|v| parse_firmware_version("firmwareVersion", &v)).transpose()?,
-        _ => None,
-    };
-    let run = s.runner.start(&id, RunOptions { target_firmware, ..RunOptions::default() }).await?;
+    load::<Campaign>(&s, &id)?;
+    let run = s.runner.start(&id, RunOptions::default()).await?;
     Ok(Json(progress::campaign_message(&run, &DeviceRun::all_of(&s.store, &run)?, s.clock.now_unix_ms())))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SwitchBackend {
+    backend_instance: String,
+}
+
+/// Send a campaign through another backend instance from its next step
+/// on, even while it runs.
+async fn switch_backend(State(s): State<AppState>, Path(id): Path<String>, Json(body): Json<SwitchBackend>) -> Result<Json<Value>, ApiError> {
+    load::<Campaign>(&s, &id)?;
+    let campaign = s.runner.engine.switch_backend(&id, &body.backend_instance).await?;
+    s.runner.poke(&id);
+    Ok(Json(public_view(&campaign)))
 }
 
 /// Stop a running campaign; devices fall back to class A.

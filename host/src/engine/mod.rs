@@ -191,7 +191,7 @@ impl<N: Network> Engine<N> {
             library_ports,
             fports: fports.unwrap_or_default(),
             group: group.dev_eui,
-            group_on_network: false,
+            group_backend: None,
             device_count: devices.len(),
             success_threshold: campaign.success_threshold,
             payload_sha256: payload.as_ref().map(|p| p.sha256.clone()),
@@ -212,6 +212,7 @@ impl<N: Network> Engine<N> {
             error: None,
             finished_ms: None,
             next_action_ms: 0,
+            network_failures: 0,
             archived: false,
         };
         let ctx = context::campaign(&run, context::kind(campaign.campaign_type), &group, false);
@@ -241,6 +242,26 @@ impl<N: Network> Engine<N> {
         self.store.flush()?;
         tracing::info!(campaign = %run.campaign_id, devices = devices.len(), stages = run.stages.len(), "campaign started");
         Ok(run)
+    }
+
+    /// Move a campaign to another backend instance, even while it runs: the
+    /// next step sends through it (and provisions the group there first).
+    pub async fn switch_backend(&self, campaign_id: &str, instance: &str) -> Result<Campaign, EngineError> {
+        let _held = self.lock(campaign_id).await;
+        let mut campaign = self.campaign(campaign_id)?;
+        if !matches!(campaign.status, CampaignStatus::Configured | CampaignStatus::Running) {
+            return Err(EngineError::Invalid(format!("status is {:?}: the campaign is over", campaign.status)));
+        }
+        match self.store.get::<crate::model::BackendInstance>(instance)? {
+            Some(i) if !i.archived => {}
+            _ => return Err(EngineError::Invalid(format!("no backend instance '{instance}'"))),
+        }
+        tracing::info!(campaign = %campaign_id, from = %campaign.backend_instance, to = %instance, "backend instance switched");
+        campaign.backend_instance = instance.to_string();
+        campaign.last_changed = chrono::DateTime::from_timestamp_millis(self.now() as i64).unwrap_or_default();
+        self.store.put(&campaign)?;
+        self.store.flush()?;
+        Ok(campaign)
     }
 
     /// Stop a running campaign; devices fall back to class A.

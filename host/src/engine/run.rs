@@ -71,9 +71,10 @@ pub struct CampaignRun {
     /// FPort overrides all devices share (multicast goes to all at once).
     pub fports: std::collections::BTreeMap<String, u8>,
     pub group: Eui,
-    /// The group and its members were provisioned on the network.
+    /// The backend instance the group and its members were provisioned on;
+    /// a campaign switched to another instance provisions it there too.
     #[serde(default)]
-    pub group_on_network: bool,
+    pub group_backend: Option<String>,
     /// Devices in the run; each has a `DeviceRun` (kept apart so this
     /// record stays small: it is read on every step and uplink).
     pub device_count: usize,
@@ -104,6 +105,9 @@ pub struct CampaignRun {
     pub status: RunStatus,
     pub error: Option<String>,
     pub finished_ms: Option<u64>,
+    /// Steps in a row the network was unavailable for (sets the backoff).
+    #[serde(default)]
+    pub network_failures: u32,
     /// Set while a multicast or fragment burst is paced: wake no earlier.
     pub next_action_ms: u64,
     pub archived: bool,

@@ -60,7 +60,7 @@ impl<N: Network> Runner<N> {
         Ok(())
     }
 
-    fn poke(&self, campaign_id: &str) {
+    pub fn poke(&self, campaign_id: &str) {
         if let Some(t) = self.tasks.lock().unwrap().get(campaign_id) {
             t.wake.notify_one();
         }

@@ -19,13 +19,30 @@ const MAX_EXTRA_ROUNDS: u32 = 12;
 /// Margin before the multicast session starts, after its setup stage.
 /// Covers device clock error and the last answer's way back.
 const SESSION_SETUP_MARGIN_S: u64 = 60;
-/// Wait before asking an unavailable network again.
+/// Wait before asking an unavailable network again, doubled after each
+/// failure in a row up to the maximum.
 const NETWORK_RETRY_MS: u64 = 30_000;
+const MAX_NETWORK_RETRY_MS: u64 = 10 * 60_000;
+
+fn network_backoff_ms(failures: u32) -> u64 {
+    NETWORK_RETRY_MS.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(MAX_NETWORK_RETRY_MS)
+}
 
 /// A downlink a step decided on, sent once the step's state is on disk.
 enum Outgoing {
     Unicast { dev_eui: Eui, fport: u8, payload: Vec<u8> },
-    Multicast { fcnt: u32, fport: u8, payload: Vec<u8> },
+    /// `fragment`: the DataFragment number it carries, if it is one.
+    Multicast { fcnt: u32, fport: u8, payload: Vec<u8>, fragment: Option<u32> },
+}
+
+/// What an unavailable network kept a step from sending.
+#[derive(Default)]
+struct Unsent {
+    error: Option<String>,
+    unicasts: Vec<Eui>,
+    first_fragment: Option<u32>,
+    fragments: u32,
+    status_request: bool,
 }
 
 /// Why a device is refused a delta.
@@ -66,6 +83,19 @@ pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib:
     }
 }
 
+impl Unsent {
+    fn hold(&mut self, out: Outgoing) {
+        match out {
+            Outgoing::Unicast { dev_eui, .. } => self.unicasts.push(dev_eui),
+            Outgoing::Multicast { fragment: Some(n), .. } => {
+                self.first_fragment = Some(self.first_fragment.map_or(n, |f| f.min(n)));
+                self.fragments += 1;
+            }
+            Outgoing::Multicast { fragment: None, .. } => self.status_request = true,
+        }
+    }
+}
+
 fn backoff_ms(timeout_s: u32, attempt: u32) -> u64 {
     (timeout_s as u64 * 1000).saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(MAX_BACKOFF_MS)
 }
@@ -96,13 +126,15 @@ impl<N: Network> Engine<N> {
             .get::<MulticastGroup>(&run.group.to_string())?
             .ok_or_else(|| EngineError::Invalid("multicast group is gone".into()))?;
         let backend = self.campaign(&run.campaign_id)?.backend_instance;
-        if !run.group_on_network {
+        if run.group_backend.as_deref() != Some(backend.as_str()) {
             let devices: Vec<Eui> = self.device_runs(&run.campaign_id)?.iter().map(|d| d.dev_eui).collect();
             match self.network.create_group(&backend, &group, &devices).await {
-                Ok(()) => run.group_on_network = true,
+                Ok(()) => run.group_backend = Some(backend.clone()),
                 Err(NetworkError::Unavailable(e)) => {
                     tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; multicast group not created yet");
-                    return Ok(Some(now + NETWORK_RETRY_MS));
+                    run.network_failures += 1;
+                    self.store.put(&run)?;
+                    return Ok(Some(now + network_backoff_ms(run.network_failures)));
                 }
                 Err(e @ NetworkError::Refused(_)) => {
                     self.finish(&mut run, Some(format!("creating the multicast group: {e}"))).await?;
@@ -140,28 +172,76 @@ impl<N: Network> Engine<N> {
             self.store.put(&run)?;
         }
         self.store.flush()?;
-        self.send(&backend, &group, outbox).await;
+        let sent_any = !outbox.is_empty();
+        let unsent = self.send(&backend, &group, outbox).await;
+        if unsent.error.is_some() {
+            return self.network_down(&mut run, now, unsent).await;
+        }
+        if sent_any && run.network_failures > 0 {
+            run.network_failures = 0;
+            self.store.put(&run)?;
+        }
         Ok(wake.map(|w| w.min(run.deadline_ms)))
     }
 
-    /// Send a step's downlinks. A failed unicast is retried by its stage
-    /// like a lost frame; a failed multicast frame counts as lost and the
-    /// closed loop makes up for it.
-    async fn send(&self, backend: &str, group: &MulticastGroup, outbox: Vec<Outgoing>) {
+    /// Send a step's downlinks. A frame the network refuses counts as lost
+    /// (stages retry, the closed loop makes up for fragments); once the
+    /// network is unavailable the rest of the step waits for it.
+    async fn send(&self, backend: &str, group: &MulticastGroup, outbox: Vec<Outgoing>) -> Unsent {
+        let mut unsent = Unsent::default();
         for out in outbox {
-            match out {
-                Outgoing::Unicast { dev_eui, fport, payload } => {
-                    if let Err(e) = self.network.send_unicast(backend, dev_eui, fport, payload).await {
-                        tracing::warn!(device = %dev_eui, error = %e, "unicast downlink failed; retried later");
-                    }
+            if unsent.error.is_some() {
+                unsent.hold(out);
+                continue;
+            }
+            let result = match &out {
+                Outgoing::Unicast { dev_eui, fport, payload } => self.network.send_unicast(backend, *dev_eui, *fport, payload.clone()).await,
+                Outgoing::Multicast { fcnt, fport, payload, .. } => self.network.send_multicast(backend, group, *fcnt, *fport, payload.clone()).await,
+            };
+            match result {
+                Ok(()) => {}
+                Err(NetworkError::Unavailable(e)) => {
+                    unsent.error = Some(e);
+                    unsent.hold(out);
                 }
-                Outgoing::Multicast { fcnt, fport, payload } => {
-                    if let Err(e) = self.network.send_multicast(backend, group, fcnt, fport, payload).await {
-                        tracing::warn!(group = %group.dev_eui, fcnt, error = %e, "multicast downlink failed; counted as lost");
-                    }
-                }
+                Err(e) => tracing::warn!(error = %e, "downlink refused; counted as lost"),
             }
         }
+        unsent
+    }
+
+    /// The network could not take a step's downlinks: give back what they
+    /// cost (device attempts, fragment numbers, the status round) and try
+    /// again after a backoff that grows while the network stays down.
+    async fn network_down(&self, run: &mut CampaignRun, now: u64, unsent: Unsent) -> Result<Option<u64>, EngineError> {
+        run.network_failures += 1;
+        let retry_at = now + network_backoff_ms(run.network_failures);
+        tracing::warn!(
+            campaign = %run.campaign_id,
+            error = unsent.error.as_deref().unwrap_or(""),
+            failures = run.network_failures,
+            retry_in_s = (retry_at - now) / 1000,
+            "network unavailable; the step's downlinks wait"
+        );
+        for eui in unsent.unicasts {
+            if let Some(mut dev) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.campaign_id, eui))? {
+                dev.attempts = dev.attempts.saturating_sub(1);
+                dev.next_retry_ms = retry_at;
+                self.store.put(&dev)?;
+            }
+        }
+        if let Some(first) = unsent.first_fragment {
+            run.next_fragment = run.next_fragment.min(first);
+            run.fragments_sent = run.fragments_sent.saturating_sub(unsent.fragments);
+        }
+        if unsent.status_request && run.round_sent_ms.is_some() {
+            run.round_sent_ms = None;
+            run.round = run.round.saturating_sub(1);
+        }
+        run.next_action_ms = retry_at;
+        self.store.put(run)?;
+        self.store.flush()?;
+        Ok(Some(retry_at.min(run.deadline_ms)))
     }
 
     fn library_context(&self, run: &CampaignRun, group: &MulticastGroup, cancelling: bool) -> Result<lib::CampaignContext, EngineError> {
@@ -271,13 +351,14 @@ impl<N: Network> Engine<N> {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; fragments wait");
-                return Ok(Some(now + NETWORK_RETRY_MS));
+                run.network_failures += 1;
+                return Ok(Some(now + network_backoff_ms(run.network_failures)));
             }
         };
         run.next_fragment += count;
         run.fragments_sent += downlinks.len() as u32;
         run.next_action_ms = now + pacing.multicast_interval_ms * downlinks.len() as u64;
-        self.queue_multicast(run, downlinks, outbox);
+        self.queue_multicast(run, downlinks, Some(first), outbox);
         Ok(Some(run.next_action_ms))
     }
 
@@ -302,7 +383,7 @@ impl<N: Network> Engine<N> {
                 .map_err(|e| EngineError::Library(format!("{e:?}")))?;
             run.round_sent_ms = Some(now);
             run.round += 1;
-            self.queue_multicast(run, downlinks, outbox);
+            self.queue_multicast(run, downlinks, None, outbox);
             return Ok(Some(now + stage.answer_timeout_s as u64 * 1000));
         };
         let round_over = now >= sent_ms + stage.answer_timeout_s as u64 * 1000;
@@ -350,10 +431,13 @@ impl<N: Network> Engine<N> {
 
     /// Multicast downlinks with the next frame counters. The counters move
     /// with the step's state, so no FCnt is ever used twice.
-    fn queue_multicast(&self, run: &mut CampaignRun, downlinks: Vec<lib::Downlink>, outbox: &mut Vec<Outgoing>) {
+    /// `first_fragment`: the DataFragment number of the first downlink, when
+    /// they are consecutive fragments.
+    fn queue_multicast(&self, run: &mut CampaignRun, downlinks: Vec<lib::Downlink>, first_fragment: Option<u32>, outbox: &mut Vec<Outgoing>) {
         let ports = Self::ports(run);
-        for d in downlinks {
-            outbox.push(Outgoing::Multicast { fcnt: run.next_fcnt, fport: ports.to_air(d.fport), payload: d.payload });
+        for (i, d) in downlinks.into_iter().enumerate() {
+            let fragment = first_fragment.map(|f| f + i as u32);
+            outbox.push(Outgoing::Multicast { fcnt: run.next_fcnt, fport: ports.to_air(d.fport), payload: d.payload, fragment });
             run.next_fcnt += 1;
         }
     }

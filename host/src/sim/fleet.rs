@@ -98,6 +98,10 @@ struct State {
     redone_requests: u64,
     /// Which (FPort, CID) those were, for a failing test to show.
     redone_commands: BTreeMap<(u8, u8), u64>,
+    /// The network answers every call with a 500 until this time (ms).
+    down_until_ms: u64,
+    /// Calls refused that way.
+    refused_calls: u64,
     /// DataFragment numbers sent, and how many went out twice.
     fragment_numbers: BTreeSet<u16>,
     repeated_fragments: u64,
@@ -154,6 +158,8 @@ impl SimFleet {
             acknowledged: BTreeSet::new(),
             redone_requests: 0,
             redone_commands: BTreeMap::new(),
+            down_until_ms: 0,
+            refused_calls: 0,
             fragment_numbers: BTreeSet::new(),
             repeated_fragments: 0,
         };
@@ -225,6 +231,25 @@ impl SimFleet {
     pub fn redone(&self) -> (u64, u64) {
         let st = self.state.lock().unwrap();
         (st.redone_requests, st.repeated_fragments)
+    }
+
+    /// The network fails every call (as an HTTP 500) until `until_ms`.
+    pub fn outage_until(&self, until_ms: u64) {
+        self.state.lock().unwrap().down_until_ms = until_ms;
+    }
+
+    /// Calls refused during outages.
+    pub fn refused_calls(&self) -> u64 {
+        self.state.lock().unwrap().refused_calls
+    }
+
+    fn check_up(&self) -> Result<(), NetworkError> {
+        let mut st = self.state.lock().unwrap();
+        if self.clock.now_unix_ms() < st.down_until_ms {
+            st.refused_calls += 1;
+            return Err(NetworkError::Unavailable("HTTP 500: simulated outage".into()));
+        }
+        Ok(())
     }
 
     /// Redone requests by (FPort, CID).
@@ -349,18 +374,21 @@ pub struct GroupSessionKeys {
 /// straight from the vault.
 impl Network for SimFleet {
     async fn pacing(&self, _backend: &str) -> Result<Pacing, NetworkError> {
+        self.check_up()?;
         Ok(self.config.pacing)
     }
 
     async fn create_group(&self, _backend: &str, _group: &MulticastGroup, _devices: &[Eui]) -> Result<(), NetworkError> {
-        Ok(())
+        self.check_up()
     }
 
     async fn send_unicast(&self, _backend: &str, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+        self.check_up()?;
         self.deliver_unicast(dev_eui, fport, &payload)
     }
 
     async fn send_multicast(&self, _backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+        self.check_up()?;
         let sealed = group.mc_key.as_ref().ok_or_else(|| NetworkError::Refused("group has no McKey".into()))?;
         let mc_key: [u8; 16] = self.vault.open_sealed(sealed).map_err(|e| NetworkError::Refused(e.to_string()))?.expose().try_into().map_err(|_| NetworkError::Refused("McKey length".into()))?;
         let dev_addr = u32::from_str_radix(&group.dev_addr, 16).unwrap_or(0);

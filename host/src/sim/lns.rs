@@ -30,6 +30,8 @@ struct Shared {
     token: String,
     groups: Mutex<HashMap<Eui, GroupSessionKeys>>,
     uplink_url: Mutex<Option<String>>,
+    /// Authorized requests by User-Agent.
+    clients: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 pub struct SimLns {
@@ -59,7 +61,11 @@ impl Shared {
     fn check_token(&self, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
         let expected = format!("Bearer {}", self.token);
         match headers.get("authorization") {
-            Some(v) if v.as_bytes() == expected.as_bytes() => Ok(()),
+            Some(v) if v.as_bytes() == expected.as_bytes() => {
+                let agent = headers.get("user-agent").map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned()).unwrap_or_default();
+                *self.clients.lock().unwrap().entry(agent).or_default() += 1;
+                Ok(())
+            }
             _ => Err((StatusCode::UNAUTHORIZED, "bad or missing bearer token".into())),
         }
     }
@@ -164,7 +170,7 @@ async fn pump(s: Arc<Shared>) {
 impl SimLns {
     /// Serve `fleet` on `bind` (loopback), requiring `token`.
     pub async fn start(fleet: Arc<SimFleet>, bind: SocketAddr, token: &str) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared { fleet: fleet.clone(), token: token.into(), groups: Mutex::new(HashMap::new()), uplink_url: Mutex::new(None) });
+        let shared = Arc::new(Shared { fleet: fleet.clone(), token: token.into(), groups: Mutex::new(HashMap::new()), uplink_url: Mutex::new(None), clients: Default::default() });
         let app = Router::new()
             .route("/groups", post(create_group))
             .route("/groups/{group}", delete(delete_group))
@@ -189,5 +195,10 @@ impl SimLns {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Authorized requests so far, by the caller's User-Agent.
+    pub fn clients(&self) -> std::collections::BTreeMap<String, u64> {
+        self.shared.clients.lock().unwrap().clone()
     }
 }
