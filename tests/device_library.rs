@@ -184,6 +184,13 @@ async fn whole_session(library: &str, version: PackageVersion) {
     assert_eq!(facts, vec![Fact::FirmwareVersion(0x0102_0000), Fact::HardwareVersion(1)]);
     ok_answer(&s.exchange(&mut device, "Cleanup", &c, &mut memory).await, "Cleanup");
     assert_eq!(device.mc_key(1), None, "group deleted");
+    // Cleanup is confirmed by halves: a retry asks only for the missing one.
+    for (key, port) in [("cleanup.group-deleted", 201), ("cleanup.frag-session-deleted", 200)] {
+        assert!(memory.iter().any(|a| a.key == key), "{key} remembered: {memory:?}");
+        let half = vec![Attribute { key: key.into(), value: "1".into() }];
+        let retry = s.build("Cleanup", Some(device_context(half)), &c).await.unwrap();
+        assert_eq!(retry.iter().map(|d| d.fport).collect::<Vec<_>>(), [port], "after {key}");
+    }
 
     if version == PackageVersion::V2 {
         // A second session must carry a higher SessionCnt; the plugin took it from memory.

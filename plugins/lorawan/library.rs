@@ -28,6 +28,10 @@ mod stage {
 
 /// Device memory key: the last TS004 v2 SessionCnt the device accepted.
 const SESSION_CNT_KEY: &str = "ts004.session-cnt";
+/// Device memory keys: the halves of Cleanup the device confirmed, so a
+/// retry asks only for the other and the stage ends when both are done.
+const FRAG_SESSION_DELETED_KEY: &str = "cleanup.frag-session-deleted";
+const GROUP_DELETED_KEY: &str = "cleanup.group-deleted";
 /// Requests per device in a setup stage: at 10 % loss each way a lost
 /// exchange is ~19 %, and a v2 SessionCnt replay costs one more.
 const SETUP_RETRIES: u32 = 5;
@@ -63,6 +67,16 @@ fn next_session_cnt(device: &DeviceContext) -> u16 {
 /// SessionCnt of the latest request sent, which an answer acknowledges.
 fn sent_session_cnt(device: &DeviceContext) -> u16 {
     last_session_cnt(device).wrapping_add(device.requests_sent.max(1) as u16).max(1)
+}
+
+/// One half of Cleanup confirmed: remember it, and answer the stage once
+/// the other half is confirmed too.
+fn cleanup_half_done(device: &DeviceContext, done: &str, other: &str) -> Vec<UplinkEvent> {
+    let mut events = vec![UplinkEvent::Remember(Attribute { key: done.into(), value: "1".into() })];
+    if memory(device, other).is_some() {
+        events.push(answer(stage::CLEANUP, AnswerStatus::Ok, vec![]));
+    }
+    events
 }
 
 fn answer(stage: &str, status: AnswerStatus, facts: Vec<Fact>) -> UplinkEvent {
@@ -124,9 +138,12 @@ impl Library {
         Ok(ts004::Request::FragSessionSetup(setup).to_bytes(VERSION))
     }
 
-    fn parse_multicast_setup(payload: &[u8]) -> Result<Vec<UplinkEvent>, ParseError> {
+    fn parse_multicast_setup(payload: &[u8], device: &DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
         for up in ts005::Uplink::parse(payload).map_err(parse_error)? {
+            if matches!(up, ts005::Uplink::McGroupDelete { .. }) {
+                events.extend(cleanup_half_done(device, GROUP_DELETED_KEY, FRAG_SESSION_DELETED_KEY));
+            }
             events.push(match up {
                 ts005::Uplink::PackageVersion(p) => UplinkEvent::Note(format!("remote multicast setup package {} v{}", p.package, p.version)),
                 ts005::Uplink::McGroupSetup { id_error, .. } => {
@@ -190,7 +207,7 @@ impl Library {
                     }
                     events.push(answer(stage::FRAG_SESSION_STATUS, verdict(Some(problems.join(", "))), facts));
                 }
-                ts004::Uplink::FragSessionDelete { .. } => events.push(answer(stage::CLEANUP, AnswerStatus::Ok, vec![])),
+                ts004::Uplink::FragSessionDelete { .. } => events.extend(cleanup_half_done(device, FRAG_SESSION_DELETED_KEY, GROUP_DELETED_KEY)),
                 ts004::Uplink::FragDataBlockReceived { frag_index, mic_error } => {
                     events.push(UplinkEvent::Reply(downlink(ports::FRAGMENTATION, ts004::Request::FragDataBlockReceived { frag_index }.to_bytes(VERSION))));
                     let (status, facts) = if mic_error {
@@ -374,11 +391,15 @@ impl Guest for Library {
             stage::DEV_VERSION => vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevVersion.to_bytes())],
             stage::DEV_UPGRADE_IMAGE => vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevUpgradeImage.to_bytes())],
             stage::CLEANUP => {
+                // Only what the device has not confirmed yet.
+                let confirmed = |key| device.as_ref().is_some_and(|d| memory(d, key).is_some());
                 let mut out = Vec::new();
-                if let Some(f) = &campaign.fragmentation {
+                if let Some(f) = campaign.fragmentation.as_ref().filter(|_| !confirmed(FRAG_SESSION_DELETED_KEY)) {
                     out.push(downlink(ports::FRAGMENTATION, ts004::Request::FragSessionDelete { frag_index: f.frag_index }.to_bytes(VERSION)));
                 }
-                out.push(downlink(ports::MULTICAST_SETUP, ts005::Request::McGroupDelete { group: group.group_id }.to_bytes()));
+                if !confirmed(GROUP_DELETED_KEY) {
+                    out.push(downlink(ports::MULTICAST_SETUP, ts005::Request::McGroupDelete { group: group.group_id }.to_bytes()));
+                }
                 out
             }
             _ => return Err(LibraryError::UnknownStage(stage_name)),
@@ -387,7 +408,7 @@ impl Guest for Library {
 
     fn parse_uplink(fport: u8, payload: Vec<u8>, device: DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
         match fport {
-            ports::MULTICAST_SETUP => Self::parse_multicast_setup(&payload),
+            ports::MULTICAST_SETUP => Self::parse_multicast_setup(&payload, &device),
             ports::FRAGMENTATION => Self::parse_fragmentation(&payload, &device),
             ports::CLOCK_SYNC => Self::parse_clock_sync(&payload),
             ports::FIRMWARE_MANAGEMENT => Self::parse_firmware_management(&payload),
