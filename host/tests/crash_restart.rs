@@ -91,7 +91,7 @@ async fn crash_and_resume(seed: u64) -> anyhow::Result<()> {
     // after an acknowledged answer can only be work redone.
     config.fleet.uplink_period_s = 15;
     config.file_size = 4_000;
-    let SimSetup { lns, objects, devices } = SimSetup::provision(dir.path(), Arc::new(ScaledClock::new(origin, SPEED)), &config, common::NETWORK_TOKEN).await?;
+    let SimSetup { lns, objects, devices, .. } = SimSetup::provision(dir.path(), Arc::new(ScaledClock::new(origin, SPEED)), &config, common::NETWORK_TOKEN).await?;
 
     let http = reqwest::Client::new();
     let port = free_port();

@@ -8,67 +8,9 @@
 mod common;
 
 use airlift::clock::{Clock, ScaledClock, SystemClock};
-use airlift::server::{Server, ServerConfig};
 use airlift::sim::scenario::ScenarioConfig;
-use common::SimSetup;
-use serde_json::Value;
+use common::{serve, SimSetup};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-const TOKEN: &str = "serve-test-token";
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str) -> Value {
-        let r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN).send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap()
-    }
-
-    async fn send_json(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN).json(&body).send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap()
-    }
-
-    /// Load a bundled plugin (fixtures included) as a new version.
-    async fn load_plugin(&self, name: &str) -> Value {
-        let bundled = airlift::plugin::bundled::bundled(name).unwrap();
-        let form = reqwest::multipart::Form::new()
-            .part("manifest", reqwest::multipart::Part::bytes(serde_json::to_vec(&bundled.manifest).unwrap()))
-            .part("wasm", reqwest::multipart::Part::bytes(bundled.wasm().unwrap()));
-        let r = self.http.post(format!("{}/api/plugins", self.base)).bearer_auth(TOKEN).multipart(form).send().await.unwrap();
-        assert!(r.status().is_success(), "loading {name}: {}", r.status());
-        r.json().await.unwrap()
-    }
-
-    /// Poll the campaign's progress until `done` says so.
-    async fn wait_for(&self, campaign: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + Duration::from_secs(120);
-        loop {
-            let p = self.call(reqwest::Method::GET, &format!("/api/campaigns/{campaign}/progress")).await;
-            if done(&p) {
-                return p;
-            }
-            assert!(Instant::now() < until, "gave up waiting: {p}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-async fn serve(dir: &std::path::Path, clock: Arc<dyn Clock>) -> (Server, Api) {
-    let mut config = ServerConfig::new(dir.to_path_buf());
-    config.bind = "127.0.0.1:0".parse().unwrap();
-    config.clock = clock;
-    config.auth = Some(airlift::api::Auth::with_tokens(&[("test", airlift::api::Role::Admin, TOKEN)]));
-    let server = Server::start(config).await.unwrap();
-    let api = Api { http: reqwest::Client::new(), base: format!("http://{}", server.addr) };
-    (server, api)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_through_the_api_tears_the_sessions_down() {

@@ -26,6 +26,7 @@ fn require_secret(inst: &Instance, name: &str) -> Result<(), BackendError> {
     }
 }
 
+#[allow(dead_code)] // not every backend needs it
 fn header(name: &str, value: &str) -> Header {
     Header { name: name.into(), value: value.into() }
 }
@@ -61,6 +62,7 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
+#[allow(dead_code)] // not every backend needs it
 fn eui_hex(eui: u64) -> String {
     format!("{eui:016x}")
 }
@@ -70,6 +72,7 @@ fn parse_eui(text: &str) -> Option<u64> {
 }
 
 /// A header of an incoming request, by case-insensitive name.
+#[allow(dead_code)] // not every backend needs it
 fn incoming_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
     headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
 }

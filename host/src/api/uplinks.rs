@@ -40,8 +40,8 @@ async fn receive(
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("uplink requests are limited to {MAX_UPLINK_REQUEST} bytes")));
     }
     let bound = bind(&s.store, &s.runtime, &id).map_err(|e| match e {
-        NetworkError::Refused(m) => ApiError::new(StatusCode::NOT_FOUND, m),
         NetworkError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
+        NetworkError::Refused(m) | NetworkError::Unauthorized(m) => ApiError::new(StatusCode::NOT_FOUND, m),
     })?;
     let request = wit::IncomingRequest {
         method: method.to_string(),
@@ -56,10 +56,10 @@ async fn receive(
         .call_backend(&bound.plugin, bound.grant, move |st, p| p.airlift_plugin_backend().call_parse_reports(st, &instance, &request))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("backend plugin: {e}")))?
-        .map_err(|e| match (&e, network_error(e.clone())) {
-            (wit::BackendError::Unauthorized(m), _) => ApiError::new(StatusCode::UNAUTHORIZED, m.clone()),
-            (_, NetworkError::Unavailable(m)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
-            (_, NetworkError::Refused(m)) => ApiError::bad_request(m),
+        .map_err(|e| match network_error(e) {
+            NetworkError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
+            NetworkError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
+            NetworkError::Refused(m) => ApiError::bad_request(m),
         })?;
     let mut uplinks = 0;
     for report in reports {

@@ -48,7 +48,7 @@ pub fn bind(store: &Store, runtime: &PluginRuntime, instance_id: &str) -> Result
 pub fn network_error(e: wit::BackendError) -> NetworkError {
     match e {
         wit::BackendError::Unavailable(m) => NetworkError::Unavailable(m),
-        wit::BackendError::Unauthorized(m) => NetworkError::Refused(format!("unauthorized: {m}")),
+        wit::BackendError::Unauthorized(m) => NetworkError::Unauthorized(format!("unauthorized: {m}")),
         wit::BackendError::Rejected(m) => NetworkError::Refused(format!("rejected: {m}")),
         wit::BackendError::Unsupported(m) => NetworkError::Refused(format!("unsupported: {m}")),
         wit::BackendError::Invalid(m) => NetworkError::Refused(format!("invalid: {m}")),

@@ -17,6 +17,10 @@ pub enum NetworkError {
     /// Refused; retrying the same request will not help.
     #[error("network refused: {0}")]
     Refused(String),
+    /// The network does not accept our credentials: nothing will get
+    /// through until the instance is fixed.
+    #[error("network refused our credentials: {0}")]
+    Unauthorized(String),
 }
 
 /// Pacing the network imposes.

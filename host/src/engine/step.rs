@@ -39,6 +39,8 @@ enum Outgoing {
 #[derive(Default)]
 struct Unsent {
     error: Option<String>,
+    /// The network refused our credentials: the campaign cannot go on.
+    unauthorized: Option<String>,
     unicasts: Vec<Eui>,
     first_fragment: Option<u32>,
     fragments: u32,
@@ -136,7 +138,7 @@ impl<N: Network> Engine<N> {
                     self.store.put(&run)?;
                     return Ok(Some(now + network_backoff_ms(run.network_failures)));
                 }
-                Err(e @ NetworkError::Refused(_)) => {
+                Err(e @ (NetworkError::Refused(_) | NetworkError::Unauthorized(_))) => {
                     self.finish(&mut run, Some(format!("creating the multicast group: {e}"))).await?;
                     return Ok(None);
                 }
@@ -174,6 +176,10 @@ impl<N: Network> Engine<N> {
         self.store.flush()?;
         let sent_any = !outbox.is_empty();
         let unsent = self.send(&backend, &group, outbox).await;
+        if let Some(e) = unsent.unauthorized {
+            self.finish(&mut run, Some(e)).await?;
+            return Ok(None);
+        }
         if unsent.error.is_some() {
             return self.network_down(&mut run, now, unsent).await;
         }
@@ -203,6 +209,10 @@ impl<N: Network> Engine<N> {
                 Err(NetworkError::Unavailable(e)) => {
                     unsent.error = Some(e);
                     unsent.hold(out);
+                }
+                Err(e @ NetworkError::Unauthorized(_)) => {
+                    unsent.unauthorized = Some(e.to_string());
+                    unsent.error = Some(e.to_string());
                 }
                 Err(e) => tracing::warn!(error = %e, "downlink refused; counted as lost"),
             }

@@ -370,6 +370,17 @@ pub struct GroupSessionKeys {
     pub net_s_key: [u8; 16],
 }
 
+impl GroupSessionKeys {
+    /// What a network server is given for a group: its address and the
+    /// session keys derived from its McKey.
+    pub fn of(group: &MulticastGroup, vault: &Vault) -> Result<Self, String> {
+        let sealed = group.mc_key.as_ref().ok_or("the group has no McKey")?;
+        let mc_key: [u8; 16] = vault.open_sealed(sealed).map_err(|e| e.to_string())?.expose().try_into().map_err(|_| "McKey length")?;
+        let dev_addr = u32::from_str_radix(&group.dev_addr, 16).map_err(|_| "McAddr is not hex")?;
+        Ok(Self { dev_addr, app_s_key: lorawan::mc_app_s_key(&mc_key, dev_addr), net_s_key: lorawan::mc_net_s_key(&mc_key, dev_addr) })
+    }
+}
+
 /// The fleet as the engine's network, in process: session keys come
 /// straight from the vault.
 impl Network for SimFleet {
@@ -389,10 +400,7 @@ impl Network for SimFleet {
 
     async fn send_multicast(&self, _backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
         self.check_up()?;
-        let sealed = group.mc_key.as_ref().ok_or_else(|| NetworkError::Refused("group has no McKey".into()))?;
-        let mc_key: [u8; 16] = self.vault.open_sealed(sealed).map_err(|e| NetworkError::Refused(e.to_string()))?.expose().try_into().map_err(|_| NetworkError::Refused("McKey length".into()))?;
-        let dev_addr = u32::from_str_radix(&group.dev_addr, 16).unwrap_or(0);
-        let keys = GroupSessionKeys { dev_addr, app_s_key: lorawan::mc_app_s_key(&mc_key, dev_addr), net_s_key: lorawan::mc_net_s_key(&mc_key, dev_addr) };
+        let keys = GroupSessionKeys::of(group, &self.vault).map_err(NetworkError::Refused)?;
         self.deliver_multicast(&keys, fcnt, fport, &payload);
         Ok(())
     }

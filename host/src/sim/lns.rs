@@ -114,7 +114,7 @@ async fn unicast(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(device):
     s.check_token(&headers)?;
     let payload = hex::decode(&d.payload).map_err(|_| (StatusCode::BAD_REQUEST, "payload must be hex".to_string()))?;
     s.fleet.deliver_unicast(eui(&device)?, d.fport, &payload).map_err(|e| match e {
-        NetworkError::Refused(m) => (StatusCode::NOT_FOUND, m),
+        NetworkError::Refused(m) | NetworkError::Unauthorized(m) => (StatusCode::NOT_FOUND, m),
         NetworkError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
     })?;
     Ok(Json(serde_json::json!({ "queued": true })))
@@ -140,12 +140,14 @@ async fn pump(s: Arc<Shared>) {
     let mut pending: Vec<(Eui, u8, Vec<u8>, u64)> = Vec::new();
     loop {
         tokio::time::sleep(PUMP_INTERVAL).await;
+        // Uplinks stay with the fleet until there is a host to post them to
+        // (another network in front of the same fleet may take them).
+        let Some(url) = s.uplink_url.lock().unwrap().clone() else { continue };
         let now = s.fleet.now_unix_ms();
         pending.extend(s.fleet.take_due_uplinks().into_iter().map(|(e, p, b)| (e, p, b, now)));
         if pending.len() > MAX_PENDING_UPLINKS {
             pending.drain(..pending.len() - MAX_PENDING_UPLINKS);
         }
-        let Some(url) = s.uplink_url.lock().unwrap().clone() else { continue };
         if pending.is_empty() {
             continue;
         }

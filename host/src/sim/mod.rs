@@ -9,6 +9,7 @@ pub mod frag_decoder;
 pub mod frame;
 pub mod lns;
 pub mod scenario;
+pub mod thingpark;
 pub mod upgrade;
 
 pub use device::{DeviceModel, DeviceReply, PackageVersion};

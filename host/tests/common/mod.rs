@@ -1,3 +1,6 @@
+// Each test binary uses a part of these helpers.
+#![allow(dead_code)]
+
 //! A simulated network server with its fleet in this process, and the
 //! host's objects for it provisioned in a data directory.
 
@@ -8,7 +11,11 @@ use airlift::model::BackendInstanceInput;
 use airlift::server::{Server, ServerConfig};
 use airlift::sim::fleet::{Provisioned, SimFleet};
 use airlift::sim::lns::SimLns;
+use airlift::model::{Eui, MulticastGroup};
+use airlift::sim::fleet::GroupSessionKeys;
 use airlift::sim::scenario::{provision_objects, Objects, ScenarioConfig};
+use serde_json::Value;
+use std::time::{Duration, Instant};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,6 +23,9 @@ pub struct SimSetup {
     pub lns: SimLns,
     pub objects: Objects,
     pub devices: Vec<Provisioned>,
+    /// The campaign's multicast group and the session keys a network
+    /// server is given for it.
+    pub group: (Eui, GroupSessionKeys),
 }
 
 impl SimSetup {
@@ -40,11 +50,70 @@ impl SimSetup {
         setup.auth = Some(Auth::default());
         let server = Server::start(setup).await?;
         let objects = provision_objects(&server.state.store, &vault, clock.now_unix_ms(), config, &devices, backend)?;
+        let group = server.state.store.get::<MulticastGroup>(&Eui(config.group_eui).to_string())?.ok_or_else(|| anyhow::anyhow!("no group"))?;
+        let group = (group.dev_eui, GroupSessionKeys::of(&group, &vault).map_err(anyhow::Error::msg)?);
         server.state.store.flush()?;
         server.stop().await;
-        Ok(Self { lns, objects, devices })
+        Ok(Self { lns, objects, devices, group })
     }
 }
 
 /// The token the simulated network server expects.
 pub const NETWORK_TOKEN: &str = "sim-network-token";
+
+/// The admin API token of the hosts these tests serve.
+pub const TOKEN: &str = "serve-test-token";
+
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> Value {
+        let r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// Load a bundled plugin (fixtures included) as a new version.
+    pub async fn load_plugin(&self, name: &str) -> Value {
+        let bundled = airlift::plugin::bundled::bundled(name).unwrap();
+        let form = reqwest::multipart::Form::new()
+            .part("manifest", reqwest::multipart::Part::bytes(serde_json::to_vec(&bundled.manifest).unwrap()))
+            .part("wasm", reqwest::multipart::Part::bytes(bundled.wasm().unwrap()));
+        let r = self.http.post(format!("{}/api/plugins", self.base)).bearer_auth(TOKEN).multipart(form).send().await.unwrap();
+        assert!(r.status().is_success(), "loading {name}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// Poll the campaign's progress until `done` says so.
+    pub async fn wait_for(&self, campaign: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            let p = self.call(reqwest::Method::GET, &format!("/api/campaigns/{campaign}/progress")).await;
+            if done(&p) {
+                return p;
+            }
+            assert!(Instant::now() < until, "gave up waiting: {p}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub async fn serve(dir: &std::path::Path, clock: Arc<dyn Clock>) -> (Server, Api) {
+    let mut config = ServerConfig::new(dir.to_path_buf());
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.clock = clock;
+    config.auth = Some(airlift::api::Auth::with_tokens(&[("test", airlift::api::Role::Admin, TOKEN)]));
+    let server = Server::start(config).await.unwrap();
+    let api = Api { http: reqwest::Client::new(), base: format!("http://{}", server.addr) };
+    (server, api)
+}
+
