@@ -51,10 +51,12 @@ fn send(method: &str, url: String, headers: Vec<Header>, body: Vec<u8>) -> Resul
     }
 }
 
+#[allow(dead_code)] // not every backend needs it
 fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[allow(dead_code)] // not every backend needs it
 fn from_hex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;

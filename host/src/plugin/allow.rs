@@ -1,6 +1,7 @@
-//! Outbound host allow-lists: `scheme://host[:port]`, `scheme://*.domain`
-//! or `*.domain` (any scheme). A request must match the plugin manifest's
-//! list and the backend instance's grant.
+//! Outbound host allow-lists: `scheme://host[:port]`, `scheme://*.domain`,
+//! `*.domain` (any scheme) or `scheme://*` (any host: for plugins of
+//! self-hosted servers, whose instances then name the host). A request must
+//! match the plugin manifest's list and the backend instance's grant.
 
 use reqwest::Url;
 
@@ -31,6 +32,8 @@ impl HostPattern {
         }
         let host = match host.strip_prefix('*') {
             Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => suffix.to_ascii_lowercase(),
+            // `scheme://*`: any host (empty pattern host).
+            Some("") if scheme.is_some() => String::new(),
             Some(_) => return Err(bad()),
             None => host.to_ascii_lowercase(),
         };
@@ -42,7 +45,7 @@ impl HostPattern {
         let host = host.to_ascii_lowercase();
         let scheme_ok = self.scheme.as_deref().is_none_or(|s| s == url.scheme());
         let port_ok = self.port.is_none_or(|p| Some(p) == url.port_or_known_default());
-        let host_ok = if self.host.starts_with('.') { host.ends_with(&self.host) } else { host == self.host };
+        let host_ok = self.host.is_empty() || if self.host.starts_with('.') { host.ends_with(&self.host) } else { host == self.host };
         scheme_ok && port_ok && host_ok
     }
 }
@@ -78,11 +81,13 @@ mod tests {
         assert!(!allows("https://lrc.example.com", "https://lrc.example.com.evil.org/x"));
         assert!(allows("*.thingpark.com", "https://eu1.thingpark.com/x"));
         assert!(!allows("*.thingpark.com", "https://thingpark.com.evil/x"));
+        assert!(allows("https://*", "https://ns.example.org:8080/api"));
+        assert!(!allows("https://*", "http://ns.example.org/api"));
     }
 
     #[test]
     fn malformed_patterns_are_refused() {
-        for bad in ["", "ftp://x", "example.com", "http://", "http://a:notaport", "*x.com", "http://u@h"] {
+        for bad in ["", "ftp://x", "example.com", "http://", "http://a:notaport", "*x.com", "http://u@h", "*", "http://*x"] {
             assert!(HostPattern::parse(bad).is_err(), "{bad} accepted");
         }
     }

@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod frag_decoder;
 pub mod frame;
 pub mod lns;
+pub mod chirpstack;
 pub mod scenario;
 pub mod thingpark;
 pub mod upgrade;
