@@ -7,7 +7,7 @@
 //!   uses it for the uplinks networks post to `/backends/{id}/uplink`.
 
 use crate::engine::context::multicast_group;
-use crate::engine::{Network, NetworkError, Pacing};
+use crate::engine::{Network, NetworkError, OffloadDevice, OffloadJob, OffloadState, OffloadStatus, Pacing};
 use crate::model::{BackendInstance, Eui, MulticastGroup, PluginKind};
 use crate::plugin::bindings::backend::exports::airlift::plugin::backend as wit;
 use crate::plugin::{BackendGrant, HostAllowList, Plugin, PluginError, PluginRuntime};
@@ -100,6 +100,54 @@ impl Network for PluginNetwork {
     async fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
         let downlink = wit::MulticastDownlink { group: multicast_group(group), fport, payload, fcnt, correlation_id: String::new() };
         self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_send_multicast(s, inst, &downlink)).await.map(drop)
+    }
+
+    async fn offloads(&self, backend: &str) -> Result<bool, NetworkError> {
+        let info = self.call(backend, |s, p, _| p.airlift_plugin_backend().call_describe(s).map(Ok)).await?;
+        Ok(info.capabilities.offload)
+    }
+
+    async fn offload_start(&self, backend: &str, job: OffloadJob) -> Result<String, NetworkError> {
+        let job = wit::OffloadJob {
+            name: job.name,
+            devices: job.devices.iter().map(|d| d.0).collect(),
+            group: multicast_group(&job.group),
+            data: job.data,
+            fport: 0,
+            descriptor: job.descriptor,
+            message: false,
+            start_unix_ms: job.start_unix_ms,
+            session_timeout: job.session_timeout,
+        };
+        self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_offload_start(s, inst, &job)).await
+    }
+
+    async fn offload_poll(&self, backend: &str, handle: &str) -> Result<OffloadStatus, NetworkError> {
+        let handle = handle.to_string();
+        let status = self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_offload_poll(s, inst, &handle)).await?;
+        Ok(OffloadStatus {
+            finished: status.finished,
+            devices: status
+                .devices
+                .into_iter()
+                .map(|d| OffloadDevice {
+                    dev_eui: Eui(d.dev_eui),
+                    percent: d.percent.clamp(0.0, 100.0),
+                    state: match d.state {
+                        wit::OffloadState::Pending => OffloadState::Pending,
+                        wit::OffloadState::Running => OffloadState::Running,
+                        wit::OffloadState::Succeeded => OffloadState::Succeeded,
+                        wit::OffloadState::Failed => OffloadState::Failed,
+                    },
+                    error: d.error,
+                })
+                .collect(),
+        })
+    }
+
+    async fn offload_cancel(&self, backend: &str, handle: &str) -> Result<(), NetworkError> {
+        let handle = handle.to_string();
+        self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_offload_cancel(s, inst, &handle)).await
     }
 
     async fn end_session(&self, backend: &str, group: &MulticastGroup) {

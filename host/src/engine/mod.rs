@@ -19,7 +19,7 @@ pub mod run;
 pub mod runner;
 mod step;
 
-pub use network::{Network, NetworkError, Pacing};
+pub use network::{Network, NetworkError, OffloadDevice, OffloadJob, OffloadState, OffloadStatus, Pacing};
 pub use runner::Runner;
 pub use run::{CampaignRun, DeviceRun, RunStatus};
 
@@ -31,6 +31,9 @@ use crate::plugin::{Plugin, PluginError, PluginRuntime};
 use crate::store::{Store, StoreError};
 use run::{FragLayout, Stage, StageMode};
 use std::sync::Arc;
+
+/// The stage of a campaign a gateway runs itself.
+pub const OFFLOADED_STAGE: &str = "GatewaySession";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -213,6 +216,7 @@ impl<N: Network> Engine<N> {
             finished_ms: None,
             next_action_ms: 0,
             network_failures: 0,
+            offload_handle: None,
             archived: false,
         };
         let ctx = context::campaign(&run, context::kind(campaign.campaign_type), &group, false);
@@ -225,6 +229,12 @@ impl<N: Network> Engine<N> {
             .into_iter()
             .map(|s| Stage { name: s.name, mode: context::mode(s.mode), retry_limit: s.retry_limit, answer_timeout_s: s.answer_timeout_s, required: s.required })
             .collect();
+        // A network that runs whole sessions itself (a gateway) gets the
+        // campaign as one offloaded stage; it checks the image itself.
+        if self.network.offloads(&campaign.backend_instance).await? {
+            run.stages = vec![Stage { name: OFFLOADED_STAGE.into(), mode: StageMode::Offloaded, retry_limit: 0, answer_timeout_s: 0, required: true }];
+            run.target_firmware = None;
+        }
         for dev in &devices {
             let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
             let mut dev_run = DeviceRun::new(&run.campaign_id, *dev);
@@ -276,6 +286,12 @@ impl<N: Network> Engine<N> {
         self.store.put(&run)?;
         self.set_campaign_status(campaign_id, CampaignStatus::Stopped)?;
         self.store.flush()?;
+        if let Some(handle) = &run.offload_handle {
+            let backend = self.campaign(campaign_id)?.backend_instance;
+            if let Err(e) = self.network.offload_cancel(&backend, handle).await {
+                tracing::warn!(campaign = %campaign_id, error = %e, "the gateway's session could not be cancelled");
+            }
+        }
         self.end_session(&run).await?;
         self.tear_down(&run).await
     }

@@ -23,6 +23,43 @@ pub enum NetworkError {
     Unauthorized(String),
 }
 
+/// A whole session for a network that runs it itself (a gateway).
+#[derive(Debug, Clone)]
+pub struct OffloadJob {
+    /// Also the handle the network knows it by.
+    pub name: String,
+    pub devices: Vec<Eui>,
+    pub group: MulticastGroup,
+    pub data: Vec<u8>,
+    pub descriptor: u32,
+    pub start_unix_ms: u64,
+    /// Session timeout exponent (class C lasts 2^t s).
+    pub session_timeout: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct OffloadDevice {
+    pub dev_eui: Eui,
+    pub percent: f32,
+    pub state: OffloadState,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OffloadStatus {
+    /// The network considers the session over.
+    pub finished: bool,
+    pub devices: Vec<OffloadDevice>,
+}
+
 /// Pacing the network imposes.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacing {
@@ -39,6 +76,17 @@ pub trait Network: Send + Sync + 'static {
     fn send_unicast(&self, backend: &str, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> impl Future<Output = Result<(), NetworkError>> + Send;
 
     fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> impl Future<Output = Result<(), NetworkError>> + Send;
+
+    /// The network runs whole sessions itself (a gateway): a campaign on
+    /// it is one offloaded stage.
+    fn offloads(&self, backend: &str) -> impl Future<Output = Result<bool, NetworkError>> + Send;
+
+    /// Start a session the network runs; returns its handle.
+    fn offload_start(&self, backend: &str, job: OffloadJob) -> impl Future<Output = Result<String, NetworkError>> + Send;
+
+    fn offload_poll(&self, backend: &str, handle: &str) -> impl Future<Output = Result<OffloadStatus, NetworkError>> + Send;
+
+    fn offload_cancel(&self, backend: &str, handle: &str) -> impl Future<Output = Result<(), NetworkError>> + Send;
 
     /// The multicast session is over (campaign finished or out of time):
     /// devices return to class A and the network may drop the group.

@@ -108,6 +108,9 @@ pub fn device_message(run: &CampaignRun, device: &DeviceRun, now_ms: u64) -> Val
         },
     });
     let mut msg = with(header(run, now_ms), fields);
+    if let Some(p) = device.offload_percent {
+        msg["deviceState"]["gatewayProgress"] = json!(p);
+    }
     if let Some(v) = device.firmware_version {
         msg["deviceState"]["fwVersion"] = json!(format!("{}.{}.{}.{}", v >> 24, (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff));
     }

@@ -105,6 +105,9 @@ pub struct CampaignRun {
     pub status: RunStatus,
     pub error: Option<String>,
     pub finished_ms: Option<u64>,
+    /// The session a gateway runs for this campaign, once started.
+    #[serde(default)]
+    pub offload_handle: Option<String>,
     /// Steps in a row the network was unavailable for (sets the backoff).
     #[serde(default)]
     pub network_failures: u32,
@@ -140,6 +143,9 @@ pub struct DeviceRun {
     pub missing_fragments: Option<u32>,
     pub received_fragments: Option<u32>,
     pub firmware_version: Option<u32>,
+    /// Progress a gateway reports for the device (offloaded sessions), 0..100.
+    #[serde(default)]
+    pub offload_percent: Option<f32>,
     /// What the library asked to remember.
     pub memory: Vec<(String, String)>,
     pub succeeded: bool,
@@ -165,6 +171,7 @@ impl DeviceRun {
             missing_fragments: None,
             received_fragments: None,
             firmware_version: None,
+            offload_percent: None,
             memory: vec![],
             succeeded: false,
             archived: false,

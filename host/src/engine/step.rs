@@ -5,7 +5,7 @@
 
 use super::context;
 use super::run::{CampaignRun, DeviceRun, RunStatus, StageMode};
-use super::{Engine, EngineError, Network, NetworkError};
+use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadState};
 use crate::clock::unix_ms_to_gps_seconds;
 use crate::model::{CampaignStatus, CampaignType, Device, Eui, MulticastGroup};
 use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
@@ -23,6 +23,8 @@ const SESSION_SETUP_MARGIN_S: u64 = 60;
 /// failure in a row up to the maximum.
 const NETWORK_RETRY_MS: u64 = 30_000;
 const MAX_NETWORK_RETRY_MS: u64 = 10 * 60_000;
+/// How often a session a gateway runs is polled.
+const OFFLOAD_POLL_MS: u64 = 10_000;
 
 fn network_backoff_ms(failures: u32) -> u64 {
     NETWORK_RETRY_MS.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(MAX_NETWORK_RETRY_MS)
@@ -158,10 +160,7 @@ impl<N: Network> Engine<N> {
             }
             StageMode::Fragments => self.fragment_stage(&mut run, &backend, now, &mut outbox).await?,
             StageMode::Multicast => self.status_stage(&mut run, &group, now, &mut outbox).await?,
-            StageMode::Offloaded => {
-                self.finish(&mut run, Some("offloaded stages need a backend that runs them".into())).await?;
-                None
-            }
+            StageMode::Offloaded => self.offloaded_stage(&mut run, &group, &backend, now).await?,
         };
         if run.status == RunStatus::Failed {
             // A stage left too few devices: close the run properly.
@@ -434,6 +433,75 @@ impl<N: Network> Engine<N> {
                 _ => format!("{}: no answer after {} rounds", stage.name, run.round),
             });
             self.store.put(&d)?;
+        }
+        self.advance(run, now, true)?;
+        Ok(Some(now))
+    }
+
+    /// A session the network runs itself: start it once, then poll it and
+    /// record each device's progress and result.
+    async fn offloaded_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, backend: &str, now: u64) -> Result<Option<u64>, EngineError> {
+        let stage = run.current().cloned().unwrap();
+        let devices = self.device_runs(&run.campaign_id)?;
+        let result = match run.offload_handle.clone() {
+            None => {
+                let data = self.store.blobs().read(run.payload_sha256.as_deref().unwrap_or("")).map_err(|e| EngineError::Invalid(format!("payload: {e}")))?;
+                let job = OffloadJob {
+                    name: format!("airlift-{}", run.campaign_id),
+                    devices: devices.iter().filter(|d| d.active()).map(|d| d.dev_eui).collect(),
+                    group: group.clone(),
+                    data,
+                    descriptor: run.layout.map_or(0, |l| l.descriptor),
+                    start_unix_ms: now,
+                    session_timeout: run.session_timeout as u32,
+                };
+                self.network.offload_start(backend, job).await.map(|handle| {
+                    tracing::info!(campaign = %run.campaign_id, %handle, "the gateway runs the session");
+                    run.offload_handle = Some(handle);
+                    None
+                })
+            }
+            Some(handle) => self.network.offload_poll(backend, &handle).await.map(Some),
+        };
+        let status = match result {
+            Ok(status) => status,
+            Err(NetworkError::Unavailable(e)) => {
+                tracing::warn!(campaign = %run.campaign_id, error = %e, "gateway unavailable");
+                run.network_failures += 1;
+                return Ok(Some(now + network_backoff_ms(run.network_failures)));
+            }
+            Err(e) => {
+                run.status = RunStatus::Failed;
+                run.error = Some(format!("{}: {e}", stage.name));
+                return Ok(None);
+            }
+        };
+        run.network_failures = 0;
+        let Some(status) = status else { return Ok(Some(now + OFFLOAD_POLL_MS)) };
+        let mut reported = std::collections::HashSet::new();
+        for o in &status.devices {
+            let Some(mut d) = devices.iter().find(|d| d.dev_eui == o.dev_eui && d.active()).cloned() else { continue };
+            reported.insert(o.dev_eui);
+            d.offload_percent = Some(o.percent);
+            match o.state {
+                OffloadState::Succeeded => (d.holds_file, d.answered) = (true, true),
+                OffloadState::Failed => d.failed = Some(format!("{}: {}", stage.name, o.error.as_deref().unwrap_or("failed"))),
+                OffloadState::Pending | OffloadState::Running => {}
+            }
+            self.store.put(&d)?;
+        }
+        if !status.finished {
+            return Ok(Some(now + OFFLOAD_POLL_MS));
+        }
+        for mut d in devices.into_iter().filter(|d| d.active() && (!reported.contains(&d.dev_eui) || !d.holds_file)) {
+            // Re-read: the loop above may have updated it.
+            if let Some(latest) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.campaign_id, d.dev_eui))? {
+                d = latest;
+            }
+            if d.active() && !d.holds_file {
+                d.failed = Some(format!("{}: not completed by the gateway", stage.name));
+                self.store.put(&d)?;
+            }
         }
         self.advance(run, now, true)?;
         Ok(Some(now))

@@ -142,6 +142,18 @@ impl DeviceModel {
         self.handle(fport, &payload, network_gps)
     }
 
+    /// A whole file arrived (by fragments, or by a session a gateway ran):
+    /// keep it and examine it as the bootloader would.
+    pub fn take_file(&mut self, file: Vec<u8>) {
+        let (upgrade, installed) = upgrade::examine(&file, &self.firmware, self.hardware_version, self.raw_install_version);
+        // The simulated device reboots into a verified image at once.
+        if let Some(firmware) = installed {
+            self.firmware = firmware;
+        }
+        self.upgrade = Some(upgrade);
+        self.received_file = Some(file);
+    }
+
     /// The session is over: back to class A.
     pub fn end_session(&mut self) {
         self.session = None;
@@ -396,13 +408,7 @@ impl DeviceModel {
                             out.push(DeviceReply { fport: 201, payload: vec![0x04, index as u8 | (!mic_ok as u8) << 2] });
                         }
                         if mic_ok {
-                            let (upgrade, installed) = upgrade::examine(&file, &self.firmware, self.hardware_version, self.raw_install_version);
-                            // The simulated device reboots into a verified image at once.
-                            if let Some(firmware) = installed {
-                                self.firmware = firmware;
-                            }
-                            self.upgrade = Some(upgrade);
-                            self.received_file = Some(file);
+                            self.take_file(file);
                         }
                     }
                 }

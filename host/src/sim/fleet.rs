@@ -7,7 +7,7 @@ use super::device::{DeviceModel, PackageVersion};
 use super::upgrade::{Firmware, Upgrade};
 use super::frame;
 use crate::clock::{Clock, ManualClock};
-use crate::engine::{Engine, EngineError, Network, NetworkError, Pacing};
+use crate::engine::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadStatus, Pacing};
 use crate::keys::{lorawan, Vault};
 use crate::model::{Eui, MulticastGroup};
 use rand::rngs::StdRng;
@@ -354,6 +354,20 @@ impl SimFleet {
         }
     }
 
+    /// Devices that can hear a session a gateway runs itself, and how
+    /// often a frame to each is lost: (device, silent, loss).
+    pub fn gateway_reach(&self, euis: &[Eui]) -> Vec<(Eui, bool, f64)> {
+        let st = self.state.lock().unwrap();
+        euis.iter().filter_map(|e| st.devices.get(e).map(|d| (*e, d.behaviour == Behaviour::Silent, self.config.loss))).collect()
+    }
+
+    /// A session the network ran itself left this device with the whole file.
+    pub fn deliver_file(&self, eui: Eui, file: &[u8]) {
+        if let Some(d) = self.state.lock().unwrap().devices.get_mut(&eui) {
+            d.model.take_file(file.to_vec());
+        }
+    }
+
     /// Every device leaves its multicast session (class A again).
     pub fn end_sessions(&self) {
         for d in self.state.lock().unwrap().devices.values_mut() {
@@ -407,6 +421,22 @@ impl Network for SimFleet {
 
     async fn end_session(&self, _backend: &str, _group: &MulticastGroup) {
         self.end_sessions();
+    }
+
+    async fn offloads(&self, _backend: &str) -> Result<bool, NetworkError> {
+        Ok(false)
+    }
+
+    async fn offload_start(&self, _backend: &str, _job: OffloadJob) -> Result<String, NetworkError> {
+        Err(NetworkError::Refused("the simulated network runs no sessions itself".into()))
+    }
+
+    async fn offload_poll(&self, _backend: &str, _handle: &str) -> Result<OffloadStatus, NetworkError> {
+        Err(NetworkError::Refused("the simulated network runs no sessions itself".into()))
+    }
+
+    async fn offload_cancel(&self, _backend: &str, _handle: &str) -> Result<(), NetworkError> {
+        Ok(())
     }
 }
 

@@ -3,12 +3,13 @@
 //! server-side codecs and encoder (own parsing, own parity matrix), so
 //! tests that pass a request through both catch a mistake on either side.
 
+pub mod chirpstack;
 pub mod device;
 pub mod fleet;
 pub mod frag_decoder;
 pub mod frame;
+pub mod gateway;
 pub mod lns;
-pub mod chirpstack;
 pub mod scenario;
 pub mod thingpark;
 pub mod upgrade;

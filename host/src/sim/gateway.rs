@@ -1,0 +1,323 @@
+//! A gateway that runs FOTA itself, on loopback, for the `gateway-rest`
+//! backend plugin: the REST API of the first seed (login cookie, multipart
+//! upload, `/api/lora/fota` and `/mcm`, `fotaprogress`, `fotaresults`,
+//! `fotaschedule`), with its validation errors. The session it runs is
+//! modelled, not spoken: from its start it sends a fragment every 2 s;
+//! each device, given the fleet's loss, has the file after enough of them
+//! and then holds it exactly (the gateway's own protocol is its business).
+//! Silent devices never finish.
+
+use super::fleet::SimFleet;
+use crate::model::Eui;
+use axum::extract::{Multipart, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+
+/// One fragment every this many ms, of this many bytes.
+const FRAGMENT_INTERVAL_MS: u64 = 2_000;
+const FRAGMENT_SIZE: usize = 200;
+
+struct Job {
+    name: String,
+    kind: &'static str,
+    devices: Vec<Eui>,
+    file: Vec<u8>,
+    start_ms: u64,
+    /// Fragments each device needs (None: it never completes).
+    needs: Vec<Option<u64>>,
+    finished: bool,
+}
+
+struct Shared {
+    fleet: Arc<SimFleet>,
+    username: String,
+    password: String,
+    sessions: Mutex<Vec<String>>,
+    files: Mutex<HashMap<String, Vec<u8>>>,
+    jobs: Mutex<Vec<Job>>,
+    /// Requests refused, by HTTP status.
+    refused: Mutex<HashMap<u16, u64>>,
+}
+
+pub struct GatewayPeer {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for GatewayPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type ApiResult = Result<Json<Value>, (StatusCode, Json<Value>)>;
+
+fn ok(result: Value) -> ApiResult {
+    Ok(Json(json!({ "code": 200, "status": "success", "result": result })))
+}
+
+impl Shared {
+    fn fail(&self, status: StatusCode, error: &str) -> (StatusCode, Json<Value>) {
+        *self.refused.lock().unwrap().entry(status.as_u16()).or_default() += 1;
+        (status, Json(json!({ "code": status.as_u16(), "status": "fail", "error": error })))
+    }
+
+    fn check_session(&self, headers: &HeaderMap) -> Result<(), (StatusCode, Json<Value>)> {
+        let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let sessions = self.sessions.lock().unwrap();
+        if cookies.split(';').filter_map(|c| c.trim().strip_prefix("token=")).any(|t| sessions.iter().any(|s| s == t)) {
+            Ok(())
+        } else {
+            drop(sessions);
+            Err(self.fail(StatusCode::UNAUTHORIZED, "Login and obtain valid session token"))
+        }
+    }
+
+    /// Bring jobs up to the fleet's time; finished FOTA jobs leave their
+    /// devices with the file.
+    fn advance(&self) {
+        let now = self.fleet.now_unix_ms();
+        for job in self.jobs.lock().unwrap().iter_mut().filter(|j| !j.finished) {
+            let sent = now.saturating_sub(job.start_ms) / FRAGMENT_INTERVAL_MS;
+            let longest = job.needs.iter().flatten().max().copied().unwrap_or(0);
+            // The gateway stops once every device it reaches is done, and
+            // waits for silent ones up to twice the file's fragments.
+            let nb = job.file.len().div_ceil(FRAGMENT_SIZE) as u64;
+            let reachable_done = sent >= longest;
+            let waited_for_silent = job.needs.iter().all(Option::is_some) || sent >= 2 * nb + 10;
+            if now >= job.start_ms && reachable_done && waited_for_silent {
+                job.finished = true;
+                if job.kind == "FOTA" {
+                    for (d, need) in job.devices.iter().zip(&job.needs) {
+                        if need.is_some_and(|n| n <= sent) {
+                            self.fleet.deliver_file(*d, &job.file);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn device_view(job: &Job, now: u64) -> Vec<Value> {
+        let sent = now.saturating_sub(job.start_ms) / FRAGMENT_INTERVAL_MS;
+        job.devices
+            .iter()
+            .zip(&job.needs)
+            .map(|(d, need)| {
+                let percent = need.map_or(0.0, |n| (sent as f64 * 100.0 / n.max(1) as f64).min(100.0));
+                let status = match (job.finished, need.is_some_and(|n| n <= sent)) {
+                    (true, true) => "success",
+                    (true, false) => "failed",
+                    (false, _) => "in_progress",
+                };
+                json!({ "deveui": dashed(*d), "percent_complete": percent, "status": status })
+            })
+            .collect()
+    }
+
+    fn schedule(&self, name: String, kind: &'static str, devices: Vec<Eui>, file: Vec<u8>, start_ms: u64) {
+        let nb = file.len().div_ceil(FRAGMENT_SIZE).max(1) as u64;
+        let needs = self
+            .fleet
+            .gateway_reach(&devices)
+            .into_iter()
+            .map(|(eui, silent, loss)| (!silent).then(|| ((nb as f64 / (1.0 - loss)).ceil() as u64) + eui.0 % 3))
+            .collect();
+        self.jobs.lock().unwrap().push(Job { name, kind, devices, file, start_ms, needs, finished: false });
+    }
+}
+
+fn dashed(eui: Eui) -> String {
+    eui.0.to_be_bytes().iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join("-")
+}
+
+/// `00-80-00-ff-00-00-00-02` only.
+fn parse_dashed(text: &str) -> Option<Eui> {
+    let parts: Vec<&str> = text.split('-').collect();
+    if parts.len() != 8 || parts.iter().any(|p| p.len() != 2) {
+        return None;
+    }
+    u64::from_str_radix(&parts.concat(), 16).ok().map(Eui)
+}
+
+/// The devices and group of a schedule request, validated as the gateway does.
+fn targets(s: &Shared, body: &Value) -> Result<Vec<Eui>, (StatusCode, Json<Value>)> {
+    let devices = body["endDeviceDeveuis"].as_array().ok_or_else(|| s.fail(StatusCode::BAD_REQUEST, "endDeviceDeveuis is required"))?;
+    let devices: Option<Vec<Eui>> = devices.iter().map(|d| d.as_str().and_then(parse_dashed)).collect();
+    let devices = devices.filter(|d| !d.is_empty()).ok_or_else(|| s.fail(StatusCode::BAD_REQUEST, "Invalid device EUI format"))?;
+    match body["multicastGroupID"].as_u64() {
+        Some(0..=3) => Ok(devices),
+        _ => Err(s.fail(StatusCode::BAD_REQUEST, "Multicast group ID must be 0-3")),
+    }
+}
+
+fn start_ms(s: &Shared, body: &Value) -> u64 {
+    let scheduled = body["scheduledTimeSinceUnixEpoch"].as_u64().map(|t| t * 1000).unwrap_or_else(|| s.fleet.now_unix_ms());
+    scheduled + body["setupTimeFromScheduledTime"].as_u64().unwrap_or(0) * 1000
+}
+
+async fn login(State(s): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
+    if body["username"].as_str() != Some(s.username.as_str()) || body["password"].as_str() != Some(s.password.as_str()) {
+        return s.fail(StatusCode::UNAUTHORIZED, "Invalid username or password").into_response();
+    }
+    let token = format!("{:016x}{:08x}", s.fleet.now_unix_ms(), s.sessions.lock().unwrap().len());
+    s.sessions.lock().unwrap().push(token.clone());
+    ([(header::SET_COOKIE, format!("token={token}; Path=/; HttpOnly"))], Json(json!({ "code": 200, "status": "success" }))).into_response()
+}
+
+async fn upload(State(s): State<Arc<Shared>>, headers: HeaderMap, mut form: Multipart) -> ApiResult {
+    s.check_session(&headers)?;
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some("fotafile") {
+            let name = field.file_name().unwrap_or_default().to_string();
+            let bytes = field.bytes().await.map_err(|_| s.fail(StatusCode::BAD_REQUEST, "upload interrupted"))?;
+            if name.is_empty() || bytes.is_empty() {
+                return Err(s.fail(StatusCode::BAD_REQUEST, "fotafile needs a name and content"));
+            }
+            s.files.lock().unwrap().insert(name, bytes.to_vec());
+            return Ok(Json(json!({ "code": 200, "status": "success" })));
+        }
+    }
+    Err(s.fail(StatusCode::BAD_REQUEST, "fotafile is required"))
+}
+
+async fn fota(State(s): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> ApiResult {
+    s.check_session(&headers)?;
+    if body["transmission_type"].as_str() != Some("FOTA") {
+        return Err(s.fail(StatusCode::BAD_REQUEST, "transmission_type must be FOTA"));
+    }
+    let devices = targets(&s, &body)?;
+    let file_name = body["fotaFile"].as_str().unwrap_or_default();
+    let file = s.files.lock().unwrap().get(file_name).cloned().ok_or_else(|| s.fail(StatusCode::NOT_FOUND, "FOTA file not found. Upload file first."))?;
+    let start = start_ms(&s, &body);
+    let name = body["schedule_filename"].as_str().map(String::from).unwrap_or_else(|| format!("fota_{}_{}", start / 1000, body["setupTimeFromScheduledTime"].as_u64().unwrap_or(0)));
+    s.schedule(name, "FOTA", devices, file, start);
+    ok(json!({ "status": "success" }))
+}
+
+async fn mcm(State(s): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> ApiResult {
+    s.check_session(&headers)?;
+    if body["transmission_type"].as_str() != Some("Message") {
+        return Err(s.fail(StatusCode::BAD_REQUEST, "transmission_type must be Message"));
+    }
+    let devices = targets(&s, &body)?;
+    let m = &body["multicastMessage"];
+    let payload = match (m["messageFormat"].as_str(), m["messagePayload"].as_str()) {
+        (Some("Hexadecimal"), Some(p)) => hex::decode(p).ok(),
+        (Some("Base64"), Some(p)) => base64::Engine::decode(&base64::engine::general_purpose::STANDARD, p).ok(),
+        (Some("Binary"), _) => m["messagePayloadFile"].as_str().and_then(|f| s.files.lock().unwrap().get(f).cloned()),
+        _ => None,
+    }
+    .ok_or_else(|| s.fail(StatusCode::BAD_REQUEST, "messagePayload does not match messageFormat"))?;
+    if !m["messagePort"].as_u64().is_some_and(|p| (1..=220).contains(&p)) || !m["multicastSessionTimeout"].as_u64().is_some_and(|t| t <= 15) {
+        return Err(s.fail(StatusCode::BAD_REQUEST, "messagePort must be 1-220 and multicastSessionTimeout 0-15"));
+    }
+    let start = start_ms(&s, &body);
+    let name = body["schedule_filename"].as_str().map(String::from).unwrap_or_else(|| format!("mcm_{}", start / 1000));
+    s.schedule(name, "Message", devices, payload, start);
+    ok(json!({ "status": "success" }))
+}
+
+async fn progress(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    s.check_session(&headers)?;
+    s.advance();
+    let now = s.fleet.now_unix_ms();
+    let jobs = s.jobs.lock().unwrap();
+    let devices: Vec<Value> = jobs.iter().filter(|j| !j.finished && now >= j.start_ms).flat_map(|j| Shared::device_view(j, now)).collect();
+    let overall = if devices.is_empty() { 100.0 } else { devices.iter().filter_map(|d| d["percent_complete"].as_f64()).sum::<f64>() / devices.len() as f64 };
+    ok(json!({ "overall_percent_complete": overall, "devices": devices }))
+}
+
+async fn results(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    s.check_session(&headers)?;
+    s.advance();
+    let now = s.fleet.now_unix_ms();
+    let jobs = s.jobs.lock().unwrap();
+    let operations: Vec<Value> = jobs
+        .iter()
+        .filter(|j| j.finished)
+        .map(|j| {
+            let devices = Shared::device_view(j, now);
+            let success = devices.iter().filter(|d| d["status"] == "success").count();
+            // Counts as strings, as some firmware versions send them.
+            json!({ "filename": j.name, "type": j.kind, "timestamp": chrono::DateTime::from_timestamp_millis(now as i64).unwrap_or_default().to_rfc3339(),
+                    "success": success.to_string(), "failed": (devices.len() - success).to_string(), "devices": devices })
+        })
+        .collect();
+    ok(json!({ "operations": operations }))
+}
+
+async fn schedule_list(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    s.check_session(&headers)?;
+    s.advance();
+    let jobs = s.jobs.lock().unwrap();
+    let scheduled: Vec<Value> = jobs.iter().filter(|j| !j.finished).map(|j| json!({ "filename": j.name, "type": j.kind, "devices": j.devices.len() })).collect();
+    ok(json!({ "scheduled": scheduled }))
+}
+
+async fn cancel(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    s.check_session(&headers)?;
+    s.advance();
+    let mut jobs = s.jobs.lock().unwrap();
+    let at = jobs.iter().position(|j| j.name == name && !j.finished);
+    let Some(at) = at else {
+        drop(jobs);
+        return Err(s.fail(StatusCode::NOT_FOUND, "no such scheduled operation"));
+    };
+    jobs.remove(at);
+    Ok(Json(json!({ "code": 200, "status": "success" })))
+}
+
+impl GatewayPeer {
+    pub async fn start(fleet: Arc<SimFleet>, bind: SocketAddr, username: &str, password: &str) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            fleet,
+            username: username.into(),
+            password: password.into(),
+            sessions: Default::default(),
+            files: Default::default(),
+            jobs: Default::default(),
+            refused: Default::default(),
+        });
+        let app = Router::new()
+            .route("/api/login", post(login))
+            .route("/api/command/upload_lora_fota_file", post(upload))
+            .route("/api/lora/fota", post(fota))
+            .route("/api/lora/mcm", post(mcm))
+            .route("/api/lora/fotaprogress", get(progress))
+            .route("/api/lora/fotaresults", get(results))
+            .route("/api/lora/fotaschedule", get(schedule_list))
+            .route("/api/lora/fotaschedule/{name}", delete(cancel))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "gateway peer stopped");
+            }
+        });
+        Ok(Self { addr, shared, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests refused so far, by HTTP status.
+    pub fn refused(&self) -> HashMap<u16, u64> {
+        self.shared.refused.lock().unwrap().clone()
+    }
+
+    /// Sessions scheduled so far: (name, kind, devices).
+    pub fn jobs(&self) -> Vec<(String, &'static str, usize)> {
+        self.shared.jobs.lock().unwrap().iter().map(|j| (j.name.clone(), j.kind, j.devices.len())).collect()
+    }
+}

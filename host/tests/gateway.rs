@@ -1,0 +1,107 @@
+//! The `gateway-rest` backend plugin against a gateway on loopback that
+//! runs FOTA itself (`sim/gateway.rs`): the campaign runs as one offloaded
+//! stage (login, upload, schedule, progress, results) and reports per
+//! device in our own format; a silent device fails alone; a wrong password
+//! gets the gateway's 401 and a clear campaign error; stopping the
+//! campaign cancels the gateway's schedule.
+
+mod common;
+
+use airlift::clock::{Clock, ScaledClock, SystemClock};
+use airlift::sim::fleet::Behaviour;
+use airlift::sim::gateway::GatewayPeer;
+use airlift::sim::scenario::ScenarioConfig;
+use common::{serve, Api, SimSetup};
+use serde_json::json;
+use std::sync::Arc;
+
+const USER: &str = "admin";
+const PASSWORD: &str = "gateway-pass";
+
+async fn setup(dir: &std::path::Path, password: &str, behaviours: Vec<Behaviour>, file_size: usize) -> (SimSetup, GatewayPeer, airlift::server::Server, Api) {
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), 300.0));
+    let mut config = ScenarioConfig::new(behaviours.len());
+    config.behaviours = behaviours;
+    config.fleet.loss = 0.1;
+    config.success_threshold = 80;
+    config.file_size = file_size;
+    let sim = SimSetup::provision(dir, clock.clone(), &config, common::NETWORK_TOKEN).await.unwrap();
+    let gw = GatewayPeer::start(sim.lns.fleet.clone(), "127.0.0.1:0".parse().unwrap(), USER, PASSWORD).await.unwrap();
+    let (server, api) = serve(dir, clock).await;
+    let instance = api
+        .send_json(
+            reqwest::Method::POST,
+            "/api/backend-instances",
+            json!({"name": "gateway", "plugin": "gateway-rest", "settings": {"url": gw.url(), "username": USER}, "secrets": {"password": password}, "allowedHosts": [gw.url()]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = &sim.objects.campaign_id;
+    api.send_json(reqwest::Method::PUT, &format!("/api/campaigns/{id}/backend-instance"), json!({"backendInstance": instance})).await;
+    (sim, gw, server, api)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_runs_offloaded_on_the_gateway_with_per_device_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut behaviours = vec![Behaviour::Normal; 10];
+    behaviours[4] = Behaviour::Silent;
+    let (sim, gw, server, api) = setup(dir.path(), PASSWORD, behaviours, 20_000).await;
+    let id = &sim.objects.campaign_id;
+    let started = api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    assert_eq!(started["campaignStagesCount"], 1, "{started}");
+    assert_eq!(started["stage"]["stageName"], "GatewaySession");
+    let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
+    assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
+    assert_eq!(gw.jobs(), [(format!("airlift-{id}"), "FOTA", 10)]);
+    let devices = api.call(reqwest::Method::GET, &format!("/api/campaigns/{id}/devices")).await;
+    for (i, d) in sim.devices.iter().enumerate() {
+        let file = sim.lns.fleet.received_file(d.dev_eui);
+        let report = devices.as_array().unwrap().iter().find(|r| r["deveui"] == d.dev_eui.to_string()).unwrap();
+        if i == 4 {
+            assert_eq!(file, None, "the silent device got nothing");
+            assert_eq!(report["deviceState"]["deviceStatus"], "ERROR", "{report}");
+            assert_eq!(report["error"]["text"], "GatewaySession: gateway reports 'failed'", "{report}");
+        } else {
+            assert_eq!(file.as_deref(), Some(sim.objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);
+            assert_eq!(report["deviceState"]["deviceStatus"], "COMPLETED", "{report}");
+            assert_eq!(report["deviceState"]["gatewayProgress"], 100.0, "{report}");
+        }
+    }
+    assert!(gw.refused().is_empty(), "{:?}", gw.refused());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_gets_the_gateway_401() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, gw, server, api) = setup(dir.path(), "wrong", vec![Behaviour::Normal; 3], 20_000).await;
+    let id = &sim.objects.campaign_id;
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
+    assert_eq!(done["campaignStatus"], "ERROR", "{done}");
+    let error = done["error"]["text"].as_str().unwrap_or_default();
+    assert!(error.contains("unauthorized") && error.contains("401"), "{done}");
+    assert_eq!(gw.refused().get(&401), Some(&1));
+    assert!(gw.jobs().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_campaign_cancels_the_gateway_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    // A large file: the gateway's session lasts long enough to be stopped.
+    let (sim, gw, server, api) = setup(dir.path(), PASSWORD, vec![Behaviour::Normal; 3], 400_000).await;
+    let id = &sim.objects.campaign_id;
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    api.wait_for(id, |_| !gw.jobs().is_empty()).await;
+    let stopped = api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/stop")).await;
+    assert_eq!(stopped["campaignStatus"], "STOPPED");
+    assert!(gw.jobs().is_empty(), "the schedule was cancelled: {:?}", gw.jobs());
+    for d in &sim.devices {
+        assert_eq!(sim.lns.fleet.received_file(d.dev_eui), None);
+    }
+    server.stop().await;
+}
