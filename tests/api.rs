@@ -116,9 +116,27 @@ async fn campaigns_round_trip_with_live_references() {
     let mut bad = campaign.clone();
     bad["campaignType"] = json!("FIRMWARE_UPDATE");
     assert_field_error(h.post("/api/campaigns", bad).await, "file");
-    let mut bad = campaign;
+    let mut bad = campaign.clone();
     bad["deviceSets"] = json!(["999"]);
     assert_field_error(h.post("/api/campaigns", bad).await, "deviceSets");
+
+    // Message campaigns: the message is required, checked, and only theirs.
+    let mut message = campaign.clone();
+    message["campaignType"] = json!("MESSAGE");
+    assert_field_error(h.post("/api/campaigns", message.clone()).await, "message");
+    for (bad, field) in [
+        (json!({"messageFormat": "Hexadecimal", "messagePayload": "zz", "messagePort": 10, "multicastSessionTimeout": 5}), "message.messagePayload"),
+        (json!({"messageFormat": "Base64", "messagePayload": "SGk=", "messagePort": 221, "multicastSessionTimeout": 5}), "message.messagePort"),
+        (json!({"messageFormat": "Base64", "messagePayload": "SGk=", "messagePort": 10, "multicastSessionTimeout": 16}), "message.multicastSessionTimeout"),
+    ] {
+        message["message"] = bad;
+        assert_field_error(h.post("/api/campaigns", message.clone()).await, field);
+    }
+    message["message"] = json!({"messageFormat": "Hexadecimal", "messagePayload": "48656c6c6f", "messagePort": 10, "multicastSessionTimeout": 5});
+    assert_eq!(h.post("/api/campaigns", message.clone()).await.0, StatusCode::CREATED);
+    let mut not_a_message = campaign;
+    not_a_message["message"] = message["message"].clone();
+    assert_field_error(h.post("/api/campaigns", not_a_message).await, "message");
 }
 
 #[tokio::test]

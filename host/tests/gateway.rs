@@ -105,3 +105,28 @@ async fn stopping_the_campaign_cancels_the_gateway_schedule() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_campaign_goes_out_as_the_gateway_multicast_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, gw, server, api) = setup(dir.path(), PASSWORD, vec![Behaviour::Normal; 4], 20_000).await;
+    // A message campaign over the same devices, set and region.
+    let first = api.call(reqwest::Method::GET, &format!("/api/campaigns/{}", sim.objects.campaign_id)).await;
+    let mut message = first.clone();
+    for field in ["id", "created", "started", "lastChanged", "status", "archived", "file", "rebootAt", "sessionStart"] {
+        message.as_object_mut().unwrap().remove(field);
+    }
+    message["name"] = json!("hello");
+    message["campaignType"] = json!("MESSAGE");
+    message["updateType"] = json!(null);
+    message["message"] = json!({"messageFormat": "Base64", "messagePayload": "SGVsbG8=", "messagePort": 10, "multicastSessionTimeout": 5});
+    let id = api.send_json(reqwest::Method::POST, "/api/campaigns", message).await["id"].as_str().unwrap().to_string();
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    let done = api.wait_for(&id, |p| p["campaignStatus"] != "RUNNING").await;
+    assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
+    let name = format!("airlift-{id}");
+    assert_eq!(gw.jobs(), [(name.clone(), "Message", 4)]);
+    assert_eq!(gw.job_data(&name).as_deref(), Some(&b"Hello"[..]));
+    assert!(gw.refused().is_empty(), "{:?}", gw.refused());
+    server.stop().await;
+}

@@ -113,9 +113,9 @@ impl Network for PluginNetwork {
             devices: job.devices.iter().map(|d| d.0).collect(),
             group: multicast_group(&job.group),
             data: job.data,
-            fport: 0,
+            fport: job.message_port.unwrap_or(0),
             descriptor: job.descriptor,
-            message: false,
+            message: job.message_port.is_some(),
             start_unix_ms: job.start_unix_ms,
             session_timeout: job.session_timeout,
         };

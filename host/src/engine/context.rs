@@ -64,7 +64,8 @@ pub fn device(d: &Device, run: &DeviceRun) -> wit::DeviceContext {
 
 pub fn kind(t: CampaignType) -> lib::CampaignKind {
     match t {
-        CampaignType::MulticastSetup => lib::CampaignKind::MulticastSetup,
+        // A message needs the group set up and nothing the library sends after.
+        CampaignType::MulticastSetup | CampaignType::Message => lib::CampaignKind::MulticastSetup,
         CampaignType::BinaryTransfer => lib::CampaignKind::BinaryTransfer,
         CampaignType::FirmwareUpdate => lib::CampaignKind::FirmwareUpdate,
     }

@@ -234,6 +234,8 @@ impl<N: Network> Engine<N> {
         if self.network.offloads(&campaign.backend_instance).await? {
             run.stages = vec![Stage { name: OFFLOADED_STAGE.into(), mode: StageMode::Offloaded, retry_limit: 0, answer_timeout_s: 0, required: true }];
             run.target_firmware = None;
+        } else if campaign.campaign_type == CampaignType::Message {
+            return Err(EngineError::Invalid("a message campaign needs a network that sends multicast messages itself (gateway-rest)".into()));
         }
         for dev in &devices {
             let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;

@@ -33,8 +33,11 @@ pub struct OffloadJob {
     pub data: Vec<u8>,
     pub descriptor: u32,
     pub start_unix_ms: u64,
-    /// Session timeout exponent (class C lasts 2^t s).
+    /// Session timeout: exponent (class C lasts 2^t s) for a file, minutes
+    /// for a message.
     pub session_timeout: u32,
+    /// A short multicast message on this FPort, not a fragmented file.
+    pub message_port: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! What a campaign sends on the air: its file as stored, or what the
+//! What a campaign sends on the air: its message, its file as stored, or what the
 //! campaign's update-type plugin makes of it (a PLAIN image with its
 //! header, an LZ4DICT delta against the stored base image). An encoded
 //! payload is decoded again before the campaign starts, as a device would,
@@ -40,6 +40,11 @@ fn update_error(e: wit::UpdateError) -> String {
 impl<N: Network> Engine<N> {
     /// The payload for a campaign's file (None: the campaign sends none).
     pub(super) async fn payload(&self, campaign: &Campaign) -> Result<Option<Payload>, EngineError> {
+        if let Some(message) = &campaign.message {
+            let bytes = message.bytes().map_err(|e| invalid(e.to_string()))?;
+            let sha256 = self.store.blobs().put(&bytes).map_err(|e| invalid(format!("storing the message: {e}")))?;
+            return Ok(Some(Payload { sha256, size: bytes.len() as u32, firmware: None, base_firmware: None }));
+        }
         let Some(file_id) = &campaign.file else { return Ok(None) };
         let file = self.store.get::<StoredFile>(file_id)?.ok_or_else(|| invalid("file is gone"))?;
         let firmware = version("firmwareVersion", &file.firmware_version)?;

@@ -446,6 +446,7 @@ impl<N: Network> Engine<N> {
         let result = match run.offload_handle.clone() {
             None => {
                 let data = self.store.blobs().read(run.payload_sha256.as_deref().unwrap_or("")).map_err(|e| EngineError::Invalid(format!("payload: {e}")))?;
+                let message = self.campaign(&run.campaign_id)?.message;
                 let job = OffloadJob {
                     name: format!("airlift-{}", run.campaign_id),
                     devices: devices.iter().filter(|d| d.active()).map(|d| d.dev_eui).collect(),
@@ -453,7 +454,8 @@ impl<N: Network> Engine<N> {
                     data,
                     descriptor: run.layout.map_or(0, |l| l.descriptor),
                     start_unix_ms: now,
-                    session_timeout: run.session_timeout as u32,
+                    session_timeout: message.as_ref().map_or(run.session_timeout as u32, |m| m.multicast_session_timeout as u32),
+                    message_port: message.map(|m| m.message_port),
                 };
                 self.network.offload_start(backend, job).await.map(|handle| {
                     tracing::info!(campaign = %run.campaign_id, %handle, "the gateway runs the session");
@@ -553,7 +555,7 @@ impl<N: Network> Engine<N> {
                 && d.active()
                 && match kind {
                     CampaignType::MulticastSetup => true,
-                    CampaignType::BinaryTransfer => d.holds_file,
+                    CampaignType::BinaryTransfer | CampaignType::Message => d.holds_file,
                     CampaignType::FirmwareUpdate => d.holds_file && run.target_firmware.is_none_or(|t| d.firmware_version == Some(t)),
                 };
             if !d.succeeded && d.failed.is_none() {

@@ -17,6 +17,50 @@ pub enum CampaignType {
     /// Deliver and install firmware ("FOTA").
     #[serde(alias = "FOTA")]
     FirmwareUpdate,
+    /// A short multicast message (text or binary), on networks that send
+    /// them themselves (a gateway's `/api/lora/mcm`).
+    Message,
+}
+
+/// How a message campaign's payload is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageFormat {
+    Hexadecimal,
+    Base64,
+}
+
+/// The payload of a message campaign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MulticastMessage {
+    pub message_format: MessageFormat,
+    pub message_payload: String,
+    /// FPort, 1..220.
+    pub message_port: u8,
+    /// Minutes, 0..15.
+    pub multicast_session_timeout: u8,
+}
+
+impl MulticastMessage {
+    /// The payload's bytes, or why they cannot be had.
+    pub fn bytes(&self) -> Result<Vec<u8>, FieldError> {
+        let decoded = match self.message_format {
+            MessageFormat::Hexadecimal => hex::decode(&self.message_payload).ok(),
+            MessageFormat::Base64 => base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &self.message_payload).ok(),
+        };
+        decoded.filter(|b| !b.is_empty() && b.len() <= 242).ok_or_else(|| FieldError::new("message.messagePayload", "must be 1-242 bytes in the given messageFormat"))
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        self.bytes()?;
+        if !(1..=220).contains(&self.message_port) {
+            return Err(FieldError::new("message.messagePort", "must be 1-220"));
+        }
+        if self.multicast_session_timeout > 15 {
+            return Err(FieldError::new("message.multicastSessionTimeout", "must be 0-15 minutes"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +100,9 @@ pub struct Campaign {
     pub backend_instance: String,
     /// Update-type plugin name (firmware campaigns).
     pub update_type: Option<String>,
+    /// The payload of a message campaign.
+    #[serde(default)]
+    pub message: Option<MulticastMessage>,
     pub archived: bool,
 }
 object!(Campaign, "campaigns", |s| s.id.clone());
@@ -79,6 +126,8 @@ pub struct CampaignInput {
     pub device_library: String,
     pub backend_instance: String,
     pub update_type: Option<String>,
+    #[serde(default)]
+    pub message: Option<MulticastMessage>,
 }
 
 impl Editable for Campaign {
@@ -112,10 +161,16 @@ impl Editable for Campaign {
             (None, CampaignType::BinaryTransfer | CampaignType::FirmwareUpdate) => {
                 return Err(FieldError::new("file", "is required for this campaign type"))
             }
-            (Some(_), CampaignType::MulticastSetup) => {
-                return Err(FieldError::new("file", "a multicast setup campaign sends no file"))
+            (Some(_), CampaignType::MulticastSetup | CampaignType::Message) => {
+                return Err(FieldError::new("file", "this campaign type sends no file"))
             }
             (Some(f), _) => require_ref::<StoredFile>(ctx, "file", f)?,
+            (None, _) => {}
+        }
+        match (&i.message, i.campaign_type) {
+            (Some(m), CampaignType::Message) => m.validate()?,
+            (None, CampaignType::Message) => return Err(FieldError::new("message", "is required for a message campaign")),
+            (Some(_), _) => return Err(FieldError::new("message", "only a message campaign has one")),
             (None, _) => {}
         }
         require_plugin(ctx, "deviceLibrary", &i.device_library, PluginKind::DeviceLibrary)?;
@@ -142,6 +197,7 @@ impl Editable for Campaign {
             device_library: i.device_library,
             backend_instance: i.backend_instance,
             update_type: i.update_type,
+            message: i.message,
             archived: prior.is_some_and(|p| p.archived),
         })
     }

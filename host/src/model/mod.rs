@@ -9,7 +9,7 @@ pub(crate) use fleet::fleet_object_macro as fleet_object;
 mod plugin;
 mod ports;
 
-pub use campaign::{Campaign, CampaignInput, CampaignStatus, CampaignType};
+pub use campaign::{Campaign, CampaignInput, CampaignStatus, CampaignType, MessageFormat, MulticastMessage};
 pub use device::{Device, DeviceInput, LorawanVersion, SessionClass};
 pub use eui::Eui;
 pub use fleet::{parse_firmware_version, 

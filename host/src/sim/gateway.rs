@@ -316,6 +316,11 @@ impl GatewayPeer {
         self.shared.refused.lock().unwrap().clone()
     }
 
+    /// What a session sends: the file, or the message's bytes.
+    pub fn job_data(&self, name: &str) -> Option<Vec<u8>> {
+        self.shared.jobs.lock().unwrap().iter().find(|j| j.name == name).map(|j| j.file.clone())
+    }
+
     /// Sessions scheduled so far: (name, kind, devices).
     pub fn jobs(&self) -> Vec<(String, &'static str, usize)> {
         self.shared.jobs.lock().unwrap().iter().map(|j| (j.name.clone(), j.kind, j.devices.len())).collect()

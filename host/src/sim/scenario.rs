@@ -39,6 +39,8 @@ pub struct ScenarioConfig {
     pub group_eui: u64,
     /// Update-type plugin of the campaign (None: the file goes as it is).
     pub update_type: Option<String>,
+    /// The payload of a message campaign.
+    pub message: Option<MulticastMessage>,
     /// Secret scalar of the Smart Delta key the file is signed with; the
     /// devices trust `fleet.firmware.public_key`, which may differ.
     pub signing_key: Option<[u8; 32]>,
@@ -58,6 +60,7 @@ impl ScenarioConfig {
             first_eui: 0x70b3_d57e_d000_0000,
             group_eui: 0x70b3_d57e_d0ff_0000,
             update_type: None,
+            message: None,
             signing_key: None,
         }
     }
@@ -158,7 +161,7 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
     };
     let base = &config.fleet.firmware.image;
     let image = new_image(base, config.file_size, config.fleet.seed);
-    let file = if config.campaign_type == CampaignType::MulticastSetup {
+    let file = if matches!(config.campaign_type, CampaignType::MulticastSetup | CampaignType::Message) {
         None
     } else {
         // What the devices run, stored so a delta can be made from it.
@@ -195,6 +198,7 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
         device_library: config.library.clone(),
         backend_instance: backend.id.clone(),
         update_type: config.update_type.clone(),
+        message: config.message.clone(),
     };
     let campaign = Campaign::from_input(campaign, None, &ctx)?;
     store.put(&campaign)?;
