@@ -146,6 +146,7 @@ mod code {
     pub const NOT_FOUND: u32 = 5;
     pub const UNIMPLEMENTED: u32 = 12;
     pub const INTERNAL: u32 = 13;
+    pub const UNAVAILABLE: u32 = 14;
     pub const UNAUTHENTICATED: u32 = 16;
 }
 
@@ -167,6 +168,8 @@ struct Shared {
     uplink_url: Mutex<Option<String>>,
     /// Calls answered, by gRPC status.
     statuses: Mutex<HashMap<u32, u64>>,
+    /// Answer this many next calls with UNAVAILABLE.
+    fail_next: AtomicU64,
     /// Devices ever added to a group (groups go at the end of a campaign).
     members_added: Mutex<std::collections::BTreeSet<Eui>>,
     fcnt_up: Mutex<HashMap<Eui, u32>>,
@@ -305,6 +308,8 @@ async fn grpc_web(State(s): State<Arc<Shared>>, Path((service, method)): Path<(S
     let authorized = headers.get(header::AUTHORIZATION).is_some_and(|v| v.as_bytes() == format!("Bearer {}", s.api_token).as_bytes());
     let result = if !authorized {
         Err((code::UNAUTHENTICATED, "invalid API token".into()))
+    } else if s.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        Err((code::UNAVAILABLE, "overloaded".into()))
     } else {
         match (body.first(), body.get(1..5).map(|l| u32::from_be_bytes(l.try_into().unwrap()) as usize)) {
             (Some(0), Some(n)) if body.len() == 5 + n => s.dispatch(&format!("{service}/{method}"), &body[5..]),
@@ -368,6 +373,7 @@ impl ChirpStackPeer {
             next_id: AtomicU64::new(1),
             uplink_url: Mutex::new(None),
             statuses: Default::default(),
+            fail_next: AtomicU64::new(0),
             members_added: Default::default(),
             fcnt_up: Default::default(),
         });
@@ -390,6 +396,11 @@ impl ChirpStackPeer {
     /// Where the HTTP integration posts: the host's `/backends/{id}/uplink`.
     pub fn post_uplinks_to(&self, url: &str) {
         *self.shared.uplink_url.lock().unwrap() = Some(url.to_string());
+    }
+
+    /// Answer the next `n` calls with UNAVAILABLE.
+    pub fn fail_next(&self, n: u64) {
+        self.shared.fail_next.store(n, Ordering::SeqCst);
     }
 
     /// Calls answered so far, by gRPC status.

@@ -44,6 +44,8 @@ struct Shared {
     jobs: Mutex<Vec<Job>>,
     /// Requests refused, by HTTP status.
     refused: Mutex<HashMap<u16, u64>>,
+    /// Answer this many next progress or result requests with a 500.
+    fail_next: std::sync::atomic::AtomicU64,
 }
 
 pub struct GatewayPeer {
@@ -68,6 +70,15 @@ impl Shared {
     fn fail(&self, status: StatusCode, error: &str) -> (StatusCode, Json<Value>) {
         *self.refused.lock().unwrap().entry(status.as_u16()).or_default() += 1;
         (status, Json(json!({ "code": status.as_u16(), "status": "fail", "error": error })))
+    }
+
+    /// A 500, while `fail_next` lasts.
+    fn maybe_fail(&self) -> Result<(), (StatusCode, Json<Value>)> {
+        use std::sync::atomic::Ordering;
+        match self.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+            Ok(_) => Err(self.fail(StatusCode::INTERNAL_SERVER_ERROR, "LoRa service not responding")),
+            Err(_) => Ok(()),
+        }
     }
 
     fn check_session(&self, headers: &HeaderMap) -> Result<(), (StatusCode, Json<Value>)> {
@@ -228,6 +239,7 @@ async fn mcm(State(s): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<
 
 async fn progress(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     s.check_session(&headers)?;
+    s.maybe_fail()?;
     s.advance();
     let now = s.fleet.now_unix_ms();
     let jobs = s.jobs.lock().unwrap();
@@ -238,6 +250,7 @@ async fn progress(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult
 
 async fn results(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     s.check_session(&headers)?;
+    s.maybe_fail()?;
     s.advance();
     let now = s.fleet.now_unix_ms();
     let jobs = s.jobs.lock().unwrap();
@@ -286,6 +299,7 @@ impl GatewayPeer {
             files: Default::default(),
             jobs: Default::default(),
             refused: Default::default(),
+            fail_next: Default::default(),
         });
         let app = Router::new()
             .route("/api/login", post(login))
@@ -309,6 +323,11 @@ impl GatewayPeer {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Answer the next `n` progress or result requests with a 500.
+    pub fn fail_next(&self, n: u64) {
+        self.shared.fail_next.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Requests refused so far, by HTTP status.
