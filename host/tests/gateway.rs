@@ -132,3 +132,30 @@ async fn a_message_campaign_goes_out_as_the_gateway_multicast_message() {
     assert!(gw.refused().is_empty(), "{:?}", gw.refused());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_a_job_the_gateway_already_has_does_not_schedule_it_twice() {
+    use airlift::engine::{Network, OffloadJob};
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, gw, server, api) = setup(dir.path(), PASSWORD, vec![Behaviour::Normal; 2], 400_000).await;
+    let campaign = api.call(reqwest::Method::GET, &format!("/api/campaigns/{}", sim.objects.campaign_id)).await;
+    let instance = campaign["backendInstance"].as_str().unwrap().to_string();
+    let group = server.state.store.get::<airlift::model::MulticastGroup>(&sim.group.0.to_string()).unwrap().unwrap();
+    let job = OffloadJob {
+        name: "airlift-replayed".into(),
+        devices: sim.devices.iter().map(|d| d.dev_eui).collect(),
+        group,
+        data: vec![7; 1000],
+        descriptor: 0,
+        start_unix_ms: sim.lns.fleet.now_unix_ms(),
+        session_timeout: 10,
+        message_port: None,
+    };
+    // As after a crash between starting the job and recording its handle.
+    let network = &server.state.runner.engine.network;
+    let first = network.offload_start(&instance, job.clone()).await.unwrap();
+    let again = network.offload_start(&instance, job).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(gw.jobs().len(), 1, "{:?} refused {:?}", gw.jobs(), gw.refused());
+    server.stop().await;
+}

@@ -146,6 +146,14 @@ impl Guest for Gateway {
             return Err(BackendError::Invalid("the gateway has multicast groups 0-3 only".into()));
         }
         let cookie = login(&inst)?;
+        // Starting again what the gateway already has (a host that crashed
+        // between starting a job and recording it) must not schedule it twice.
+        let named = |list: &Value| list.as_array().is_some_and(|l| l.iter().any(|o| o["filename"].as_str() == Some(job.name.as_str())));
+        let scheduled = call(&inst, &cookie, "GET", "/api/lora/fotaschedule", None)?;
+        let results = call(&inst, &cookie, "GET", "/api/lora/fotaresults", None)?;
+        if named(&scheduled["result"]["scheduled"]) || named(&results["result"]["operations"]) {
+            return Ok(job.name);
+        }
         let devices: Vec<String> = job.devices.iter().map(|d| dashed(*d)).collect();
         let start_s = job.start_unix_ms / 1000;
         if job.message {
