@@ -26,8 +26,10 @@ const MAX_NETWORK_RETRY_MS: u64 = 10 * 60_000;
 /// How often a session a gateway runs is polled.
 const OFFLOAD_POLL_MS: u64 = 10_000;
 
-fn network_backoff_ms(failures: u32) -> u64 {
-    NETWORK_RETRY_MS.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(MAX_NETWORK_RETRY_MS)
+/// Count one more failure in a row of the network; when to ask it again.
+fn wait_for_network(run: &mut CampaignRun, now: u64) -> u64 {
+    run.network_failures += 1;
+    now + NETWORK_RETRY_MS.saturating_mul(1 << (run.network_failures - 1).min(10)).min(MAX_NETWORK_RETRY_MS)
 }
 
 /// A downlink a step decided on, sent once the step's state is on disk.
@@ -136,9 +138,9 @@ impl<N: Network> Engine<N> {
                 Ok(()) => run.group_backend = Some(backend.clone()),
                 Err(NetworkError::Unavailable(e)) => {
                     tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; multicast group not created yet");
-                    run.network_failures += 1;
+                    let retry_at = wait_for_network(&mut run, now);
                     self.store.put(&run)?;
-                    return Ok(Some(now + network_backoff_ms(run.network_failures)));
+                    return Ok(Some(retry_at));
                 }
                 Err(e @ (NetworkError::Refused(_) | NetworkError::Unauthorized(_))) => {
                     self.finish(&mut run, Some(format!("creating the multicast group: {e}"))).await?;
@@ -223,8 +225,7 @@ impl<N: Network> Engine<N> {
     /// cost (device attempts, fragment numbers, the status round) and try
     /// again after a backoff that grows while the network stays down.
     async fn network_down(&self, run: &mut CampaignRun, now: u64, unsent: Unsent) -> Result<Option<u64>, EngineError> {
-        run.network_failures += 1;
-        let retry_at = now + network_backoff_ms(run.network_failures);
+        let retry_at = wait_for_network(run, now);
         tracing::warn!(
             campaign = %run.campaign_id,
             error = unsent.error.as_deref().unwrap_or(""),
@@ -360,8 +361,7 @@ impl<N: Network> Engine<N> {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; fragments wait");
-                run.network_failures += 1;
-                return Ok(Some(now + network_backoff_ms(run.network_failures)));
+                return Ok(Some(wait_for_network(run, now)));
             }
         };
         run.next_fragment += count;
@@ -442,7 +442,7 @@ impl<N: Network> Engine<N> {
     /// record each device's progress and result.
     async fn offloaded_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, backend: &str, now: u64) -> Result<Option<u64>, EngineError> {
         let stage = run.current().cloned().unwrap();
-        let devices = self.device_runs(&run.campaign_id)?;
+        let mut devices = self.device_runs(&run.campaign_id)?;
         let result = match run.offload_handle.clone() {
             None => {
                 let data = self.store.blobs().read(run.payload_sha256.as_deref().unwrap_or("")).map_err(|e| EngineError::Invalid(format!("payload: {e}")))?;
@@ -469,8 +469,7 @@ impl<N: Network> Engine<N> {
             Ok(status) => status,
             Err(NetworkError::Unavailable(e)) => {
                 tracing::warn!(campaign = %run.campaign_id, error = %e, "gateway unavailable");
-                run.network_failures += 1;
-                return Ok(Some(now + network_backoff_ms(run.network_failures)));
+                return Ok(Some(wait_for_network(run, now)));
             }
             Err(e) => {
                 run.status = RunStatus::Failed;
@@ -480,30 +479,23 @@ impl<N: Network> Engine<N> {
         };
         run.network_failures = 0;
         let Some(status) = status else { return Ok(Some(now + OFFLOAD_POLL_MS)) };
-        let mut reported = std::collections::HashSet::new();
         for o in &status.devices {
-            let Some(mut d) = devices.iter().find(|d| d.dev_eui == o.dev_eui && d.active()).cloned() else { continue };
-            reported.insert(o.dev_eui);
+            let Some(d) = devices.iter_mut().find(|d| d.dev_eui == o.dev_eui && d.active()) else { continue };
             d.offload_percent = Some(o.percent);
             match o.state {
                 OffloadState::Succeeded => (d.holds_file, d.answered) = (true, true),
                 OffloadState::Failed => d.failed = Some(format!("{}: {}", stage.name, o.error.as_deref().unwrap_or("failed"))),
                 OffloadState::Pending | OffloadState::Running => {}
             }
-            self.store.put(&d)?;
+            self.store.put(&*d)?;
         }
         if !status.finished {
             return Ok(Some(now + OFFLOAD_POLL_MS));
         }
-        for mut d in devices.into_iter().filter(|d| d.active() && (!reported.contains(&d.dev_eui) || !d.holds_file)) {
-            // Re-read: the loop above may have updated it.
-            if let Some(latest) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.campaign_id, d.dev_eui))? {
-                d = latest;
-            }
-            if d.active() && !d.holds_file {
-                d.failed = Some(format!("{}: not completed by the gateway", stage.name));
-                self.store.put(&d)?;
-            }
+        // Devices the gateway did not report done, when it says it is.
+        for d in devices.iter_mut().filter(|d| d.active() && !d.holds_file) {
+            d.failed = Some(format!("{}: not completed by the gateway", stage.name));
+            self.store.put(&*d)?;
         }
         self.advance(run, now, true)?;
         Ok(Some(now))
