@@ -18,6 +18,15 @@ fn setting<'a>(inst: &'a Instance, key: &str) -> Result<&'a str, BackendError> {
         .ok_or_else(|| BackendError::Invalid(format!("setting '{key}' is missing")))
 }
 
+/// The `url` setting: an http(s) base URL, without a trailing slash.
+fn base_url(inst: &Instance) -> Result<String, BackendError> {
+    let url = setting(inst, "url")?.trim_end_matches('/').to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(BackendError::Invalid(format!("setting 'url' must be an http(s) URL, not '{url}'")));
+    }
+    Ok(url)
+}
+
 fn require_secret(inst: &Instance, name: &str) -> Result<(), BackendError> {
     if inst.secret_names.iter().any(|n| n == name) {
         Ok(())

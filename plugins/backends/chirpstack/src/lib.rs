@@ -96,14 +96,6 @@ mod proto {
     }
 }
 
-fn base_url(inst: &Instance) -> Result<String, BackendError> {
-    let url = setting(inst, "url")?.trim_end_matches('/').to_string();
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(BackendError::Invalid(format!("setting 'url' must be an http(s) URL, not '{url}'")));
-    }
-    Ok(url)
-}
-
 /// A gRPC status in a trailer block (`grpc-status: N`).
 fn grpc_status(block: &str) -> Option<(u32, String)> {
     let mut status = None;

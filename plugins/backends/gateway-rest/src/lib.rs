@@ -23,14 +23,6 @@ export!(Gateway);
 
 const PASSWORD: &str = "password";
 
-fn base_url(inst: &Instance) -> Result<String, BackendError> {
-    let url = setting(inst, "url")?.trim_end_matches('/').to_string();
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(BackendError::Invalid(format!("setting 'url' must be an http(s) URL, not '{url}'")));
-    }
-    Ok(url)
-}
-
 /// The gateway writes EUIs dash-separated: `00-80-00-ff-00-00-00-02`.
 fn dashed(eui: u64) -> String {
     eui.to_be_bytes().iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join("-")

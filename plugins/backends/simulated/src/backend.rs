@@ -15,14 +15,6 @@ export!(Simulated);
 
 const TOKEN: &str = "token";
 
-fn base_url(inst: &Instance) -> Result<String, BackendError> {
-    let url = setting(inst, "url")?.trim_end_matches('/').to_string();
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(BackendError::Invalid(format!("setting 'url' must be an http(s) URL, not '{url}'")));
-    }
-    Ok(url)
-}
-
 /// Bearer token (substituted by the host) and who is calling: the plugin
 /// version and instance, for the server's logs.
 fn headers(inst: &Instance) -> Vec<Header> {

@@ -93,7 +93,7 @@ struct Options<'a> {
 }
 
 fn downlink(inst: &Instance, dev_eui: u64, fport: u8, payload: &[u8], o: Options) -> Result<(), BackendError> {
-    let url = setting(inst, "url")?.trim_end_matches('/').to_string();
+    let url = base_url(inst)?;
     let mut query = format!("DevEUI={:016X}&FPort={fport}&Payload={}", dev_eui, to_hex(payload));
     if let Some(f) = o.fcnt {
         query.push_str(&format!("&FCntDn={f}"));
@@ -168,10 +168,7 @@ impl Guest for ThingPark {
     }
 
     fn validate(inst: Instance) -> Result<(), BackendError> {
-        let url = setting(&inst, "url")?;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(BackendError::Invalid(format!("setting 'url' must be an http(s) URL, not '{url}'")));
-        }
+        base_url(&inst)?;
         setting(&inst, "as_id")?;
         require_secret(&inst, AS_KEY)
     }
