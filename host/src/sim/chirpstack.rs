@@ -6,6 +6,7 @@
 //! go out as the HTTP integration's `?event=up` JSON.
 
 use super::fleet::{GroupSessionKeys, SimFleet};
+use super::uplink_pump::{post_each, PendingUplink};
 use crate::engine::NetworkError;
 use crate::model::Eui;
 use axum::body::Bytes;
@@ -19,10 +20,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::task::JoinHandle;
-
-const PUMP_INTERVAL: Duration = Duration::from_millis(5);
 
 /// The messages of `api/multicast_group.proto` and `api/device.proto` used.
 mod api {
@@ -165,14 +163,13 @@ struct Shared {
     integration_token: String,
     groups: Mutex<HashMap<String, Group>>,
     next_id: AtomicU64,
-    uplink_url: Mutex<Option<String>>,
+    uplink_url: Arc<Mutex<Option<String>>>,
     /// Calls answered, by gRPC status.
     statuses: Mutex<HashMap<u32, u64>>,
     /// Answer this many next calls with UNAVAILABLE.
     fail_next: AtomicU64,
     /// Devices ever added to a group (groups go at the end of a campaign).
     members_added: Mutex<std::collections::BTreeSet<Eui>>,
-    fcnt_up: Mutex<HashMap<Eui, u32>>,
 }
 
 pub struct ChirpStackPeer {
@@ -326,39 +323,21 @@ async fn grpc_web(State(s): State<Arc<Shared>>, Path((service, method)): Path<(S
     ([(header::CONTENT_TYPE, "application/grpc-web+proto")], out).into_response()
 }
 
-/// The fleet's uplinks as the HTTP integration's `up` events.
-async fn pump(s: Arc<Shared>) {
-    let http = reqwest::Client::new();
-    let mut pending: Vec<(Eui, u8, Vec<u8>, u32)> = Vec::new();
-    loop {
-        tokio::time::sleep(PUMP_INTERVAL).await;
-        let Some(url) = s.uplink_url.lock().unwrap().clone() else { continue };
-        for (eui, fport, payload) in s.fleet.take_due_uplinks() {
-            let f_cnt = *s.fcnt_up.lock().unwrap().entry(eui).and_modify(|f| *f += 1).or_insert(0);
-            pending.push((eui, fport, payload, f_cnt));
-        }
-        while let Some((eui, fport, payload, f_cnt)) = pending.first().cloned() {
-            let time = chrono::DateTime::from_timestamp_millis(s.fleet.now_unix_ms() as i64).unwrap_or_default().to_rfc3339();
-            let event = serde_json::json!({
-                "deduplicationId": s.new_id(),
-                "time": time,
-                "deviceInfo": {"tenantId": "00000000-0000-0000-0000-000000000001", "applicationId": s.application_id, "deviceName": format!("sim-{eui}"), "devEui": format!("{:016x}", eui.0), "tags": {}},
-                "devAddr": format!("{:08x}", eui.0 as u32),
-                "adr": true, "dr": 5, "fCnt": f_cnt, "fPort": fport, "confirmed": false,
-                "data": base64::engine::general_purpose::STANDARD.encode(&payload),
-                "rxInfo": [{"gatewayId": "0016c001ff10a235", "rssi": -92, "snr": 7.5}],
-                "txInfo": {"frequency": 868_100_000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7, "codeRate": "CR_4_5"}}}
-            });
-            let sent = http.post(format!("{url}?event=up")).bearer_auth(&s.integration_token).json(&event).send().await;
-            match sent {
-                Ok(r) if r.status().is_success() => {
-                    pending.remove(0);
-                    s.fleet.acknowledge(eui, fport, &payload);
-                }
-                _ => break,
-            }
-        }
-    }
+/// An uplink as the HTTP integration posts it: an `up` event.
+fn up_event(s: &Shared, http: &reqwest::Client, url: &str, up: &PendingUplink) -> reqwest::RequestBuilder {
+    let eui = up.dev_eui;
+    let time = chrono::DateTime::from_timestamp_millis(up.received_ms as i64).unwrap_or_default().to_rfc3339();
+    let event = serde_json::json!({
+        "deduplicationId": s.new_id(),
+        "time": time,
+        "deviceInfo": {"tenantId": "00000000-0000-0000-0000-000000000001", "applicationId": s.application_id, "deviceName": format!("sim-{eui}"), "devEui": format!("{:016x}", eui.0), "tags": {}},
+        "devAddr": format!("{:08x}", eui.0 as u32),
+        "adr": true, "dr": 5, "fCnt": up.fcnt, "fPort": up.fport, "confirmed": false,
+        "data": base64::engine::general_purpose::STANDARD.encode(&up.payload),
+        "rxInfo": [{"gatewayId": "0016c001ff10a235", "rssi": -92, "snr": 7.5}],
+        "txInfo": {"frequency": 868_100_000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7, "codeRate": "CR_4_5"}}}
+    });
+    http.post(format!("{url}?event=up")).bearer_auth(&s.integration_token).json(&event)
 }
 
 impl ChirpStackPeer {
@@ -371,11 +350,10 @@ impl ChirpStackPeer {
             integration_token: integration_token.into(),
             groups: Default::default(),
             next_id: AtomicU64::new(1),
-            uplink_url: Mutex::new(None),
+            uplink_url: Default::default(),
             statuses: Default::default(),
             fail_next: AtomicU64::new(0),
             members_added: Default::default(),
-            fcnt_up: Default::default(),
         });
         let app = Router::new().route("/{service}/{method}", post(grpc_web)).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind(bind).await?;
@@ -385,7 +363,8 @@ impl ChirpStackPeer {
                 tracing::error!(error = %e, "ChirpStack peer stopped");
             }
         });
-        let pump = tokio::spawn(pump(shared.clone()));
+        let peer = shared.clone();
+        let pump = tokio::spawn(post_each(shared.fleet.clone(), shared.uplink_url.clone(), move |http, url, up| up_event(&peer, http, url, up)));
         Ok(Self { addr, shared, tasks: vec![serve, pump] })
     }
 

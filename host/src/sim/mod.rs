@@ -13,6 +13,7 @@ pub mod lns;
 pub mod scenario;
 pub mod thingpark;
 pub mod upgrade;
+pub mod uplink_pump;
 
 pub use device::{DeviceModel, DeviceReply, PackageVersion};
 pub use frag_decoder::{FragDecoder, DecodeProgress};

@@ -6,6 +6,7 @@
 //! operator provisioned ([`ThingParkPeer::provision_multicast_device`]).
 
 use super::fleet::{GroupSessionKeys, SimFleet};
+use super::uplink_pump::{post_each, PendingUplink};
 use crate::engine::NetworkError;
 use crate::model::Eui;
 use axum::extract::{RawQuery, State};
@@ -17,10 +18,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::task::JoinHandle;
 
-const PUMP_INTERVAL: Duration = Duration::from_millis(5);
 /// Query parameters of a downlink, in the order the LRC expects them.
 const DOWNLINK_ORDER: [&str; 11] = ["DevEUI", "FPort", "Payload", "FCntDn", "Confirmed", "FlushDownlinkQueue", "ValidityTime", "CorrelationID", "AS_ID", "Time", "Token"];
 const CUSTOMER_ID: &str = "100000507";
@@ -30,14 +29,13 @@ struct Shared {
     as_id: String,
     as_key: String,
     multicast_devices: Mutex<HashMap<Eui, GroupSessionKeys>>,
-    uplink_url: Mutex<Option<String>>,
+    uplink_url: Arc<Mutex<Option<String>>>,
     /// Answer this many next downlinks with a 500.
     fail_next: AtomicU64,
     /// Downlinks taken: (unicast, multicast); and refused, by status.
     unicast: AtomicU64,
     multicast: AtomicU64,
     refused: Mutex<HashMap<u16, u64>>,
-    fcnt_up: Mutex<HashMap<Eui, u32>>,
 }
 
 pub struct ThingParkPeer {
@@ -157,42 +155,21 @@ async fn downlink(State(s): State<Arc<Shared>>, RawQuery(query): RawQuery, body:
     Ok("Request queued by LRC")
 }
 
-/// The fleet's uplinks as DevEUI_uplink reports, one request each, posted
-/// again until the host takes them.
-async fn pump(s: Arc<Shared>) {
-    let http = reqwest::Client::new();
-    let mut pending: Vec<(Eui, u8, Vec<u8>, u64, u32)> = Vec::new();
-    loop {
-        tokio::time::sleep(PUMP_INTERVAL).await;
-        let Some(url) = s.uplink_url.lock().unwrap().clone() else { continue };
-        let now = s.fleet.now_unix_ms();
-        for (eui, fport, payload) in s.fleet.take_due_uplinks() {
-            let fcnt = *s.fcnt_up.lock().unwrap().entry(eui).and_modify(|f| *f += 1).or_insert(0);
-            pending.push((eui, fport, payload, now, fcnt));
-        }
-        while let Some((eui, fport, payload, at, fcnt)) = pending.first().cloned() {
-            let (dev_eui, payload_hex, time) = (format!("{:016X}", eui.0), hex::encode(&payload), iso_time(at));
-            let infos = format!("TWA_{CUSTOMER_ID}.1.AS-1-1");
-            let query = format!("LrnDevEui={dev_eui}&LrnFPort={fport}&LrnInfos={infos}&AS_ID={}&Time={time}", s.as_id);
-            let token = uplink_token(CUSTOMER_ID, &dev_eui, &fport.to_string(), &fcnt.to_string(), &payload_hex, &query, &s.as_key);
-            let sent_query = query.replace('+', "%2B");
-            // Numbers as strings for some fields, as older LRCs send them.
-            let body = serde_json::json!({ "DevEUI_uplink": {
-                "Time": time, "DevEUI": dev_eui, "FPort": fport, "FCntUp": fcnt.to_string(), "FCntDn": "0",
-                "payload_hex": payload_hex, "mic_hex": "00000000", "CustomerID": CUSTOMER_ID, "DevAddr": format!("{:08X}", eui.0 as u32),
-                "LrrRSSI": "-97.000000", "LrrSNR": 7.25, "SpFact": 7, "Frequency": 868.1, "DynamicClass": "C", "PayloadEncryption": 0
-            }});
-            let sent = http.post(format!("{url}?{sent_query}&Token={token}")).json(&body).send().await;
-            match sent {
-                Ok(r) if r.status().is_success() => {
-                    pending.remove(0);
-                    s.fleet.acknowledge(eui, fport, &payload);
-                }
-                // Posted again on the next round, unchanged.
-                _ => break,
-            }
-        }
-    }
+/// An uplink as the LRC posts it: a DevEUI_uplink report, signed.
+fn report(http: &reqwest::Client, url: &str, up: &PendingUplink, as_id: &str, as_key: &str) -> reqwest::RequestBuilder {
+    let (dev_eui, payload_hex, time) = (format!("{:016X}", up.dev_eui.0), hex::encode(&up.payload), iso_time(up.received_ms));
+    let (fport, fcnt) = (up.fport, up.fcnt);
+    let infos = format!("TWA_{CUSTOMER_ID}.1.AS-1-1");
+    let query = format!("LrnDevEui={dev_eui}&LrnFPort={fport}&LrnInfos={infos}&AS_ID={as_id}&Time={time}");
+    let token = uplink_token(CUSTOMER_ID, &dev_eui, &fport.to_string(), &fcnt.to_string(), &payload_hex, &query, as_key);
+    let sent_query = query.replace('+', "%2B");
+    // Numbers as strings for some fields, as older LRCs send them.
+    let body = serde_json::json!({ "DevEUI_uplink": {
+        "Time": time, "DevEUI": dev_eui, "FPort": fport, "FCntUp": fcnt.to_string(), "FCntDn": "0",
+        "payload_hex": payload_hex, "mic_hex": "00000000", "CustomerID": CUSTOMER_ID, "DevAddr": format!("{:08X}", up.dev_eui.0 as u32),
+        "LrrRSSI": "-97.000000", "LrrSNR": 7.25, "SpFact": 7, "Frequency": 868.1, "DynamicClass": "C", "PayloadEncryption": 0
+    }});
+    http.post(format!("{url}?{sent_query}&Token={token}")).json(&body)
 }
 
 impl ThingParkPeer {
@@ -203,12 +180,11 @@ impl ThingParkPeer {
             as_id: as_id.into(),
             as_key: as_key.into(),
             multicast_devices: Default::default(),
-            uplink_url: Mutex::new(None),
+            uplink_url: Default::default(),
             fail_next: AtomicU64::new(0),
             unicast: AtomicU64::new(0),
             multicast: AtomicU64::new(0),
             refused: Default::default(),
-            fcnt_up: Default::default(),
         });
         let app = Router::new().route("/thingpark/lrc/rest/downlink", post(downlink)).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind(bind).await?;
@@ -218,7 +194,8 @@ impl ThingParkPeer {
                 tracing::error!(error = %e, "ThingPark peer stopped");
             }
         });
-        let pump = tokio::spawn(pump(shared.clone()));
+        let (as_id, as_key) = (shared.as_id.clone(), shared.as_key.clone());
+        let pump = tokio::spawn(post_each(shared.fleet.clone(), shared.uplink_url.clone(), move |http, url, up| report(http, url, up, &as_id, &as_key)));
         Ok(Self { addr, shared, tasks: vec![serve, pump] })
     }
 
