@@ -6,38 +6,26 @@
 
 mod common;
 
-use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::sim::chirpstack::ChirpStackPeer;
 use airlift::sim::scenario::ScenarioConfig;
-use common::{serve, Api, SimSetup};
+use common::{assert_refused_credentials, serve_fleet, under_way, Api, SimSetup};
 use serde_json::json;
-use std::sync::Arc;
 
 const API_TOKEN: &str = "chirpstack-api-token";
 const INTEGRATION_TOKEN: &str = "integration-secret";
 const APPLICATION: &str = "0b7e5b4c-43c9-4c63-9f8a-1d2a5e1f0c11";
 
+/// A host serving the setup's data, ChirpStack in front of its fleet, and
+/// the campaign moved to a ChirpStack instance holding `api_token`.
 async fn setup(dir: &std::path::Path, api_token: &str) -> (SimSetup, ChirpStackPeer, airlift::server::Server, Api, String) {
-    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), 300.0));
     let mut config = ScenarioConfig::new(10);
     config.fleet.uplink_period_s = 15;
     config.fleet.loss = 0.05;
-    let sim = SimSetup::provision(dir, clock.clone(), &config, common::NETWORK_TOKEN).await.unwrap();
+    let (sim, server, api) = serve_fleet(dir, &config, common::NETWORK_TOKEN).await;
     let ns = ChirpStackPeer::start(sim.lns.fleet.clone(), "127.0.0.1:0".parse().unwrap(), API_TOKEN, APPLICATION, INTEGRATION_TOKEN).await.unwrap();
-    let (server, api) = serve(dir, clock).await;
-    let instance = api
-        .send_json(
-            reqwest::Method::POST,
-            "/api/backend-instances",
-            json!({"name": "ChirpStack", "plugin": "chirpstack", "settings": {"url": ns.url(), "application_id": APPLICATION},
-                   "secrets": {"api_token": api_token, "integration_token": INTEGRATION_TOKEN}, "allowedHosts": [ns.url()]}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let id = &sim.objects.campaign_id;
-    api.send_json(reqwest::Method::PUT, &format!("/api/campaigns/{id}/backend-instance"), json!({"backendInstance": instance})).await;
+    let instance = json!({"name": "ChirpStack", "plugin": "chirpstack", "settings": {"url": ns.url(), "application_id": APPLICATION},
+                          "secrets": {"api_token": api_token, "integration_token": INTEGRATION_TOKEN}, "allowedHosts": [ns.url()]});
+    let instance = api.move_to_new_instance(&sim.objects.campaign_id, instance).await;
     ns.post_uplinks_to(&format!("{}/backends/{instance}/uplink", api.base));
     (sim, ns, server, api, instance)
 }
@@ -49,7 +37,7 @@ async fn a_campaign_runs_end_to_end_through_chirpstack() {
     let id = &sim.objects.campaign_id;
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
     // ChirpStack is overloaded for a moment once fragments go out.
-    api.wait_for(id, |p| p["stage"]["stageName"] == "DataFragment" && p["stage"]["stageOperationsCompleted"].as_u64() > Some(0)).await;
+    api.wait_for(id, |p| under_way(p, "DataFragment")).await;
     ns.fail_next(3);
     let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
     assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
@@ -76,9 +64,7 @@ async fn a_wrong_api_token_gets_unauthenticated_and_a_clear_campaign_error() {
     let id = &sim.objects.campaign_id;
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
     let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
-    assert_eq!(done["campaignStatus"], "ERROR", "{done}");
-    let error = done["error"]["text"].as_str().unwrap_or_default();
-    assert!(error.contains("unauthorized") && error.contains("gRPC status 16"), "{done}");
+    assert_refused_credentials(&done, "gRPC status 16");
     assert!(ns.statuses().get(&16).is_some_and(|n| *n > 0));
     server.stop().await;
 }

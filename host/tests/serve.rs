@@ -7,24 +7,21 @@
 
 mod common;
 
-use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::sim::scenario::ScenarioConfig;
-use common::{serve, SimSetup};
-use std::sync::Arc;
+use common::{assert_refused_credentials, serve_fleet, under_way};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_through_the_api_tears_the_sessions_down() {
     let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), 300.0));
     let mut config = ScenarioConfig::new(10);
     config.fleet.uplink_period_s = 15;
-    let sim = SimSetup::provision(dir.path(), clock.clone(), &config, common::NETWORK_TOKEN).await.unwrap();
-    let (server, api) = serve(dir.path(), clock).await;
+    let (sim, server, api) = serve_fleet(dir.path(), &config, common::NETWORK_TOKEN).await;
     sim.lns.post_uplinks_to(&format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance));
     let id = &sim.objects.campaign_id;
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
     // Stop once fragments are going out.
-    api.wait_for(id, |p| p["stage"]["stageName"] == "DataFragment" && p["stage"]["stageOperationsCompleted"].as_u64() > Some(0)).await;
+    api.wait_for(id, |p| under_way(p, "DataFragment")).await;
     assert!(sim.lns.fleet.in_session(sim.devices[0].dev_eui));
     let stopped = api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/stop")).await;
     assert_eq!(stopped["campaignStatus"], "STOPPED");
@@ -41,26 +38,20 @@ async fn stopping_through_the_api_tears_the_sessions_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_the_network_refuses_fails_the_campaign_with_its_401() {
     let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), 300.0));
-    let sim = SimSetup::provision(dir.path(), clock.clone(), &ScenarioConfig::new(3), "not-the-network-token").await.unwrap();
-    let (server, api) = serve(dir.path(), clock).await;
+    let (sim, server, api) = serve_fleet(dir.path(), &ScenarioConfig::new(3), "not-the-network-token").await;
     let id = &sim.objects.campaign_id;
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
     let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
-    assert_eq!(done["campaignStatus"], "ERROR", "{done}");
-    let error = done["error"]["text"].as_str().unwrap_or_default();
-    assert!(error.contains("unauthorized") && error.contains("401"), "{done}");
+    assert_refused_credentials(&done, "401");
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_campaign_moves_to_a_new_backend_version_then_to_another_instance() {
     let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), 300.0));
     let mut config = ScenarioConfig::new(10);
     config.fleet.uplink_period_s = 15;
-    let sim = SimSetup::provision(dir.path(), clock.clone(), &config, common::NETWORK_TOKEN).await.unwrap();
-    let (server, api) = serve(dir.path(), clock).await;
+    let (sim, server, api) = serve_fleet(dir.path(), &config, common::NETWORK_TOKEN).await;
     let first = sim.objects.backend_instance.clone();
     sim.lns.post_uplinks_to(&format!("{}/backends/{first}/uplink", api.base));
     let id = &sim.objects.campaign_id;
@@ -68,25 +59,15 @@ async fn a_running_campaign_moves_to_a_new_backend_version_then_to_another_insta
     let agent = |version: &str, instance: &str| format!("airlift-simulated/{version} ({instance})");
 
     // Mid-setup, a new version of the backend plugin is loaded.
-    api.wait_for(id, |p| p["stage"]["stageName"] == "McGroupSetup" && p["stage"]["stageOperationsCompleted"].as_u64() > Some(0)).await;
+    api.wait_for(id, |p| under_way(p, "McGroupSetup")).await;
     let loaded = api.load_plugin("fixture-simulated-v2").await;
     assert_eq!(loaded["version"], "0.2.0", "{loaded}");
     api.wait_for(id, |_| sim.lns.clients().contains_key(&agent("0.2.0", &first))).await;
 
     // Once fragments go out, the campaign moves to another instance of the network.
-    api.wait_for(id, |p| p["stage"]["stageName"] == "DataFragment" && p["stage"]["stageOperationsCompleted"].as_u64() > Some(0)).await;
-    let second = api
-        .send_json(
-            reqwest::Method::POST,
-            "/api/backend-instances",
-            serde_json::json!({"name": "second instance", "plugin": "simulated", "settings": {"url": sim.lns.url()}, "secrets": {"token": common::NETWORK_TOKEN}, "allowedHosts": [sim.lns.url()]}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let switched = api.send_json(reqwest::Method::PUT, &format!("/api/campaigns/{id}/backend-instance"), serde_json::json!({"backendInstance": second})).await;
-    assert_eq!(switched["backendInstance"], second.as_str());
+    api.wait_for(id, |p| under_way(p, "DataFragment")).await;
+    let instance = json!({"name": "second instance", "plugin": "simulated", "settings": {"url": sim.lns.url()}, "secrets": {"token": common::NETWORK_TOKEN}, "allowedHosts": [sim.lns.url()]});
+    let second = api.move_to_new_instance(id, instance).await;
 
     let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
     assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");

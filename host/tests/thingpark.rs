@@ -5,12 +5,10 @@
 
 mod common;
 
-use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::sim::scenario::ScenarioConfig;
 use airlift::sim::thingpark::ThingParkPeer;
-use common::{serve, Api, SimSetup};
+use common::{assert_refused_credentials, serve_fleet, under_way, Api, SimSetup};
 use serde_json::json;
-use std::sync::Arc;
 
 const AS_ID: &str = "airlift.test";
 const AS_KEY: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
@@ -18,26 +16,14 @@ const AS_KEY: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 /// A host serving the setup's data, the LRC peer in front of its fleet, and
 /// the campaign moved to a ThingPark instance holding `as_key`.
 async fn setup(dir: &std::path::Path, as_key: &str) -> (SimSetup, ThingParkPeer, airlift::server::Server, Api, String) {
-    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), 300.0));
     let mut config = ScenarioConfig::new(10);
     config.fleet.uplink_period_s = 15;
     config.fleet.loss = 0.05;
-    let sim = SimSetup::provision(dir, clock.clone(), &config, common::NETWORK_TOKEN).await.unwrap();
+    let (sim, server, api) = serve_fleet(dir, &config, common::NETWORK_TOKEN).await;
     let lrc = ThingParkPeer::start(sim.lns.fleet.clone(), "127.0.0.1:0".parse().unwrap(), AS_ID, AS_KEY).await.unwrap();
     lrc.provision_multicast_device(sim.group.0, sim.group.1.clone());
-    let (server, api) = serve(dir, clock).await;
-    let instance = api
-        .send_json(
-            reqwest::Method::POST,
-            "/api/backend-instances",
-            json!({"name": "ThingPark", "plugin": "thingpark", "settings": {"url": lrc.url(), "as_id": AS_ID}, "secrets": {"as_key": as_key}, "allowedHosts": [lrc.url()]}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let id = &sim.objects.campaign_id;
-    api.send_json(reqwest::Method::PUT, &format!("/api/campaigns/{id}/backend-instance"), json!({"backendInstance": instance})).await;
+    let instance = json!({"name": "ThingPark", "plugin": "thingpark", "settings": {"url": lrc.url(), "as_id": AS_ID}, "secrets": {"as_key": as_key}, "allowedHosts": [lrc.url()]});
+    let instance = api.move_to_new_instance(&sim.objects.campaign_id, instance).await;
     lrc.post_uplinks_to(&format!("{}/backends/{instance}/uplink", api.base));
     (sim, lrc, server, api, instance)
 }
@@ -49,7 +35,7 @@ async fn a_campaign_runs_end_to_end_through_the_lrc_and_waits_out_its_500s() {
     let id = &sim.objects.campaign_id;
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
     // The LRC has a bad moment once fragments go out.
-    api.wait_for(id, |p| p["stage"]["stageName"] == "DataFragment" && p["stage"]["stageOperationsCompleted"].as_u64() > Some(0)).await;
+    api.wait_for(id, |p| under_way(p, "DataFragment")).await;
     lrc.fail_next(3);
     let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
     assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
@@ -80,9 +66,7 @@ async fn a_wrong_as_key_gets_the_lrc_401_and_a_clear_campaign_error() {
     let id = &sim.objects.campaign_id;
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
     let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
-    assert_eq!(done["campaignStatus"], "ERROR", "{done}");
-    let error = done["error"]["text"].as_str().unwrap_or_default();
-    assert!(error.contains("unauthorized") && error.contains("401"), "{done}");
+    assert_refused_credentials(&done, "401");
     assert!(lrc.refused().get(&401).is_some_and(|n| *n > 0));
     assert_eq!(lrc.downlinks(), (0, 0));
     server.stop().await;

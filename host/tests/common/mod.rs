@@ -1,23 +1,25 @@
 // Each test binary uses a part of these helpers.
 #![allow(dead_code)]
 
-//! A simulated network server with its fleet in this process, and the
-//! host's objects for it provisioned in a data directory.
+//! A simulated network server with its fleet in this process, the host's
+//! objects for it provisioned in a data directory, and a serving host's
+//! API as the tests drive it.
 
 use airlift::api::Auth;
-use airlift::clock::Clock;
+use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::keys::Vault;
-use airlift::model::BackendInstanceInput;
+use airlift::model::{BackendInstanceInput, Eui, MulticastGroup};
 use airlift::server::{Server, ServerConfig};
-use airlift::sim::fleet::{Provisioned, SimFleet};
+use airlift::sim::fleet::{GroupSessionKeys, Provisioned, SimFleet};
 use airlift::sim::lns::SimLns;
-use airlift::model::{Eui, MulticastGroup};
-use airlift::sim::fleet::GroupSessionKeys;
 use airlift::sim::scenario::{provision_objects, Objects, ScenarioConfig};
-use serde_json::Value;
-use std::time::{Duration, Instant};
+use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Simulated time runs this much faster than real time in serving tests.
+const SPEED: f64 = 300.0;
 
 pub struct SimSetup {
     pub lns: SimLns,
@@ -93,6 +95,14 @@ impl Api {
         r.json().await.unwrap()
     }
 
+    /// Create a backend instance and move the campaign to it; its id.
+    pub async fn move_to_new_instance(&self, campaign: &str, instance: Value) -> String {
+        let id = self.send_json(reqwest::Method::POST, "/api/backend-instances", instance).await["id"].as_str().unwrap().to_string();
+        let switched = self.send_json(reqwest::Method::PUT, &format!("/api/campaigns/{campaign}/backend-instance"), json!({"backendInstance": id})).await;
+        assert_eq!(switched["backendInstance"], id.as_str());
+        id
+    }
+
     /// Poll the campaign's progress until `done` says so.
     pub async fn wait_for(&self, campaign: &str, done: impl Fn(&Value) -> bool) -> Value {
         let until = Instant::now() + Duration::from_secs(120);
@@ -105,6 +115,28 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// A fleet behind the simulated network server (whose instance holds
+/// `instance_token`), and a host serving its objects on a sped-up clock.
+pub async fn serve_fleet(dir: &Path, config: &ScenarioConfig, instance_token: &str) -> (SimSetup, Server, Api) {
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), SPEED));
+    let sim = SimSetup::provision(dir, clock.clone(), config, instance_token).await.unwrap();
+    let (server, api) = serve(dir, clock).await;
+    (sim, server, api)
+}
+
+/// A progress message of `stage` once some of its operations are done.
+pub fn under_way(progress: &Value, stage: &str) -> bool {
+    progress["stage"]["stageName"] == stage && progress["stage"]["stageOperationsCompleted"].as_u64() > Some(0)
+}
+
+/// A finished campaign failed because the network refused our credentials,
+/// with its answer (`status`, e.g. "401") in the error.
+pub fn assert_refused_credentials(done: &Value, status: &str) {
+    assert_eq!(done["campaignStatus"], "ERROR", "{done}");
+    let error = done["error"]["text"].as_str().unwrap_or_default();
+    assert!(error.contains("unauthorized") && error.contains(status), "{done}");
 }
 
 pub async fn serve(dir: &std::path::Path, clock: Arc<dyn Clock>) -> (Server, Api) {
