@@ -19,7 +19,7 @@ pub mod ts005;
 pub mod ts006;
 mod wire;
 
-pub use wire::CodecError;
+pub use wire::{CodecError, Parsed};
 
 /// Package version a device speaks; the byte layouts differ in places.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,6 +1,6 @@
 //! TS006 Firmware Management Protocol.
 
-use crate::wire::{parse_all, put_u24, CodecError};
+use crate::wire::{at_most, parse_all, put_u24, CodecError, Parsed};
 use crate::PackageVersion;
 
 /// DevRebootTime value that cancels a scheduled reboot.
@@ -38,22 +38,24 @@ pub enum Uplink {
 }
 
 impl Request {
-    pub fn to_bytes(&self) -> Vec<u8> {
-        match *self {
+    /// The request's bytes, or why a field cannot be encoded.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        Ok(match *self {
             Request::PackageVersion => vec![0x00],
             Request::DevVersion => vec![0x01],
             Request::DevRebootTime { reboot_time } => [vec![0x02], reboot_time.to_le_bytes().to_vec()].concat(),
             Request::DevRebootCountdown { countdown } => {
+                at_most("Countdown", countdown as u64, 0xff_ffff, "0..16777215 s")?;
                 let mut o = vec![0x03];
                 put_u24(&mut o, countdown);
                 o
             }
             Request::DevUpgradeImage => vec![0x04],
             Request::DevDeleteImage { firmware_version } => [vec![0x05], firmware_version.to_le_bytes().to_vec()].concat(),
-        }
+        })
     }
 
-    pub fn parse(bytes: &[u8]) -> Result<Vec<Request>, CodecError> {
+    pub fn parse(bytes: &[u8]) -> Parsed<Request> {
         parse_all(bytes, |cid, r| {
             Ok(match cid {
                 0x00 => Request::PackageVersion,
@@ -97,7 +99,7 @@ impl Uplink {
         o
     }
 
-    pub fn parse(bytes: &[u8]) -> Result<Vec<Uplink>, CodecError> {
+    pub fn parse(bytes: &[u8]) -> Parsed<Uplink> {
         parse_all(bytes, |cid, r| {
             Ok(match cid {
                 0x00 => Uplink::PackageVersion(PackageVersion { package: r.u8("PackageIdentifier")?, version: r.u8("PackageVersion")? }),
@@ -139,8 +141,8 @@ mod tests {
             (Request::DevDeleteImage { firmware_version: 197121 }, "05 01 02 03 00"),
         ];
         for (req, bytes) in requests {
-            assert_eq!(req.to_bytes(), hex(bytes));
-            assert_eq!(Request::parse(&hex(bytes)).unwrap(), vec![req]);
+            assert_eq!(req.to_bytes().unwrap(), hex(bytes));
+            assert_eq!(Request::parse(&hex(bytes)).strict().unwrap(), vec![req]);
         }
         let uplinks = [
             (Uplink::DevVersion { firmware: 513, hardware: 1264 }, "01 01 02 00 00 f0 04 00 00"),
@@ -152,9 +154,10 @@ mod tests {
         ];
         for (up, bytes) in uplinks {
             assert_eq!(up.to_bytes(), hex(bytes));
-            assert_eq!(Uplink::parse(&hex(bytes)).unwrap(), vec![up]);
+            assert_eq!(Uplink::parse(&hex(bytes)).strict().unwrap(), vec![up]);
         }
-        assert_eq!(Uplink::parse(&hex("01 01 02 00 00 f0")), Err(CodecError::Truncated("HW_version")));
-        assert_eq!(Uplink::parse(&hex("04 03 01")), Err(CodecError::Truncated("nextFirmwareVersion")));
+        assert_eq!(Uplink::parse(&hex("01 01 02 00 00 f0")).strict(), Err(CodecError::Truncated("HW_version")));
+        assert_eq!(Uplink::parse(&hex("04 03 01")).strict(), Err(CodecError::Truncated("nextFirmwareVersion")));
+        assert!(matches!(Request::DevRebootCountdown { countdown: 1 << 24 }.to_bytes(), Err(CodecError::OutOfRange { .. })));
     }
 }
