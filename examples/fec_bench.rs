@@ -23,7 +23,7 @@ fn native(data: &[u8], version: Version, m: u32) -> (f64, usize) {
     let mut bytes = 0;
     for n in m + 1..=m + CODED {
         let (number, payload) = enc.fragment(n).unwrap();
-        bytes += ts004::Request::DataFragment { frag_index: 0, n: number, payload }.to_bytes(version).len();
+        bytes += ts004::Request::DataFragment { frag_index: 0, n: number, payload }.to_bytes(version).unwrap().len();
     }
     (started.elapsed().as_secs_f64(), bytes)
 }

@@ -8,7 +8,7 @@ wit_bindgen::generate!({ path: "../../../wit/since_v0.1.0", world: "device-libra
 use airlift::plugin::types::{Attribute, DeviceContext, SessionClass};
 use airlift::plugin::{clock, keys};
 use exports::airlift::plugin::device_library::*;
-use lorawan_fuota::{fec, ports, ts003, ts004, ts005, ts006, CodecError, Version};
+use lorawan_fuota::{fec, ports, ts003, ts004, ts005, ts006, CodecError, Parsed, Version};
 
 /// Stage names, as in the RMC progress messages.
 mod stage {
@@ -37,6 +37,9 @@ const GROUP_DELETED_KEY: &str = "cleanup.group-deleted";
 const SETUP_RETRIES: u32 = 5;
 /// DataFragment header bytes (CID + 16-bit index/number).
 const DATA_FRAGMENT_OVERHEAD: u16 = 3;
+/// AppTimeReq a device out of sync is asked to send (ForceDeviceResyncReq):
+/// more than one, so one lost uplink does not leave it out of sync.
+const RESYNC_TRANSMISSIONS: u8 = 3;
 
 struct Library;
 
@@ -58,15 +61,19 @@ fn last_session_cnt(device: &DeviceContext) -> u16 {
 }
 
 /// SessionCnt for the setup request being built: above the last one held,
-/// starting at 1 (some stacks reject 0), and one higher for each retry, so
-/// a retry after a lost answer is never a replay.
-fn next_session_cnt(device: &DeviceContext) -> u16 {
-    last_session_cnt(device).wrapping_add(1 + device.requests_sent as u16).max(1)
+/// starting at 1, and one higher for each retry, so a retry after a lost
+/// answer is never a replay. It never wraps: every public stack refuses a
+/// SessionCnt not above the last (LoRa Basics Modem and LoRaMac-node's v2
+/// variant alike), so after 65535 the device needs a new counter base
+/// (a reset) and we say so instead of sending a request it must refuse.
+fn next_session_cnt(device: &DeviceContext) -> Result<u16, LibraryError> {
+    let next = last_session_cnt(device) as u32 + 1 + device.requests_sent;
+    u16::try_from(next).map_err(|_| LibraryError::Unsupported("the device's TS004 SessionCnt is exhausted (65535); it accepts no new session".into()))
 }
 
 /// SessionCnt of the latest request sent, which an answer acknowledges.
 fn sent_session_cnt(device: &DeviceContext) -> u16 {
-    last_session_cnt(device).wrapping_add(device.requests_sent.max(1) as u16).max(1)
+    (last_session_cnt(device) as u32 + device.requests_sent.max(1)).min(u16::MAX as u32) as u16
 }
 
 /// One half of Cleanup confirmed: remember it, and answer the stage once
@@ -94,8 +101,27 @@ fn parse_error(e: CodecError) -> ParseError {
     match e {
         CodecError::Truncated(what) => ParseError::Truncated(what.into()),
         CodecError::UnknownCommand(cid) => ParseError::UnknownCommand(cid),
-        CodecError::Malformed(m) => ParseError::Malformed(m),
+        other => ParseError::Malformed(other.to_string()),
     }
+}
+
+fn encode_error(e: CodecError) -> LibraryError {
+    LibraryError::Invalid(e.to_string())
+}
+
+/// The commands of an uplink; a bad command costs only itself and what
+/// follows it, never the answers before it. Only an uplink with nothing
+/// readable is an error.
+fn commands<T>(parsed: Parsed<T>, events: &mut Vec<UplinkEvent>) -> Result<Vec<T>, ParseError> {
+    let Parsed { commands, errors } = parsed;
+    if commands.is_empty() {
+        if let Some(e) = errors.into_iter().next() {
+            return Err(parse_error(e));
+        }
+        return Ok(commands);
+    }
+    events.extend(errors.into_iter().map(|e| UplinkEvent::Note(format!("rest of the uplink not understood: {e}"))));
+    Ok(commands)
 }
 
 fn session_stage(campaign: &CampaignContext) -> &'static str {
@@ -117,34 +143,36 @@ impl Library {
         let v2 = match VERSION {
             Version::V1 => None,
             Version::V2 => {
-                let cnt = next_session_cnt(device);
+                let cnt = next_session_cnt(device)?;
                 let mic = keys::data_block_mic(device.dev_eui, cnt, f.frag_index, f.descriptor, &campaign.payload_sha256)
                     .map_err(|e| LibraryError::Key(format!("{e:?}")))?;
                 Some((cnt, mic))
             }
         };
         let setup = ts004::SessionSetup {
-            mc_group_mask: 1 << (campaign.group.group_id & 0x03),
+            mc_group_mask: 1u8.checked_shl(campaign.group.group_id as u32).filter(|m| *m <= 0x0f).ok_or_else(|| LibraryError::Invalid(format!("McGroupID {} is not 0..3", campaign.group.group_id)))?,
             frag_index: f.frag_index,
             nb_frag,
             frag_size,
             block_ack_delay: f.block_ack_delay,
             frag_algo: 0,
-            ack_reception: false,
+            // v2 devices say when they rebuilt the block: LoRa Basics Modem
+            // sends FragDataBlockReceivedReq only when asked to (TS004-2.0.0).
+            ack_reception: VERSION == Version::V2,
             padding: f.padding,
             descriptor: f.descriptor,
             v2,
         };
-        Ok(ts004::Request::FragSessionSetup(setup).to_bytes(VERSION))
+        ts004::Request::FragSessionSetup(setup).to_bytes(VERSION).map_err(encode_error)
     }
 
     fn parse_multicast_setup(payload: &[u8], device: &DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
-        for up in ts005::Uplink::parse(payload).map_err(parse_error)? {
+        for up in commands(ts005::Uplink::parse(payload), &mut events)? {
             if matches!(up, ts005::Uplink::McGroupDelete { .. }) {
                 events.extend(cleanup_half_done(device, GROUP_DELETED_KEY, FRAG_SESSION_DELETED_KEY));
             }
-            events.push(match up {
+            let event = match up {
                 ts005::Uplink::PackageVersion(p) => UplinkEvent::Note(format!("remote multicast setup package {} v{}", p.package, p.version)),
                 ts005::Uplink::McGroupSetup { id_error, .. } => {
                     answer(stage::MC_GROUP_SETUP, verdict(id_error.then(|| "McGroupID error".to_string())), vec![])
@@ -153,18 +181,29 @@ impl Library {
                     UplinkEvent::Note(format!("multicast group {group} deleted{}", if undefined { " (was undefined)" } else { "" }))
                 }
                 ts005::Uplink::McGroupStatus { groups, .. } => UplinkEvent::Note(format!("multicast groups defined: {groups:x?}")),
+                ts005::Uplink::McClassCSession { time_to_start: Some(ts005::TIME_TO_START_OUT_OF_SYNC), .. }
+                | ts005::Uplink::McClassBSession { time_to_start: Some(ts005::TIME_TO_START_OUT_OF_SYNC), .. } => {
+                    // The device's clock is out of sync: it cannot start the
+                    // session on time. Have it resynchronise (TS003) and
+                    // leave the stage unanswered, so the session request is
+                    // sent again once its clock is right.
+                    let resync = ts003::Request::ForceDeviceResync { nb_transmissions: RESYNC_TRANSMISSIONS }.to_bytes().map_err(|e| ParseError::Malformed(e.to_string()))?;
+                    events.push(UplinkEvent::Reply(downlink(ports::CLOCK_SYNC, resync)));
+                    UplinkEvent::Note("TimeToStart 0xFFFFFF: the device clock is out of sync; clock resynchronisation asked, the session request follows".into())
+                }
                 ts005::Uplink::McClassCSession { errors, time_to_start, .. } | ts005::Uplink::McClassBSession { errors, time_to_start, .. } => {
                     let name = if matches!(up, ts005::Uplink::McClassCSession { .. }) { stage::MC_CLASS_C_SESSION } else { stage::MC_CLASS_B_SESSION };
                     answer(name, verdict(Some(errors.describe())), time_to_start.map(Fact::TimeToStart).into_iter().collect())
                 }
-            });
+            };
+            events.push(event);
         }
         Ok(events)
     }
 
     fn parse_fragmentation(payload: &[u8], device: &DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
-        for up in ts004::Uplink::parse(payload, VERSION).map_err(parse_error)? {
+        for up in commands(ts004::Uplink::parse(payload, VERSION), &mut events)? {
             match up {
                 ts004::Uplink::PackageVersion(p) => {
                     events.push(UplinkEvent::Remember(Attribute { key: "ts004.version".into(), value: p.version.to_string() }));
@@ -209,7 +248,9 @@ impl Library {
                 }
                 ts004::Uplink::FragSessionDelete { .. } => events.extend(cleanup_half_done(device, FRAG_SESSION_DELETED_KEY, GROUP_DELETED_KEY)),
                 ts004::Uplink::FragDataBlockReceived { frag_index, mic_error } => {
-                    events.push(UplinkEvent::Reply(downlink(ports::FRAGMENTATION, ts004::Request::FragDataBlockReceived { frag_index }.to_bytes(VERSION))));
+                    // The answer stops the device's repeats (LoRa Basics Modem sends up to 3).
+                    let ans = ts004::Request::FragDataBlockReceived { frag_index }.to_bytes(VERSION).map_err(|e| ParseError::Malformed(e.to_string()))?;
+                    events.push(UplinkEvent::Reply(downlink(ports::FRAGMENTATION, ans)));
                     let (status, facts) = if mic_error {
                         (AnswerStatus::Rejected("data block MIC error".into()), vec![])
                     } else {
@@ -224,11 +265,11 @@ impl Library {
 
     fn parse_clock_sync(payload: &[u8]) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
-        for up in ts003::Uplink::parse(payload).map_err(parse_error)? {
+        for up in commands(ts003::Uplink::parse(payload), &mut events)? {
             match up {
                 ts003::Uplink::AppTimeReq { device_time, token, ans_required } => {
-                    if let Some(ans) = ts003::answer_app_time(clock::now_gps_seconds(), device_time, token, ans_required) {
-                        events.push(UplinkEvent::Reply(downlink(ports::CLOCK_SYNC, ans.to_bytes())));
+                    if let Some(ans) = ts003::answer_app_time(clock::now_gps_seconds(), device_time, token, ans_required, VERSION) {
+                        events.push(UplinkEvent::Reply(downlink(ports::CLOCK_SYNC, ans.to_bytes().map_err(|e| ParseError::Malformed(e.to_string()))?)));
                     }
                 }
                 ts003::Uplink::DeviceAppTimePeriodicity { not_supported, device_time } => {
@@ -242,7 +283,7 @@ impl Library {
 
     fn parse_firmware_management(payload: &[u8]) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
-        for up in ts006::Uplink::parse(payload).map_err(parse_error)? {
+        for up in commands(ts006::Uplink::parse(payload), &mut events)? {
             events.push(match up {
                 ts006::Uplink::DevVersion { firmware, hardware } => {
                     answer(stage::DEV_VERSION, AnswerStatus::Ok, vec![Fact::FirmwareVersion(firmware), Fact::HardwareVersion(hardware)])
@@ -348,57 +389,59 @@ impl Guest for Library {
         }
         let group = &campaign.group;
         Ok(match stage_name.as_str() {
-            stage::PACKAGE_VERSION => vec![downlink(ports::FRAGMENTATION, ts004::Request::PackageVersion.to_bytes(VERSION))],
+            stage::PACKAGE_VERSION => vec![downlink(ports::FRAGMENTATION, ts004::Request::PackageVersion.to_bytes(VERSION).map_err(encode_error)?)],
             stage::MC_GROUP_SETUP => {
                 let d = need_device()?;
                 let key = keys::mc_key_encrypted(d.dev_eui, group.group_eui).map_err(|e| LibraryError::Key(format!("{e:?}")))?;
                 let mc_key_encrypted: [u8; 16] = key.try_into().map_err(|_| LibraryError::Key("McKey_encrypted is not 16 bytes".into()))?;
                 let req = ts005::Request::McGroupSetup { group: group.group_id, mc_addr: group.mc_addr, mc_key_encrypted, min_fcnt: group.min_fcnt, max_fcnt: group.max_fcnt };
-                vec![downlink(ports::MULTICAST_SETUP, req.to_bytes())]
+                vec![downlink(ports::MULTICAST_SETUP, req.to_bytes().map_err(encode_error)?)]
             }
             stage::DEV_REBOOT_TIME => {
                 let reboot_time = if campaign.cancelling { ts006::CANCEL_REBOOT } else { campaign.reboot_gps.unwrap_or(0) as u32 };
-                vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevRebootTime { reboot_time }.to_bytes())]
+                vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevRebootTime { reboot_time }.to_bytes().map_err(encode_error)?)]
             }
             stage::FRAG_SESSION_SETUP => vec![downlink(ports::FRAGMENTATION, Self::frag_setup(need_device()?, &campaign)?)],
             stage::MC_CLASS_C_SESSION => {
                 let req = ts005::Request::McClassCSession {
                     group: group.group_id,
                     session_time: campaign.session_start_gps as u32,
-                    timeout: campaign.session_timeout & 0x0f,
+                    timeout: campaign.session_timeout,
                     frequency_hz: group.frequency_hz,
                     data_rate: group.data_rate,
                 };
-                vec![downlink(ports::MULTICAST_SETUP, req.to_bytes())]
+                vec![downlink(ports::MULTICAST_SETUP, req.to_bytes().map_err(encode_error)?)]
             }
             stage::MC_CLASS_B_SESSION => {
-                // Class B sessions start on a beacon period: a multiple of 128 s.
-                let start = campaign.session_start_gps.div_ceil(128) * 128;
+                // The host aligns a class B start on a beacon period (a
+                // multiple of 128 s) and sends fragments from that time; an
+                // unaligned one is an encoding error, never rounded here.
                 let req = ts005::Request::McClassBSession {
                     group: group.group_id,
-                    session_time: start as u32,
-                    timeout: campaign.session_timeout & 0x0f,
-                    periodicity: group.ping_slot_periodicity & 0x07,
+                    session_time: campaign.session_start_gps as u32,
+                    timeout: campaign.session_timeout,
+                    periodicity: group.ping_slot_periodicity,
                     frequency_hz: group.frequency_hz,
                     data_rate: group.data_rate,
                 };
-                vec![downlink(ports::MULTICAST_SETUP, req.to_bytes())]
+                vec![downlink(ports::MULTICAST_SETUP, req.to_bytes().map_err(encode_error)?)]
             }
             stage::FRAG_SESSION_STATUS => {
                 let f = frag_session(&campaign)?;
-                vec![downlink(ports::FRAGMENTATION, ts004::Request::FragSessionStatus { participants: true, frag_index: f.frag_index }.to_bytes(VERSION))]
+                let req = ts004::Request::FragSessionStatus { participants: true, frag_index: f.frag_index };
+                vec![downlink(ports::FRAGMENTATION, req.to_bytes(VERSION).map_err(encode_error)?)]
             }
-            stage::DEV_VERSION => vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevVersion.to_bytes())],
-            stage::DEV_UPGRADE_IMAGE => vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevUpgradeImage.to_bytes())],
+            stage::DEV_VERSION => vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevVersion.to_bytes().map_err(encode_error)?)],
+            stage::DEV_UPGRADE_IMAGE => vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevUpgradeImage.to_bytes().map_err(encode_error)?)],
             stage::CLEANUP => {
                 // Only what the device has not confirmed yet.
                 let confirmed = |key| device.as_ref().is_some_and(|d| memory(d, key).is_some());
                 let mut out = Vec::new();
                 if let Some(f) = campaign.fragmentation.as_ref().filter(|_| !confirmed(FRAG_SESSION_DELETED_KEY)) {
-                    out.push(downlink(ports::FRAGMENTATION, ts004::Request::FragSessionDelete { frag_index: f.frag_index }.to_bytes(VERSION)));
+                    out.push(downlink(ports::FRAGMENTATION, ts004::Request::FragSessionDelete { frag_index: f.frag_index }.to_bytes(VERSION).map_err(encode_error)?));
                 }
                 if !confirmed(GROUP_DELETED_KEY) {
-                    out.push(downlink(ports::MULTICAST_SETUP, ts005::Request::McGroupDelete { group: group.group_id }.to_bytes()));
+                    out.push(downlink(ports::MULTICAST_SETUP, ts005::Request::McGroupDelete { group: group.group_id }.to_bytes().map_err(encode_error)?));
                 }
                 out
             }
@@ -426,7 +469,7 @@ impl Guest for Library {
             .map(|n| {
                 let (number, payload) = encoder.fragment(n).map_err(|e| LibraryError::Invalid(e.to_string()))?;
                 let req = ts004::Request::DataFragment { frag_index: layout.frag_index, n: number, payload };
-                Ok(downlink(ports::FRAGMENTATION, req.to_bytes(VERSION)))
+                Ok(downlink(ports::FRAGMENTATION, req.to_bytes(VERSION).map_err(encode_error)?))
             })
             .collect()
     }

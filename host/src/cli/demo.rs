@@ -7,7 +7,7 @@ use airlift::engine::{progress, RunOptions, RunStatus};
 use airlift::server::{Server, ServerConfig};
 use airlift::sim::fleet::drive;
 use airlift::sim::scenario::{provision, Scenario, ScenarioConfig};
-use airlift::sim::PackageVersion;
+use airlift::sim::{PackageVersion, Stack};
 use anyhow::Context;
 use std::io::Write;
 use std::sync::Arc;
@@ -38,6 +38,10 @@ pub struct DemoArgs {
     /// a signed delta to the new one). Without it the image goes as it is.
     #[arg(long)]
     update_type: Option<String>,
+    /// Device stacks the fleet mixes, given in turn: spec, loramac-node,
+    /// basics-modem (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "spec")]
+    stacks: Vec<Stack>,
     /// Print one JSON line with the result instead of progress bars.
     #[arg(long)]
     json: bool,
@@ -70,6 +74,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     scenario.fleet.loss = args.loss;
     scenario.fleet.clock_drift_s = args.clock_drift;
     scenario.fleet.version = if args.library.ends_with("v2") { PackageVersion::V2 } else { PackageVersion::V1 };
+    scenario.fleet.stacks = args.stacks.clone();
     scenario.file_size = args.file_size;
     scenario.library = args.library.clone();
     if let Some(update_type) = &args.update_type {

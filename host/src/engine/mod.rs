@@ -229,6 +229,7 @@ impl<N: Network> Engine<N> {
             .into_iter()
             .map(|s| Stage { name: s.name, mode: context::mode(s.mode), retry_limit: s.retry_limit, answer_timeout_s: s.answer_timeout_s, required: s.required })
             .collect();
+        check_plan(&run.stages)?;
         // A network that runs whole sessions itself (a gateway) gets the
         // campaign as one offloaded stage; it checks the image itself.
         if self.network.offloads(&campaign.backend_instance).await? {
@@ -421,3 +422,14 @@ impl<N: Network> Engine<N> {
     }
 }
 
+/// A plan the engine can run: a multicast status stage closes the loop of
+/// a fragment stage before it, so one without the other cannot run.
+fn check_plan(stages: &[Stage]) -> Result<(), EngineError> {
+    let first_fragments = stages.iter().position(|s| s.mode == StageMode::Fragments);
+    for (i, stage) in stages.iter().enumerate() {
+        if stage.mode == StageMode::Multicast && first_fragments.is_none_or(|f| f > i) {
+            return Err(EngineError::Invalid(format!("the device library's plan has the multicast stage {} without a fragment stage before it", stage.name)));
+        }
+    }
+    Ok(())
+}

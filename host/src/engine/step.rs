@@ -23,6 +23,8 @@ const SESSION_SETUP_MARGIN_S: u64 = 60;
 /// failure in a row up to the maximum.
 const NETWORK_RETRY_MS: u64 = 30_000;
 const MAX_NETWORK_RETRY_MS: u64 = 10 * 60_000;
+/// Class B beacon period, seconds.
+const BEACON_PERIOD_S: u64 = 128;
 /// How often a session a gateway runs is polled.
 const OFFLOAD_POLL_MS: u64 = 10_000;
 
@@ -268,7 +270,14 @@ impl<N: Network> Engine<N> {
             let window_ms: u64 = (1..=stage.retry_limit + 1).map(|a| backoff_ms(stage.answer_timeout_s, a)).sum();
             let window_s = window_ms / 1000 + SESSION_SETUP_MARGIN_S;
             run.session_start_gps = unix_ms_to_gps_seconds(now) + window_s;
-            let left_s = (run.deadline_ms.saturating_sub(now) / 1000).saturating_sub(window_s).max(1);
+            if group.session_class == crate::model::SessionClass::B {
+                // Class B sessions start on a beacon period (TS005: a
+                // multiple of 128 s); the devices are told this time and
+                // fragments go out from it.
+                run.session_start_gps = run.session_start_gps.div_ceil(BEACON_PERIOD_S) * BEACON_PERIOD_S;
+            }
+            let starts_in_s = run.session_start_gps - unix_ms_to_gps_seconds(now);
+            let left_s = (run.deadline_ms.saturating_sub(now) / 1000).saturating_sub(starts_in_s).max(1);
             // Class C lasts 2^t s, class B 128·2^t s: end before the deadline.
             let unit = if group.session_class == crate::model::SessionClass::B { 128 } else { 1 };
             run.session_timeout = (63 - (left_s / unit).max(1).leading_zeros()).min(15) as u8;
@@ -419,7 +428,8 @@ impl<N: Network> Engine<N> {
             run.extra_rounds += 1;
             run.fragments_target += extra_needed;
             run.round_sent_ms = None;
-            run.stage = run.stages.iter().position(|s| s.mode == StageMode::Fragments).expect("a status stage follows a fragment stage");
+            // The plan was checked at start: a fragment stage comes first.
+            run.stage = run.stages.iter().position(|s| s.mode == StageMode::Fragments).ok_or_else(|| EngineError::Invalid("a status stage without a fragment stage".into()))?;
             tracing::info!(campaign = %run.campaign_id, extra = extra_needed, round = run.extra_rounds, "sending more coded fragments");
             return Ok(Some(now));
         }

@@ -1,6 +1,11 @@
 //! A device model: what a LoRaWAN end device running the FUOTA packages
 //! does with each request, byte for byte. Parsing and answers are written
 //! here from the device's point of view, not shared with the server codecs.
+//!
+//! A device behaves as one of three [`Stack`]s: the specifications' ideal,
+//! or what the public LoRaMac-node and LoRa Basics Modem stacks observably
+//! do. `docs/device-stacks.md` lists each modelled behaviour with the
+//! source file it was read from.
 
 use super::frag_decoder::FragDecoder;
 use super::upgrade::{self, Firmware, Upgrade};
@@ -15,6 +20,35 @@ pub enum PackageVersion {
     V1,
     V2,
 }
+
+/// Which public device stack a simulated device behaves as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// The LoRa Alliance specifications' ideal.
+    Spec,
+    /// Semtech's LoRaMac-node (`LmhpFragmentation.c`, `FragDecoder.c`,
+    /// `LmhpRemoteMcastSetup.c`, `LmhpClockSync.c`); its v2 form is the
+    /// STM32CubeWL port of the same files.
+    LoRaMacNode,
+    /// Semtech's LoRa Basics Modem (SWL2001 `lorawan_packages/`).
+    BasicsModem,
+}
+
+impl std::str::FromStr for Stack {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "spec" => Ok(Stack::Spec),
+            "loramac-node" => Ok(Stack::LoRaMacNode),
+            "basics-modem" => Ok(Stack::BasicsModem),
+            other => Err(format!("unknown device stack {other:?} (spec, loramac-node, basics-modem)")),
+        }
+    }
+}
+
+/// FragDataBlockReceivedReq transmissions LoRa Basics Modem makes until the
+/// server answers (`nb_transmit_ans = 3`).
+const BASICS_MODEM_BLOCK_ACK_SENDS: u8 = 3;
 
 /// An uplink the device sends in answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +72,35 @@ struct FragSession {
     integrity: Option<(u16, [u8; 4])>,
     decoder: FragDecoder,
     reported: bool,
+    /// v2: the server asked for FragDataBlockReceivedReq (AckReception).
+    ack_reception: bool,
+    /// FragNbRx of the public stacks: the number of the last fragment seen.
+    last_number: u32,
+    /// FragNbLastRx: where gap counting resumes.
+    last_in_order: u32,
+    /// FragNbLost: uncoded fragments counted as lost (gaps), never lowered.
+    lost: u32,
+    /// Decoding ended: the public stacks skip every later fragment.
+    finished: bool,
+    /// LoRa Basics Modem: MissingFrag as last computed; a loss-free
+    /// completion returns before updating it, so it stays at 1.
+    reported_missing: u32,
+}
+
+impl FragSession {
+    /// Gap counting as `FragDecoderProcess` does it in both public stacks:
+    /// gaps among the uncoded fragments are counted when a later fragment
+    /// arrives; the first coded fragment counts the missing tail.
+    fn count_gaps(&mut self, n: u32) -> bool {
+        self.last_number = n;
+        if n < self.last_in_order {
+            return false; // out of order: dropped
+        }
+        let upto = n.saturating_sub(1).min(self.nb_frag);
+        self.lost += upto.saturating_sub(self.last_in_order.min(self.nb_frag));
+        self.last_in_order = if n > self.nb_frag { self.nb_frag + 1 } else { n };
+        true
+    }
 }
 
 /// Multicast session programmed by McClassC/BSessionReq.
@@ -66,6 +129,19 @@ pub struct DeviceModel {
     frag_sessions: [Option<FragSession>; 4],
     pub session: Option<McSession>,
     last_session_cnt: Option<u16>,
+    /// The stack this device behaves as.
+    pub stack: Stack,
+    /// Whether the device has a valid time (LoRa Basics Modem reads time
+    /// as 0 until it is synchronised; the others just run their clock).
+    pub clock_synced: bool,
+    /// TS003 TokenReq: incremented with each AppTimeAns taken.
+    clock_token: u8,
+    /// LoRa Basics Modem: SessionCntPrev per FragIndex, set by the first
+    /// DataFragment of a session, not at setup.
+    session_cnt_prev: [Option<u16>; 4],
+    /// LoRa Basics Modem: FragDataBlockReceivedReq sends left until the
+    /// server answers.
+    pub block_ack_sends_left: u8,
     /// The image the device runs, its version and the key it trusts.
     pub firmware: Firmware,
     pub hardware_version: u32,
@@ -108,6 +184,11 @@ impl DeviceModel {
             frag_sessions: Default::default(),
             session: None,
             last_session_cnt: None,
+            stack: Stack::Spec,
+            clock_synced: true,
+            clock_token: 0,
+            session_cnt_prev: [None; 4],
+            block_ack_sends_left: 0,
             firmware: Firmware { version: 0x0100_0000, image: Default::default(), public_key: None },
             hardware_version: 1,
             reboot_at_gps: None,
@@ -173,12 +254,46 @@ impl DeviceModel {
         (network_gps as i64 + self.clock_offset_s) as u32
     }
 
+    /// The time the device's packages act on: LoRa Basics Modem reads 0
+    /// until its clock was synchronised (`seconds_since_epoch = 0`).
+    fn package_time(&self, network_gps: u64) -> u32 {
+        if self.stack == Stack::BasicsModem && !self.clock_synced {
+            return 0;
+        }
+        self.device_gps(network_gps)
+    }
+
+    /// A device that lost its time: its clock reads about 0 (GPS epoch).
+    pub fn lose_clock(&mut self, network_gps: u64) {
+        self.clock_offset_s = -(network_gps as i64);
+        self.clock_synced = false;
+    }
+
     /// AppTimeReq the device sends to sync its clock.
     pub fn app_time_req(&self, network_gps: u64, token: u8, ans_required: bool) -> DeviceReply {
         let mut p = vec![0x01];
         p.extend(self.device_gps(network_gps).to_le_bytes());
         p.push(token & 0x0f | (ans_required as u8) << 4);
         DeviceReply { fport: self.air_port(202), payload: p }
+    }
+
+    /// The device's own AppTimeReq with its current token. Both public
+    /// stacks always send AnsRequired = 0.
+    fn own_app_time_req(&self, network_gps: u64) -> DeviceReply {
+        let mut r = self.app_time_req(network_gps, self.clock_token, false);
+        r.fport = 202;
+        r
+    }
+
+    /// The FragDataBlockReceivedReq LoRa Basics Modem repeats until it is
+    /// answered, if one is due (the fleet calls this as each copy goes).
+    pub fn repeat_block_ack(&mut self) -> bool {
+        if self.block_ack_sends_left > 1 {
+            self.block_ack_sends_left -= 1;
+            return true;
+        }
+        self.block_ack_sends_left = 0;
+        false
     }
 
     fn mc_ke_key(&self) -> [u8; 16] {
@@ -201,7 +316,8 @@ impl DeviceModel {
         Ok(out)
     }
 
-    fn air_port(&self, default: u8) -> u8 {
+    /// The FPort a package uses on the air for this device.
+    pub fn air_port(&self, default: u8) -> u8 {
         self.moved_ports.iter().find(|(d, _)| *d == default).map_or(default, |(_, air)| *air)
     }
 
@@ -215,7 +331,7 @@ impl DeviceModel {
             let consumed = match fport {
                 200 => self.multicast_setup(rest, network_gps, &mut out)?,
                 201 => self.fragmentation(rest, &mut out)?,
-                202 => self.clock_sync(rest)?,
+                202 => self.clock_sync(rest, network_gps, &mut out)?,
                 203 => self.firmware_management(rest, &mut out)?,
                 other => return Err(format!("no package on port {other}")),
             };
@@ -302,14 +418,45 @@ impl DeviceModel {
                 if self.groups[id as usize].is_none() {
                     status |= 0x10;
                 }
-                let now = self.device_gps(network_gps);
-                if self.version == PackageVersion::V2 && start < now {
-                    status |= 0x20;
-                }
-                let mut p = vec![cid, status];
-                if status & 0xfc == 0 {
-                    self.session = Some(McSession { group: id, class_b, start_gps: start, timeout: f[6] & 0x0f, frequency_hz, data_rate });
-                    p.extend(&start.saturating_sub(now).to_le_bytes()[..3]);
+                let now = self.package_time(network_gps);
+                let session = McSession { group: id, class_b, start_gps: start, timeout: f[6] & 0x0f, frequency_hz, data_rate };
+                let mut p = vec![cid];
+                match self.stack {
+                    // LoRaMac-node: a start already past sets McGroupUndefined;
+                    // TimeToStart is masked to 24 bits, never saturated, and
+                    // the clock is not checked.
+                    Stack::LoRaMacNode => {
+                        let to_start = start as i64 - now as i64;
+                        if status == id && to_start <= 0 {
+                            status |= 0x10;
+                        }
+                        p.push(status);
+                        if status == id {
+                            self.session = Some(session);
+                            p.extend(&(to_start as u32).to_le_bytes()[..3]);
+                        }
+                    }
+                    // The spec and LoRa Basics Modem: v2 StartMissed (Basics
+                    // Modem sets it in v1 too, and only with a valid time),
+                    // TimeToStart saturated at 0xFFFFFF. Basics Modem without
+                    // a time answers success with 0xFFFFFF but launches nothing.
+                    Stack::Spec | Stack::BasicsModem => {
+                        let checks_missed = match self.stack {
+                            Stack::BasicsModem => self.clock_synced,
+                            _ => self.version == PackageVersion::V2,
+                        };
+                        if checks_missed && start <= now {
+                            status |= 0x20;
+                        }
+                        p.push(status);
+                        if status == id {
+                            let to_start = start.saturating_sub(now).min(0xff_ffff);
+                            if self.stack != Stack::BasicsModem || self.clock_synced {
+                                self.session = Some(session);
+                            }
+                            p.extend(&to_start.to_le_bytes()[..3]);
+                        }
+                    }
                 }
                 reply(p);
                 Ok(11)
@@ -329,18 +476,8 @@ impl DeviceModel {
                 let param = Self::need(b, 2, "FragSessionStatusReq")?[1];
                 let index = (param >> 1) & 0x03;
                 let participants = param & 0x01 != 0;
-                match &self.frag_sessions[index as usize] {
-                    Some(s) => {
-                        let p = s.decoder.progress();
-                        if participants || p.missing > 0 {
-                            let head = ((p.received & 0x3fff) as u16 | (index as u16) << 14).to_le_bytes();
-                            let missing = p.missing.min(255) as u8;
-                            let payload = if v2 { vec![0x01, 0x00, head[0], head[1], missing] } else { vec![0x01, head[0], head[1], missing, 0x00] };
-                            out.push(DeviceReply { fport: 201, payload });
-                        }
-                    }
-                    None if v2 => out.push(DeviceReply { fport: 201, payload: vec![0x01, 0x04] }),
-                    None => {}
+                if let Some(payload) = self.status_answer(index, participants) {
+                    out.push(DeviceReply { fport: 201, payload });
                 }
                 Ok(2)
             }
@@ -360,7 +497,12 @@ impl DeviceModel {
                 }
                 let integrity = if v2 {
                     let cnt = u16::from_le_bytes([f[11], f[12]]);
-                    if self.last_session_cnt.is_some_and(|last| cnt <= last) {
+                    // Basics Modem keeps the previous SessionCnt per FragIndex.
+                    let prev = match self.stack {
+                        Stack::BasicsModem => self.session_cnt_prev[index as usize],
+                        _ => self.last_session_cnt,
+                    };
+                    if prev.is_some_and(|last| cnt <= last) {
                         status |= 0x10;
                     }
                     Some((cnt, f[13..17].try_into().unwrap()))
@@ -368,7 +510,7 @@ impl DeviceModel {
                     None
                 };
                 if status == 0 {
-                    if let Some((cnt, _)) = integrity {
+                    if let (Some((cnt, _)), false) = (integrity, self.stack == Stack::BasicsModem) {
                         self.last_session_cnt = Some(cnt);
                     }
                     self.frag_sessions[index as usize] = Some(FragSession {
@@ -379,6 +521,12 @@ impl DeviceModel {
                         integrity,
                         decoder: FragDecoder::new(nb_frag, frag_size, v2),
                         reported: false,
+                        ack_reception: v2 && f[5] & 0x40 != 0,
+                        last_number: 0,
+                        last_in_order: 0,
+                        lost: 0,
+                        finished: false,
+                        reported_missing: nb_frag,
                     });
                 }
                 out.push(DeviceReply { fport: 201, payload: vec![0x02, index << 6 | status] });
@@ -391,25 +539,57 @@ impl DeviceModel {
                 Ok(2)
             }
             0x04 if v2 => Ok(Self::need(b, 2, "FragDataBlockReceivedAns")?.len()),
+            0x04 if v2 => {
+                // FragDataBlockReceivedAns: stop repeating the request.
+                Self::need(b, 2, "FragDataBlockReceivedAns")?;
+                self.block_ack_sends_left = 0;
+                Ok(2)
+            }
             0x08 => {
                 let f = Self::need(b, 3, "DataFragment")?;
                 let head = u16::from_le_bytes([f[1], f[2]]);
                 let index = (head >> 14) as usize;
+                let n = (head & 0x3fff) as u32;
                 let data = &b[3..];
                 let root = self.root_key;
-                if let Some(s) = self.frag_sessions[index].as_mut() {
-                    let progress = s.decoder.push((head & 0x3fff) as u32, data);
-                    if progress.complete && !s.reported {
-                        s.reported = true;
-                        let mut file = s.decoder.data().unwrap().to_vec();
-                        file.truncate(s.nb_frag as usize * s.frag_size - s.padding);
-                        let mic_ok = s.integrity.is_none_or(|(cnt, mic)| Self::block_mic(&root, cnt, index as u8, s.descriptor, &file) == mic);
-                        if s.integrity.is_some() {
-                            out.push(DeviceReply { fport: 201, payload: vec![0x04, index as u8 | (!mic_ok as u8) << 2] });
+                let stack = self.stack;
+                let Some(s) = self.frag_sessions[index].as_mut() else { return Ok(b.len()) };
+                if s.finished {
+                    // Both public stacks skip fragments once decoding ended.
+                    return Ok(b.len());
+                }
+                if stack == Stack::BasicsModem {
+                    if let Some((cnt, _)) = s.integrity {
+                        self.session_cnt_prev[index] = Some(cnt);
+                    }
+                }
+                let in_order = s.count_gaps(n);
+                let before = s.decoder.progress();
+                if stack != Stack::Spec && !in_order {
+                    return Ok(b.len());
+                }
+                let progress = s.decoder.push(n, data);
+                if !progress.complete {
+                    s.reported_missing = progress.missing;
+                } else if !(stack == Stack::BasicsModem && s.lost == 0 && n == s.nb_frag && !before.complete) {
+                    s.reported_missing = 0;
+                }
+                if progress.complete && !s.reported {
+                    s.reported = true;
+                    s.finished = stack != Stack::Spec;
+                    let mut file = s.decoder.data().unwrap().to_vec();
+                    file.truncate(s.nb_frag as usize * s.frag_size - s.padding);
+                    let mic_ok = s.integrity.is_none_or(|(cnt, mic)| Self::block_mic(&root, cnt, index as u8, s.descriptor, &file) == mic);
+                    // FragDataBlockReceivedReq only when the session asked
+                    // for it (TS004-2.0.0; LoRa Basics Modem repeats it).
+                    if s.integrity.is_some() && s.ack_reception {
+                        out.push(DeviceReply { fport: 201, payload: vec![0x04, index as u8 | (!mic_ok as u8) << 2] });
+                        if stack == Stack::BasicsModem {
+                            self.block_ack_sends_left = BASICS_MODEM_BLOCK_ACK_SENDS;
                         }
-                        if mic_ok {
-                            self.take_file(file);
-                        }
+                    }
+                    if mic_ok {
+                        self.take_file(file);
                     }
                 }
                 // A fragment takes the rest of the frame.
@@ -417,6 +597,41 @@ impl DeviceModel {
             }
             other => Err(format!("unknown fragmentation command 0x{other:02x}")),
         }
+    }
+
+    /// FragSessionStatusAns as the device's stack builds it, if it answers.
+    fn status_answer(&self, index: u8, participants: bool) -> Option<Vec<u8>> {
+        let v2 = self.version == PackageVersion::V2;
+        let session = self.frag_sessions[index as usize].as_ref();
+        // (NbFragReceived, MissingFrag, status bits) and whether to answer.
+        let (received, missing, status, answers) = match (self.stack, session) {
+            (Stack::Spec, None) => return v2.then(|| vec![0x01, 0x04]),
+            (Stack::Spec, Some(s)) => {
+                let p = s.decoder.progress();
+                (p.received, p.missing, 0, participants || p.missing > 0)
+            }
+            // LoRaMac-node: the last fragment number and the lost count,
+            // frozen at completion; with Participants = 0 it answers when it
+            // ever lost one. It does not check that the session exists.
+            (Stack::LoRaMacNode, s) => {
+                let (last, lost) = s.map_or((0, 0), |s| (s.last_number, s.lost));
+                (last, lost, 0, participants || lost > 0)
+            }
+            // Basics Modem: last number minus lost, MissingFrag as last
+            // computed, the long form even without a session.
+            (Stack::BasicsModem, None) => (0, 0, 0x04, true),
+            (Stack::BasicsModem, Some(s)) => {
+                let received = s.last_number.saturating_sub(s.lost);
+                (received, s.reported_missing, 0, participants || s.reported_missing > 0)
+            }
+        };
+        if !answers {
+            return None;
+        }
+        // NbFragReceived is 14 bits and MissingFrag 8: both stacks truncate.
+        let head = ((received & 0x3fff) as u16 | (index as u16) << 14).to_le_bytes();
+        let missing = if self.stack == Stack::Spec { missing.min(255) } else { missing & 0xff } as u8;
+        Some(if v2 { vec![0x01, status, head[0], head[1], missing] } else { vec![0x01, head[0], head[1], missing, status] })
     }
 
     /// DataBlockIntKey comes from the root key with the same block in 1.0
@@ -437,14 +652,33 @@ impl DeviceModel {
         mac.finalize().into_bytes()[..4].try_into().unwrap()
     }
 
-    fn clock_sync(&mut self, b: &[u8]) -> Result<usize, String> {
+    fn clock_sync(&mut self, b: &[u8], network_gps: u64, out: &mut Vec<DeviceReply>) -> Result<usize, String> {
         match b[0] {
             0x01 => {
                 let f = Self::need(b, 6, "AppTimeAns")?;
-                self.clock_offset_s += le_u32(&f[1..5]) as i32 as i64;
+                // Only the answer to the device's own token counts.
+                if f[5] & 0x0f != self.clock_token {
+                    return Ok(6);
+                }
+                let correction = le_u32(&f[1..5]) as i32;
+                self.clock_offset_s += correction as i64;
+                self.clock_token = (self.clock_token + 1) & 0x0f;
+                self.clock_synced = true;
+                // v2: a saturated correction means "ask again".
+                if self.version == PackageVersion::V2 && (correction == i32::MAX || correction == i32::MIN) {
+                    out.push(self.own_app_time_req(network_gps));
+                }
                 Ok(6)
             }
-            0x02 | 0x03 => Ok(Self::need(b, 2, "clock sync request")?.len()),
+            0x02 => Ok(Self::need(b, 2, "DeviceAppTimePeriodicityReq")?.len()),
+            0x03 => {
+                // ForceDeviceResyncReq: NbTransmissions AppTimeReq.
+                let n = Self::need(b, 2, "ForceDeviceResyncReq")?[1] & 0x07;
+                for _ in 0..n {
+                    out.push(self.own_app_time_req(network_gps));
+                }
+                Ok(2)
+            }
             0x00 => Ok(1),
             other => Err(format!("unknown clock sync command 0x{other:02x}")),
         }

@@ -3,7 +3,7 @@
 //! stay silent, hold the wrong key or cannot do class C. Implements the
 //! engine's [`Network`]; [`run_to_end`] drives a campaign in virtual time.
 
-use super::device::{DeviceModel, PackageVersion};
+use super::device::{DeviceModel, PackageVersion, Stack};
 use super::upgrade::{Firmware, Upgrade};
 use super::frame;
 use crate::clock::{Clock, ManualClock};
@@ -28,6 +28,9 @@ pub enum Behaviour {
     NoClassC,
     /// Runs another firmware (version and image) than the fleet's.
     OtherFirmware,
+    /// Lost its time: its clock reads about the GPS epoch until the server
+    /// resynchronises it (TS003).
+    UnsyncedClock,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +53,8 @@ pub struct FleetConfig {
     pub pacing: Pacing,
     /// Packages the devices run off their default FPort: (default, on air).
     pub moved_ports: Vec<(u8, u8)>,
+    /// Device stacks, given to the devices in turn (round robin).
+    pub stacks: Vec<Stack>,
 }
 
 impl Default for FleetConfig {
@@ -65,6 +70,7 @@ impl Default for FleetConfig {
             firmware: Firmware { version: 0x0100_0000, image: Default::default(), public_key: None },
             pacing: Pacing { multicast_interval_ms: 2000, unicast_interval_ms: 1000 },
             moved_ports: vec![],
+            stacks: vec![Stack::Spec],
         }
     }
 }
@@ -126,6 +132,7 @@ impl SimFleet {
     /// `behaviours` gives each device's behaviour in order; DevEUIs start at `first_eui`.
     pub fn new(config: FleetConfig, clock: Arc<dyn Clock>, vault: Arc<Vault>, first_eui: u64, behaviours: &[Behaviour]) -> (Self, Vec<Provisioned>) {
         let mut rng = StdRng::seed_from_u64(config.seed);
+        let gps_now = clock.now_gps_seconds();
         let mut devices = BTreeMap::new();
         let mut provisioned = Vec::new();
         for (i, behaviour) in behaviours.iter().enumerate() {
@@ -143,6 +150,12 @@ impl SimFleet {
             }
             if config.clock_drift_s > 0 {
                 model.clock_offset_s = rng.gen_range(-config.clock_drift_s..=config.clock_drift_s);
+            }
+            if let Some(stack) = config.stacks.get(i % config.stacks.len().max(1)) {
+                model.stack = *stack;
+            }
+            if *behaviour == Behaviour::UnsyncedClock {
+                model.lose_clock(gps_now);
             }
             devices.insert(eui, SimDevice { model, behaviour: *behaviour, in_burst: false, fragments_heard: 0, heard_m_at: None });
             provisioned.push(Provisioned { dev_eui: eui, server_key: key, behaviour: *behaviour });
@@ -203,10 +216,15 @@ impl SimFleet {
         while st.uplinks.peek().is_some_and(|Reverse(u)| u.0 <= now) {
             let Reverse((_, _, eui, fport, payload)) = st.uplinks.pop().unwrap();
             let State { devices, rng, .. } = &mut *st;
-            if let Some(d) = devices.get_mut(&eui) {
-                if !Self::lost(&self.config, rng, d) {
-                    due.push((eui, fport, payload));
-                }
+            let Some(d) = devices.get_mut(&eui) else { continue };
+            // LoRa Basics Modem repeats FragDataBlockReceivedReq until answered.
+            let repeat = payload.first() == Some(&0x04) && fport == d.model.air_port(lorawan_fuota::ports::FRAGMENTATION) && d.model.repeat_block_ack();
+            if !Self::lost(&self.config, rng, d) {
+                due.push((eui, fport, payload.clone()));
+            }
+            if repeat {
+                let reply = super::DeviceReply { fport, payload };
+                self.queue_replies(&mut st, eui, vec![reply], now);
             }
         }
         st.uplinks_delivered += due.len() as u64;

@@ -15,6 +15,6 @@ pub mod thingpark;
 pub mod upgrade;
 pub mod uplink_pump;
 
-pub use device::{DeviceModel, DeviceReply, PackageVersion};
+pub use device::{DeviceModel, DeviceReply, PackageVersion, Stack};
 pub use frag_decoder::{FragDecoder, DecodeProgress};
 pub use upgrade::{Firmware, Upgrade};
