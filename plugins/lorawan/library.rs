@@ -300,8 +300,14 @@ impl Library {
                         ts006::ImageStatus::CorruptOrBadSignature => Some("image corrupt or signature invalid".to_string()),
                         ts006::ImageStatus::IncompatibleHardware => Some("image incompatible with the hardware".to_string()),
                     };
-                    let next = next_version.map(|v| Fact::Other(Attribute { key: "nextFirmwareVersion".into(), value: format!("{v:#010x}") }));
-                    answer(stage::DEV_UPGRADE_IMAGE, verdict(refused), next.into_iter().collect())
+                    // A valid image is the device's own word that it holds
+                    // the file (the final word on stacks whose status counts
+                    // cannot say so).
+                    let mut facts: Vec<Fact> = next_version.map(|v| Fact::Other(Attribute { key: "nextFirmwareVersion".into(), value: format!("{v:#010x}") })).into_iter().collect();
+                    if refused.is_none() {
+                        facts.push(Fact::HoldsFile);
+                    }
+                    answer(stage::DEV_UPGRADE_IMAGE, verdict(refused), facts)
                 }
                 ts006::Uplink::DevDeleteImage { invalid_version, no_valid_image } => {
                     UplinkEvent::Note(format!("delete image: invalid version {invalid_version}, no valid image {no_valid_image}"))

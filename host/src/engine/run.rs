@@ -150,6 +150,15 @@ pub struct DeviceRun {
     pub memory: Vec<(String, String)>,
     pub succeeded: bool,
     pub archived: bool,
+    /// The device's status reports count the fragments it lost so far and
+    /// give the number of the last one it heard (LoRaMac-node), learnt from
+    /// a report no count of received and missing fragments could make.
+    #[serde(default)]
+    pub counts_losses: bool,
+    /// The last status report as sent, (NbFragReceived, MissingFrag), and
+    /// the highest fragment number sent when it first read so.
+    #[serde(default)]
+    pub last_report: Option<(u32, u32, u32)>,
 }
 object!(DeviceRun, "device-runs", |s| DeviceRun::key(&s.campaign_id, s.dev_eui));
 
@@ -175,6 +184,8 @@ impl DeviceRun {
             memory: vec![],
             succeeded: false,
             archived: false,
+            counts_losses: false,
+            last_report: None,
         }
     }
 

@@ -58,13 +58,69 @@ pub(super) fn wrong_base(running: u32, base: u32) -> String {
     format!("runs firmware {running:#010x}; the delta is for base {base:#010x}")
 }
 
+/// Read a fragment status report against what was sent, which only the
+/// engine knows: M and the highest fragment number sent.
+///
+/// Stacks read TS004's two counts their own way (docs/device-stacks.md).
+/// The specification's (and LoRa Basics Modem's) NbFragReceived counts
+/// fragments heard and MissingFrag those still needed, so before any coded
+/// fragment the two add up to M. LoRaMac-node sends the number of the last
+/// fragment heard and the uncoded ones lost so far, never lowered. A report
+/// adding up to more than M before any coded fragment, or whose MissingFrag
+/// did not fall although the device heard coded fragments, is read that
+/// way from then on.
+///
+/// Both public stacks stop counting once they rebuilt the file, so a report
+/// that stays the same while fragments go out means the device stopped
+/// listening: it holds the file, unless it lost every one of them, which
+/// the number needed makes as unlikely as 1 in 10^4 at the loss it saw.
+/// For firmware the device's image status and version have the last word.
+fn read_fragment_report(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missing: u32, claims_file: bool) {
+    let Some(m) = run.layout.map(|l| l.nb_frag) else { return };
+    let highest_sent = run.next_fragment.saturating_sub(1).max(1);
+    let before_coded = highest_sent <= m;
+    let missing_did_not_fall = dev.last_report.is_some_and(|(r0, m0, _)| received > r0.max(m) && missing >= m0 && missing > 0);
+    if missing > 0 && ((before_coded && received + missing > m) || missing_did_not_fall) {
+        dev.counts_losses = true;
+    }
+    // Since which fragment number the report has not changed.
+    let unchanged_since = match dev.last_report {
+        Some((r0, m0, since)) if (r0, m0) == (received, missing) => since,
+        _ => highest_sent,
+    };
+    dev.last_report = Some((received, missing, unchanged_since));
+    // No stack rebuilds M fragments from fewer than M (LoRaMac-node's
+    // last fragment number is at least M once it has them all).
+    if claims_file && received >= m {
+        dev.holds_file = true;
+    }
+    let (heard, need, loss, quiet) = if dev.counts_losses {
+        // `received` is the number of the last fragment heard, `missing`
+        // the uncoded ones lost: the loss it saw, and the coded it heard.
+        let loss = missing as f64 / received.clamp(1, m) as f64;
+        let coded_heard = received.saturating_sub(m) as f64 * (1.0 - loss);
+        let need = (missing as f64 - coded_heard).ceil().max(1.0) as u32;
+        (received.saturating_sub(missing), need, loss, highest_sent.saturating_sub(received))
+    } else {
+        let need = if claims_file && received < m { m - received } else { missing };
+        (received, need, 1.0 - received as f64 / highest_sent as f64, highest_sent - unchanged_since)
+    };
+    let quiet_needed = (1e-4f64).ln() / loss.clamp(0.02, 0.5).ln();
+    if !dev.holds_file && missing > 0 && received > 0 && quiet as f64 >= quiet_needed {
+        dev.holds_file = true;
+    }
+    dev.received_fragments = Some(heard);
+    dev.missing_fragments = Some(if dev.holds_file { 0 } else { need.max(1) });
+}
+
 /// Record a device's answer to a stage.
 pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib::StageAnswer) {
+    let (mut received, mut missing, mut claims_file) = (None, None, false);
     for fact in &answer.facts {
         match fact {
-            lib::Fact::MissingFragments(n) => dev.missing_fragments = Some(*n),
-            lib::Fact::ReceivedFragments(n) => dev.received_fragments = Some(*n),
-            lib::Fact::HoldsFile => dev.holds_file = true,
+            lib::Fact::MissingFragments(n) => missing = Some(*n),
+            lib::Fact::ReceivedFragments(n) => received = Some(*n),
+            lib::Fact::HoldsFile => claims_file = true,
             lib::Fact::FirmwareVersion(v) => {
                 dev.firmware_version = Some(*v);
                 // Before any fragment, a version other than the delta's base
@@ -76,6 +132,19 @@ pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib:
                 }
             }
             _ => {}
+        }
+    }
+    match (received, missing) {
+        (Some(r), Some(m)) => read_fragment_report(run, dev, r, m, claims_file),
+        // A device's own word that it rebuilt the block (FragDataBlockReceivedReq,
+        // an image status), not a count.
+        _ => {
+            if claims_file {
+                dev.holds_file = true;
+            }
+            if let Some(m) = missing {
+                dev.missing_fragments = Some(m);
+            }
         }
     }
     // Answers to the stage the device is in count; late ones only add facts.
