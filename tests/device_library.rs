@@ -179,7 +179,7 @@ async fn whole_session(library: &str, version: PackageVersion) {
     assert!(facts.contains(&Fact::MissingFragments(0)) && facts.contains(&Fact::HoldsFile), "{facts:?}");
 
     let facts = ok_answer(&s.exchange(&mut device, "DevUpgradeImage", &c, &mut memory).await, "DevUpgradeImage");
-    assert_eq!(facts, vec![Fact::Other(Attribute { key: "nextFirmwareVersion".into(), value: "0x01020000".into() })]);
+    assert_eq!(facts, vec![Fact::Other(Attribute { key: "nextFirmwareVersion".into(), value: "0x01020000".into() }), Fact::HoldsFile]);
     let facts = ok_answer(&s.exchange(&mut device, "DevVersion", &c, &mut memory).await, "DevVersion");
     assert_eq!(facts, vec![Fact::FirmwareVersion(0x0102_0000), Fact::HardwareVersion(1)]);
     ok_answer(&s.exchange(&mut device, "Cleanup", &c, &mut memory).await, "Cleanup");
@@ -241,14 +241,19 @@ async fn clock_sync_corrects_a_drifting_device() {
     let gps = unix_ms_to_gps_seconds(NOW_MS);
     let mut device = DeviceModel::new(DEV, ROOT_KEY, false, PackageVersion::V2);
     device.clock_offset_s = -34;
-    let req = device.app_time_req(gps, 7, false);
+    // An answer to another token than the device's own is ignored.
+    let stale = s.parse(202, device.app_time_req(gps, 7, false).payload, device_context(vec![])).await.unwrap();
+    let UplinkEvent::Reply(stale) = &stale[0] else { panic!("{stale:?}") };
+    device.handle(stale.fport, &stale.payload, gps).unwrap();
+    assert_eq!(device.clock_offset_s, -34);
+    let req = device.app_time_req(gps, 0, false);
     let events = s.parse(req.fport, req.payload, device_context(vec![])).await.unwrap();
     let UplinkEvent::Reply(ans) = &events[0] else { panic!("{events:?}") };
-    assert_eq!(ans.payload, vec![0x01, 34, 0, 0, 0, 7]);
+    assert_eq!(ans.payload, vec![0x01, 34, 0, 0, 0, 0]);
     device.handle(ans.fport, &ans.payload, gps).unwrap();
     assert_eq!(device.clock_offset_s, 0);
     // In sync and no answer required: nothing to send.
-    let req = device.app_time_req(gps, 8, false);
+    let req = device.app_time_req(gps, 1, false);
     assert!(s.parse(req.fport, req.payload, device_context(vec![])).await.unwrap().is_empty());
 }
 
@@ -293,6 +298,10 @@ async fn class_b_sessions_start_on_a_beacon_period_with_the_right_periodicity() 
     let mut c = campaign(CampaignKind::MulticastSetup, &[], String::new(), None);
     c.group.session_class = SessionClass::ClassB;
     c.group.ping_slot_periodicity = 5;
+    // The engine aligns a class B start; an unaligned one is refused, not rounded.
+    let refused = s.build("McClassBSessionSetup", Some(device_context(vec![])), &c).await;
+    assert!(matches!(refused, Err(LibraryError::Invalid(ref why)) if why.contains("SessionTime")), "{refused:?}");
+    c.session_start_gps = c.session_start_gps.div_ceil(128) * 128;
     let plan: Vec<String> = s.runtime.call_device_library(&s.plugin, { let c = c.clone(); move |st, p| p.airlift_plugin_device_library().call_plan(st, &c) }).await.unwrap().unwrap().into_iter().map(|x| x.name).collect();
     assert_eq!(plan, ["PackageVersion", "McGroupSetup", "McClassBSessionSetup"]);
 
@@ -303,8 +312,7 @@ async fn class_b_sessions_start_on_a_beacon_period_with_the_right_periodicity() 
     ok_answer(&events, "McClassBSessionSetup");
     let session = device.session.unwrap();
     assert!(session.class_b);
-    assert_eq!(session.start_gps % 128, 0, "class B sessions start on a beacon period");
-    assert!(session.start_gps as u64 >= c.session_start_gps);
+    assert_eq!(session.start_gps as u64, c.session_start_gps, "the device is told the engine's aligned start");
     let dl = s.build("McClassBSessionSetup", Some(device_context(vec![])), &c).await.unwrap();
     assert_eq!(dl[0].payload[6] >> 4, 5, "ping-slot periodicity in the high nibble, not inverted");
 
@@ -314,4 +322,50 @@ async fn class_b_sessions_start_on_a_beacon_period_with_the_right_periodicity() 
     s.exchange(&mut no_b, "McGroupSetup", &c, &mut vec![]).await;
     let events = s.exchange(&mut no_b, "McClassBSessionSetup", &c, &mut vec![]).await;
     assert!(events.iter().any(|e| matches!(e, UplinkEvent::Answer(a) if matches!(&a.status, AnswerStatus::Rejected(why) if why.contains("frequency")))), "{events:?}");
+}
+
+/// TS005-2.0.0: TimeToStart 0xFFFFFF means the device clock is out of sync.
+/// The library has it resynchronised (TS003 ForceDeviceResyncReq) and does
+/// not take the answer, so the session request goes again; once the clock
+/// is right the device starts the session on time.
+#[tokio::test]
+async fn an_out_of_sync_device_is_resynchronised_and_asked_again() {
+    for library in ["lorawan-v1", "lorawan-v2"] {
+        let s = setup(library).await;
+        let version = if library == "lorawan-v2" { PackageVersion::V2 } else { PackageVersion::V1 };
+        let gps = unix_ms_to_gps_seconds(NOW_MS);
+        let c = campaign(CampaignKind::MulticastSetup, &[], String::new(), None);
+        let mut device = DeviceModel::new(DEV, ROOT_KEY, false, version);
+        device.lose_clock(gps);
+        let mut memory = Vec::new();
+        ok_answer(&s.exchange(&mut device, "McGroupSetup", &c, &mut memory).await, "McGroupSetup");
+        let events = s.exchange(&mut device, "McClassCSessionSetup", &c, &mut memory).await;
+        assert!(!events.iter().any(|e| matches!(e, UplinkEvent::Answer(_))), "{library}: 0xFFFFFF is no answer: {events:?}");
+        let resync = events.iter().find_map(|e| match e { UplinkEvent::Reply(d) => Some(d.clone()), _ => None }).expect("a resync request");
+        assert_eq!((resync.fport, resync.payload[0]), (202, 0x03), "{library}: ForceDeviceResyncReq");
+        // The device sends its AppTimeReq, the library answers, the clock is right.
+        for req in device.handle(resync.fport, &resync.payload, gps).unwrap() {
+            for e in s.parse(req.fport, req.payload, device_context(vec![])).await.unwrap() {
+                if let UplinkEvent::Reply(ans) = e {
+                    device.handle(ans.fport, &ans.payload, gps).unwrap();
+                }
+            }
+        }
+        assert_eq!(device.device_gps(gps) as u64, gps, "{library}: clock resynchronised");
+        let facts = ok_answer(&s.exchange(&mut device, "McClassCSessionSetup", &c, &mut memory).await, "McClassCSessionSetup");
+        assert_eq!(facts, vec![Fact::TimeToStart(600)], "{library}");
+    }
+}
+
+/// v2 sessions ask for AckReception, so LoRa Basics Modem (which sends
+/// FragDataBlockReceivedReq only then) reports completion.
+#[tokio::test]
+async fn v2_sessions_ask_for_ack_reception() {
+    let s = setup("lorawan-v2").await;
+    let payload = vec![7u8; 500];
+    let sha = s.host.server.state.store.blobs().put(&payload).unwrap();
+    let layout = s.runtime.call_device_library(&s.plugin, |st, p| p.airlift_plugin_device_library().call_fragment_layout(st, 500, 242)).await.unwrap().unwrap();
+    let c = campaign(CampaignKind::BinaryTransfer, &payload, sha, Some(layout));
+    let dl = s.build("FragSessionSetup", Some(device_context(vec![])), &c).await.unwrap();
+    assert_eq!(dl[0].payload[5] & 0x40, 0x40, "AckReception set in Control");
 }

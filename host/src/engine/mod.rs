@@ -433,3 +433,21 @@ fn check_plan(stages: &[Stage]) -> Result<(), EngineError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(name: &str, mode: StageMode) -> Stage {
+        Stage { name: name.into(), mode, retry_limit: 1, answer_timeout_s: 60, required: true }
+    }
+
+    #[test]
+    fn a_multicast_stage_needs_a_fragment_stage_before_it() {
+        let status = stage("FragSessionStatus", StageMode::Multicast);
+        let fragments = stage("DataFragment", StageMode::Fragments);
+        assert!(matches!(check_plan(&[status.clone()]), Err(EngineError::Invalid(why)) if why.contains("FragSessionStatus")));
+        assert!(check_plan(&[status.clone(), fragments.clone()]).is_err(), "the fragments must come first");
+        assert!(check_plan(&[fragments, status]).is_ok());
+    }
+}

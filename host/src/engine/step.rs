@@ -66,9 +66,8 @@ pub(super) fn wrong_base(running: u32, base: u32) -> String {
 /// fragments heard and MissingFrag those still needed, so before any coded
 /// fragment the two add up to M. LoRaMac-node sends the number of the last
 /// fragment heard and the uncoded ones lost so far, never lowered. A report
-/// adding up to more than M before any coded fragment, or whose MissingFrag
-/// did not fall although the device heard coded fragments, is read that
-/// way from then on.
+/// adding up to more than M before any coded fragment is read that way
+/// from then on.
 ///
 /// Both public stacks stop counting once they rebuilt the file, so a report
 /// that stays the same while fragments go out means the device stopped
@@ -77,10 +76,20 @@ pub(super) fn wrong_base(running: u32, base: u32) -> String {
 /// For firmware the device's image status and version have the last word.
 fn read_fragment_report(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missing: u32, claims_file: bool) {
     let Some(m) = run.layout.map(|l| l.nb_frag) else { return };
+    // What was sent is known for an answer to the status round in flight:
+    // its request went out after every fragment numbered up to here, and
+    // networks send a group's downlinks in order. A late answer, once more
+    // fragments are queued, says nothing about those.
+    let in_round = run.current().is_some_and(|s| s.mode == StageMode::Multicast) && run.round_sent_ms.is_some();
+    if !in_round {
+        if claims_file && received >= m {
+            dev.holds_file = true;
+        }
+        return;
+    }
     let highest_sent = run.next_fragment.saturating_sub(1).max(1);
     let before_coded = highest_sent <= m;
-    let missing_did_not_fall = dev.last_report.is_some_and(|(r0, m0, _)| received > r0.max(m) && missing >= m0 && missing > 0);
-    if missing > 0 && ((before_coded && received + missing > m) || missing_did_not_fall) {
+    if missing > 0 && before_coded && received + missing > m {
         dev.counts_losses = true;
     }
     // Since which fragment number the report has not changed.

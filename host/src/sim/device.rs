@@ -538,7 +538,6 @@ impl DeviceModel {
                 out.push(DeviceReply { fport: 201, payload: vec![0x03, index | (missing as u8) << 2] });
                 Ok(2)
             }
-            0x04 if v2 => Ok(Self::need(b, 2, "FragDataBlockReceivedAns")?.len()),
             0x04 if v2 => {
                 // FragDataBlockReceivedAns: stop repeating the request.
                 Self::need(b, 2, "FragDataBlockReceivedAns")?;
@@ -726,5 +725,158 @@ impl DeviceModel {
             }
             other => Err(format!("unknown firmware management command 0x{other:02x}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod stack_tests {
+    //! Each personality's observable behaviour, byte for byte, as
+    //! docs/device-stacks.md describes it.
+    use super::*;
+
+    const GPS: u64 = 1_400_000_000;
+
+    fn device(stack: Stack, version: PackageVersion) -> DeviceModel {
+        let mut d = DeviceModel::new(1, [7; 16], false, version);
+        d.stack = stack;
+        d
+    }
+
+    /// FragSessionSetupReq for M fragments of 4 bytes (v2: SessionCnt, AckReception).
+    fn setup(d: &mut DeviceModel, m: u16, session_cnt: u16, ack: bool) -> Vec<u8> {
+        let mut req = vec![0x02, 0x01];
+        req.extend(m.to_le_bytes());
+        req.extend([4, if ack { 0x40 } else { 0 }, 0, 0, 0, 0, 0]);
+        if d.version == PackageVersion::V2 {
+            req.extend(session_cnt.to_le_bytes());
+            req.extend([0; 4]);
+        }
+        d.handle(201, &req, GPS).unwrap().remove(0).payload
+    }
+
+    fn fragment(d: &mut DeviceModel, n: u16) -> Vec<DeviceReply> {
+        let mut f = vec![0x08];
+        f.extend(n.to_le_bytes());
+        f.extend([n as u8; 4]);
+        d.handle(201, &f, GPS).unwrap()
+    }
+
+    fn status(d: &mut DeviceModel) -> Vec<u8> {
+        d.handle(201, &[0x01, 0x01], GPS).unwrap().remove(0).payload
+    }
+
+    #[test]
+    fn loramac_node_reports_its_last_fragment_and_losses_never_lowered() {
+        let mut d = device(Stack::LoRaMacNode, PackageVersion::V1);
+        assert_eq!(setup(&mut d, 4, 0, false), vec![0x02, 0x00]);
+        for n in [1, 3] {
+            fragment(&mut d, n);
+        }
+        // Last fragment 3, fragment 2 lost; the missing tail is not counted yet.
+        assert_eq!(status(&mut d), vec![0x01, 3, 0, 1, 0]);
+        // The first coded fragment counts the tail (fragment 4) as lost.
+        fragment(&mut d, 6);
+        assert_eq!(status(&mut d), vec![0x01, 6, 0, 2, 0]);
+        for n in 7..20 {
+            fragment(&mut d, n);
+        }
+        assert!(d.received_file.is_some(), "the coded fragments rebuilt the file");
+        // Frozen at the fragment that completed it, losses still 2.
+        let frozen = status(&mut d);
+        assert_eq!(frozen[3], 2, "MissingFrag is never lowered");
+        assert!(frozen[1] < 19, "it stopped counting once done: {frozen:?}");
+        // With Participants = 0 it still answers, having lost fragments.
+        assert!(!d.handle(201, &[0x01, 0x00], GPS).unwrap().is_empty());
+    }
+
+    #[test]
+    fn basics_modem_counts_like_the_spec_and_keeps_missing_at_one_after_a_clean_run() {
+        let mut d = device(Stack::BasicsModem, PackageVersion::V1);
+        setup(&mut d, 3, 0, false);
+        for n in 1..=3 {
+            fragment(&mut d, n);
+        }
+        assert!(d.received_file.is_some());
+        // NbFragReceived = 3 - 0 lost, MissingFrag stuck at 1, Status last (v1).
+        assert_eq!(status(&mut d), vec![0x01, 3, 0, 1, 0]);
+    }
+
+    #[test]
+    fn data_block_received_only_when_asked_and_repeated_until_answered() {
+        for (stack, repeats) in [(Stack::Spec, 0), (Stack::BasicsModem, BASICS_MODEM_BLOCK_ACK_SENDS)] {
+            let mut d = device(stack, PackageVersion::V2);
+            setup(&mut d, 2, 1, false);
+            let done: Vec<_> = (1..=2).flat_map(|n| fragment(&mut d, n)).collect();
+            assert!(done.is_empty(), "{stack:?}: no FragDataBlockReceivedReq without AckReception");
+            setup(&mut d, 2, 2, true);
+            let done: Vec<_> = (1..=2).flat_map(|n| fragment(&mut d, n)).collect();
+            assert_eq!(done.iter().map(|r| r.payload[0]).collect::<Vec<_>>(), [0x04], "{stack:?}");
+            assert_eq!(d.block_ack_sends_left, repeats, "{stack:?}");
+        }
+        let mut d = device(Stack::BasicsModem, PackageVersion::V2);
+        setup(&mut d, 2, 1, true);
+        (1..=2).for_each(|n| drop(fragment(&mut d, n)));
+        assert!(d.repeat_block_ack(), "repeats while unanswered");
+        d.handle(201, &[0x04, 0x00], GPS).unwrap();
+        assert!(!d.repeat_block_ack(), "FragDataBlockReceivedAns stops the repeats");
+    }
+
+    #[test]
+    fn basics_modem_keeps_session_cnt_per_index_from_the_first_fragment() {
+        let mut d = device(Stack::BasicsModem, PackageVersion::V2);
+        assert_eq!(setup(&mut d, 4, 5, false), vec![0x02, 0x00]);
+        // No fragment yet: the same SessionCnt is accepted again.
+        assert_eq!(setup(&mut d, 4, 5, false), vec![0x02, 0x00]);
+        fragment(&mut d, 1);
+        assert_eq!(setup(&mut d, 4, 5, false), vec![0x02, 0x10], "now a replay");
+        // The spec device refuses a repeat at once.
+        let mut s = device(Stack::Spec, PackageVersion::V2);
+        setup(&mut s, 4, 5, false);
+        assert_eq!(setup(&mut s, 4, 5, false), vec![0x02, 0x10]);
+    }
+
+    fn session_answer(d: &mut DeviceModel, start: u32) -> Vec<u8> {
+        let mut req = vec![0x02, 0x00, 1, 0, 0, 0];
+        req.extend([0; 24]);
+        d.handle(200, &req, GPS).unwrap();
+        let mut c = vec![0x04, 0x00];
+        c.extend(start.to_le_bytes());
+        c.extend([8, 0x28, 0x76, 0x84, 5]);
+        d.handle(200, &c, GPS).unwrap().remove(0).payload
+    }
+
+    #[test]
+    fn session_answers_by_stack() {
+        let soon = GPS as u32 + 100;
+        let past = GPS as u32 - 10;
+        // LoRaMac-node: a start in the past is "group undefined", no TimeToStart.
+        assert_eq!(session_answer(&mut device(Stack::LoRaMacNode, PackageVersion::V1), past), vec![0x04, 0x10]);
+        assert_eq!(session_answer(&mut device(Stack::LoRaMacNode, PackageVersion::V1), soon), vec![0x04, 0x00, 100, 0, 0]);
+        // Basics Modem: StartMissed even in v1.
+        assert_eq!(session_answer(&mut device(Stack::BasicsModem, PackageVersion::V1), past), vec![0x04, 0x20]);
+        // Out of sync: the spec device and Basics Modem saturate at 0xFFFFFF;
+        // Basics Modem then launches nothing.
+        for stack in [Stack::Spec, Stack::BasicsModem] {
+            let mut d = device(stack, PackageVersion::V2);
+            d.lose_clock(GPS);
+            assert_eq!(session_answer(&mut d, soon), vec![0x04, 0x00, 0xff, 0xff, 0xff], "{stack:?}");
+            assert_eq!(d.session.is_some(), stack == Stack::Spec, "{stack:?}");
+        }
+    }
+
+    #[test]
+    fn force_resync_sends_app_time_requests_and_a_saturated_v2_answer_asks_again() {
+        let mut d = device(Stack::BasicsModem, PackageVersion::V2);
+        d.lose_clock(GPS);
+        let reqs = d.handle(202, &[0x03, 0x02], GPS).unwrap();
+        assert_eq!(reqs.len(), 2);
+        assert!(reqs.iter().all(|r| r.payload[0] == 0x01 && r.payload[5] == 0x00), "token 0, AnsRequired 0");
+        let mut ans = vec![0x01];
+        ans.extend(i32::MAX.to_le_bytes());
+        ans.push(0);
+        let again = d.handle(202, &ans, GPS).unwrap();
+        assert_eq!(again.len(), 1, "a saturated correction is followed by another AppTimeReq");
+        assert_eq!(again[0].payload[5], 1, "with the next token");
+        assert!(d.clock_synced);
     }
 }

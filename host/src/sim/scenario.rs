@@ -44,6 +44,8 @@ pub struct ScenarioConfig {
     /// Secret scalar of the Smart Delta key the file is signed with; the
     /// devices trust `fleet.firmware.public_key`, which may differ.
     pub signing_key: Option<[u8; 32]>,
+    /// Class of the multicast session.
+    pub session_class: SessionClass,
 }
 
 impl ScenarioConfig {
@@ -62,6 +64,7 @@ impl ScenarioConfig {
             update_type: None,
             message: None,
             signing_key: None,
+            session_class: SessionClass::C,
         }
     }
 }
@@ -121,7 +124,7 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
             dev_eui: p.dev_eui,
             name: format!("sim-{}", p.dev_eui),
             tag: "simulated".into(),
-            multicast_classes: vec![SessionClass::C],
+            multicast_classes: vec![config.session_class],
             lorawan_version: LorawanVersion::V1_0,
             device_key: Some(hex(&p.server_key)),
             device_profile: Some(profile.id.clone()),
@@ -141,8 +144,8 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
         frequency: 869_525_000,
         data_rate: 5,
         redundancy: 80,
-        ping_slot_periodicity: 0,
-        session_class: SessionClass::C,
+        ping_slot_periodicity: if config.session_class == SessionClass::B { 4 } else { 0 },
+        session_class: config.session_class,
         mc_key: None,
     };
     store.put(&MulticastGroup::from_input(group, None, &ctx)?)?;
