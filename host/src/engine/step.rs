@@ -23,6 +23,10 @@ const SESSION_SETUP_MARGIN_S: u64 = 60;
 /// failure in a row up to the maximum.
 const NETWORK_RETRY_MS: u64 = 30_000;
 const MAX_NETWORK_RETRY_MS: u64 = 10 * 60_000;
+/// Fragments short after hearing more than M that no decoder reading the
+/// spec's way plausibly is (2^-14): the report is a fragment number and a
+/// loss count.
+const IMPLAUSIBLE_DEFICIT: u32 = 14;
 /// Class B beacon period, seconds.
 const BEACON_PERIOD_S: u64 = 128;
 /// How often a session a gateway runs is polled.
@@ -63,11 +67,11 @@ pub(super) fn wrong_base(running: u32, base: u32) -> String {
 ///
 /// Stacks read TS004's two counts their own way (docs/device-stacks.md).
 /// The specification's (and LoRa Basics Modem's) NbFragReceived counts
-/// fragments heard and MissingFrag those still needed, so before any coded
-/// fragment the two add up to M. LoRaMac-node sends the number of the last
-/// fragment heard and the uncoded ones lost so far, never lowered. A report
-/// adding up to more than M before any coded fragment is read that way
-/// from then on.
+/// fragments heard and MissingFrag those still needed (never more than it
+/// lost), so the two never add up to more than the fragments sent.
+/// LoRaMac-node sends the number of the last fragment heard and the
+/// uncoded ones lost so far, never lowered. A report adding up to more than
+/// what was sent is read that way from then on.
 ///
 /// Both public stacks stop counting once they rebuilt the file, so a report
 /// that stays the same while fragments go out means the device stopped
@@ -88,8 +92,15 @@ fn read_fragment_report(run: &CampaignRun, dev: &mut DeviceRun, received: u32, m
         return;
     }
     let highest_sent = run.next_fragment.saturating_sub(1).max(1);
-    let before_coded = highest_sent <= m;
-    if missing > 0 && before_coded && received + missing > m {
+    // Heard plus still needed never exceeds what was sent (needed ≤ lost),
+    // so more than that is a fragment number plus a loss count.
+    // Still needed never grows either: a MissingFrag above the last one
+    // counts losses (LoRaMac-node counts the lost tail at the first coded).
+    let missing_grew = dev.last_report.is_some_and(|(_, m0, _)| missing > m0);
+    // A device that heard M + j fragments and still lacks k is short of
+    // j + k independent ones: about 1 in 2^(j+k) for the spec's reading.
+    let implausible_as_a_count = received > m && missing + (received - m) >= IMPLAUSIBLE_DEFICIT;
+    if missing > 0 && (received + missing > highest_sent || missing_grew || implausible_as_a_count) {
         dev.counts_losses = true;
     }
     // Since which fragment number the report has not changed.
@@ -111,8 +122,18 @@ fn read_fragment_report(run: &CampaignRun, dev: &mut DeviceRun, received: u32, m
         let need = (missing as f64 - coded_heard).ceil().max(1.0) as u32;
         (received.saturating_sub(missing), need, loss, highest_sent.saturating_sub(received))
     } else {
-        let need = if claims_file && received < m { m - received } else { missing };
-        (received, need, 1.0 - received as f64 / highest_sent as f64, highest_sent - unchanged_since)
+        let mut need = if claims_file && received < m { m - received } else { missing };
+        if received > m {
+            // Having heard more than M fragments, a device that reads the
+            // spec's way needs few more; one still missing many is more
+            // likely LoRaMac-node, done and frozen. Size rounds for the
+            // smaller need; its next report settles which it is.
+            let loss = missing as f64 / m as f64;
+            let if_counting_losses = (missing as f64 - (received - m) as f64 * (1.0 - loss)).ceil().max(1.0) as u32;
+            need = need.min(if_counting_losses);
+        }
+        // The loss it saw when the report first read so.
+        (received, need, 1.0 - received as f64 / unchanged_since as f64, highest_sent - unchanged_since)
     };
     let quiet_needed = (1e-4f64).ln() / loss.clamp(0.02, 0.5).ln();
     if !dev.holds_file && missing > 0 && received > 0 && quiet as f64 >= quiet_needed {
