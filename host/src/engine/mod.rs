@@ -218,6 +218,7 @@ impl<N: Network> Engine<N> {
             network_failures: 0,
             offload_handle: None,
             archived: false,
+            answer_rate: None,
         };
         let ctx = context::campaign(&run, context::kind(campaign.campaign_type), &group, false);
         let plan = self

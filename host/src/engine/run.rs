@@ -114,12 +114,34 @@ pub struct CampaignRun {
     /// Set while a multicast or fragment burst is paced: wake no earlier.
     pub next_action_ms: u64,
     pub archived: bool,
+    /// Share of unicast requests answered in the stages so far: how lossy
+    /// the fleet's links are, request and answer together.
+    #[serde(default)]
+    pub answer_rate: Option<f64>,
 }
 object!(CampaignRun, "campaign-runs", |s| s.campaign_id.clone());
+
+/// Most requests one device is sent in a stage, whatever the loss.
+const MAX_ATTEMPTS: u32 = 16;
 
 impl CampaignRun {
     pub fn current(&self) -> Option<&Stage> {
         self.stages.get(self.stage)
+    }
+
+    /// Times a silent device is asked again in `stage`: the plan's limit,
+    /// or more when the answer rate seen so far makes that limit leave
+    /// devices behind: enough that, of all the devices, fewer than half a
+    /// device is expected to stay unanswered.
+    pub fn retry_limit(&self, stage: &Stage) -> u32 {
+        self.retry_limit_at(stage, self.answer_rate)
+    }
+
+    /// [`Self::retry_limit`] at a given answer rate.
+    pub fn retry_limit_at(&self, stage: &Stage, rate: Option<f64>) -> u32 {
+        let Some(rate) = rate.filter(|r| *r > 0.0 && *r < 1.0) else { return stage.retry_limit };
+        let attempts = ((0.5 / self.device_count.max(1) as f64).ln() / (1.0 - rate).ln()).ceil();
+        stage.retry_limit.max((attempts as u32).saturating_sub(1)).min(MAX_ATTEMPTS.max(stage.retry_limit + 1) - 1)
     }
 
 }

@@ -203,8 +203,26 @@ impl Unsent {
     }
 }
 
+/// Requests answered per request sent in a unicast stage that just ended,
+/// folded into the rate seen so far. Too few requests say nothing.
+fn observed_answer_rate(seen: Option<f64>, devices: &[DeviceRun]) -> Option<f64> {
+    // Devices that left the campaign in earlier stages keep their counts.
+    let stage = devices.iter().map(|d| d.stage).max().unwrap_or(0);
+    let in_stage = || devices.iter().filter(|d| d.stage == stage);
+    let sent: u32 = in_stage().map(|d| d.attempts).sum();
+    let answered = in_stage().filter(|d| d.answered && d.attempts > 0).count() as f64;
+    if sent < 20 {
+        return seen;
+    }
+    let rate = answered / sent as f64;
+    Some(seen.map_or(rate, |old| (old + rate) / 2.0))
+}
+
+/// Wait after request number `attempt` before the next: doubling from the
+/// answer timeout up to 8 timeouts, so a lossy link's many retries still
+/// fit the campaign, and never above the maximum.
 fn backoff_ms(timeout_s: u32, attempt: u32) -> u64 {
-    (timeout_s as u64 * 1000).saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(MAX_BACKOFF_MS)
+    (timeout_s as u64 * 1000).saturating_mul(1 << attempt.saturating_sub(1).min(3)).min(MAX_BACKOFF_MS)
 }
 
 impl<N: Network> Engine<N> {
@@ -366,7 +384,7 @@ impl<N: Network> Engine<N> {
         if stage.name.starts_with("McClass") && run.session_start_gps == 0 {
             // The session starts once every device had all its chances to
             // answer, backoff included.
-            let window_ms: u64 = (1..=stage.retry_limit + 1).map(|a| backoff_ms(stage.answer_timeout_s, a)).sum();
+            let window_ms: u64 = (1..=run.retry_limit(&stage) + 1).map(|a| backoff_ms(stage.answer_timeout_s, a)).sum();
             let window_s = window_ms / 1000 + SESSION_SETUP_MARGIN_S;
             run.session_start_gps = unix_ms_to_gps_seconds(now) + window_s;
             if group.session_class == crate::model::SessionClass::B {
@@ -384,9 +402,14 @@ impl<N: Network> Engine<N> {
         }
         let library = self.library(run).await?;
         let ctx = self.library_context(run, group, false)?;
+        let devices = self.device_runs(&run.campaign_id)?;
+        // The stage's own answers so far tell the loss best (a required
+        // stage's: an optional one counts a device that gave up as done).
+        let rate = if stage.required { observed_answer_rate(run.answer_rate, &devices) } else { run.answer_rate };
+        let retry_limit = run.retry_limit_at(&stage, rate);
         let mut next_wake = u64::MAX;
         let mut pending = 0;
-        for mut dev in self.device_runs(&run.campaign_id)? {
+        for mut dev in devices {
             if !dev.active() || dev.answered {
                 continue;
             }
@@ -401,7 +424,7 @@ impl<N: Network> Engine<N> {
                 next_wake = next_wake.min(dev.next_retry_ms);
                 continue;
             }
-            if dev.attempts > stage.retry_limit {
+            if dev.attempts > retry_limit {
                 if stage.required {
                     dev.failed = Some(format!("{}: no answer after {} requests", stage.name, dev.attempts));
                 } else {
@@ -532,7 +555,7 @@ impl<N: Network> Engine<N> {
             tracing::info!(campaign = %run.campaign_id, extra = extra_needed, round = run.extra_rounds, "sending more coded fragments");
             return Ok(Some(now));
         }
-        if silent > 0 && run.round <= stage.retry_limit {
+        if silent > 0 && run.round <= run.retry_limit(&stage) {
             run.round_sent_ms = None;
             return Ok(Some(now));
         }
@@ -632,6 +655,9 @@ impl<N: Network> Engine<N> {
             run.status = RunStatus::Failed;
             run.error = Some(format!("success threshold not met at {name}: {active} of {} devices", run.device_count));
             return Ok(());
+        }
+        if run.current().is_some_and(|s| s.mode == StageMode::Unicast && s.required) {
+            run.answer_rate = observed_answer_rate(run.answer_rate, &devices);
         }
         run.stage += 1;
         run.stage_started_ms = now;
