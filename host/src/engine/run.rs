@@ -131,8 +131,8 @@ impl CampaignRun {
 
     /// Times a silent device is asked again in `stage`: the plan's limit,
     /// or more when the answer rate seen so far makes that limit leave
-    /// devices behind: enough that, of all the devices, fewer than half a
-    /// device is expected to stay unanswered.
+    /// devices behind: enough that, of all the devices, one is left
+    /// unanswered in fewer than 1 stage in 20.
     pub fn retry_limit(&self, stage: &Stage) -> u32 {
         self.retry_limit_at(stage, self.answer_rate)
     }
@@ -140,7 +140,7 @@ impl CampaignRun {
     /// [`Self::retry_limit`] at a given answer rate.
     pub fn retry_limit_at(&self, stage: &Stage, rate: Option<f64>) -> u32 {
         let Some(rate) = rate.filter(|r| *r > 0.0 && *r < 1.0) else { return stage.retry_limit };
-        let attempts = ((0.5 / self.device_count.max(1) as f64).ln() / (1.0 - rate).ln()).ceil();
+        let attempts = ((0.05 / self.device_count.max(1) as f64).ln() / (1.0 - rate).ln()).ceil();
         stage.retry_limit.max((attempts as u32).saturating_sub(1)).min(MAX_ATTEMPTS.max(stage.retry_limit + 1) - 1)
     }
 
