@@ -444,6 +444,16 @@ mod tests {
     }
 
     #[test]
+    fn the_session_start_is_set_by_the_stage_before_the_session_whatever_its_name() {
+        let unicast = |name: &str| stage(name, StageMode::Unicast);
+        let fota = [unicast("McGroupSetup"), unicast("FragSessionSetup"), unicast("VendorSession"), stage("Wait", StageMode::WaitSessionStart), stage("DataFragment", StageMode::Fragments)];
+        assert_eq!(step::session_setup_stage(&fota), Some(2));
+        let setup_only = [unicast("PackageVersion"), unicast("McGroupSetup"), unicast("StartSession")];
+        assert_eq!(step::session_setup_stage(&setup_only), Some(2));
+        assert_eq!(step::session_setup_stage(&[stage("GatewaySession", StageMode::Offloaded)]), None);
+    }
+
+    #[test]
     fn a_multicast_stage_needs_a_fragment_stage_before_it() {
         let status = stage("FragSessionStatus", StageMode::Multicast);
         let fragments = stage("DataFragment", StageMode::Fragments);

@@ -4,7 +4,7 @@
 //! point re-sends at most one step's downlinks and never reuses an FCnt.
 
 use super::context;
-use super::run::{CampaignRun, DeviceRun, RunStatus, StageMode};
+use super::run::{CampaignRun, DeviceRun, RunStatus, Stage, StageMode};
 use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadState};
 use crate::clock::unix_ms_to_gps_seconds;
 use crate::model::{CampaignStatus, CampaignType, Device, Eui, MulticastGroup};
@@ -203,6 +203,15 @@ impl Unsent {
     }
 }
 
+/// The stage whose requests tell devices when the multicast session
+/// starts, found by the plan's modes, never by a stage's name: the last
+/// unicast stage before the session is waited for or fragments go out, or
+/// in a plan that only sets sessions up, its last unicast stage.
+pub(super) fn session_setup_stage(stages: &[Stage]) -> Option<usize> {
+    let session = stages.iter().position(|s| matches!(s.mode, StageMode::WaitSessionStart | StageMode::Fragments)).unwrap_or(stages.len());
+    stages[..session].iter().rposition(|s| s.mode == StageMode::Unicast)
+}
+
 /// Requests answered per request sent in a unicast stage that just ended,
 /// folded into the rate seen so far. Too few requests say nothing.
 fn observed_answer_rate(seen: Option<f64>, devices: &[DeviceRun]) -> Option<f64> {
@@ -381,7 +390,7 @@ impl<N: Network> Engine<N> {
     /// backoff; the stage ends when every device answered or gave up.
     async fn unicast_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
         let stage = run.current().cloned().unwrap();
-        if stage.name.starts_with("McClass") && run.session_start_gps == 0 {
+        if session_setup_stage(&run.stages) == Some(run.stage) && run.session_start_gps == 0 {
             // The session starts once every device had all its chances to
             // answer, backoff included.
             let window_ms: u64 = (1..=run.retry_limit(&stage) + 1).map(|a| backoff_ms(stage.answer_timeout_s, a)).sum();
