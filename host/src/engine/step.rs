@@ -23,10 +23,6 @@ const SESSION_SETUP_MARGIN_S: u64 = 60;
 /// failure in a row up to the maximum.
 const NETWORK_RETRY_MS: u64 = 30_000;
 const MAX_NETWORK_RETRY_MS: u64 = 10 * 60_000;
-/// Fragments short after hearing more than M that no decoder reading the
-/// spec's way plausibly is (2^-14): the report is a fragment number and a
-/// loss count.
-const IMPLAUSIBLE_DEFICIT: u32 = 14;
 /// Class B beacon period, seconds.
 const BEACON_PERIOD_S: u64 = 128;
 /// How often a session a gateway runs is polled.
@@ -71,7 +67,8 @@ pub(super) fn wrong_base(running: u32, base: u32) -> String {
 /// lost), so the two never add up to more than the fragments sent.
 /// LoRaMac-node sends the number of the last fragment heard and the
 /// uncoded ones lost so far, never lowered. A report adding up to more than
-/// what was sent is read that way from then on.
+/// what was sent, or a MissingFrag that grows (still needed never does), is
+/// read that way from then on.
 ///
 /// Both public stacks stop counting once they rebuilt the file, so a report
 /// that stays the same while fragments go out means the device stopped
@@ -97,10 +94,7 @@ fn read_fragment_report(run: &CampaignRun, dev: &mut DeviceRun, received: u32, m
     // Still needed never grows either: a MissingFrag above the last one
     // counts losses (LoRaMac-node counts the lost tail at the first coded).
     let missing_grew = dev.last_report.is_some_and(|(_, m0, _)| missing > m0);
-    // A device that heard M + j fragments and still lacks k is short of
-    // j + k independent ones: about 1 in 2^(j+k) for the spec's reading.
-    let implausible_as_a_count = received > m && missing + (received - m) >= IMPLAUSIBLE_DEFICIT;
-    if missing > 0 && (received + missing > highest_sent || missing_grew || implausible_as_a_count) {
+    if missing > 0 && (received + missing > highest_sent || missing_grew) {
         dev.counts_losses = true;
     }
     // Since which fragment number the report has not changed.
@@ -566,6 +560,14 @@ impl<N: Network> Engine<N> {
         }
         if silent > 0 && run.round <= run.retry_limit(&stage) {
             run.round_sent_ms = None;
+            return Ok(Some(now));
+        }
+        // When a later required stage asks each device for its own verdict
+        // (TS006 image status), that verdict is the last word: a device the
+        // counts could not confirm goes on and answers it.
+        let verified_later = run.stages[run.stage + 1..].iter().any(|s| s.required && s.mode == StageMode::Unicast);
+        if verified_later {
+            self.advance(run, now, true)?;
             return Ok(Some(now));
         }
         for mut d in devices.into_iter().filter(|d| d.active() && !d.holds_file) {
