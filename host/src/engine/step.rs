@@ -23,6 +23,12 @@ const SESSION_SETUP_MARGIN_S: u64 = 60;
 /// failure in a row up to the maximum.
 const NETWORK_RETRY_MS: u64 = 30_000;
 const MAX_NETWORK_RETRY_MS: u64 = 10 * 60_000;
+/// A deficit after more than M heard that a decoder shows about once in
+/// 2^14: the report is a fragment number and a loss count.
+const IMPLAUSIBLE_DEFICIT: u32 = 14;
+/// M from which TS004 parity rows cover every column often enough to be
+/// taken as random.
+const DENSE_ROWS_FROM_M: u32 = 32;
 /// Class B beacon period, seconds.
 const BEACON_PERIOD_S: u64 = 128;
 /// How often a session a gateway runs is polled.
@@ -94,7 +100,12 @@ fn read_fragment_report(run: &CampaignRun, dev: &mut DeviceRun, received: u32, m
     // Still needed never grows either: a MissingFrag above the last one
     // counts losses (LoRaMac-node counts the lost tail at the first coded).
     let missing_grew = dev.last_report.is_some_and(|(_, m0, _)| missing > m0);
-    if missing > 0 && (received + missing > highest_sent || missing_grew) {
+    // A decoder that heard M + j fragments and still lacks k is short of
+    // j + k independent rows: about 1 in 2^(j+k) where the parity rows
+    // behave as random, which TS004's do from a few dozen fragments (for
+    // smaller M some columns are rarely covered; docs/device-stacks.md).
+    let implausible_as_a_count = m >= DENSE_ROWS_FROM_M && received > m && missing + (received - m) >= IMPLAUSIBLE_DEFICIT;
+    if missing > 0 && (received + missing > highest_sent || missing_grew || implausible_as_a_count) {
         dev.counts_losses = true;
     }
     // Since which fragment number the report has not changed.
