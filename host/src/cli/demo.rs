@@ -47,6 +47,11 @@ pub struct DemoArgs {
     json: bool,
 }
 
+/// Largest simulated fleet the demo builds.
+const MAX_DEVICES: usize = 100_000;
+/// Largest image: 8,191 fragments of 239 B (EU868 DR5 less the header).
+const MAX_FILE_SIZE: usize = 8_191 * 239;
+
 fn bar(done: u64, total: u64) -> String {
     let width = 30;
     let filled = if total == 0 { width } else { (done * width as u64 / total) as usize }.min(width);
@@ -55,7 +60,12 @@ fn bar(done: u64, total: u64) -> String {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!((0.0..1.0).contains(&args.loss), "--loss must be in [0, 1)");
-    anyhow::ensure!(args.devices > 0, "--devices must be at least 1");
+    anyhow::ensure!((1..=MAX_DEVICES).contains(&args.devices), "--devices must be 1..={MAX_DEVICES}: the simulated fleet holds every device model in memory");
+    anyhow::ensure!(
+        (1..=MAX_FILE_SIZE).contains(&args.file_size),
+        "--file-size must be 1..={MAX_FILE_SIZE} bytes: the device library sends at most 8,191 uncoded fragments (half the 16,383 TS004 numbers, the rest for coded ones) of 239 B at the demo's DR5"
+    );
+    anyhow::ensure!(!args.stacks.is_empty(), "--stacks names at least one device stack");
     let data_dir = tempfile::tempdir()?;
     let clock = Arc::new(ManualClock::new(SystemClock.now_unix_ms()));
     let mut config = ServerConfig::new(data_dir.path().to_path_buf());

@@ -165,6 +165,10 @@ impl<N: Network> Engine<N> {
             }
             None => None,
         };
+        if let Some(l) = &layout {
+            // Refused now, with the reason, rather than mid-session.
+            step::fixed_fragment_count(l.nb_frag, options.fixed_redundancy_pct)?;
+        }
         let info = self.runtime.call_device_library(&library, |s, p| p.airlift_plugin_device_library().call_describe(s)).await?;
         let library_ports: Vec<(String, u8)> = info.ports.into_iter().map(|p| (p.package_name, p.fport)).collect();
         // One multicast group means one set of FPorts: every device must agree.
@@ -451,6 +455,14 @@ mod tests {
         let setup_only = [unicast("PackageVersion"), unicast("McGroupSetup"), unicast("StartSession")];
         assert_eq!(step::session_setup_stage(&setup_only), Some(2));
         assert_eq!(step::session_setup_stage(&[stage("GatewaySession", StageMode::Offloaded)]), None);
+    }
+
+    #[test]
+    fn fixed_redundancy_stays_within_the_fragment_numbers() {
+        assert_eq!(step::fixed_fragment_count(84, None).unwrap(), 84);
+        assert_eq!(step::fixed_fragment_count(84, Some(50)).unwrap(), 126);
+        assert!(matches!(step::fixed_fragment_count(84, Some(u32::MAX)), Err(EngineError::Invalid(why)) if why.contains("16383")));
+        assert!(step::fixed_fragment_count(16_000, Some(3)).is_err());
     }
 
     #[test]

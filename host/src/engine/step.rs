@@ -208,6 +208,21 @@ impl Unsent {
     }
 }
 
+/// Fragments a session sends up front: M, plus the fixed redundancy if
+/// one is set, within the 14-bit fragment numbers of TS004.
+pub(super) fn fixed_fragment_count(nb_frag: u32, fixed_redundancy_pct: Option<u32>) -> Result<u32, EngineError> {
+    let extra = fixed_redundancy_pct.map_or(0, |pct| (nb_frag as u64 * pct as u64).div_ceil(100));
+    let total = nb_frag as u64 + extra;
+    if total > lorawan_fuota::fec::MAX_FRAGMENT_NUMBER as u64 {
+        return Err(EngineError::Invalid(format!(
+            "{} % redundancy on {nb_frag} fragments makes {total}; TS004 numbers at most {} fragments",
+            fixed_redundancy_pct.unwrap_or(0),
+            lorawan_fuota::fec::MAX_FRAGMENT_NUMBER
+        )));
+    }
+    Ok(total as u32)
+}
+
 /// The stage whose requests tell devices when the multicast session
 /// starts, found by the plan's modes, never by a stage's name: the last
 /// unicast stage before the session is waited for or fragments go out, or
@@ -485,8 +500,7 @@ impl<N: Network> Engine<N> {
     async fn fragment_stage(&self, run: &mut CampaignRun, backend: &str, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
         let layout = run.layout.ok_or_else(|| EngineError::Invalid("no fragmentation layout".into()))?;
         if run.fragments_target == 0 {
-            let extra = run.fixed_redundancy_pct.map_or(0, |pct| (layout.nb_frag * pct).div_ceil(100));
-            run.fragments_target = layout.nb_frag + extra;
+            run.fragments_target = fixed_fragment_count(layout.nb_frag, run.fixed_redundancy_pct)?;
         }
         if run.next_fragment > run.fragments_target {
             self.advance(run, now, false)?;

@@ -223,7 +223,7 @@ fn new_image(base: &[u8], size: usize, seed: u64) -> Vec<u8> {
     }
     let at = rng.gen_range(0..image.len());
     image.splice(at..at, (0..image.len() / 50).map(|_| rng.gen::<u8>()));
-    let at = rng.gen_range(0..image.len() / 2);
+    let at = rng.gen_range(0..(image.len() / 2).max(1));
     image.drain(at..at + image.len() / 40);
     image.extend((0..image.len() / 20).map(|_| rng.gen::<u8>()));
     image
