@@ -17,6 +17,7 @@ mod payload;
 pub mod progress;
 pub mod run;
 pub mod runner;
+mod status_report;
 mod step;
 
 pub use network::{Network, NetworkError, OffloadDevice, OffloadJob, OffloadState, OffloadStatus, Pacing};

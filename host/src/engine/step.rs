@@ -3,7 +3,7 @@
 //! writes and flushes the new state, and only then sends: a crash at any
 //! point re-sends at most one step's downlinks and never reuses an FCnt.
 
-use super::context;
+use super::{context, status_report};
 use super::run::{CampaignRun, DeviceRun, RunStatus, Stage, StageMode};
 use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadState};
 use crate::clock::unix_ms_to_gps_seconds;
@@ -23,12 +23,6 @@ const SESSION_SETUP_MARGIN_S: u64 = 60;
 /// failure in a row up to the maximum.
 const NETWORK_RETRY_MS: u64 = 30_000;
 const MAX_NETWORK_RETRY_MS: u64 = 10 * 60_000;
-/// A deficit after more than M heard that a decoder shows about once in
-/// 2^14: the report is a fragment number and a loss count.
-const IMPLAUSIBLE_DEFICIT: u32 = 14;
-/// M from which TS004 parity rows cover every column often enough to be
-/// taken as random.
-const DENSE_ROWS_FROM_M: u32 = 32;
 /// Class B beacon period, seconds.
 const BEACON_PERIOD_S: u64 = 128;
 /// How often a session a gateway runs is polled.
@@ -64,90 +58,6 @@ pub(super) fn wrong_base(running: u32, base: u32) -> String {
     format!("runs firmware {running:#010x}; the delta is for base {base:#010x}")
 }
 
-/// Read a fragment status report against what was sent, which only the
-/// engine knows: M and the highest fragment number sent.
-///
-/// Stacks read TS004's two counts their own way (docs/device-stacks.md).
-/// The specification's (and LoRa Basics Modem's) NbFragReceived counts
-/// fragments heard and MissingFrag those still needed (never more than it
-/// lost), so the two never add up to more than the fragments sent.
-/// LoRaMac-node sends the number of the last fragment heard and the
-/// uncoded ones lost so far, never lowered. A report adding up to more than
-/// what was sent, or a MissingFrag that grows (still needed never does), is
-/// read that way from then on.
-///
-/// Both public stacks stop counting once they rebuilt the file, so a report
-/// that stays the same while fragments go out means the device stopped
-/// listening: it holds the file, unless it lost every one of them, which
-/// the number needed makes as unlikely as 1 in 10^4 at the loss it saw.
-/// For firmware the device's image status and version have the last word.
-fn read_fragment_report(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missing: u32, claims_file: bool) {
-    let Some(m) = run.layout.map(|l| l.nb_frag) else { return };
-    // What was sent is known for an answer to the status round in flight:
-    // its request went out after every fragment numbered up to here, and
-    // networks send a group's downlinks in order. A late answer, once more
-    // fragments are queued, says nothing about those.
-    let in_round = run.current().is_some_and(|s| s.mode == StageMode::Multicast) && run.round_sent_ms.is_some();
-    if !in_round {
-        if claims_file && received >= m {
-            dev.holds_file = true;
-        }
-        return;
-    }
-    let highest_sent = run.next_fragment.saturating_sub(1).max(1);
-    // Heard plus still needed never exceeds what was sent (needed ≤ lost),
-    // so more than that is a fragment number plus a loss count.
-    // Still needed never grows either: a MissingFrag above the last one
-    // counts losses (LoRaMac-node counts the lost tail at the first coded).
-    let missing_grew = dev.last_report.is_some_and(|(_, m0, _)| missing > m0);
-    // A decoder that heard M + j fragments and still lacks k is short of
-    // j + k independent rows: about 1 in 2^(j+k) where the parity rows
-    // behave as random, which TS004's do from a few dozen fragments (for
-    // smaller M some columns are rarely covered; docs/device-stacks.md).
-    let implausible_as_a_count = m >= DENSE_ROWS_FROM_M && received > m && missing + (received - m) >= IMPLAUSIBLE_DEFICIT;
-    if missing > 0 && (received + missing > highest_sent || missing_grew || implausible_as_a_count) {
-        dev.counts_losses = true;
-    }
-    // Since which fragment number the report has not changed.
-    let unchanged_since = match dev.last_report {
-        Some((r0, m0, since)) if (r0, m0) == (received, missing) => since,
-        _ => highest_sent,
-    };
-    dev.last_report = Some((received, missing, unchanged_since));
-    // No stack rebuilds M fragments from fewer than M (LoRaMac-node's
-    // last fragment number is at least M once it has them all).
-    if claims_file && received >= m {
-        dev.holds_file = true;
-    }
-    let (heard, need, loss, quiet) = if dev.counts_losses {
-        // `received` is the number of the last fragment heard, `missing`
-        // the uncoded ones lost: the loss it saw, and the coded it heard.
-        let loss = missing as f64 / received.clamp(1, m) as f64;
-        let coded_heard = received.saturating_sub(m) as f64 * (1.0 - loss);
-        let need = (missing as f64 - coded_heard).ceil().max(1.0) as u32;
-        (received.saturating_sub(missing), need, loss, highest_sent.saturating_sub(received))
-    } else {
-        let mut need = if claims_file && received < m { m - received } else { missing };
-        if received > m {
-            // Having heard more than M fragments, a device that reads the
-            // spec's way needs few more; one still missing many is more
-            // likely LoRaMac-node, done and frozen. Size rounds for the
-            // smaller need; its next report settles which it is.
-            let loss = missing as f64 / m as f64;
-            let if_counting_losses = (missing as f64 - (received - m) as f64 * (1.0 - loss)).ceil().max(1.0) as u32;
-            need = need.min(if_counting_losses);
-        }
-        // The loss it saw when the report first read so.
-        (received, need, 1.0 - received as f64 / unchanged_since as f64, highest_sent - unchanged_since)
-    };
-    let quiet_needed = (1e-4f64).ln() / loss.clamp(0.02, 0.5).ln();
-    if !dev.holds_file && missing > 0 && received > 0 && quiet as f64 >= quiet_needed {
-        dev.holds_file = true;
-    }
-    dev.received_fragments = Some(heard);
-    dev.missing_fragments = Some(if dev.holds_file { 0 } else { need.max(1) });
-}
-
 /// Record a device's answer to a stage.
 pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib::StageAnswer) {
     let (mut received, mut missing, mut claims_file) = (None, None, false);
@@ -170,7 +80,7 @@ pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib:
         }
     }
     match (received, missing) {
-        (Some(r), Some(m)) => read_fragment_report(run, dev, r, m, claims_file),
+        (Some(r), Some(m)) => status_report::read(run, dev, r, m, claims_file),
         // A device's own word that it rebuilt the block (FragDataBlockReceivedReq,
         // an image status), not a count.
         _ => {
