@@ -199,6 +199,9 @@ async fn tokens_and_roles_are_enforced() {
     assert_eq!(h.call(Some(ADMIN), Method::POST, "/api/backend-instances", instance).await.0, StatusCode::CREATED);
     assert_eq!(h.call(Some(OPERATOR), Method::POST, "/api/plugins", Value::Null).await.0, StatusCode::FORBIDDEN);
     assert_eq!(h.call(None, Method::GET, "/api/health", Value::Null).await.0, StatusCode::OK);
+    // The scheme is case-insensitive.
+    let lower = h.http.get(h.url("/api/devices")).header("authorization", format!("bearer {VIEWER}")).send().await.unwrap();
+    assert_eq!(lower.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -128,6 +128,10 @@ async fn silent_devices_fail_alone_while_the_threshold_holds() {
     in_set.sort();
     expected.sort();
     assert_eq!(in_set, expected);
+    // An archived campaign makes no new (hidden) campaign.
+    assert_eq!(h.delete(&format!("/api/campaigns/{}", s.campaign_id)).await.0, StatusCode::OK);
+    let (status, refused) = h.post(&format!("/api/campaigns/{}/retry-failed", s.campaign_id), serde_json::Value::Null).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
 
     // The live stream tells the final state of a finished campaign, then ends.
     let body = h.http.get(h.url(&format!("/api/campaigns/{}/progress/stream", s.campaign_id))).bearer_auth(VIEWER).send().await.unwrap().text().await.unwrap();

@@ -9,8 +9,9 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     // The demo draws progress bars on stderr: keep its logs to warnings.
     let default_filter = if std::env::args().nth(1).as_deref() == Some("demo") { "warn" } else { "info,sled=warn,cranelift=warn,wasmtime=warn" };
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter);
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| default_filter.into()))
         .with_writer(std::io::stderr)
         .init();
     match cli::run(cli::Cli::parse()).await {
@@ -19,5 +20,25 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The log filter: RUST_LOG when set, else the default. The plugin
+/// compiler logs gigabytes at trace, so it stays at info unless RUST_LOG
+/// names it.
+fn log_filter(rust_log: Option<&str>, default: &str) -> String {
+    match rust_log {
+        Some(asked) => ["cranelift", "wasmtime"].iter().filter(|c| !asked.contains(*c)).fold(asked.to_string(), |f, c| format!("{f},{c}=info")),
+        None => default.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn trace_keeps_the_compiler_at_info_unless_asked() {
+        assert_eq!(super::log_filter(Some("trace"), "info"), "trace,cranelift=info,wasmtime=info");
+        assert_eq!(super::log_filter(Some("trace,wasmtime=trace"), "info"), "trace,wasmtime=trace,cranelift=info");
+        assert_eq!(super::log_filter(None, "warn"), "warn");
     }
 }

@@ -94,13 +94,19 @@ pub fn required_role(method: &Method, path: &str) -> Role {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 pub async fn require_role(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     let token = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     let Some(role) = token.and_then(|t| state.auth.role_of(t)) else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"));
     };
@@ -109,4 +115,18 @@ pub async fn require_role(State(state): State<AppState>, req: Request, next: Nex
         return Err(ApiError::new(StatusCode::FORBIDDEN, format!("this needs the {needed:?} role").to_lowercase()));
     }
     Ok(next.run(req).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER  abc ", " bEaReR abc"] {
+            assert_eq!(bearer_token(header), Some("abc"), "{header:?}");
+        }
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+    }
 }

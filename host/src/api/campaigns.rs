@@ -115,6 +115,9 @@ async fn progress_stream(State(s): State<AppState>, Path(id): Path<String>) -> R
 /// not succeed (through a new device set).
 async fn retry_failed(State(s): State<AppState>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let campaign = load::<Campaign>(&s, &id)?;
+    if campaign.archived {
+        return Err(ApiError::new(StatusCode::CONFLICT, "the campaign is archived: restore it before retrying its devices"));
+    }
     let (run, devices) = run_of(&s, &id)?;
     if run.status == RunStatus::Running {
         return Err(ApiError::new(StatusCode::CONFLICT, "the campaign is still running"));
