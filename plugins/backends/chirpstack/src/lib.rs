@@ -19,9 +19,10 @@
 //! Settings: `url`, `application_id`. Secrets: `api_token` (ChirpStack API
 //! key), `integration_token`.
 
-wit_bindgen::generate!({ path: "../../../wit/since_v0.1.0", world: "backend-plugin" });
-
-include!("../../shared.rs");
+use airlift_plugin_sdk::backend::{airlift, exports};
+use airlift_plugin_sdk::backend_support::*;
+#[allow(unused_imports)]
+use airlift_plugin_sdk::hex::*;
 
 use airlift::plugin::keys;
 use airlift::plugin::types::{IsmBand, MulticastGroup, SessionClass};
@@ -31,7 +32,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 struct ChirpStack;
-export!(ChirpStack);
+airlift_plugin_sdk::backend::export!(ChirpStack);
 
 const API_TOKEN: &str = "api_token";
 const INTEGRATION_TOKEN: &str = "integration_token";

@@ -11,15 +11,16 @@
 //! The host runs such a campaign as one offloaded stage. Settings: `url`,
 //! `username`. Secret: `password`.
 
-wit_bindgen::generate!({ path: "../../../wit/since_v0.1.0", world: "backend-plugin" });
-
-include!("../../shared.rs");
+use airlift_plugin_sdk::backend::exports;
+use airlift_plugin_sdk::backend_support::*;
+#[allow(unused_imports)]
+use airlift_plugin_sdk::hex::*;
 
 use exports::airlift::plugin::backend::*;
 use serde_json::{json, Value};
 
 struct Gateway;
-export!(Gateway);
+airlift_plugin_sdk::backend::export!(Gateway);
 
 const PASSWORD: &str = "password";
 

@@ -15,16 +15,17 @@
 //! Settings: `url` (LRC base URL), `as_id`. Secret: `as_key` (never enters
 //! this plugin: the host computes the digests).
 
-wit_bindgen::generate!({ path: "../../../wit/since_v0.1.0", world: "backend-plugin" });
-
-include!("../../shared.rs");
+use airlift_plugin_sdk::backend::{airlift, exports};
+use airlift_plugin_sdk::backend_support::*;
+#[allow(unused_imports)]
+use airlift_plugin_sdk::hex::*;
 
 use airlift::plugin::{clock, keys};
 use exports::airlift::plugin::backend::*;
 use serde_json::Value;
 
 struct ThingPark;
-export!(ThingPark);
+airlift_plugin_sdk::backend::export!(ThingPark);
 
 const AS_KEY: &str = "as_key";
 

@@ -1,7 +1,5 @@
-//! The LoRa Alliance FUOTA device library, package version 2. The code is
-//! shared with the other version (`../library.rs`); only this constant differs.
+//! The LoRa Alliance FUOTA device library, package version 2
+//! (the code is `lorawan-library`).
 
-const VERSION: lorawan_fuota::Version = lorawan_fuota::Version::V2;
-const NAME: &str = "lorawan-v2";
-
-include!("../../library.rs");
+type Component = lorawan_library::Library<true>;
+airlift_plugin_sdk::device_library::export!(Component);

@@ -2,14 +2,14 @@
 //! package is built here; the signature comes from the host key service
 //! (`keys.sign`), so the private key never enters this plugin.
 
-wit_bindgen::generate!({ path: "../../../wit/since_v0.1.0", world: "update-type-plugin" });
+use airlift_plugin_sdk::update_type::{airlift, exports};
 
 use airlift::plugin::keys;
 use exports::airlift::plugin::update_type::*;
 use smart_delta::{BlockParams, PackageError};
 
 struct Lz4Dict;
-export!(Lz4Dict);
+airlift_plugin_sdk::update_type::export!(Lz4Dict);
 
 fn error(e: PackageError) -> UpdateError {
     match e {

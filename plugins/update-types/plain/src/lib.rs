@@ -1,13 +1,13 @@
 //! Update type PLAIN: the whole new image, behind the header a device
 //! checks before installing (`crates/plain-image`).
 
-wit_bindgen::generate!({ path: "../../../wit/since_v0.1.0", world: "update-type-plugin" });
+use airlift_plugin_sdk::update_type::exports;
 
 use exports::airlift::plugin::update_type::*;
 use plain_image::PlainError;
 
 struct Plain;
-export!(Plain);
+airlift_plugin_sdk::update_type::export!(Plain);
 
 impl Guest for Plain {
     fn describe() -> UpdateTypeInfo {

@@ -1,15 +1,16 @@
-// Helpers every backend plugin shares, included after its `generate!`
-// (the WIT types are generated per crate, so this is source, not a crate).
+//! Helpers every backend plugin needs: instance settings and secrets, and
+//! HTTP through the host with the network's answers mapped to the
+//! backend's errors.
 
-use airlift::plugin::http::{self, Header, HttpError, Request, Response};
-use airlift::plugin::types::Attribute;
-use exports::airlift::plugin::backend::{BackendError, Instance};
+use crate::backend::airlift::plugin::http::{self, Header, HttpError, Request, Response};
+use crate::backend::airlift::plugin::types::Attribute;
+use crate::backend::exports::airlift::plugin::backend::{BackendError, Instance};
 
 /// Default timeout for one request to the network.
-const REQUEST_TIMEOUT_MS: u32 = 10_000;
+pub const REQUEST_TIMEOUT_MS: u32 = 10_000;
 
 /// An instance setting, required.
-fn setting<'a>(inst: &'a Instance, key: &str) -> Result<&'a str, BackendError> {
+pub fn setting<'a>(inst: &'a Instance, key: &str) -> Result<&'a str, BackendError> {
     inst.settings
         .iter()
         .find(|Attribute { key: k, .. }| k == key)
@@ -19,7 +20,7 @@ fn setting<'a>(inst: &'a Instance, key: &str) -> Result<&'a str, BackendError> {
 }
 
 /// The `url` setting: an http(s) base URL, without a trailing slash.
-fn base_url(inst: &Instance) -> Result<String, BackendError> {
+pub fn base_url(inst: &Instance) -> Result<String, BackendError> {
     let url = setting(inst, "url")?.trim_end_matches('/').to_string();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(BackendError::Invalid(format!("setting 'url' must be an http(s) URL, not '{url}'")));
@@ -27,7 +28,8 @@ fn base_url(inst: &Instance) -> Result<String, BackendError> {
     Ok(url)
 }
 
-fn require_secret(inst: &Instance, name: &str) -> Result<(), BackendError> {
+/// Fails unless the instance has the secret `name` (its value stays in the host).
+pub fn require_secret(inst: &Instance, name: &str) -> Result<(), BackendError> {
     if inst.secret_names.iter().any(|n| n == name) {
         Ok(())
     } else {
@@ -35,15 +37,14 @@ fn require_secret(inst: &Instance, name: &str) -> Result<(), BackendError> {
     }
 }
 
-#[allow(dead_code)] // not every backend needs it
-fn header(name: &str, value: &str) -> Header {
+pub fn header(name: &str, value: &str) -> Header {
     Header { name: name.into(), value: value.into() }
 }
 
 /// Send a request; map the network's answer to the backend's errors:
 /// 401/403 unauthorized, other 4xx rejected, 5xx and transport trouble
 /// unavailable (the host retries those).
-fn send(method: &str, url: String, headers: Vec<Header>, body: Vec<u8>) -> Result<Response, BackendError> {
+pub fn send(method: &str, url: String, headers: Vec<Header>, body: Vec<u8>) -> Result<Response, BackendError> {
     let resp = http::send(&Request { method: method.into(), url, headers, body, timeout_ms: REQUEST_TIMEOUT_MS }).map_err(|e| match e {
         HttpError::Denied(m) => BackendError::Invalid(format!("refused by the host: {m}")),
         HttpError::Invalid(m) => BackendError::Invalid(m),
@@ -60,30 +61,7 @@ fn send(method: &str, url: String, headers: Vec<Header>, body: Vec<u8>) -> Resul
     }
 }
 
-#[allow(dead_code)] // not every backend needs it
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[allow(dead_code)] // not every backend needs it
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
-}
-
-#[allow(dead_code)] // not every backend needs it
-fn eui_hex(eui: u64) -> String {
-    format!("{eui:016x}")
-}
-
-fn parse_eui(text: &str) -> Option<u64> {
-    (text.len() == 16).then(|| u64::from_str_radix(text, 16).ok()).flatten()
-}
-
 /// A header of an incoming request, by case-insensitive name.
-#[allow(dead_code)] // not every backend needs it
-fn incoming_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+pub fn incoming_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
     headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
 }

@@ -1,13 +1,11 @@
-// The LoRa Alliance FUOTA device library, shared by lorawan-v1 and
-// lorawan-v2 (each defines VERSION and NAME, then includes this file).
-// Stateless: everything a later call needs goes back to the host as
-// `remember` and returns in `device.memory`.
+//! The LoRa Alliance FUOTA device library, for either package version:
+//! `lorawan-v1` and `lorawan-v2` export [`Library`] as `Library<false>` and
+//! `Library<true>`. Stateless: everything a later call needs goes back to
+//! the host as `remember` and returns in `device.memory`.
 
-wit_bindgen::generate!({ path: "../../../wit/since_v0.1.0", world: "device-library-plugin" });
-
-use airlift::plugin::types::{Attribute, DeviceContext, SessionClass};
-use airlift::plugin::{clock, keys};
-use exports::airlift::plugin::device_library::*;
+use airlift_plugin_sdk::device_library::airlift::plugin::types::{Attribute, DeviceContext, SessionClass};
+use airlift_plugin_sdk::device_library::airlift::plugin::{clock, keys};
+use airlift_plugin_sdk::device_library::exports::airlift::plugin::device_library::*;
 use lorawan_fuota::{fec, ports, ts003, ts004, ts005, ts006, CodecError, Parsed, Version};
 
 /// Stage names, as in the RMC progress messages.
@@ -41,7 +39,13 @@ const DATA_FRAGMENT_OVERHEAD: u16 = 3;
 /// more than one, so one lost uplink does not leave it out of sync.
 const RESYNC_TRANSMISSIONS: u8 = 3;
 
-struct Library;
+/// The device library; `V2` picks the package version.
+pub struct Library<const V2: bool>;
+
+impl<const V2: bool> Library<V2> {
+    const VERSION: Version = if V2 { Version::V2 } else { Version::V1 };
+    const NAME: &'static str = if V2 { "lorawan-v2" } else { "lorawan-v1" };
+}
 
 fn spec(name: &str, mode: StageMode, retry_limit: u32, answer_timeout_s: u32, required: bool) -> StageSpec {
     StageSpec { name: name.into(), mode, retry_limit, answer_timeout_s, required }
@@ -135,12 +139,12 @@ fn frag_session(campaign: &CampaignContext) -> Result<&Fragmentation, LibraryErr
     campaign.fragmentation.as_ref().ok_or_else(|| LibraryError::Invalid("the campaign has no fragmentation session".into()))
 }
 
-impl Library {
+impl<const V2: bool> Library<V2> {
     fn frag_setup(device: &DeviceContext, campaign: &CampaignContext) -> Result<Vec<u8>, LibraryError> {
         let f = frag_session(campaign)?;
         let nb_frag = u16::try_from(f.nb_frag).map_err(|_| LibraryError::Invalid("too many fragments".into()))?;
         let frag_size = u8::try_from(f.frag_size).map_err(|_| LibraryError::Invalid("FragSize above 255".into()))?;
-        let v2 = match VERSION {
+        let v2 = match Self::VERSION {
             Version::V1 => None,
             Version::V2 => {
                 let cnt = next_session_cnt(device)?;
@@ -158,12 +162,12 @@ impl Library {
             frag_algo: 0,
             // v2 devices say when they rebuilt the block: LoRa Basics Modem
             // sends FragDataBlockReceivedReq only when asked to (TS004-2.0.0).
-            ack_reception: VERSION == Version::V2,
+            ack_reception: Self::VERSION == Version::V2,
             padding: f.padding,
             descriptor: f.descriptor,
             v2,
         };
-        ts004::Request::FragSessionSetup(setup).to_bytes(VERSION).map_err(encode_error)
+        ts004::Request::FragSessionSetup(setup).to_bytes(Self::VERSION).map_err(encode_error)
     }
 
     fn parse_multicast_setup(payload: &[u8], device: &DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
@@ -203,20 +207,20 @@ impl Library {
 
     fn parse_fragmentation(payload: &[u8], device: &DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
-        for up in commands(ts004::Uplink::parse(payload, VERSION), &mut events)? {
+        for up in commands(ts004::Uplink::parse(payload, Self::VERSION), &mut events)? {
             match up {
                 ts004::Uplink::PackageVersion(p) => {
                     events.push(UplinkEvent::Remember(Attribute { key: "ts004.version".into(), value: p.version.to_string() }));
                     events.push(answer(stage::PACKAGE_VERSION, AnswerStatus::Ok, vec![Fact::PackageVersion((p.package, p.version))]));
                 }
-                ts004::Uplink::FragSessionSetup { errors, .. } if VERSION == Version::V2 && errors == ts004::SetupErrors { session_cnt_replay: true, ..Default::default() } => {
+                ts004::Uplink::FragSessionSetup { errors, .. } if Self::VERSION == Version::V2 && errors == ts004::SetupErrors { session_cnt_replay: true, ..Default::default() } => {
                     // Our earlier request (whose answer was lost) used this
                     // SessionCnt: count it as spent; the retry goes one higher.
                     events.push(UplinkEvent::Remember(Attribute { key: SESSION_CNT_KEY.into(), value: sent_session_cnt(device).to_string() }));
                     events.push(UplinkEvent::Note("SessionCnt already used; the next FragSessionSetupReq takes a higher one".into()));
                 }
                 ts004::Uplink::FragSessionSetup { errors, .. } => {
-                    if !errors.any() && VERSION == Version::V2 {
+                    if !errors.any() && Self::VERSION == Version::V2 {
                         let cnt = sent_session_cnt(device);
                         events.push(UplinkEvent::Remember(Attribute { key: SESSION_CNT_KEY.into(), value: cnt.to_string() }));
                     }
@@ -249,7 +253,7 @@ impl Library {
                 ts004::Uplink::FragSessionDelete { .. } => events.extend(cleanup_half_done(device, FRAG_SESSION_DELETED_KEY, GROUP_DELETED_KEY)),
                 ts004::Uplink::FragDataBlockReceived { frag_index, mic_error } => {
                     // The answer stops the device's repeats (LoRa Basics Modem sends up to 3).
-                    let ans = ts004::Request::FragDataBlockReceived { frag_index }.to_bytes(VERSION).map_err(|e| ParseError::Malformed(e.to_string()))?;
+                    let ans = ts004::Request::FragDataBlockReceived { frag_index }.to_bytes(Self::VERSION).map_err(|e| ParseError::Malformed(e.to_string()))?;
                     events.push(UplinkEvent::Reply(downlink(ports::FRAGMENTATION, ans)));
                     let (status, facts) = if mic_error {
                         (AnswerStatus::Rejected("data block MIC error".into()), vec![])
@@ -268,7 +272,7 @@ impl Library {
         for up in commands(ts003::Uplink::parse(payload), &mut events)? {
             match up {
                 ts003::Uplink::AppTimeReq { device_time, token, ans_required } => {
-                    if let Some(ans) = ts003::answer_app_time(clock::now_gps_seconds(), device_time, token, ans_required, VERSION) {
+                    if let Some(ans) = ts003::answer_app_time(clock::now_gps_seconds(), device_time, token, ans_required, Self::VERSION) {
                         events.push(UplinkEvent::Reply(downlink(ports::CLOCK_SYNC, ans.to_bytes().map_err(|e| ParseError::Malformed(e.to_string()))?)));
                     }
                 }
@@ -319,13 +323,13 @@ impl Library {
     }
 }
 
-impl Guest for Library {
+impl<const V2: bool> Guest for Library<V2> {
     fn describe() -> LibraryInfo {
         let port = |name: &str, fport| PortBinding { package_name: name.into(), fport };
         LibraryInfo {
-            name: NAME.into(),
+            name: Self::NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: format!("LoRa Alliance FUOTA packages {VERSION:?} (TS003, TS004, TS005, TS006)"),
+            description: format!("LoRa Alliance FUOTA packages {:?} (TS003, TS004, TS005, TS006)", Self::VERSION),
             ports: vec![
                 port("remote-multicast-setup", ports::MULTICAST_SETUP),
                 port("fragmentation", ports::FRAGMENTATION),
@@ -395,7 +399,7 @@ impl Guest for Library {
         }
         let group = &campaign.group;
         Ok(match stage_name.as_str() {
-            stage::PACKAGE_VERSION => vec![downlink(ports::FRAGMENTATION, ts004::Request::PackageVersion.to_bytes(VERSION).map_err(encode_error)?)],
+            stage::PACKAGE_VERSION => vec![downlink(ports::FRAGMENTATION, ts004::Request::PackageVersion.to_bytes(Self::VERSION).map_err(encode_error)?)],
             stage::MC_GROUP_SETUP => {
                 let d = need_device()?;
                 let key = keys::mc_key_encrypted(d.dev_eui, group.group_eui).map_err(|e| LibraryError::Key(format!("{e:?}")))?;
@@ -435,7 +439,7 @@ impl Guest for Library {
             stage::FRAG_SESSION_STATUS => {
                 let f = frag_session(&campaign)?;
                 let req = ts004::Request::FragSessionStatus { participants: true, frag_index: f.frag_index };
-                vec![downlink(ports::FRAGMENTATION, req.to_bytes(VERSION).map_err(encode_error)?)]
+                vec![downlink(ports::FRAGMENTATION, req.to_bytes(Self::VERSION).map_err(encode_error)?)]
             }
             stage::DEV_VERSION => vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevVersion.to_bytes().map_err(encode_error)?)],
             stage::DEV_UPGRADE_IMAGE => vec![downlink(ports::FIRMWARE_MANAGEMENT, ts006::Request::DevUpgradeImage.to_bytes().map_err(encode_error)?)],
@@ -444,7 +448,7 @@ impl Guest for Library {
                 let confirmed = |key| device.as_ref().is_some_and(|d| memory(d, key).is_some());
                 let mut out = Vec::new();
                 if let Some(f) = campaign.fragmentation.as_ref().filter(|_| !confirmed(FRAG_SESSION_DELETED_KEY)) {
-                    out.push(downlink(ports::FRAGMENTATION, ts004::Request::FragSessionDelete { frag_index: f.frag_index }.to_bytes(VERSION).map_err(encode_error)?));
+                    out.push(downlink(ports::FRAGMENTATION, ts004::Request::FragSessionDelete { frag_index: f.frag_index }.to_bytes(Self::VERSION).map_err(encode_error)?));
                 }
                 if !confirmed(GROUP_DELETED_KEY) {
                     out.push(downlink(ports::MULTICAST_SETUP, ts005::Request::McGroupDelete { group: group.group_id }.to_bytes().map_err(encode_error)?));
@@ -467,7 +471,7 @@ impl Guest for Library {
 
     fn fragments(data: Vec<u8>, layout: Fragmentation, first: u32, count: u32) -> Result<Vec<Downlink>, LibraryError> {
         let frag_size = u8::try_from(layout.frag_size).map_err(|_| LibraryError::Invalid("FragSize above 255".into()))?;
-        let encoder = fec::Encoder::new(&data, frag_size, VERSION).map_err(|e| LibraryError::Invalid(e.to_string()))?;
+        let encoder = fec::Encoder::new(&data, frag_size, Self::VERSION).map_err(|e| LibraryError::Invalid(e.to_string()))?;
         if encoder.layout().nb_frag != layout.nb_frag {
             return Err(LibraryError::Invalid(format!("data makes {} fragments, the session says {}", encoder.layout().nb_frag, layout.nb_frag)));
         }
@@ -475,10 +479,9 @@ impl Guest for Library {
             .map(|n| {
                 let (number, payload) = encoder.fragment(n).map_err(|e| LibraryError::Invalid(e.to_string()))?;
                 let req = ts004::Request::DataFragment { frag_index: layout.frag_index, n: number, payload };
-                Ok(downlink(ports::FRAGMENTATION, req.to_bytes(VERSION).map_err(encode_error)?))
+                Ok(downlink(ports::FRAGMENTATION, req.to_bytes(Self::VERSION).map_err(encode_error)?))
             })
             .collect()
     }
 }
 
-export!(Library);

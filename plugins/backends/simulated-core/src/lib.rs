@@ -1,31 +1,48 @@
-// The simulated backend's code, shared with its test fixture of another
-// version (plugins/fixtures/simulated-v2).
+//! Backend for the simulated network server (`airlift sim-lns`).
+//!
+//! Its API is plain JSON over HTTP, shaped like a small network server's:
+//! - `POST {url}/groups`: a multicast group with its session keys and members;
+//! - `DELETE {url}/groups/{groupEui}`: end the group's session;
+//! - `POST {url}/devices/{devEui}/downlinks`: queue a unicast downlink;
+//! - `POST {url}/groups/{groupEui}/downlinks`: send a multicast frame.
+//!
+//! Requests carry `Authorization: Bearer <token>` (the instance's `token`
+//! secret, substituted by the host). Uplinks arrive at the host as
+//! `{"uplinks":[{"devEui","fPort","payload"(hex),"time"(unix ms)}]}` with
+//! `X-Sim-Signature` = hex SHA-256(body ‖ token), checked here through the
+//! host so the token never enters this plugin.
+//!
+//! This crate is the code; `backends/simulated` and the test fixture
+//! `fixtures/simulated-v2` export it as two plugin versions.
 
-wit_bindgen::generate!({ path: "../../../wit/since_v0.1.0", world: "backend-plugin" });
-
-include!("../../shared.rs");
+use airlift_plugin_sdk::backend::{airlift, exports};
+use airlift_plugin_sdk::backend_support::*;
+use airlift_plugin_sdk::hex::{eui_hex, from_hex, parse_eui, to_hex};
+use airlift_plugin_sdk::PluginVersion;
+use std::marker::PhantomData;
 
 use airlift::plugin::keys;
 use airlift::plugin::types::MulticastGroup;
 use exports::airlift::plugin::backend::*;
 use serde_json::{json, Value};
 
-struct Simulated;
-export!(Simulated);
+/// The backend, as plugin version `V`.
+pub struct Simulated<V: PluginVersion>(PhantomData<V>);
+
 
 const TOKEN: &str = "token";
 
 /// Bearer token (substituted by the host) and who is calling: the plugin
 /// version and instance, for the server's logs.
-fn headers(inst: &Instance) -> Vec<Header> {
+fn headers(inst: &Instance, version: &str) -> Vec<Header> {
     vec![
         header("authorization", &format!("Bearer {{{{secret:{TOKEN}}}}}")),
-        header("user-agent", &format!("airlift-simulated/{} ({})", env!("CARGO_PKG_VERSION"), inst.id)),
+        header("user-agent", &format!("airlift-simulated/{version} ({})", inst.id)),
     ]
 }
 
-fn post_json(inst: &Instance, path: &str, body: Value) -> Result<(), BackendError> {
-    let mut headers = headers(inst);
+fn post_json(inst: &Instance, version: &str, path: &str, body: Value) -> Result<(), BackendError> {
+    let mut headers = headers(inst, version);
     headers.push(header("content-type", "application/json"));
     send("POST", format!("{}{path}", base_url(inst)?), headers, body.to_string().into_bytes()).map(drop)
 }
@@ -43,11 +60,11 @@ fn uplink(v: &Value) -> Result<Uplink, BackendError> {
     Ok(Uplink { dev_eui, fport, payload, received_unix_ms, fcnt_up: v["fCnt"].as_u64().map(|f| f as u32), rssi: None, snr: None })
 }
 
-impl Guest for Simulated {
+impl<V: PluginVersion> Guest for Simulated<V> {
     fn describe() -> BackendInfo {
         BackendInfo {
             name: "simulated".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: V::VERSION.into(),
             description: "The simulated network server of `airlift sim-lns`".into(),
             capabilities: Capabilities {
                 unicast: true,
@@ -76,11 +93,11 @@ impl Guest for Simulated {
             "nwkSKey": to_hex(&nwk_s_key),
             "devices": devices.iter().map(|d| eui_hex(*d)).collect::<Vec<_>>(),
         });
-        post_json(&inst, "/groups", body)
+        post_json(&inst, V::VERSION, "/groups", body)
     }
 
     fn delete_multicast_group(inst: Instance, group: MulticastGroup) -> Result<(), BackendError> {
-        match send("DELETE", format!("{}/groups/{}", base_url(&inst)?, eui_hex(group.group_eui)), headers(&inst), vec![]) {
+        match send("DELETE", format!("{}/groups/{}", base_url(&inst)?, eui_hex(group.group_eui)), headers(&inst, V::VERSION), vec![]) {
             Ok(_) => Ok(()),
             // Already gone is as good as deleted.
             Err(BackendError::Rejected(m)) if m.starts_with("HTTP 404") => Ok(()),
@@ -90,12 +107,12 @@ impl Guest for Simulated {
 
     fn send_unicast(inst: Instance, d: UnicastDownlink) -> Result<SendReceipt, BackendError> {
         let body = json!({ "fPort": d.fport, "payload": to_hex(&d.payload), "confirmed": d.confirmed, "flush": d.flush_queue });
-        post_json(&inst, &format!("/devices/{}/downlinks", eui_hex(d.dev_eui)), body).map(|_| receipt())
+        post_json(&inst, V::VERSION, &format!("/devices/{}/downlinks", eui_hex(d.dev_eui)), body).map(|_| receipt())
     }
 
     fn send_multicast(inst: Instance, d: MulticastDownlink) -> Result<SendReceipt, BackendError> {
         let body = json!({ "fCnt": d.fcnt, "fPort": d.fport, "payload": to_hex(&d.payload) });
-        post_json(&inst, &format!("/groups/{}/downlinks", eui_hex(d.group.group_eui)), body).map(|_| SendReceipt { fcnt: Some(d.fcnt), next_send_unix_ms: None })
+        post_json(&inst, V::VERSION, &format!("/groups/{}/downlinks", eui_hex(d.group.group_eui)), body).map(|_| SendReceipt { fcnt: Some(d.fcnt), next_send_unix_ms: None })
     }
 
     fn parse_reports(_inst: Instance, request: IncomingRequest) -> Result<Vec<Report>, BackendError> {

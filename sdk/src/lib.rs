@@ -1,0 +1,49 @@
+//! The Airlift plugin SDK: the bindings of each plugin world of the WIT
+//! contract (`wit/since_v0.1.0`), generated once, and helpers for backend
+//! plugins. A plugin implements its world's `Guest` trait and exports it:
+//!
+//! ```ignore
+//! use airlift_plugin_sdk::device_library::exports::airlift::plugin::device_library::*;
+//! struct MyLibrary;
+//! impl Guest for MyLibrary { /* … */ }
+//! airlift_plugin_sdk::device_library::export!(MyLibrary);
+//! ```
+
+/// The `device-library-plugin` world.
+pub mod device_library {
+    wit_bindgen::generate!({
+        path: "../wit/since_v0.1.0",
+        world: "device-library-plugin",
+        pub_export_macro: true,
+        default_bindings_module: "airlift_plugin_sdk::device_library",
+    });
+}
+
+/// The `backend-plugin` world.
+pub mod backend {
+    wit_bindgen::generate!({
+        path: "../wit/since_v0.1.0",
+        world: "backend-plugin",
+        pub_export_macro: true,
+        default_bindings_module: "airlift_plugin_sdk::backend",
+    });
+}
+
+/// The `update-type-plugin` world.
+pub mod update_type {
+    wit_bindgen::generate!({
+        path: "../wit/since_v0.1.0",
+        world: "update-type-plugin",
+        pub_export_macro: true,
+        default_bindings_module: "airlift_plugin_sdk::update_type",
+    });
+}
+
+pub mod backend_support;
+pub mod hex;
+
+/// A plugin's own version, for code shared by plugins built as several
+/// crates (each passes `env!("CARGO_PKG_VERSION")` of its own crate).
+pub trait PluginVersion {
+    const VERSION: &'static str;
+}
