@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let host = Arc::new(HostServices::new(store.clone(), vault.clone(), Arc::new(SystemClock)));
     let runtime = Arc::new(PluginRuntime::new(dir.path().join("compiled"), host)?);
     let b = bundled::bundled("lorawan-v1")?;
-    install(&runtime, &store, b.manifest.clone(), &b.wasm()?)?;
+    install(&runtime, &store, b.manifest.clone(), b.wasm())?;
     let rss0 = rss_kib();
 
     let one = run(&store, &vault, &runtime, big, 0).await?;

@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<12} {:>14} {:>10} {:>14} {:>10} {:>12}", "library", "native frag/s", "MB/s", "wasm frag/s", "MB/s", "wasm/native");
     for (name, version) in [("lorawan-v1", Version::V1), ("lorawan-v2", Version::V2)] {
         let b = bundled::bundled(name)?;
-        let plugin = install(&runtime, &store, b.manifest.clone(), &b.wasm()?)?;
+        let plugin = install(&runtime, &store, b.manifest.clone(), b.wasm())?;
         let layout = Fragmentation { frag_index: 0, nb_frag: m, frag_size: FRAG_SIZE as u16, padding: 0, descriptor: 0, block_ack_delay: 0, session_cnt: None };
         let layout = Fragmentation { padding: fec::Layout::new(data.len(), FRAG_SIZE)?.padding, ..layout };
 

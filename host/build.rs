@@ -1,6 +1,7 @@
 //! Builds the guest plugins (the `plugins/` workspace) for wasm32-wasip2, so
 //! `cargo run` and `cargo test` always use plugins built from this tree.
-//! The bundled plugins' folder is passed to the host as AIRLIFT_BUNDLED_PLUGINS.
+//! Each plugin's manifest and component are embedded in the host binary
+//! (`$OUT_DIR/bundled_plugins.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,8 +41,45 @@ fn main() {
         );
     }
     let wasm_dir = target_dir.join(WASM_TARGET).join("release");
-    println!("cargo:rustc-env=AIRLIFT_BUNDLED_WASM={}", wasm_dir.display());
-    println!("cargo:rustc-env=AIRLIFT_PLUGINS_SRC={}", plugins.display());
+    embed_plugins(&plugins, &wasm_dir, &out_dir.join("bundled_plugins.rs"));
+}
+
+/// Write the list of bundled plugins, each crate under `plugins/` with a
+/// `plugin.json`, with its manifest and component embedded, so the binary
+/// carries them wherever it is installed.
+fn embed_plugins(plugins: &std::path::Path, wasm_dir: &std::path::Path, out: &std::path::Path) {
+    let mut manifests = Vec::new();
+    find_manifests(plugins, &mut manifests);
+    manifests.sort();
+    let mut code = String::from("&[\n");
+    for manifest in manifests {
+        let crate_dir = manifest.parent().unwrap();
+        let cargo_toml = std::fs::read_to_string(crate_dir.join("Cargo.toml")).expect("a plugin crate has a Cargo.toml");
+        let crate_name = cargo_toml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')))
+            .expect("a plugin crate has a package name");
+        let wasm = wasm_dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
+        let fixture = crate_dir.strip_prefix(plugins).is_ok_and(|p| p.starts_with("fixtures"));
+        code.push_str(&format!(
+            "    EmbeddedPlugin {{ crate_name: {crate_name:?}, fixture: {fixture}, manifest: include_str!({:?}), wasm: include_bytes!({:?}) }},\n",
+            manifest.display().to_string(),
+            wasm.display().to_string()
+        ));
+    }
+    code.push(']');
+    std::fs::write(out, code).expect("OUT_DIR is writable");
+}
+
+fn find_manifests(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("the plugins folder is readable").flatten() {
+        let path = entry.path();
+        if path.is_dir() && path.file_name().is_some_and(|n| n != "target" && n != "src") {
+            find_manifests(&path, out);
+        } else if path.file_name().is_some_and(|n| n == "plugin.json") && path.with_file_name("Cargo.toml").exists() {
+            out.push(path);
+        }
+    }
 }
 
 /// A digest of every file under `dir`, by path and content.

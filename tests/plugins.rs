@@ -163,18 +163,18 @@ async fn invalid_plugins_are_refused_with_a_reason() {
 
     let mut wrong_kind = manifest.clone();
     wrong_kind["kind"] = "backend".into();
-    let resp = send(wrong_kind, bundled.wasm().unwrap()).await.unwrap();
+    let resp = send(wrong_kind, bundled.wasm().to_vec()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert!(resp.text().await.unwrap().contains("does not implement the backend world"));
 
     let mut future = manifest.clone();
     future["witVersion"] = "0.9.0".into();
-    let resp = send(future, bundled.wasm().unwrap()).await.unwrap();
+    let resp = send(future, bundled.wasm().to_vec()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert!(resp.text().await.unwrap().contains("not supported"));
 
     let mut greedy = manifest;
     greedy["limits"] = serde_json::json!({"memoryMib": 100000});
-    assert_eq!(send(greedy, bundled.wasm().unwrap()).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(send(greedy, bundled.wasm().to_vec()).await.unwrap().status(), StatusCode::BAD_REQUEST);
     assert!(h.get("/api/plugins").await.1.as_array().unwrap().is_empty());
 }

@@ -124,12 +124,12 @@ impl Server {
 /// Install bundled plugins whose content differs from what is active.
 fn install_bundled(runtime: &PluginRuntime, store: &Store, restored: &[Arc<plugin::Plugin>]) -> Result<(), StartError> {
     for bundled in plugin::bundled::bundled_plugins()?.into_iter().filter(|b| !b.fixture) {
-        let wasm = bundled.wasm()?;
+        let wasm = bundled.wasm();
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&wasm));
         if restored.iter().any(|p| p.sha256 == sha) {
             continue;
         }
-        plugin::install(runtime, store, bundled.manifest, &wasm)?;
+        plugin::install(runtime, store, bundled.manifest, wasm)?;
     }
     Ok(())
 }

@@ -75,7 +75,7 @@ impl TestHost {
         let bundled = airlift::plugin::bundled::bundled(name).expect("bundled plugin");
         let form = reqwest::multipart::Form::new()
             .part("manifest", reqwest::multipart::Part::bytes(serde_json::to_vec(&bundled.manifest).unwrap()))
-            .part("wasm", reqwest::multipart::Part::bytes(bundled.wasm().unwrap()));
+            .part("wasm", reqwest::multipart::Part::bytes(bundled.wasm().to_vec()));
         let resp = self.http.post(self.url("/api/plugins")).bearer_auth(ADMIN).multipart(form).send().await.unwrap();
         let status = resp.status();
         (status, resp.json().await.unwrap_or(Value::Null))

@@ -89,7 +89,7 @@ impl Api {
         let bundled = airlift::plugin::bundled::bundled(name).unwrap();
         let form = reqwest::multipart::Form::new()
             .part("manifest", reqwest::multipart::Part::bytes(serde_json::to_vec(&bundled.manifest).unwrap()))
-            .part("wasm", reqwest::multipart::Part::bytes(bundled.wasm().unwrap()));
+            .part("wasm", reqwest::multipart::Part::bytes(bundled.wasm().to_vec()));
         let r = self.http.post(format!("{}/api/plugins", self.base)).bearer_auth(TOKEN).multipart(form).send().await.unwrap();
         assert!(r.status().is_success(), "loading {name}: {}", r.status());
         r.json().await.unwrap()
