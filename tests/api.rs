@@ -199,6 +199,13 @@ async fn tokens_and_roles_are_enforced() {
     assert_eq!(h.call(Some(ADMIN), Method::POST, "/api/backend-instances", instance).await.0, StatusCode::CREATED);
     assert_eq!(h.call(Some(OPERATOR), Method::POST, "/api/plugins", Value::Null).await.0, StatusCode::FORBIDDEN);
     assert_eq!(h.call(None, Method::GET, "/api/health", Value::Null).await.0, StatusCode::OK);
+    // Errors the framework answers itself are JSON too.
+    for (method, path) in [(Method::GET, "/api/devices?archived=maybe"), (Method::GET, "/api/no-such-thing"), (Method::DELETE, "/api/health")] {
+        let (status, body) = h.call(Some(ADMIN), method.clone(), path, Value::Null).await;
+        assert!(status.is_client_error(), "{method} {path}: {status}");
+        assert_eq!(body["code"], status.as_u16(), "{method} {path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{method} {path}: {body}");
+    }
     // The scheme is case-insensitive.
     let lower = h.http.get(h.url("/api/devices")).header("authorization", format!("bearer {VIEWER}")).send().await.unwrap();
     assert_eq!(lower.status(), StatusCode::OK);

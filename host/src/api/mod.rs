@@ -22,6 +22,7 @@ use crate::plugin::PluginRuntime;
 use crate::store::Store;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
+use axum::response::IntoResponse;
 use axum::{middleware, Json, Router};
 use std::sync::Arc;
 
@@ -66,8 +67,25 @@ pub fn router(state: AppState) -> Router {
         .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .merge(uplinks::routes())
         .merge(protected)
+        .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
+        .layer(middleware::map_response(errors_as_json))
         // Multipart uploads enforce their own limit while streaming; this
         // bounds everything else, with room for multipart framing.
         .layer(DefaultBodyLimit::max(upload_limit.saturating_add(64 * 1024)))
         .with_state(state)
+}
+
+/// Errors the framework answers itself (a path or query that does not
+/// parse, a method the route lacks, a body over the limit) come as plain
+/// text or empty: give them the API's JSON error shape.
+async fn errors_as_json(response: axum::response::Response) -> axum::response::Response {
+    let is_json = response.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    // These bodies are short messages; anything longer is cut.
+    let text = axum::body::to_bytes(response.into_body(), 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
+    ApiError::new(status, message).into_response()
 }
