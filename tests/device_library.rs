@@ -283,7 +283,7 @@ async fn the_plugin_sees_only_the_encrypted_mc_key() {
     let c = campaign(CampaignKind::MulticastSetup, &[], String::new(), None);
     let request = s.build("McGroupSetup", Some(device_context(vec![])), &c).await.unwrap();
     let bytes = &request[0].payload;
-    use airlift::keys::lorawan::*;
+    use lorawan_fuota::keys::*;
     let kek = mc_ke_key(&mc_root_key(&ROOT_KEY, RootKeyKind::GenAppKey));
     assert_eq!(&bytes[6..22], &mc_key_encrypted(&kek, &MC_KEY), "McGroupSetupReq carries McKey_encrypted");
     let secrets = [ROOT_KEY, MC_KEY, kek, mc_root_key(&ROOT_KEY, RootKeyKind::GenAppKey)];

@@ -5,13 +5,16 @@
 //!   forward error correction,
 //! - [`ts005`] remote multicast setup (FPort 200),
 //! - [`ts006`] firmware management (FPort 203),
-//! - [`region`] maximum payload per data rate and time on air.
+//! - [`region`] maximum payload per data rate and time on air,
+//! - [`keys`] the multicast key derivations (TS005) and the TS004 v2
+//!   data-block integrity code.
 //!
 //! Byte layouts follow `shared/specs/README.md`: CID first, integers little
 //! endian. `Request`s go from server to device, `Uplink`s from device to
 //! server (answers and device-originated requests). No I/O here.
 
 pub mod fec;
+pub mod keys;
 pub mod region;
 pub mod ts003;
 pub mod ts004;

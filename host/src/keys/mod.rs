@@ -1,7 +1,7 @@
-//! Key handling in the host: secrets sealed at rest ([`vault`]) and the
-//! LoRaWAN derivations ([`lorawan`]) behind the plugins' `keys` import.
+//! Key handling in the host: secrets sealed at rest ([`vault`]) and Smart
+//! Delta signing. The LoRaWAN derivations behind the plugins' `keys` import
+//! are `lorawan_fuota::keys`, beside the protocol they serve.
 
-pub mod lorawan;
 pub mod smart_delta;
 mod vault;
 

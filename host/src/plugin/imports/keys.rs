@@ -2,7 +2,7 @@
 //! plugin kinds that need it and nobody else; root keys never leave here.
 
 use super::super::bindings::imports::airlift::plugin::keys::{Host, KeyError};
-use crate::keys::lorawan::{self, Key128, RootKeyKind};
+use lorawan_fuota::keys::{self as lorawan, Key128, RootKeyKind};
 use crate::keys::Sealed;
 use crate::model::{Device, Eui, LorawanVersion, MulticastGroup, Object, PluginKind, SmartDeltaKey};
 use crate::plugin::CallState;

@@ -102,7 +102,7 @@ mod tests {
     }
 
     fn hex16(s: &str) -> Key128 {
-        hex::decode(s.replace(' ', "")).unwrap().try_into().unwrap()
+        crate::fec::tests::hex(s).try_into().unwrap()
     }
 
     #[test]
