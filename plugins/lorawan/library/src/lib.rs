@@ -191,7 +191,7 @@ impl<const V2: bool> Library<V2> {
                     // session on time. Have it resynchronise (TS003) and
                     // leave the stage unanswered, so the session request is
                     // sent again once its clock is right.
-                    let resync = ts003::Request::ForceDeviceResync { nb_transmissions: RESYNC_TRANSMISSIONS }.to_bytes().map_err(|e| ParseError::Malformed(e.to_string()))?;
+                    let resync = ts003::Request::ForceDeviceResync { nb_transmissions: RESYNC_TRANSMISSIONS }.to_bytes().map_err(parse_error)?;
                     events.push(UplinkEvent::Reply(downlink(ports::CLOCK_SYNC, resync)));
                     UplinkEvent::Note("TimeToStart 0xFFFFFF: the device clock is out of sync; clock resynchronisation asked, the session request follows".into())
                 }
@@ -253,7 +253,7 @@ impl<const V2: bool> Library<V2> {
                 ts004::Uplink::FragSessionDelete { .. } => events.extend(cleanup_half_done(device, FRAG_SESSION_DELETED_KEY, GROUP_DELETED_KEY)),
                 ts004::Uplink::FragDataBlockReceived { frag_index, mic_error } => {
                     // The answer stops the device's repeats (LoRa Basics Modem sends up to 3).
-                    let ans = ts004::Request::FragDataBlockReceived { frag_index }.to_bytes(Self::VERSION).map_err(|e| ParseError::Malformed(e.to_string()))?;
+                    let ans = ts004::Request::FragDataBlockReceived { frag_index }.to_bytes(Self::VERSION).map_err(parse_error)?;
                     events.push(UplinkEvent::Reply(downlink(ports::FRAGMENTATION, ans)));
                     let (status, facts) = if mic_error {
                         (AnswerStatus::Rejected("data block MIC error".into()), vec![])
@@ -273,7 +273,7 @@ impl<const V2: bool> Library<V2> {
             match up {
                 ts003::Uplink::AppTimeReq { device_time, token, ans_required } => {
                     if let Some(ans) = ts003::answer_app_time(clock::now_gps_seconds(), device_time, token, ans_required, Self::VERSION) {
-                        events.push(UplinkEvent::Reply(downlink(ports::CLOCK_SYNC, ans.to_bytes().map_err(|e| ParseError::Malformed(e.to_string()))?)));
+                        events.push(UplinkEvent::Reply(downlink(ports::CLOCK_SYNC, ans.to_bytes().map_err(parse_error)?)));
                     }
                 }
                 ts003::Uplink::DeviceAppTimePeriodicity { not_supported, device_time } => {
