@@ -43,7 +43,20 @@ pub mod backend_support;
 pub mod hex;
 
 /// A plugin's own version, for code shared by plugins built as several
-/// crates (each passes `env!("CARGO_PKG_VERSION")` of its own crate).
+/// crates: each component crate declares its version with
+/// [`plugin_version!`] and exports the shared type with it.
 pub trait PluginVersion {
     const VERSION: &'static str;
+}
+
+/// `plugin_version!(Name)` declares `Name`, a [`PluginVersion`] whose
+/// version is the calling crate's (`CARGO_PKG_VERSION` where it expands).
+#[macro_export]
+macro_rules! plugin_version {
+    ($name:ident) => {
+        struct $name;
+        impl $crate::PluginVersion for $name {
+            const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+        }
+    };
 }
