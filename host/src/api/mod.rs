@@ -69,10 +69,25 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::map_response(errors_as_json))
+        .layer(middleware::from_fn_with_state(state.clone(), durable_writes))
         // Multipart uploads enforce their own limit while streaming; this
         // bounds everything else, with room for multipart framing.
         .layer(DefaultBodyLimit::max(upload_limit.saturating_add(64 * 1024)))
         .with_state(state)
+}
+
+/// A 2xx to a request that may have written means the write is on disk:
+/// the store is flushed before the answer leaves. Reads skip it.
+async fn durable_writes(axum::extract::State(s): axum::extract::State<AppState>, req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    let writes = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+    let response = next.run(req).await;
+    if writes && response.status().is_success() {
+        if let Err(e) = s.store.flush_async().await {
+            tracing::error!(error = %e, "flushing the store after a write failed");
+            return ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the write could not be made durable").into_response();
+        }
+    }
+    response
 }
 
 /// Errors the framework answers itself (a path or query that does not

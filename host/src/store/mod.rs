@@ -105,6 +105,12 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+
+    /// [`Self::flush`] without blocking the async runtime's thread.
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
 }
 
 fn decode<T: Object>(id: &str, bytes: &[u8]) -> Result<T, StoreError> {

@@ -1,0 +1,91 @@
+//! A 2xx means the write is on disk: several clients create devices, the
+//! server is killed with SIGKILL mid-stream, and after a restart every
+//! device it had answered 201 for is there.
+
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "durability-test-token";
+const CLIENTS: u64 = 6;
+
+fn spawn(data_dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_airlift"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("AIRLIFT_API_TOKENS", format!("test:admin:{TOKEN}"))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(child: &mut Child, http: &reqwest::Client, base: &str) {
+    let until = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < until {
+        assert!(child.try_wait().unwrap().is_none(), "airlift serve exited early");
+        if http.get(format!("{base}/api/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("airlift serve did not come up");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_write_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = spawn(dir.path(), port);
+    wait_ready(&mut server, &http, &base).await;
+
+    // Clients create devices as fast as they are answered, until the kill.
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let (http, base, acknowledged) = (http.clone(), base.clone(), acknowledged.clone());
+        clients.push(tokio::spawn(async move {
+            for n in 0u64.. {
+                let eui = format!("{:016x}", 0x70b3_d57e_0000_0000u64 + (client << 24) + n);
+                let body = json!({"devEui": eui, "name": "meter", "lorawanVersion": "1.0", "multicastClasses": ["C"], "deviceKey": "000102030405060708090a0b0c0d0e0f"});
+                match http.post(format!("{base}/api/devices")).bearer_auth(TOKEN).json(&body).send().await {
+                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => acknowledged.lock().unwrap().push(eui),
+                    Ok(r) => panic!("create answered {}", r.status()),
+                    Err(_) => return, // the server is gone
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 20, "the clients got going: {} created", acknowledged.len());
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = spawn(dir.path(), port);
+    wait_ready(&mut server, &http, &base).await;
+    let mut lost = Vec::new();
+    for eui in &acknowledged {
+        let r = http.get(format!("{base}/api/devices/{eui}")).bearer_auth(TOKEN).send().await.unwrap();
+        if r.status() != reqwest::StatusCode::OK {
+            lost.push(eui.clone());
+        }
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(lost.is_empty(), "{} of {} acknowledged devices lost: {:?}", lost.len(), acknowledged.len(), &lost[..lost.len().min(5)]);
+    eprintln!("{} acknowledged devices, all there after SIGKILL", acknowledged.len());
+}
