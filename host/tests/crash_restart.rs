@@ -14,7 +14,7 @@ use common::SimSetup;
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,30 +29,14 @@ struct Host {
 
 impl Host {
     fn spawn(data_dir: &std::path::Path, port: u16, origin: u64) -> anyhow::Result<Self> {
-        let child = Command::new(env!("CARGO_BIN_EXE_airlift"))
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--time-speed", &SPEED.to_string(), "--time-origin", &origin.to_string()])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("AIRLIFT_API_TOKENS", format!("test:admin:{TOKEN}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("spawning airlift serve")?;
+        let (speed, origin) = (SPEED.to_string(), origin.to_string());
+        let args: [&std::ffi::OsStr; 6] = ["--time-speed".as_ref(), speed.as_ref(), "--time-origin".as_ref(), origin.as_ref(), "--data-dir".as_ref(), data_dir.as_os_str()];
+        let child = common::spawn_serve(None, port, data_dir, &args, TOKEN);
         Ok(Self { child, base: format!("http://127.0.0.1:{port}") })
     }
 
     async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
-        let until = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < until {
-            if let Some(status) = self.child.try_wait()? {
-                anyhow::bail!("airlift serve exited early: {status}");
-            }
-            if http.get(format!("{}/api/health", self.base)).send().await.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::bail!("airlift serve did not come up")
+        common::wait_ready(&mut self.child, http, &self.base).await
     }
 
     async fn api(&self, http: &reqwest::Client, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
@@ -77,10 +61,6 @@ impl Drop for Host {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn crash_and_resume(seed: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let origin = SystemClock.now_unix_ms();
@@ -94,7 +74,7 @@ async fn crash_and_resume(seed: u64) -> anyhow::Result<()> {
     let SimSetup { lns, objects, devices, .. } = SimSetup::provision(dir.path(), Arc::new(ScaledClock::new(origin, SPEED)), &config, common::NETWORK_TOKEN).await?;
 
     let http = reqwest::Client::new();
-    let port = free_port();
+    let port = common::free_port();
     let mut host = Host::spawn(dir.path(), port, origin)?;
     host.wait_ready(&http).await?;
     lns.post_uplinks_to(&format!("{}/backends/{}/uplink", host.base, objects.backend_instance));

@@ -2,40 +2,18 @@
 //! server is killed with SIGKILL mid-stream, and after a restart every
 //! device it had answered 201 for is there.
 
+mod common;
+
+use common::{free_port, spawn_serve, wait_ready};
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "durability-test-token";
 const CLIENTS: u64 = 6;
 
-fn spawn(data_dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_airlift"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("AIRLIFT_API_TOKENS", format!("test:admin:{TOKEN}"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_ready(child: &mut Child, http: &reqwest::Client, base: &str) {
-    let until = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < until {
-        assert!(child.try_wait().unwrap().is_none(), "airlift serve exited early");
-        if http.get(format!("{base}/api/health")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("airlift serve did not come up");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+fn spawn(data_dir: &std::path::Path, port: u16) -> std::process::Child {
+    spawn_serve(None, port, data_dir, &["--data-dir".as_ref(), data_dir.as_os_str()], TOKEN)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -45,7 +23,7 @@ async fn every_acknowledged_write_survives_sigkill() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = spawn(dir.path(), port);
-    wait_ready(&mut server, &http, &base).await;
+    wait_ready(&mut server, &http, &base).await.unwrap();
 
     // Clients create devices as fast as they are answered, until the kill.
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
@@ -76,7 +54,7 @@ async fn every_acknowledged_write_survives_sigkill() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = spawn(dir.path(), port);
-    wait_ready(&mut server, &http, &base).await;
+    wait_ready(&mut server, &http, &base).await.unwrap();
     let mut lost = Vec::new();
     for eui in &acknowledged {
         let r = http.get(format!("{base}/api/devices/{eui}")).bearer_auth(TOKEN).send().await.unwrap();

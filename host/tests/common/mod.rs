@@ -149,3 +149,38 @@ pub async fn serve(dir: &std::path::Path, clock: Arc<dyn Clock>) -> (Server, Api
     (server, api)
 }
 
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `airlift serve` as its own process (the built binary, or `binary`), on
+/// 127.0.0.1:`port`, in `cwd`, with `extra` arguments and `token` as its
+/// admin API token.
+pub fn spawn_serve(binary: Option<&Path>, port: u16, cwd: &Path, extra: &[&std::ffi::OsStr], token: &str) -> std::process::Child {
+    std::process::Command::new(binary.unwrap_or(Path::new(env!("CARGO_BIN_EXE_airlift"))))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .current_dir(cwd)
+        .env_remove("AIRLIFT_DATA_DIR")
+        .env("AIRLIFT_API_TOKENS", format!("test:admin:{token}"))
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning airlift serve")
+}
+
+/// Wait until a spawned host answers its health check (two minutes at most).
+pub async fn wait_ready(child: &mut std::process::Child, http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < until {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("airlift serve exited early: {status}");
+        }
+        if http.get(format!("{base}/api/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("airlift serve did not come up")
+}
