@@ -206,6 +206,17 @@ async fn tokens_and_roles_are_enforced() {
         assert_eq!(body["code"], status.as_u16(), "{method} {path}: {body}");
         assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{method} {path}: {body}");
     }
+    // Names are bounded, and so are object bodies.
+    let mut long = device("70b3d57ed0000099");
+    long["name"] = Value::String("n".repeat(300));
+    assert_field_error(h.call(Some(ADMIN), Method::POST, "/api/devices", long).await, "name");
+    let mut huge = device("70b3d57ed0000098");
+    huge["name"] = Value::String("n".repeat(10 * 1024 * 1024));
+    assert_eq!(h.call(Some(ADMIN), Method::POST, "/api/devices", huge).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    // Anyone may post uplinks: a body over 1 MiB is refused (JSON 413), not taken.
+    let big = h.http.post(h.url("/backends/any-instance/uplink")).body(vec![b'x'; 2 * 1024 * 1024]).send().await.unwrap();
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(big.json::<Value>().await.unwrap()["code"], 413);
     // The scheme is case-insensitive.
     let lower = h.http.get(h.url("/api/devices")).header("authorization", format!("bearer {VIEWER}")).send().await.unwrap();
     assert_eq!(lower.status(), StatusCode::OK);

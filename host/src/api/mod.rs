@@ -47,9 +47,15 @@ impl AppState {
     }
 }
 
+/// Largest JSON body of an object route (a device set of tens of
+/// thousands of DevEUIs fits).
+const MAX_OBJECT_BODY: usize = 4 * 1024 * 1024;
+
 pub fn router(state: AppState) -> Router {
     let upload_limit = state.upload_limit as usize;
-    let protected = Router::new()
+    // Objects are small JSON documents: bound their bodies well below the
+    // upload limit that files and plugins need.
+    let objects = Router::new()
         .merge(objects::routes::<Device>())
         .merge(objects::routes::<DeviceSet>())
         .merge(objects::routes::<MulticastGroup>())
@@ -59,6 +65,9 @@ pub fn router(state: AppState) -> Router {
         .merge(objects::routes::<SmartDeltaKey>())
         .merge(objects::routes::<BackendInstance>())
         .merge(objects::read_update_routes::<StoredFile>())
+        .layer(DefaultBodyLimit::max(MAX_OBJECT_BODY));
+    let protected = Router::new()
+        .merge(objects)
         .merge(files::routes())
         .merge(campaigns::routes())
         .merge(plugins::routes())

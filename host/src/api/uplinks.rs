@@ -11,7 +11,7 @@ use crate::model::Eui;
 use crate::plugin::bindings::backend::exports::airlift::plugin::backend as wit;
 use crate::plugin::bindings::imports::airlift::plugin::http::Header;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::any;
 use axum::{Json, Router};
@@ -21,7 +21,12 @@ use serde_json::Value;
 const MAX_UPLINK_REQUEST: usize = 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/backends/{id}/uplink", any(receive_root)).route("/backends/{id}/uplink/{*path}", any(receive))
+    Router::new()
+        .route("/backends/{id}/uplink", any(receive_root))
+        .route("/backends/{id}/uplink/{*path}", any(receive))
+        // Anyone may post here: a body over the limit is refused while it
+        // streams in (413), never buffered whole first.
+        .layer(DefaultBodyLimit::max(MAX_UPLINK_REQUEST))
 }
 
 async fn receive_root(state: State<AppState>, Path(id): Path<String>, method: Method, query: RawQuery, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
@@ -36,9 +41,6 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    if body.len() > MAX_UPLINK_REQUEST {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("uplink requests are limited to {MAX_UPLINK_REQUEST} bytes")));
-    }
     let bound = bind(&s.store, &s.runtime, &id).map_err(|e| match e {
         NetworkError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
         NetworkError::Refused(m) | NetworkError::Unauthorized(m) => ApiError::new(StatusCode::NOT_FOUND, m),

@@ -1,6 +1,6 @@
 //! Devices: the unicast identity a campaign talks to.
 
-use super::{parse_key128, require_ref, DeviceProfile, Editable, Eui, FieldError, InputContext, Object};
+use super::{limit_text, parse_key128, require_ref, DeviceProfile, Editable, Eui, FieldError, InputContext, Object};
 use crate::keys::Sealed;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,8 @@ impl Editable for Device {
                 return Err(FieldError::new("devEui", "cannot be changed"));
             }
         }
+        limit_text("name", &input.name)?;
+        limit_text("tag", &input.tag)?;
         if input.multicast_classes.is_empty() {
             return Err(FieldError::new("multicastClasses", "must name class B, C or both"));
         }

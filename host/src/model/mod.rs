@@ -101,10 +101,20 @@ pub fn require_ref<T: Object>(ctx: &InputContext, field: &str, id: &str) -> Resu
 }
 
 /// Fail when a required text field is empty.
+/// Longest name or other required text field, in characters.
+pub const MAX_TEXT_CHARS: usize = 256;
+
 pub fn require_text(field: &str, value: &str) -> Result<(), FieldError> {
     if value.trim().is_empty() {
-        Err(FieldError::new(field, "must not be empty"))
-    } else {
-        Ok(())
+        return Err(FieldError::new(field, "must not be empty"));
     }
+    limit_text(field, value)
+}
+
+/// An optional short text field (a name or tag that may be empty).
+pub fn limit_text(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.chars().count() > MAX_TEXT_CHARS {
+        return Err(FieldError::new(field, format!("must be at most {MAX_TEXT_CHARS} characters")));
+    }
+    Ok(())
 }
