@@ -142,6 +142,14 @@ async fn campaigns_round_trip_with_live_references() {
 #[tokio::test]
 async fn validation_errors_name_the_field() {
     let (h, _dir) = host().await;
+    // An instance may be granted https hosts, plain http only on loopback,
+    // and never link-local or metadata addresses.
+    for refused in ["http://*", "http://lns.example.com", "https://169.254.169.254"] {
+        let instance = json!({"name": "x", "plugin": "p", "allowedHosts": [refused]});
+        assert_field_error(h.post("/api/backend-instances", instance).await, "allowedHosts");
+    }
+    let granted = json!({"name": "x", "plugin": "p", "allowedHosts": ["https://lns.example.com", "http://127.0.0.1:8080"]});
+    assert_eq!(h.post("/api/backend-instances", granted).await.0, StatusCode::CREATED);
     let mut d = device("not-an-eui");
     assert_field_error(h.post("/api/devices", d.clone()).await, "devEui");
     d = device(DEV);

@@ -504,7 +504,10 @@ impl Editable for BackendInstance {
         require_text("name", &i.name)?;
         require_text("plugin", &i.plugin)?;
         for host in &i.allowed_hosts {
-            crate::plugin::HostPattern::parse(host).map_err(|e| FieldError::new("allowedHosts", e))?;
+            let pattern = crate::plugin::HostPattern::parse(host).map_err(|e| FieldError::new("allowedHosts", e))?;
+            if let Some(why) = pattern.grant_problem() {
+                return Err(FieldError::new("allowedHosts", format!("'{host}': {why}")));
+            }
         }
         let mut secrets = prior.map(|p| p.secrets.clone()).unwrap_or_default();
         for (name, value) in &i.secrets {
