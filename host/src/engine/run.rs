@@ -141,9 +141,10 @@ impl CampaignRun {
     pub fn retry_limit_at(&self, stage: &Stage, rate: Option<f64>) -> u32 {
         let Some(rate) = rate.filter(|r| *r > 0.0 && *r < 1.0) else { return stage.retry_limit };
         let attempts = ((0.05 / self.device_count.max(1) as f64).ln() / (1.0 - rate).ln()).ceil();
-        stage.retry_limit.max((attempts as u32).saturating_sub(1)).min(MAX_ATTEMPTS.max(stage.retry_limit + 1) - 1)
+        // Never below the plan's limit; above it, at most MAX_ATTEMPTS requests.
+        let cap = stage.retry_limit.max(MAX_ATTEMPTS - 1);
+        stage.retry_limit.max((attempts as u32).saturating_sub(1)).min(cap)
     }
-
 }
 
 /// Per device, per campaign.

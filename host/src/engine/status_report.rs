@@ -31,15 +31,17 @@ const DENSE_ROWS_FROM_M: u32 = 32;
 /// For firmware the device's image status and version have the last word.
 pub(super) fn read(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missing: u32, claims_file: bool) {
     let Some(m) = run.layout.map(|l| l.nb_frag) else { return };
+    // No stack rebuilds M fragments from fewer than M (LoRaMac-node's
+    // last fragment number is at least M once it has them all).
+    if claims_file && received >= m {
+        dev.holds_file = true;
+    }
     // What was sent is known for an answer to the status round in flight:
     // its request went out after every fragment numbered up to here, and
     // networks send a group's downlinks in order. A late answer, once more
     // fragments are queued, says nothing about those.
     let in_round = run.current().is_some_and(|s| s.mode == StageMode::Multicast) && run.round_sent_ms.is_some();
     if !in_round {
-        if claims_file && received >= m {
-            dev.holds_file = true;
-        }
         return;
     }
     let highest_sent = run.next_fragment.saturating_sub(1).max(1);
@@ -62,17 +64,8 @@ pub(super) fn read(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missin
         _ => highest_sent,
     };
     dev.last_report = Some((received, missing, unchanged_since));
-    // No stack rebuilds M fragments from fewer than M (LoRaMac-node's
-    // last fragment number is at least M once it has them all).
-    if claims_file && received >= m {
-        dev.holds_file = true;
-    }
     let (heard, need, loss, quiet) = if dev.counts_losses {
-        // `received` is the number of the last fragment heard, `missing`
-        // the uncoded ones lost: the loss it saw, and the coded it heard.
-        let loss = missing as f64 / received.clamp(1, m) as f64;
-        let coded_heard = received.saturating_sub(m) as f64 * (1.0 - loss);
-        let need = (missing as f64 - coded_heard).ceil().max(1.0) as u32;
+        let (loss, need) = counting_losses(received, missing, m);
         (received.saturating_sub(missing), need, loss, highest_sent.saturating_sub(received))
     } else {
         let mut need = if claims_file && received < m { m - received } else { missing };
@@ -81,9 +74,7 @@ pub(super) fn read(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missin
             // spec's way needs few more; one still missing many is more
             // likely LoRaMac-node, done and frozen. Size rounds for the
             // smaller need; its next report settles which it is.
-            let loss = missing as f64 / m as f64;
-            let if_counting_losses = (missing as f64 - (received - m) as f64 * (1.0 - loss)).ceil().max(1.0) as u32;
-            need = need.min(if_counting_losses);
+            need = need.min(counting_losses(received, missing, m).1);
         }
         // The loss it saw when the report first read so.
         (received, need, 1.0 - received as f64 / unchanged_since as f64, highest_sent - unchanged_since)
@@ -94,4 +85,13 @@ pub(super) fn read(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missin
     }
     dev.received_fragments = Some(heard);
     dev.missing_fragments = Some(if dev.holds_file { 0 } else { need.max(1) });
+}
+
+/// A report read LoRaMac-node's way (`last` is the number of the last
+/// fragment heard, `lost` the uncoded ones lost): the loss it saw, and the
+/// fragments it still needs once the coded ones it heard are counted.
+fn counting_losses(last: u32, lost: u32, m: u32) -> (f64, u32) {
+    let loss = lost as f64 / last.clamp(1, m) as f64;
+    let coded_heard = last.saturating_sub(m) as f64 * (1.0 - loss);
+    (loss, (lost as f64 - coded_heard).ceil().max(1.0) as u32)
 }

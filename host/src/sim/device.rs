@@ -563,14 +563,15 @@ impl DeviceModel {
                     }
                 }
                 let in_order = s.count_gaps(n);
-                let before = s.decoder.progress();
                 if stack != Stack::Spec && !in_order {
                     return Ok(b.len());
                 }
                 let progress = s.decoder.push(n, data);
+                // Basics Modem returns before updating MissingFrag when the
+                // last uncoded fragment completes a loss-free run.
                 if !progress.complete {
                     s.reported_missing = progress.missing;
-                } else if !(stack == Stack::BasicsModem && s.lost == 0 && n == s.nb_frag && !before.complete) {
+                } else if !(stack == Stack::BasicsModem && s.lost == 0 && n == s.nb_frag) {
                     s.reported_missing = 0;
                 }
                 if progress.complete && !s.reported {

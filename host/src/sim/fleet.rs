@@ -220,12 +220,13 @@ impl SimFleet {
             let Some(d) = devices.get_mut(&eui) else { continue };
             // LoRa Basics Modem repeats FragDataBlockReceivedReq until answered.
             let repeat = payload.first() == Some(&0x04) && fport == d.model.air_port(lorawan_fuota::ports::FRAGMENTATION) && d.model.repeat_block_ack();
-            if !Self::lost(&self.config, rng, d) {
-                due.push((eui, fport, payload.clone()));
-            }
+            let lost = Self::lost(&self.config, rng, d);
             if repeat {
-                let reply = super::DeviceReply { fport, payload };
+                let reply = super::DeviceReply { fport, payload: payload.clone() };
                 self.queue_replies(&mut st, eui, vec![reply], now);
+            }
+            if !lost {
+                due.push((eui, fport, payload));
             }
         }
         st.uplinks_delivered += due.len() as u64;
