@@ -22,7 +22,7 @@ async fn setup(dir: &std::path::Path, api_token: &str) -> (SimSetup, ChirpStackP
     config.fleet.uplink_period_s = 15;
     config.fleet.loss = 0.05;
     let (sim, server, api) = serve_fleet(dir, &config, common::NETWORK_TOKEN).await;
-    let ns = ChirpStackPeer::start(sim.lns.fleet.clone(), "127.0.0.1:0".parse().unwrap(), API_TOKEN, APPLICATION, INTEGRATION_TOKEN).await.unwrap();
+    let ns = ChirpStackPeer::start(sim.lns.fleet.clone(), airlift::sim::listen::Listen::loopback(), API_TOKEN, APPLICATION, INTEGRATION_TOKEN).await.unwrap();
     let instance = json!({"name": "ChirpStack", "plugin": "chirpstack", "settings": {"url": ns.url(), "application_id": APPLICATION},
                           "secrets": {"api_token": api_token, "integration_token": INTEGRATION_TOKEN}, "allowedHosts": [ns.url()]});
     let instance = api.move_to_new_instance(&sim.objects.campaign_id, instance).await;

@@ -25,7 +25,7 @@ async fn setup(dir: &std::path::Path, password: &str, behaviours: Vec<Behaviour>
     config.success_threshold = 80;
     config.file_size = file_size;
     let (sim, server, api) = serve_fleet(dir, &config, common::NETWORK_TOKEN).await;
-    let gw = GatewayPeer::start(sim.lns.fleet.clone(), "127.0.0.1:0".parse().unwrap(), USER, PASSWORD).await.unwrap();
+    let gw = GatewayPeer::start(sim.lns.fleet.clone(), airlift::sim::listen::Listen::loopback(), USER, PASSWORD).await.unwrap();
     let instance = json!({"name": "gateway", "plugin": "gateway-rest", "settings": {"url": gw.url(), "username": USER}, "secrets": {"password": password}, "allowedHosts": [gw.url()]});
     api.move_to_new_instance(&sim.objects.campaign_id, instance).await;
     (sim, gw, server, api)

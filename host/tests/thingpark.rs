@@ -1,28 +1,37 @@
-//! The `thingpark` backend plugin against a ThingPark LRC peer on loopback
-//! (`sim/thingpark.rs`): a whole campaign with downlinks signed by the AS
-//! key and DevEUI_uplink reports checked by the plugin; a wrong AS key gets
-//! the LRC's 401 and a clear campaign error; 500s are waited out.
+//! The `thingpark` backend plugin against a ThingPark LRC peer behind HTTPS
+//! on loopback (`sim/thingpark.rs`), with a CA made in the test: a whole
+//! campaign with downlinks signed by the AS key and DevEUI_uplink reports
+//! checked by the plugin; a wrong AS key gets the LRC's 401 and a clear
+//! campaign error; 500s are waited out; an untrusted or wrongly pinned
+//! certificate fails the campaign at once with the reason.
 
 mod common;
 
 use airlift::sim::scenario::ScenarioConfig;
 use airlift::sim::thingpark::ThingParkPeer;
-use common::{assert_refused_credentials, serve_fleet, under_way, Api, SimSetup};
+use airlift::sim::listen::{Listen, TlsIdentity};
+use common::{assert_refused_credentials, serve_fleet, under_way, Api, SimSetup, TestPki};
 use serde_json::json;
 
 const AS_ID: &str = "airlift.test";
 const AS_KEY: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
-/// A host serving the setup's data, the LRC peer in front of its fleet, and
-/// the campaign moved to a ThingPark instance holding `as_key`.
+/// A host serving the setup's data, the LRC peer in front of its fleet
+/// (HTTPS with a certificate from the test's CA), and the campaign moved to
+/// a ThingPark instance holding `as_key` that trusts that CA.
 async fn setup(dir: &std::path::Path, as_key: &str) -> (SimSetup, ThingParkPeer, airlift::server::Server, Api, String) {
+    let pki = TestPki::new();
+    setup_with(dir, as_key, pki.server, json!({"caCertificatesPem": pki.ca_pem})).await
+}
+
+async fn setup_with(dir: &std::path::Path, as_key: &str, identity: TlsIdentity, transport: serde_json::Value) -> (SimSetup, ThingParkPeer, airlift::server::Server, Api, String) {
     let mut config = ScenarioConfig::new(10);
     config.fleet.uplink_period_s = 15;
     config.fleet.loss = 0.05;
     let (sim, server, api) = serve_fleet(dir, &config, common::NETWORK_TOKEN).await;
-    let lrc = ThingParkPeer::start(sim.lns.fleet.clone(), "127.0.0.1:0".parse().unwrap(), AS_ID, AS_KEY).await.unwrap();
+    let lrc = ThingParkPeer::start(sim.lns.fleet.clone(), Listen::loopback_tls(identity), AS_ID, AS_KEY).await.unwrap();
     lrc.provision_multicast_device(sim.group.0, sim.group.1.clone());
-    let instance = json!({"name": "ThingPark", "plugin": "thingpark", "settings": {"url": lrc.url(), "as_id": AS_ID}, "secrets": {"as_key": as_key}, "allowedHosts": [lrc.url()]});
+    let instance = json!({"name": "ThingPark", "plugin": "thingpark", "settings": {"url": lrc.url(), "as_id": AS_ID}, "secrets": {"as_key": as_key}, "allowedHosts": [lrc.url()], "transport": transport});
     let instance = api.move_to_new_instance(&sim.objects.campaign_id, instance).await;
     lrc.post_uplinks_to(&format!("{}/backends/{instance}/uplink", api.base));
     (sim, lrc, server, api, instance)
@@ -69,5 +78,58 @@ async fn a_wrong_as_key_gets_the_lrc_401_and_a_clear_campaign_error() {
     assert_refused_credentials(&done, "401");
     assert!(lrc.refused().get(&401).is_some_and(|n| *n > 0));
     assert_eq!(lrc.downlinks(), (0, 0));
+    server.stop().await;
+}
+
+/// A campaign whose LRC presents a certificate the instance does not trust
+/// fails at once, saying why, and nothing reaches the LRC.
+async fn fails_at_once_on_tls(identity: TlsIdentity, transport: serde_json::Value, reason: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, lrc, server, api, _) = setup_with(dir.path(), AS_KEY, identity, transport).await;
+    let id = &sim.objects.campaign_id;
+    let started = std::time::Instant::now();
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
+    assert_eq!(done["campaignStatus"], "ERROR", "{done}");
+    let error = done["error"]["text"].as_str().unwrap_or_default();
+    assert!(error.contains("TLS") && error.contains(reason), "{done}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}: the campaign backed off instead of failing", started.elapsed());
+    assert_eq!(lrc.downlinks(), (0, 0));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_ca_fails_the_campaign_at_once() {
+    // The platform's roots do not know the test's CA, and the instance adds none.
+    fails_at_once_on_tls(TestPki::new().server, json!({}), "trust the server's CA").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_pin_fails_the_campaign_at_once() {
+    let (presented, other) = (TestPki::new(), TestPki::new());
+    fails_at_once_on_tls(presented.self_signed, json!({"pinnedCertificateSha256": other.self_signed_sha256}), "not the pinned one").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_self_signed_certificate_is_trusted_and_plain_http_is_refused_without_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let (sim, lrc, server, api, _) = setup_with(dir.path(), AS_KEY, pki.self_signed, json!({"pinnedCertificateSha256": pki.self_signed_sha256})).await;
+    let id = &sim.objects.campaign_id;
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while lrc.downlinks().0 == 0 && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(lrc.downlinks().0 > 0, "nothing went through the pinned connection");
+    let progress = api.call(reqwest::Method::GET, &format!("/api/campaigns/{id}/progress")).await;
+    assert_ne!(progress["campaignStatus"], "ERROR", "{progress}");
+
+    // Plain HTTP beyond loopback needs the instance to say so, and is shown.
+    let instance = |transport: serde_json::Value| json!({"name": "LRC", "plugin": "thingpark", "settings": {"url": "http://lrc.example.com", "as_id": AS_ID}, "allowedHosts": ["http://lrc.example.com"], "transport": transport});
+    let refused = api.http.post(format!("{}/api/backend-instances", api.base)).bearer_auth(common::TOKEN).json(&instance(json!({}))).send().await.unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+    let allowed = api.send_json(reqwest::Method::POST, "/api/backend-instances", instance(json!({"insecureHttp": true}))).await;
+    assert!(allowed["warnings"][0].as_str().is_some_and(|w| w.contains("unencrypted")), "{allowed}");
     server.stop().await;
 }

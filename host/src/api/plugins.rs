@@ -82,7 +82,7 @@ async fn describe(State(s): State<AppState>, Path(name): Path<String>) -> Result
             serde_json::to_value::<_>(&info)
         }
         PluginKind::Backend => {
-            let grant = Arc::new(crate::plugin::BackendGrant { instance_id: String::new(), allowed_hosts: Default::default(), secrets: Default::default() });
+            let grant = Arc::new(crate::plugin::BackendGrant::default());
             let info = s.runtime.call_backend(&plugin, grant, |st, p| p.airlift_plugin_backend().call_describe(st)).await?;
             serde_json::to_value::<_>(&info)
         }

@@ -43,7 +43,7 @@ async fn receive(
 ) -> Result<Json<Value>, ApiError> {
     let bound = bind(&s.store, &s.runtime, &id).map_err(|e| match e {
         NetworkError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
-        NetworkError::Refused(m) | NetworkError::Unauthorized(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+        NetworkError::Refused(m) | NetworkError::Unauthorized(m) | NetworkError::Misconfigured(m) => ApiError::new(StatusCode::NOT_FOUND, m),
     })?;
     let request = wit::IncomingRequest {
         method: method.to_string(),
@@ -61,7 +61,7 @@ async fn receive(
         .map_err(|e| match network_error(e) {
             NetworkError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
             NetworkError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
-            NetworkError::Refused(m) => ApiError::bad_request(m),
+            NetworkError::Refused(m) | NetworkError::Misconfigured(m) => ApiError::bad_request(m),
         })?;
     let mut uplinks = 0;
     for report in reports {

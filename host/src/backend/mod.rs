@@ -39,19 +39,20 @@ pub fn bind(store: &Store, runtime: &PluginRuntime, instance_id: &str) -> Result
         settings: inst.settings.iter().map(|(k, v)| crate::plugin::bindings::types::Attribute { key: k.clone(), value: v.clone() }).collect(),
         secret_names: inst.secrets.keys().cloned().collect(),
     };
-    let grant = Arc::new(BackendGrant { instance_id: inst.id, allowed_hosts, secrets: inst.secrets });
+    let grant = Arc::new(BackendGrant { instance_id: inst.id, allowed_hosts, secrets: inst.secrets, transport: inst.transport });
     Ok(Bound { plugin, instance, grant })
 }
 
 /// A backend's own error as the engine sees it: only unavailability is
-/// worth retrying.
+/// worth retrying; a wrong configuration (`invalid`: a bad setting, a 404 on
+/// an endpoint the backend needs) fails the campaign at once.
 pub fn network_error(e: wit::BackendError) -> NetworkError {
     match e {
         wit::BackendError::Unavailable(m) => NetworkError::Unavailable(m),
         wit::BackendError::Unauthorized(m) => NetworkError::Unauthorized(format!("unauthorized: {m}")),
         wit::BackendError::Rejected(m) => NetworkError::Refused(format!("rejected: {m}")),
         wit::BackendError::Unsupported(m) => NetworkError::Refused(format!("unsupported: {m}")),
-        wit::BackendError::Invalid(m) => NetworkError::Refused(format!("invalid: {m}")),
+        wit::BackendError::Invalid(m) => NetworkError::Misconfigured(m),
     }
 }
 
@@ -77,7 +78,20 @@ impl PluginNetwork {
         f: impl FnOnce(&mut wasmtime::Store<crate::plugin::CallState>, &crate::plugin::bindings::backend::BackendPlugin, &wit::Instance) -> wasmtime::Result<Result<R, wit::BackendError>> + Send + 'static,
     ) -> Result<R, NetworkError> {
         let Bound { plugin, instance, grant } = bind(&self.store, &self.runtime, backend)?;
-        self.runtime.call_backend(&plugin, grant, move |s, p| f(s, p, &instance)).await.map_err(plugin_error)?.map_err(network_error)
+        let outcome = self
+            .runtime
+            .call_backend(&plugin, grant, move |s, p| {
+                let result = f(s, p, &instance)?;
+                Ok((result, s.data_mut().take_lasting_network_failure()))
+            })
+            .await
+            .map_err(plugin_error)?;
+        match outcome {
+            (Ok(r), _) => Ok(r),
+            // Whatever the plugin calls it, the host knows it will not heal.
+            (Err(_), Some(why)) => Err(NetworkError::Misconfigured(why)),
+            (Err(e), None) => Err(network_error(e)),
+        }
     }
 }
 

@@ -221,6 +221,7 @@ impl<N: Network> Engine<N> {
             finished_ms: None,
             next_action_ms: 0,
             network_failures: 0,
+            network_trouble: None,
             offload_handle: None,
             archived: false,
             answer_rate: None,

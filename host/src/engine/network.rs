@@ -21,6 +21,19 @@ pub enum NetworkError {
     /// through until the instance is fixed.
     #[error("network refused our credentials: {0}")]
     Unauthorized(String),
+    /// The instance is configured so that nothing can get through (a
+    /// certificate that does not verify, a name that does not resolve, an
+    /// endpoint that does not exist) until the operator fixes it.
+    #[error("network cannot be reached as configured: {0}")]
+    Misconfigured(String),
+}
+
+impl NetworkError {
+    /// Nothing will get through until the operator changes something:
+    /// retrying only hides the reason.
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, NetworkError::Unauthorized(_) | NetworkError::Misconfigured(_))
+    }
 }
 
 /// A whole session for a network that runs it itself (a gateway).

@@ -82,6 +82,9 @@ pub fn campaign_message(run: &CampaignRun, devices: &[DeviceRun], now_ms: u64) -
     if let Some(e) = &run.error {
         msg["error"] = json!({"source": "AGENT", "text": e});
     }
+    if let Some(t) = &run.network_trouble {
+        msg["networkError"] = json!({"text": t.error, "since": time(t.since_ms), "failuresInARow": run.network_failures});
+    }
     msg
 }
 

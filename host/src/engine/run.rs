@@ -111,6 +111,9 @@ pub struct CampaignRun {
     /// Steps in a row the network was unavailable for (sets the backoff).
     #[serde(default)]
     pub network_failures: u32,
+    /// The network's current error while it is unavailable.
+    #[serde(default)]
+    pub network_trouble: Option<NetworkTrouble>,
     /// Set while a multicast or fragment burst is paced: wake no earlier.
     pub next_action_ms: u64,
     pub archived: bool,
@@ -120,6 +123,14 @@ pub struct CampaignRun {
     pub answer_rate: Option<f64>,
 }
 object!(CampaignRun, "campaign-runs", |s| s.campaign_id.clone());
+
+/// The network has been failing since `since_ms`, the latest time with
+/// `error`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NetworkTrouble {
+    pub error: String,
+    pub since_ms: u64,
+}
 
 /// Most requests one device is sent in a stage, whatever the loss.
 const MAX_ATTEMPTS: u32 = 16;

@@ -4,7 +4,7 @@
 //! point re-sends at most one step's downlinks and never reuses an FCnt.
 
 use super::{context, status_report};
-use super::run::{CampaignRun, DeviceRun, RunStatus, Stage, StageMode};
+use super::run::{CampaignRun, DeviceRun, NetworkTrouble, RunStatus, Stage, StageMode};
 use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadState};
 use crate::clock::unix_ms_to_gps_seconds;
 use crate::model::{CampaignStatus, CampaignType, Device, Eui, MulticastGroup};
@@ -28,8 +28,11 @@ const BEACON_PERIOD_S: u64 = 128;
 /// How often a session a gateway runs is polled.
 const OFFLOAD_POLL_MS: u64 = 10_000;
 
-/// Count one more failure in a row of the network; when to ask it again.
-fn wait_for_network(run: &mut CampaignRun, now: u64) -> u64 {
+/// Count one more failure in a row of the network (shown in progress with
+/// since when it lasts); when to ask it again.
+fn wait_for_network(run: &mut CampaignRun, now: u64, error: &str) -> u64 {
+    let since_ms = run.network_trouble.as_ref().map_or(now, |t| t.since_ms);
+    run.network_trouble = Some(NetworkTrouble { error: error.to_string(), since_ms });
     run.network_failures += 1;
     now + NETWORK_RETRY_MS.saturating_mul(1 << (run.network_failures - 1).min(10)).min(MAX_NETWORK_RETRY_MS)
 }
@@ -45,8 +48,11 @@ enum Outgoing {
 #[derive(Default)]
 struct Unsent {
     error: Option<String>,
-    /// The network refused our credentials: the campaign cannot go on.
-    unauthorized: Option<String>,
+    /// Nothing will get through until the operator acts (credentials,
+    /// certificate, endpoint): the campaign cannot go on.
+    fatal: Option<String>,
+    /// Devices the network refused outright (unknown to it, say), with why.
+    refused: Vec<(Eui, String)>,
     unicasts: Vec<Eui>,
     first_fragment: Option<u32>,
     fragments: u32,
@@ -196,11 +202,11 @@ impl<N: Network> Engine<N> {
                 Ok(()) => run.group_backend = Some(backend.clone()),
                 Err(NetworkError::Unavailable(e)) => {
                     tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; multicast group not created yet");
-                    let retry_at = wait_for_network(&mut run, now);
+                    let retry_at = wait_for_network(&mut run, now, &e);
                     self.store.put(&run)?;
                     return Ok(Some(retry_at));
                 }
-                Err(e @ (NetworkError::Refused(_) | NetworkError::Unauthorized(_))) => {
+                Err(e) => {
                     self.finish(&mut run, Some(format!("creating the multicast group: {e}"))).await?;
                     return Ok(None);
                 }
@@ -235,15 +241,22 @@ impl<N: Network> Engine<N> {
         self.store.flush()?;
         let sent_any = !outbox.is_empty();
         let unsent = self.send(&backend, &group, outbox).await;
-        if let Some(e) = unsent.unauthorized {
+        if let Some(e) = unsent.fatal {
             self.finish(&mut run, Some(e)).await?;
             return Ok(None);
+        }
+        for (eui, why) in &unsent.refused {
+            if let Some(mut dev) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.campaign_id, *eui))? {
+                dev.failed = Some(format!("the network refused its downlink: {why}"));
+                self.store.put(&dev)?;
+            }
         }
         if unsent.error.is_some() {
             return self.network_down(&mut run, now, unsent).await;
         }
-        if sent_any && run.network_failures > 0 {
+        if sent_any && (run.network_failures > 0 || run.network_trouble.is_some()) {
             run.network_failures = 0;
+            run.network_trouble = None;
             self.store.put(&run)?;
         }
         Ok(wake.map(|w| w.min(run.deadline_ms)))
@@ -269,11 +282,16 @@ impl<N: Network> Engine<N> {
                     unsent.error = Some(e);
                     unsent.hold(out);
                 }
-                Err(e @ NetworkError::Unauthorized(_)) => {
-                    unsent.unauthorized = Some(e.to_string());
+                Err(e) if e.needs_operator() => {
+                    unsent.fatal = Some(e.to_string());
                     unsent.error = Some(e.to_string());
                 }
-                Err(e) => tracing::warn!(error = %e, "downlink refused; counted as lost"),
+                Err(e) => match out {
+                    // The network will not take this device's downlinks:
+                    // that device fails, the campaign goes on.
+                    Outgoing::Unicast { dev_eui, .. } => unsent.refused.push((dev_eui, e.to_string())),
+                    Outgoing::Multicast { .. } => tracing::warn!(error = %e, "multicast downlink refused; counted as lost"),
+                },
             }
         }
         unsent
@@ -283,7 +301,7 @@ impl<N: Network> Engine<N> {
     /// cost (device attempts, fragment numbers, the status round) and try
     /// again after a backoff that grows while the network stays down.
     async fn network_down(&self, run: &mut CampaignRun, now: u64, unsent: Unsent) -> Result<Option<u64>, EngineError> {
-        let retry_at = wait_for_network(run, now);
+        let retry_at = wait_for_network(run, now, unsent.error.as_deref().unwrap_or(""));
         tracing::warn!(
             campaign = %run.campaign_id,
             error = unsent.error.as_deref().unwrap_or(""),
@@ -428,9 +446,14 @@ impl<N: Network> Engine<N> {
             .map_err(|e| EngineError::Library(format!("{e:?}")))?;
         let pacing = match self.network.pacing(backend).await {
             Ok(p) => p,
+            Err(e) if e.needs_operator() => {
+                run.status = RunStatus::Failed;
+                run.error = Some(e.to_string());
+                return Ok(None);
+            }
             Err(e) => {
                 tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; fragments wait");
-                return Ok(Some(wait_for_network(run, now)));
+                return Ok(Some(wait_for_network(run, now, &e.to_string())));
             }
         };
         run.next_fragment += count;
@@ -547,7 +570,7 @@ impl<N: Network> Engine<N> {
             Ok(status) => status,
             Err(NetworkError::Unavailable(e)) => {
                 tracing::warn!(campaign = %run.campaign_id, error = %e, "gateway unavailable");
-                return Ok(Some(wait_for_network(run, now)));
+                return Ok(Some(wait_for_network(run, now, &e)));
             }
             Err(e) => {
                 run.status = RunStatus::Failed;
@@ -556,6 +579,7 @@ impl<N: Network> Engine<N> {
             }
         };
         run.network_failures = 0;
+        run.network_trouble = None;
         let Some(status) = status else { return Ok(Some(now + OFFLOAD_POLL_MS)) };
         for o in &status.devices {
             let Some(d) = devices.iter_mut().find(|d| d.dev_eui == o.dev_eui && d.active()) else { continue };

@@ -1,5 +1,5 @@
-//! Device sets, multicast groups, regions, files, device profiles, Smart
-//! Delta keys and backend instances.
+//! Device sets, multicast groups, regions, files, device profiles and Smart
+//! Delta keys.
 
 use super::{parse_key128, require_ref, require_text, Device, Editable, Eui, FieldError, InputContext, Object, SessionClass};
 use crate::keys::Sealed;
@@ -31,7 +31,7 @@ pub(crate) use object;
 pub(crate) use object as fleet_object_macro;
 
 /// The id of an updated object, or a fresh one.
-fn id_for<T: Object>(prior: Option<&T>, ctx: &InputContext) -> String {
+pub(super) fn id_for<T: Object>(prior: Option<&T>, ctx: &InputContext) -> String {
     prior.map(|p| p.id()).unwrap_or_else(|| ctx.store.new_id())
 }
 
@@ -468,59 +468,3 @@ impl Editable for SmartDeltaKey {
     }
 }
 
-/// A configured backend (network) instance: which backend plugin, its
-/// settings, its secrets (sealed) and the hosts it may reach.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BackendInstance {
-    pub id: String,
-    pub name: String,
-    pub plugin: String,
-    pub settings: BTreeMap<String, String>,
-    pub secrets: BTreeMap<String, Sealed>,
-    /// `scheme://host[:port]` or `*.domain` entries the operator grants.
-    pub allowed_hosts: Vec<String>,
-    pub archived: bool,
-}
-object!(BackendInstance, "backend-instances", |s| s.id.clone(), secrets = ["secrets"]);
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BackendInstanceInput {
-    pub name: String,
-    pub plugin: String,
-    #[serde(default)]
-    pub settings: BTreeMap<String, String>,
-    /// Write-only; names given replace stored values, others are kept.
-    #[serde(default)]
-    pub secrets: BTreeMap<String, String>,
-    #[serde(default)]
-    pub allowed_hosts: Vec<String>,
-}
-
-impl Editable for BackendInstance {
-    type Input = BackendInstanceInput;
-    fn from_input(i: BackendInstanceInput, prior: Option<&Self>, ctx: &InputContext) -> Result<Self, FieldError> {
-        require_text("name", &i.name)?;
-        require_text("plugin", &i.plugin)?;
-        for host in &i.allowed_hosts {
-            let pattern = crate::plugin::HostPattern::parse(host).map_err(|e| FieldError::new("allowedHosts", e))?;
-            if let Some(why) = pattern.grant_problem() {
-                return Err(FieldError::new("allowedHosts", format!("'{host}': {why}")));
-            }
-        }
-        let mut secrets = prior.map(|p| p.secrets.clone()).unwrap_or_default();
-        for (name, value) in &i.secrets {
-            secrets.insert(name.clone(), ctx.vault.seal(value.as_bytes()));
-        }
-        Ok(BackendInstance {
-            id: id_for(prior, ctx),
-            name: i.name,
-            plugin: i.plugin,
-            settings: i.settings,
-            secrets,
-            allowed_hosts: i.allowed_hosts,
-            archived: prior.is_some_and(|p| p.archived),
-        })
-    }
-}

@@ -1,6 +1,7 @@
 //! The server's objects (seed on server objects): what is stored, how
 //! client input becomes a stored object, and which fields are secret.
 
+mod backend_instance;
 mod campaign;
 mod device;
 mod eui;
@@ -9,11 +10,12 @@ pub(crate) use fleet::fleet_object_macro as fleet_object;
 mod plugin;
 mod ports;
 
+pub use backend_instance::{BackendInstance, BackendInstanceInput, Transport, MAX_REQUEST_TIMEOUT_MS};
 pub use campaign::{Campaign, CampaignInput, CampaignStatus, CampaignType, MessageFormat, MulticastMessage};
 pub use device::{Device, DeviceInput, LorawanVersion, SessionClass};
 pub use eui::Eui;
-pub use fleet::{parse_firmware_version, 
-    BackendInstance, BackendInstanceInput, DeviceProfile, DeviceProfileInput, DeviceSet, DeviceSetInput, FileInput,
+pub use fleet::{
+    parse_firmware_version, DeviceProfile, DeviceProfileInput, DeviceSet, DeviceSetInput, FileInput,
     FileType, IsmBand, MulticastGroup, MulticastGroupInput, Region, RegionInput, SmartDeltaKey, SmartDeltaKeyInput,
     StoredFile,
 };

@@ -41,22 +41,30 @@ impl HostPattern {
     }
 
     /// Why an operator may not grant this pattern to a backend instance:
-    /// plain HTTP (or any scheme) beyond loopback, or a link-local or cloud
-    /// metadata address, which would let a plugin reach the host's own
-    /// credentials. IPv6 literals do not parse as patterns at all.
-    pub fn grant_problem(&self) -> Option<String> {
-        // Patterns name hosts or IPv4 addresses (the grammar has no IPv6).
+    /// plain HTTP (or any scheme) beyond loopback unless the instance says
+    /// `insecure_http`, or a link-local or cloud metadata address, which
+    /// would let a plugin reach the host's own credentials. IPv6 literals do
+    /// not parse as patterns at all.
+    pub fn grant_problem(&self, insecure_http: bool) -> Option<String> {
         let host = self.host.as_str();
-        let ip = host.parse::<std::net::Ipv4Addr>().ok();
-        let loopback = host == "localhost" || ip.is_some_and(|ip| ip.is_loopback());
-        let link_local = ip.is_some_and(|ip| ip.is_link_local());
+        let link_local = host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_link_local());
         if link_local || host == "metadata.google.internal" || host.ends_with(".metadata.google.internal") {
             return Some("link-local and cloud metadata addresses cannot be granted".into());
         }
-        if self.scheme.as_deref() != Some("https") && !loopback {
-            return Some("only https:// may be granted beyond loopback (127.0.0.0/8, ::1, localhost)".into());
+        if self.scheme.as_deref() != Some("https") && !self.is_loopback() && !insecure_http {
+            return Some("only https:// may be granted beyond loopback (127.0.0.0/8, localhost), unless the instance sets transport.insecureHttp".into());
         }
         None
+    }
+
+    /// Patterns name hosts or IPv4 addresses (the grammar has no IPv6).
+    fn is_loopback(&self) -> bool {
+        self.host == "localhost" || self.host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Traffic to this pattern may leave the machine unencrypted.
+    pub fn is_plain_http_beyond_loopback(&self) -> bool {
+        self.scheme.as_deref() != Some("https") && !self.is_loopback()
     }
 
     pub fn matches(&self, url: &Url) -> bool {
@@ -89,13 +97,17 @@ mod tests {
 
     #[test]
     fn grants_are_https_beyond_loopback_and_never_metadata() {
-        let problem = |p: &str| HostPattern::parse(p).unwrap().grant_problem();
+        let problem = |p: &str| HostPattern::parse(p).unwrap().grant_problem(false);
         for ok in ["https://lns.example.com", "https://*.example.com", "https://*", "http://127.0.0.1:8080", "http://127.8.0.1", "http://localhost"] {
             assert_eq!(problem(ok), None, "{ok}");
         }
         for refused in ["http://*", "http://lns.example.com", "*.example.com", "https://169.254.169.254", "http://169.254.169.254", "https://169.254.1.1:8443", "https://metadata.google.internal"] {
             assert!(problem(refused).is_some(), "{refused}");
         }
+        // An instance that says so may use plain HTTP, never metadata.
+        let insecure = |p: &str| HostPattern::parse(p).unwrap().grant_problem(true);
+        assert_eq!(insecure("http://gw.example.com:8080"), None);
+        assert!(insecure("http://169.254.169.254").is_some());
     }
 
     fn allows(pattern: &str, url: &str) -> bool {

@@ -19,6 +19,7 @@ mod install;
 mod runtime;
 
 pub use allow::{HostPattern, HostAllowList};
+pub use imports::tls;
 pub use error::PluginError;
 pub use imports::{BackendGrant, HostServices};
 pub use install::{install, restore, validate_manifest, SUPPORTED_WIT};

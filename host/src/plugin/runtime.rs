@@ -4,12 +4,12 @@ use super::bindings::{backend::BackendPluginPre, device_library::DeviceLibraryPl
 use super::cache::CompiledCache;
 use super::imports::{BackendGrant, HostServices};
 use super::PluginError;
-use crate::model::{PluginKind, PluginManifest};
+use crate::model::{PluginKind, PluginManifest, MAX_REQUEST_TIMEOUT_MS};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
@@ -27,6 +27,25 @@ pub struct CallState {
     pub(crate) host: Arc<HostServices>,
     /// Set for backend calls made on behalf of a backend instance.
     pub(crate) grant: Option<Arc<BackendGrant>>,
+    /// When the whole call must be over; host imports that wait (HTTP)
+    /// stop by then.
+    pub(crate) call_deadline: Instant,
+    /// Time spent waiting in host imports: not charged to the plugin's
+    /// CPU budget (the epoch deadline).
+    pub(crate) io_wait: Duration,
+    io_wait_credited: Duration,
+    /// A network failure that retrying cannot heal (a certificate that does
+    /// not verify, a name that does not resolve), whatever the plugin makes
+    /// of it.
+    pub(crate) lasting_network_failure: Option<String>,
+}
+
+impl CallState {
+    /// The call's outcome was decided by a network that cannot be reached
+    /// until the operator fixes the instance: why.
+    pub fn take_lasting_network_failure(&mut self) -> Option<String> {
+        self.lasting_network_failure.take()
+    }
 }
 
 impl WasiView for CallState {
@@ -259,6 +278,11 @@ impl PluginRuntime {
         }
         let _permit = plugin.permits.clone().acquire_owned().await.expect("plugin semaphore never closes");
         let limits = manifest.limits.clone();
+        // The epoch deadline stops guest code; this bounds the whole call,
+        // time spent in host imports included (a backend's requests may
+        // wait up to the longest request timeout).
+        let io_allowance = if expected == PluginKind::Backend { MAX_REQUEST_TIMEOUT_MS as u64 } else { 0 };
+        let outer = Duration::from_millis(limits.timeout_ms as u64 + io_allowance) + Duration::from_secs(5);
         let state = CallState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -266,6 +290,10 @@ impl PluginRuntime {
             plugin: manifest.clone(),
             host: self.host.clone(),
             grant,
+            call_deadline: Instant::now() + outer,
+            io_wait: Duration::ZERO,
+            io_wait_credited: Duration::ZERO,
+            lasting_network_failure: None,
         };
         let engine = self.engine.clone();
         let plugin = plugin.clone();
@@ -274,13 +302,21 @@ impl PluginRuntime {
             let mut store = Store::new(&engine, state);
             store.limiter(|s| &mut s.limiter);
             store.set_epoch_deadline(ticks);
-            store.epoch_deadline_trap();
+            // Past the deadline, credit the time spent waiting in host
+            // imports (a 600 s upload) before trapping.
+            store.epoch_deadline_callback(|mut ctx| {
+                let state = ctx.data_mut();
+                let owed = state.io_wait.saturating_sub(state.io_wait_credited);
+                let ticks = (owed.as_millis() / EPOCH_TICK.as_millis()) as u64;
+                if ticks == 0 {
+                    return Err(Trap::Interrupt.into());
+                }
+                state.io_wait_credited += EPOCH_TICK * ticks as u32;
+                Ok(wasmtime::UpdateDeadline::Continue(ticks))
+            });
             let result = f(&mut store, &plugin.typed);
             (result, store.data().limiter.refused)
         });
-        // The epoch deadline stops guest code; this bounds time spent in
-        // host imports too.
-        let outer = Duration::from_millis(limits.timeout_ms as u64) + Duration::from_secs(5);
         let (result, memory_refused) = match tokio::time::timeout(outer, job).await {
             Ok(Ok(done)) => done,
             Ok(Err(join)) => {
@@ -320,6 +356,10 @@ impl CallState {
             plugin: Arc::new(manifest),
             host,
             grant,
+            call_deadline: Instant::now() + Duration::from_secs(60),
+            io_wait: Duration::ZERO,
+            io_wait_credited: Duration::ZERO,
+            lasting_network_failure: None,
         }
     }
 }

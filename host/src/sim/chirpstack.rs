@@ -17,10 +17,10 @@ use axum::routing::post;
 use axum::Router;
 use base64::Engine;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
+use super::listen::{self, Listen, Listening};
 
 /// The messages of `api/multicast_group.proto` and `api/device.proto` used.
 mod api {
@@ -173,13 +173,14 @@ struct Shared {
 }
 
 pub struct ChirpStackPeer {
-    pub addr: SocketAddr,
+    listening: Listening,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for ChirpStackPeer {
     fn drop(&mut self) {
+        self.listening.task.abort();
         self.tasks.iter().for_each(JoinHandle::abort);
     }
 }
@@ -288,7 +289,7 @@ impl Shared {
                 }
                 self.fleet.deliver_unicast(eui(&item.dev_eui)?, item.f_port as u8, &item.data).map_err(|e| match e {
                     NetworkError::Unavailable(m) => (code::INTERNAL, m),
-                    NetworkError::Refused(m) | NetworkError::Unauthorized(m) => (code::NOT_FOUND, m),
+                    NetworkError::Refused(m) | NetworkError::Unauthorized(m) | NetworkError::Misconfigured(m) => (code::NOT_FOUND, m),
                 })?;
                 Ok(api::IdMessage { id: self.new_id() }.encode_to_vec())
             }
@@ -342,7 +343,7 @@ fn up_event(s: &Shared, http: &reqwest::Client, url: &str, up: &PendingUplink) -
 
 impl ChirpStackPeer {
     /// Serve ChirpStack's API for one application on `bind` (loopback).
-    pub async fn start(fleet: Arc<SimFleet>, bind: SocketAddr, api_token: &str, application_id: &str, integration_token: &str) -> std::io::Result<Self> {
+    pub async fn start(fleet: Arc<SimFleet>, listen: Listen, api_token: &str, application_id: &str, integration_token: &str) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             fleet,
             api_token: api_token.into(),
@@ -356,20 +357,14 @@ impl ChirpStackPeer {
             members_added: Default::default(),
         });
         let app = Router::new().route("/{service}/{method}", post(grpc_web)).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(bind).await?;
-        let addr = listener.local_addr()?;
-        let serve = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "ChirpStack peer stopped");
-            }
-        });
+        let listening = listen::serve(app, listen, "ChirpStack peer").await?;
         let peer = shared.clone();
         let pump = tokio::spawn(post_each(shared.fleet.clone(), shared.uplink_url.clone(), move |http, url, up| up_event(&peer, http, url, up)));
-        Ok(Self { addr, shared, tasks: vec![serve, pump] })
+        Ok(Self { listening, shared, tasks: vec![pump] })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.listening.url()
     }
 
     /// Where the HTTP integration posts: the host's `/backends/{id}/uplink`.

@@ -16,9 +16,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::task::JoinHandle;
+use super::listen::{self, Listen, Listening};
 
 /// One fragment every this many ms, of this many bytes.
 const FRAGMENT_INTERVAL_MS: u64 = 2_000;
@@ -49,14 +48,13 @@ struct Shared {
 }
 
 pub struct GatewayPeer {
-    pub addr: SocketAddr,
+    listening: Listening,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
 }
 
 impl Drop for GatewayPeer {
     fn drop(&mut self) {
-        self.task.abort();
+        self.listening.task.abort();
     }
 }
 
@@ -290,7 +288,7 @@ async fn cancel(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(name): Pa
 }
 
 impl GatewayPeer {
-    pub async fn start(fleet: Arc<SimFleet>, bind: SocketAddr, username: &str, password: &str) -> std::io::Result<Self> {
+    pub async fn start(fleet: Arc<SimFleet>, listen: Listen, username: &str, password: &str) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             fleet,
             username: username.into(),
@@ -311,18 +309,12 @@ impl GatewayPeer {
             .route("/api/lora/fotaschedule", get(schedule_list))
             .route("/api/lora/fotaschedule/{name}", delete(cancel))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(bind).await?;
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "gateway peer stopped");
-            }
-        });
-        Ok(Self { addr, shared, task })
+        let listening = listen::serve(app, listen, "gateway peer").await?;
+        Ok(Self { listening, shared })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.listening.url()
     }
 
     /// Answer the next `n` progress or result requests with a 500.

@@ -114,7 +114,7 @@ async fn unicast(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(device):
     s.check_token(&headers)?;
     let payload = hex::decode(&d.payload).map_err(|_| (StatusCode::BAD_REQUEST, "payload must be hex".to_string()))?;
     s.fleet.deliver_unicast(eui(&device)?, d.fport, &payload).map_err(|e| match e {
-        NetworkError::Refused(m) | NetworkError::Unauthorized(m) => (StatusCode::NOT_FOUND, m),
+        NetworkError::Refused(m) | NetworkError::Unauthorized(m) | NetworkError::Misconfigured(m) => (StatusCode::NOT_FOUND, m),
         NetworkError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
     })?;
     Ok(Json(serde_json::json!({ "queued": true })))

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod frag_decoder;
 pub mod frame;
 pub mod gateway;
+pub mod listen;
 pub mod lns;
 pub mod scenario;
 pub mod thingpark;

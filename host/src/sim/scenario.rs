@@ -85,7 +85,7 @@ fn hex(b: &[u8]) -> String {
 /// in process (the fleet is the engine's network).
 pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>, clock: Arc<ManualClock>, config: &ScenarioConfig) -> Result<Scenario, ScenarioError> {
     let (fleet, devices) = SimFleet::new(config.fleet.clone(), clock.clone(), vault.clone(), config.first_eui, &config.behaviours);
-    let backend = BackendInstanceInput { name: "simulated network".into(), plugin: "simulated".into(), settings: Default::default(), secrets: Default::default(), allowed_hosts: vec![] };
+    let backend = BackendInstanceInput { name: "simulated network".into(), plugin: "simulated".into(), settings: Default::default(), secrets: Default::default(), allowed_hosts: vec![], transport: Default::default() };
     let objects = provision_objects(store, vault, clock.now_unix_ms(), config, &devices, backend)?;
     let engine = Engine::new(store.clone(), runtime.clone(), clock.clone(), Arc::new(fleet));
     Ok(Scenario { engine, clock, campaign_id: objects.campaign_id, image: objects.image, devices })

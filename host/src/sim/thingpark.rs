@@ -15,10 +15,10 @@ use axum::routing::post;
 use axum::Router;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
+use super::listen::{self, Listen, Listening};
 
 /// Query parameters of a downlink, in the order the LRC expects them.
 const DOWNLINK_ORDER: [&str; 11] = ["DevEUI", "FPort", "Payload", "FCntDn", "Confirmed", "FlushDownlinkQueue", "ValidityTime", "CorrelationID", "AS_ID", "Time", "Token"];
@@ -39,13 +39,14 @@ struct Shared {
 }
 
 pub struct ThingParkPeer {
-    pub addr: SocketAddr,
+    listening: Listening,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for ThingParkPeer {
     fn drop(&mut self) {
+        self.listening.task.abort();
         self.tasks.iter().for_each(JoinHandle::abort);
     }
 }
@@ -146,7 +147,7 @@ async fn downlink(State(s): State<Arc<Shared>>, RawQuery(query): RawQuery, body:
         }
         None => {
             s.fleet.deliver_unicast(dev_eui, fport, &payload).map_err(|e| match e {
-                NetworkError::Refused(m) | NetworkError::Unauthorized(m) => refuse(&s, StatusCode::NOT_FOUND, m),
+                NetworkError::Refused(m) | NetworkError::Unauthorized(m) | NetworkError::Misconfigured(m) => refuse(&s, StatusCode::NOT_FOUND, m),
                 NetworkError::Unavailable(m) => refuse(&s, StatusCode::SERVICE_UNAVAILABLE, m),
             })?;
             s.unicast.fetch_add(1, Ordering::SeqCst);
@@ -174,7 +175,7 @@ fn report(http: &reqwest::Client, url: &str, up: &PendingUplink, as_id: &str, as
 
 impl ThingParkPeer {
     /// Serve the LRC on `bind` (loopback) for the application `as_id`.
-    pub async fn start(fleet: Arc<SimFleet>, bind: SocketAddr, as_id: &str, as_key: &str) -> std::io::Result<Self> {
+    pub async fn start(fleet: Arc<SimFleet>, listen: Listen, as_id: &str, as_key: &str) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             fleet,
             as_id: as_id.into(),
@@ -187,20 +188,14 @@ impl ThingParkPeer {
             refused: Default::default(),
         });
         let app = Router::new().route("/thingpark/lrc/rest/downlink", post(downlink)).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(bind).await?;
-        let addr = listener.local_addr()?;
-        let serve = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "ThingPark peer stopped");
-            }
-        });
+        let listening = listen::serve(app, listen, "ThingPark peer").await?;
         let (as_id, as_key) = (shared.as_id.clone(), shared.as_key.clone());
         let pump = tokio::spawn(post_each(shared.fleet.clone(), shared.uplink_url.clone(), move |http, url, up| report(http, url, up, &as_id, &as_key)));
-        Ok(Self { addr, shared, tasks: vec![serve, pump] })
+        Ok(Self { listening, shared, tasks: vec![pump] })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.listening.url()
     }
 
     /// What the operator does in ThingPark: a multicast device for the

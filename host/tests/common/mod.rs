@@ -45,6 +45,7 @@ impl SimSetup {
             settings: [("url".to_string(), lns.url())].into(),
             secrets: [("token".to_string(), instance_token.to_string())].into(),
             allowed_hosts: vec![lns.url()],
+            transport: Default::default(),
         };
         let mut setup = ServerConfig::new(data_dir.to_path_buf());
         setup.bind = "127.0.0.1:0".parse()?;
@@ -183,4 +184,40 @@ pub async fn wait_ready(child: &mut std::process::Child, http: &reqwest::Client,
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     anyhow::bail!("airlift serve did not come up")
+}
+
+/// Certificates made for one test: a CA and a server certificate it
+/// signed for 127.0.0.1 and localhost, and a self-signed one for pinning.
+pub struct TestPki {
+    pub ca_pem: String,
+    /// Signed by the CA.
+    pub server: airlift::sim::listen::TlsIdentity,
+    /// Self-signed, as gateways ship.
+    pub self_signed: airlift::sim::listen::TlsIdentity,
+    /// SHA-256 of the self-signed certificate's DER, hex.
+    pub self_signed_sha256: String,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        use sha2::Digest;
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "Airlift test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let server_cert = CertificateParams::new(names.clone()).unwrap().signed_by(&server_key, &issuer).unwrap();
+        let own_key = KeyPair::generate().unwrap();
+        let own_cert = CertificateParams::new(names).unwrap().self_signed(&own_key).unwrap();
+        TestPki {
+            ca_pem: ca_cert.pem(),
+            server: airlift::sim::listen::TlsIdentity { certificate_chain_pem: server_cert.pem(), private_key_pem: server_key.serialize_pem() },
+            self_signed_sha256: hex::encode(sha2::Sha256::digest(own_cert.der())),
+            self_signed: airlift::sim::listen::TlsIdentity { certificate_chain_pem: own_cert.pem(), private_key_pem: own_key.serialize_pem() },
+        }
+    }
 }

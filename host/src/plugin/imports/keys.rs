@@ -133,7 +133,7 @@ mod tests {
         let host = Arc::new(HostServices::new(store.clone(), vault.clone(), Arc::new(SystemClock)));
         let mut secrets = std::collections::BTreeMap::new();
         secrets.insert("asKey".to_string(), vault.seal(b"46ab678cd45df4a4e4b375Eacd096acc"));
-        let grant = Arc::new(BackendGrant { instance_id: "1".into(), allowed_hosts: Default::default(), secrets });
+        let grant = Arc::new(BackendGrant { instance_id: "1".into(), secrets, ..Default::default() });
         CallState::for_tests(manifest, host, Some(grant))
     }
 

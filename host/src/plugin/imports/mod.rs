@@ -8,6 +8,7 @@ mod clock;
 mod http;
 mod keys;
 mod log;
+pub mod tls;
 
 use super::bindings::imports::HostImports;
 use super::runtime::CallState;
@@ -15,36 +16,55 @@ use super::HostAllowList;
 use crate::clock::Clock;
 use crate::keys::{Sealed, Vault};
 use crate::store::Store;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use crate::model::Transport;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use wasmtime::component::{HasSelf, Linker};
 
 /// What host imports reach: the store (devices, groups, keys), the vault,
-/// the clock and an HTTP client.
+/// the clock and HTTP clients.
 pub struct HostServices {
     pub store: Store,
     pub vault: Arc<Vault>,
     pub clock: Arc<dyn Clock>,
-    http: reqwest::Client,
+    /// One client per backend instance, built for its transport settings
+    /// (rebuilt when they change). The lock is held only to look one up.
+    http_clients: Mutex<HashMap<String, (Transport, reqwest::Client)>>,
     runtime: tokio::runtime::Handle,
 }
 
 impl HostServices {
     /// Must be called inside a tokio runtime; HTTP imports run on it.
     pub fn new(store: Store, vault: Arc<Vault>, clock: Arc<dyn Clock>) -> Self {
-        let http = reqwest::Client::builder()
+        Self { store, vault, clock, http_clients: Mutex::default(), runtime: tokio::runtime::Handle::current() }
+    }
+
+    /// The HTTP client for an instance's transport settings.
+    fn http_client(&self, instance_id: &str, transport: &Transport) -> Result<reqwest::Client, String> {
+        let mut clients = self.http_clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((built_for, client)) = clients.get(instance_id) {
+            if built_for == transport {
+                return Ok(client.clone());
+            }
+        }
+        let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .use_preconfigured_tls(tls::client_config(transport)?)
+            .dns_resolver(Arc::new(tls::Resolver))
             .build()
-            .expect("HTTP client configuration is static");
-        Self { store, vault, clock, http, runtime: tokio::runtime::Handle::current() }
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        clients.insert(instance_id.to_string(), (transport.clone(), client.clone()));
+        Ok(client)
     }
 }
 
 /// What a backend instance grants the plugin serving it: hosts it may reach
 /// and the secrets the host substitutes for it.
+#[derive(Default)]
 pub struct BackendGrant {
     pub instance_id: String,
     pub allowed_hosts: HostAllowList,
+    pub transport: Transport,
     pub secrets: BTreeMap<String, Sealed>,
 }
 
