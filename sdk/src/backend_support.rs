@@ -6,8 +6,9 @@ use crate::backend::airlift::plugin::http::{self, Header, HttpError, Request, Re
 use crate::backend::airlift::plugin::types::Attribute;
 use crate::backend::exports::airlift::plugin::backend::{BackendError, Instance};
 
-/// Default timeout for one request to the network.
-pub const REQUEST_TIMEOUT_MS: u32 = 10_000;
+/// Timeout of a request that names none: the instance's own (its
+/// `transport.requestTimeoutMs`, 30 s unless set).
+pub const INSTANCE_TIMEOUT: u32 = 0;
 
 /// An instance setting, required.
 pub fn setting<'a>(inst: &'a Instance, key: &str) -> Result<&'a str, BackendError> {
@@ -41,23 +42,35 @@ pub fn header(name: &str, value: &str) -> Header {
     Header { name: name.into(), value: value.into() }
 }
 
-/// Send a request; map the network's answer to the backend's errors:
-/// 401/403 unauthorized, other 4xx rejected, 5xx and transport trouble
-/// unavailable (the host retries those).
-pub fn send(method: &str, url: String, headers: Vec<Header>, body: Vec<u8>) -> Result<Response, BackendError> {
-    let resp = http::send(&Request { method: method.into(), url, headers, body, timeout_ms: REQUEST_TIMEOUT_MS }).map_err(|e| match e {
+/// Send a request and take whatever status the network answers; only a
+/// request that got no answer is an error (unavailable, or invalid when
+/// the host refused it). `timeout_ms`: [`INSTANCE_TIMEOUT`], or longer for
+/// a slow request (a firmware upload), up to 600 s.
+pub fn send_raw(method: &str, url: String, headers: Vec<Header>, body: Vec<u8>, timeout_ms: u32) -> Result<Response, BackendError> {
+    http::send(&Request { method: method.into(), url, headers, body, timeout_ms }).map_err(|e| match e {
         HttpError::Denied(m) => BackendError::Invalid(format!("refused by the host: {m}")),
         HttpError::Invalid(m) => BackendError::Invalid(m),
         HttpError::Timeout => BackendError::Unavailable("the network did not answer in time".into()),
         HttpError::Transport(m) => BackendError::Unavailable(m),
         HttpError::TooLarge => BackendError::Unavailable("the network's answer is too large".into()),
-    })?;
-    let text = || String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>();
+    })
+}
+
+/// The first 300 characters of a response body, for an error message.
+pub fn body_text(resp: &Response) -> String {
+    String::from_utf8_lossy(&resp.body).chars().take(300).collect()
+}
+
+/// Send a request; map the network's answer to the backend's errors:
+/// 401/403 unauthorized, other 4xx rejected, 5xx and transport trouble
+/// unavailable (the host retries those).
+pub fn send(method: &str, url: String, headers: Vec<Header>, body: Vec<u8>) -> Result<Response, BackendError> {
+    let resp = send_raw(method, url, headers, body, INSTANCE_TIMEOUT)?;
     match resp.status {
         200..=299 => Ok(resp),
-        401 | 403 => Err(BackendError::Unauthorized(format!("HTTP {}: {}", resp.status, text()))),
-        400..=499 => Err(BackendError::Rejected(format!("HTTP {}: {}", resp.status, text()))),
-        _ => Err(BackendError::Unavailable(format!("HTTP {}: {}", resp.status, text()))),
+        401 | 403 => Err(BackendError::Unauthorized(format!("HTTP {}: {}", resp.status, body_text(&resp)))),
+        400..=499 => Err(BackendError::Rejected(format!("HTTP {}: {}", resp.status, body_text(&resp)))),
+        _ => Err(BackendError::Unavailable(format!("HTTP {}: {}", resp.status, body_text(&resp)))),
     }
 }
 

@@ -40,6 +40,7 @@ pub mod update_type {
 }
 
 pub mod backend_support;
+pub mod grpc_web;
 pub mod hex;
 
 /// A plugin's own version, for code shared by plugins built as several

@@ -101,19 +101,23 @@ impl Network for PluginNetwork {
         Ok(Pacing { multicast_interval_ms: info.capabilities.multicast_interval_ms as u64, unicast_interval_ms: info.capabilities.unicast_interval_ms as u64 })
     }
 
-    async fn create_group(&self, backend: &str, group: &MulticastGroup, devices: &[Eui]) -> Result<(), NetworkError> {
-        let (group, devices) = (multicast_group(group), devices.iter().map(|d| d.0).collect::<Vec<_>>());
+    async fn create_group(&self, backend: &str, group: &MulticastGroup, devices: &[Eui], next_fcnt: u32) -> Result<(), NetworkError> {
+        let group = wit::MulticastGroup { min_fcnt: next_fcnt, ..multicast_group(group) };
+        let devices = devices.iter().map(|d| d.0).collect::<Vec<_>>();
         self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_create_multicast_group(s, inst, group, &devices)).await
     }
 
     async fn send_unicast(&self, backend: &str, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
-        let downlink = wit::UnicastDownlink { dev_eui: dev_eui.0, fport, payload, confirmed: false, flush_queue: false, correlation_id: String::new() };
+        // The engine has one request outstanding per device: a new one
+        // replaces any unanswered copy still queued on the network.
+        let downlink = wit::UnicastDownlink { dev_eui: dev_eui.0, fport, payload, confirmed: false, flush_queue: true, correlation_id: String::new() };
         self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_send_unicast(s, inst, &downlink)).await.map(drop)
     }
 
-    async fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+    async fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<Option<u32>, NetworkError> {
         let downlink = wit::MulticastDownlink { group: multicast_group(group), fport, payload, fcnt, correlation_id: String::new() };
-        self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_send_multicast(s, inst, &downlink)).await.map(drop)
+        let receipt = self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_send_multicast(s, inst, &downlink)).await?;
+        Ok(receipt.fcnt)
     }
 
     async fn offloads(&self, backend: &str) -> Result<bool, NetworkError> {

@@ -86,12 +86,15 @@ pub struct Pacing {
 pub trait Network: Send + Sync + 'static {
     fn pacing(&self, backend: &str) -> impl Future<Output = Result<Pacing, NetworkError>> + Send;
 
-    /// Make the group and its members known to the network (idempotent).
-    fn create_group(&self, backend: &str, group: &MulticastGroup, devices: &[Eui]) -> impl Future<Output = Result<(), NetworkError>> + Send;
+    /// Make the group and its members known to the network (idempotent),
+    /// its frame counter starting at `next_fcnt`.
+    fn create_group(&self, backend: &str, group: &MulticastGroup, devices: &[Eui], next_fcnt: u32) -> impl Future<Output = Result<(), NetworkError>> + Send;
 
     fn send_unicast(&self, backend: &str, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> impl Future<Output = Result<(), NetworkError>> + Send;
 
-    fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> impl Future<Output = Result<(), NetworkError>> + Send;
+    /// Send one multicast frame; the frame counter the network used, when
+    /// it picks its own (ChirpStack).
+    fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> impl Future<Output = Result<Option<u32>, NetworkError>> + Send;
 
     /// The network runs whole sessions itself (a gateway): a campaign on
     /// it is one offloaded stage.

@@ -53,6 +53,10 @@ struct Unsent {
     fatal: Option<String>,
     /// Devices the network refused outright (unknown to it, say), with why.
     refused: Vec<(Eui, String)>,
+    /// The network refused a multicast frame (its group may be gone).
+    group_refused: bool,
+    /// The highest multicast frame counter the network says it used.
+    network_fcnt: Option<u32>,
     unicasts: Vec<Eui>,
     first_fragment: Option<u32>,
     fragments: u32,
@@ -198,7 +202,7 @@ impl<N: Network> Engine<N> {
         let backend = self.campaign(&run.campaign_id)?.backend_instance;
         if run.group_backend.as_deref() != Some(backend.as_str()) {
             let devices: Vec<Eui> = self.device_runs(&run.campaign_id)?.iter().map(|d| d.dev_eui).collect();
-            match self.network.create_group(&backend, &group, &devices).await {
+            match self.network.create_group(&backend, &group, &devices, run.next_fcnt).await {
                 Ok(()) => run.group_backend = Some(backend.clone()),
                 Err(NetworkError::Unavailable(e)) => {
                     tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; multicast group not created yet");
@@ -245,6 +249,18 @@ impl<N: Network> Engine<N> {
             self.finish(&mut run, Some(e)).await?;
             return Ok(None);
         }
+        // The network's own frame counter wins where it is ahead, so a later
+        // switch of network goes on from it; a refused group is made again.
+        let fcnt_ahead = unsent.network_fcnt.is_some_and(|f| f >= run.next_fcnt);
+        if fcnt_ahead || unsent.group_refused {
+            if let Some(f) = unsent.network_fcnt {
+                run.next_fcnt = run.next_fcnt.max(f.saturating_add(1));
+            }
+            if unsent.group_refused {
+                run.group_backend = None;
+            }
+            self.store.put(&run)?;
+        }
         for (eui, why) in &unsent.refused {
             if let Some(mut dev) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.campaign_id, *eui))? {
                 dev.failed = Some(format!("the network refused its downlink: {why}"));
@@ -273,11 +289,11 @@ impl<N: Network> Engine<N> {
                 continue;
             }
             let result = match &out {
-                Outgoing::Unicast { dev_eui, fport, payload } => self.network.send_unicast(backend, *dev_eui, *fport, payload.clone()).await,
+                Outgoing::Unicast { dev_eui, fport, payload } => self.network.send_unicast(backend, *dev_eui, *fport, payload.clone()).await.map(|()| None),
                 Outgoing::Multicast { fcnt, fport, payload, .. } => self.network.send_multicast(backend, group, *fcnt, *fport, payload.clone()).await,
             };
             match result {
-                Ok(()) => {}
+                Ok(network_fcnt) => unsent.network_fcnt = unsent.network_fcnt.max(network_fcnt),
                 Err(NetworkError::Unavailable(e)) => {
                     unsent.error = Some(e);
                     unsent.hold(out);
@@ -290,7 +306,11 @@ impl<N: Network> Engine<N> {
                     // The network will not take this device's downlinks:
                     // that device fails, the campaign goes on.
                     Outgoing::Unicast { dev_eui, .. } => unsent.refused.push((dev_eui, e.to_string())),
-                    Outgoing::Multicast { .. } => tracing::warn!(error = %e, "multicast downlink refused; counted as lost"),
+                    // The group may be gone on the network: provision it again.
+                    Outgoing::Multicast { .. } => {
+                        tracing::warn!(error = %e, "multicast downlink refused; counted as lost, the group is provisioned again");
+                        unsent.group_refused = true;
+                    }
                 },
             }
         }

@@ -423,7 +423,7 @@ impl Network for SimFleet {
         Ok(self.config.pacing)
     }
 
-    async fn create_group(&self, _backend: &str, _group: &MulticastGroup, _devices: &[Eui]) -> Result<(), NetworkError> {
+    async fn create_group(&self, _backend: &str, _group: &MulticastGroup, _devices: &[Eui], _next_fcnt: u32) -> Result<(), NetworkError> {
         self.check_up()
     }
 
@@ -432,11 +432,11 @@ impl Network for SimFleet {
         self.deliver_unicast(dev_eui, fport, &payload)
     }
 
-    async fn send_multicast(&self, _backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+    async fn send_multicast(&self, _backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<Option<u32>, NetworkError> {
         self.check_up()?;
         let keys = GroupSessionKeys::of(group, &self.vault).map_err(NetworkError::Refused)?;
         self.deliver_multicast(&keys, fcnt, fport, &payload);
-        Ok(())
+        Ok(None)
     }
 
     async fn end_session(&self, _backend: &str, _group: &MulticastGroup) {

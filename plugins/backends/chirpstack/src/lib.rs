@@ -1,158 +1,50 @@
-//! Backend for ChirpStack v4.
+//! Backend for ChirpStack v4, written against its published API
+//! definitions (`api/multicast_group.proto`, `api/device.proto`,
+//! `api/gateway.proto`, `integration/integration.proto`) and its server's
+//! behaviour (`docs/networks/chirpstack.md`).
 //!
-//! ChirpStack's API is gRPC. A sandboxed plugin has only the host's HTTP
-//! import (HTTP/1.1 request in, response out), so it speaks **gRPC-Web**,
-//! which ChirpStack serves on its API port for its own web UI: each call is
-//! `POST {url}/api.{Service}/{Method}` with `content-type:
-//! application/grpc-web+proto`, the protobuf request in one length-prefixed
-//! frame, and the answer as a data frame plus a trailer frame carrying
-//! `grpc-status`. The few messages needed are encoded here by hand
-//! (`proto`), which keeps the plugin free of code generation.
+//! A sandboxed plugin has only the host's HTTP import, so it speaks
+//! **gRPC-Web** ([`airlift_plugin_sdk::grpc_web`]), which ChirpStack serves
+//! on its API port for its own web UI; messages are written by field number.
 //!
-//! - groups: `MulticastGroupService.Create` (class B/C, McAddr, the session
-//!   keys from the host key service, DR, frequency, ping-slot period), then
-//!   `AddDevice` per device; `Delete` at the end;
-//! - downlinks: `DeviceService.Enqueue`, `MulticastGroupService.Enqueue`;
-//! - uplinks: the HTTP integration posts `?event=up` JSON with a header the
-//!   operator configures, `Authorization: Bearer <integration_token>`.
+//! - groups: found again by name and updated to the campaign's settings,
+//!   or created; the instance's gateways added; members added once each;
+//!   a group no gateway online could serve waits (the progress says why);
+//! - downlinks: `DeviceService.Enqueue` replacing what is queued for the
+//!   device, `MulticastGroupService.Enqueue` (its frame counter reported);
+//! - uplinks: the HTTP integration's `?event=up`, JSON or protobuf, with a
+//!   header the operator configures, `Authorization: Bearer <integration_token>`.
 //!
-//! Settings: `url`, `application_id`. Secrets: `api_token` (ChirpStack API
-//! key), `integration_token`.
+//! ChirpStack answers INTERNAL for an enqueue to a device or group it does
+//! not have (a foreign key fails); the plugin asks `Get` which it was, so a
+//! missing device is that device's refusal and not an endless retry.
+//!
+//! Settings: `url`, `application_id`, optional `gateway_ids` (comma
+//! separated). Secrets: `api_token` (ChirpStack API key), `integration_token`.
 
 use airlift_plugin_sdk::backend::{airlift, exports};
 use airlift_plugin_sdk::backend_support::*;
-#[allow(unused_imports)]
+use airlift_plugin_sdk::grpc_web::{self, code, wire, CallError};
 use airlift_plugin_sdk::hex::*;
 
+use airlift::plugin::http::Header;
 use airlift::plugin::keys;
 use airlift::plugin::types::{IsmBand, MulticastGroup, SessionClass};
-use exports::airlift::plugin::backend::*;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
+use exports::airlift::plugin::backend::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 
 struct ChirpStack;
 airlift_plugin_sdk::backend::export!(ChirpStack);
 
 const API_TOKEN: &str = "api_token";
 const INTEGRATION_TOKEN: &str = "integration_token";
+/// Rows asked for per List call.
+const PAGE: u64 = 250;
 
-/// Protobuf wire format, just what these messages need.
-mod proto {
-    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push(v as u8 | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-
-    /// A varint field (skipped when zero, as proto3 does).
-    pub fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
-        if v != 0 {
-            varint(out, (field as u64) << 3);
-            varint(out, v);
-        }
-    }
-
-    /// A length-delimited field: string, bytes or an embedded message.
-    pub fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
-        if !b.is_empty() {
-            varint(out, (field as u64) << 3 | 2);
-            varint(out, b.len() as u64);
-            out.extend_from_slice(b);
-        }
-    }
-
-    /// Fields of a message: (number, varint value or bytes).
-    pub fn fields(mut b: &[u8]) -> Option<Vec<(u32, Result<u64, Vec<u8>>)>> {
-        fn read(b: &mut &[u8]) -> Option<u64> {
-            let mut v = 0u64;
-            for shift in (0..64).step_by(7) {
-                let (&byte, rest) = b.split_first()?;
-                *b = rest;
-                v |= ((byte & 0x7f) as u64) << shift;
-                if byte & 0x80 == 0 {
-                    return Some(v);
-                }
-            }
-            None
-        }
-        let mut out = Vec::new();
-        while !b.is_empty() {
-            let key = read(&mut b)?;
-            let field = (key >> 3) as u32;
-            match key & 7 {
-                0 => out.push((field, Ok(read(&mut b)?))),
-                2 => {
-                    let n = read(&mut b)? as usize;
-                    let (value, rest) = (b.get(..n)?, b.get(n..)?);
-                    out.push((field, Err(value.to_vec())));
-                    b = rest;
-                }
-                _ => return None,
-            }
-        }
-        Some(out)
-    }
-}
-
-/// A gRPC status in a trailer block (`grpc-status: N`).
-fn grpc_status(block: &str) -> Option<(u32, String)> {
-    let mut status = None;
-    let mut message = String::new();
-    for line in block.split("\r\n") {
-        match line.split_once(':') {
-            Some((k, v)) if k.trim().eq_ignore_ascii_case("grpc-status") => status = v.trim().parse().ok(),
-            Some((k, v)) if k.trim().eq_ignore_ascii_case("grpc-message") => message = v.trim().to_string(),
-            _ => {}
-        }
-    }
-    status.map(|s| (s, message))
-}
-
-/// Call one gRPC method through gRPC-Web; returns the response message.
-fn call(inst: &Instance, method: &str, request: &[u8]) -> Result<Vec<u8>, BackendError> {
-    let mut body = vec![0u8];
-    body.extend_from_slice(&(request.len() as u32).to_be_bytes());
-    body.extend_from_slice(request);
-    let headers = vec![
-        header("content-type", "application/grpc-web+proto"),
-        header("x-grpc-web", "1"),
-        header("authorization", &format!("Bearer {{{{secret:{API_TOKEN}}}}}")),
-    ];
-    let resp = send("POST", format!("{}/{method}", base_url(inst)?), headers, body)?;
-    // Frames: a data frame (flag 0) and a trailer frame (flag 0x80); a
-    // trailers-only answer puts the status in the HTTP headers instead.
-    let mut message = Vec::new();
-    let mut status = resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case("grpc-status")).and_then(|h| {
-        let m = resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case("grpc-message")).map(|h| h.value.clone()).unwrap_or_default();
-        h.value.trim().parse::<u32>().ok().map(|s| (s, m))
-    });
-    let mut b = resp.body.as_slice();
-    while b.len() >= 5 {
-        let flag = b[0];
-        let n = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
-        let frame = b.get(5..5 + n).ok_or_else(|| BackendError::Unavailable(format!("{method}: truncated gRPC-Web frame")))?;
-        if flag & 0x80 != 0 {
-            status = grpc_status(&String::from_utf8_lossy(frame)).or(status);
-        } else {
-            message = frame.to_vec();
-        }
-        b = &b[5 + n..];
-    }
-    match status {
-        Some((0, _)) => Ok(message),
-        // UNAUTHENTICATED, PERMISSION_DENIED
-        Some((16 | 7, m)) => Err(BackendError::Unauthorized(format!("{method}: gRPC status 16/7: {m}"))),
-        // UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL
-        Some((s @ (14 | 4 | 8 | 13), m)) => Err(BackendError::Unavailable(format!("{method}: gRPC status {s}: {m}"))),
-        Some((s, m)) => Err(BackendError::Rejected(format!("{method}: gRPC status {s}: {m}"))),
-        None => Err(BackendError::Unavailable(format!("{method}: no grpc-status in the answer"))),
-    }
-}
-
-/// ChirpStack's common.Region for a band.
+/// `common.Region` of a band.
 fn region(band: IsmBand) -> u64 {
     match band {
         IsmBand::Eu868 => 0,
@@ -167,35 +59,177 @@ fn group_name(group_eui: u64) -> String {
     format!("airlift-{group_eui:016x}")
 }
 
+fn eui_field(eui: u64) -> String {
+    format!("{eui:016x}")
+}
+
+fn call(inst: &Instance, method: &str, request: &[u8]) -> Result<Vec<u8>, CallError> {
+    let auth: Header = header("authorization", &format!("Bearer {{{{secret:{API_TOKEN}}}}}"));
+    let base = base_url(inst).map_err(CallError::Network)?;
+    grpc_web::call(&base, method, vec![auth], request)
+}
+
+/// A call whose every failure means what it usually does.
+fn call_plain(inst: &Instance, method: &str, request: &[u8]) -> Result<wire::Message, BackendError> {
+    let answer = call(inst, method, request).map_err(|e| e.into_backend_error(method))?;
+    wire::Message::parse(&answer).ok_or_else(|| BackendError::Unavailable(format!("{method}: malformed answer")))
+}
+
+/// A message with one string field.
+fn string_message(field: u32, value: &str) -> Vec<u8> {
+    let mut m = Vec::new();
+    wire::bytes(&mut m, field, value.as_bytes());
+    m
+}
+
+/// Every row of a List call, page by page (a limit of 0 would return none).
+fn list_all(inst: &Instance, method: &str, filters: &[u8]) -> Result<Vec<wire::Message>, BackendError> {
+    let mut rows = Vec::new();
+    loop {
+        let mut req = Vec::new();
+        wire::uint(&mut req, 1, PAGE);
+        wire::uint(&mut req, 2, rows.len() as u64);
+        req.extend_from_slice(filters);
+        let answer = call_plain(inst, method, &req)?;
+        let page = answer.messages(2);
+        let total = answer.uint(1) as usize;
+        let got = page.len();
+        rows.extend(page);
+        if got == 0 || rows.len() >= total {
+            return Ok(rows);
+        }
+    }
+}
+
 /// The UUID of our group in the application, if it exists.
 fn find_group(inst: &Instance, group_eui: u64) -> Result<Option<String>, BackendError> {
     let name = group_name(group_eui);
-    let mut req = Vec::new();
-    proto::uint(&mut req, 1, 10);
-    proto::bytes(&mut req, 3, name.as_bytes());
-    proto::bytes(&mut req, 4, setting(inst, "application_id")?.as_bytes());
-    let resp = call(inst, "api.MulticastGroupService/List", &req)?;
-    let bad = || BackendError::Unavailable("List: malformed answer".into());
-    for (n, item) in proto::fields(&resp).ok_or_else(bad)? {
-        let (2, Err(item)) = (n, item) else { continue };
-        let fields = proto::fields(&item).ok_or_else(bad)?;
-        let text = |want: u32| fields.iter().find_map(|(n, v)| match v {
-            Err(b) if *n == want => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        });
-        if text(4).as_deref() == Some(name.as_str()) {
-            return Ok(text(1));
+    let mut filters = Vec::new();
+    wire::bytes(&mut filters, 3, name.as_bytes());
+    wire::bytes(&mut filters, 4, setting(inst, "application_id")?.as_bytes());
+    let rows = list_all(inst, "api.MulticastGroupService/List", &filters)?;
+    Ok(rows.into_iter().find(|g| g.string(4) == name).map(|g| g.string(1)))
+}
+
+/// `api.MulticastGroup` for our group, with `id` when updating.
+fn group_message(inst: &Instance, group: &MulticastGroup, id: Option<&str>) -> Result<Vec<u8>, BackendError> {
+    let (app_s_key, nwk_s_key) = keys::multicast_session_keys(group.group_eui).map_err(|e| BackendError::Invalid(format!("session keys: {e:?}")))?;
+    let mut g = Vec::new();
+    wire::bytes(&mut g, 1, id.unwrap_or("").as_bytes());
+    wire::bytes(&mut g, 2, group_name(group.group_eui).as_bytes());
+    wire::bytes(&mut g, 3, setting(inst, "application_id")?.as_bytes());
+    wire::uint(&mut g, 4, region(group.ism_band));
+    wire::bytes(&mut g, 5, format!("{:08x}", group.mc_addr).as_bytes());
+    wire::bytes(&mut g, 6, to_hex(&nwk_s_key).as_bytes());
+    wire::bytes(&mut g, 7, to_hex(&app_s_key).as_bytes());
+    // The frame counter goes on from the campaign's.
+    wire::uint(&mut g, 8, group.min_fcnt as u64);
+    wire::uint(&mut g, 9, matches!(group.session_class, SessionClass::ClassB) as u64);
+    wire::uint(&mut g, 10, group.data_rate as u64);
+    wire::uint(&mut g, 11, group.frequency_hz as u64);
+    // class_b_ping_slot_periodicity is field 14 (12 was removed in v4.13).
+    wire::uint(&mut g, 14, group.ping_slot_periodicity as u64);
+    let mut wrapped = Vec::new();
+    wire::bytes(&mut wrapped, 1, &g);
+    Ok(wrapped)
+}
+
+/// The gateways the instance names (`gateway_ids`), if any.
+fn configured_gateways(inst: &Instance) -> Vec<String> {
+    let listed = inst.settings.iter().find(|a| a.key == "gateway_ids").map(|a| a.value.as_str()).unwrap_or("");
+    listed.split(',').map(|g| g.trim().to_ascii_lowercase()).filter(|g| !g.is_empty()).collect()
+}
+
+/// Add the instance's gateways to the group, and make sure one that will
+/// serve it is online: ChirpStack accepts multicast frames it has no
+/// gateway for, and never sends them.
+fn ensure_gateways(inst: &Instance, group_id: &str) -> Result<(), BackendError> {
+    let in_group = || list_all(inst, "api.GatewayService/List", &string_message(5, group_id));
+    let configured = configured_gateways(inst);
+    let present: BTreeSet<String> = in_group()?.iter().map(|g| g.string(2)).collect();
+    for gateway in configured.iter().filter(|g| !present.contains(*g)) {
+        let mut req = string_message(1, group_id);
+        wire::bytes(&mut req, 2, gateway.as_bytes());
+        match call(inst, "api.MulticastGroupService/AddGateway", &req) {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(code::NOT_FOUND) => return Err(BackendError::Invalid(format!("gateway {gateway} (setting gateway_ids) is not in ChirpStack"))),
+            Err(e) => return Err(e.into_backend_error("AddGateway")),
         }
     }
-    Ok(None)
+    // Without gateways of its own, ChirpStack uses those that heard the
+    // devices: any of its gateways may serve.
+    let (serving, scope) = if configured.is_empty() { (list_all(inst, "api.GatewayService/List", &[])?, "ChirpStack") } else { (in_group()?, "the group") };
+    const ONLINE: u64 = 1;
+    if !serving.iter().any(|g| g.uint(10) == ONLINE) {
+        return Err(BackendError::Unavailable(format!("no gateway of {scope} is online ({} known): multicast frames would not be sent", serving.len())));
+    }
+    Ok(())
 }
 
-fn require_group(inst: &Instance, group_eui: u64) -> Result<String, BackendError> {
-    find_group(inst, group_eui)?.ok_or_else(|| BackendError::Rejected(format!("no multicast group {} in the application", group_name(group_eui))))
+/// Add the devices not yet in the group (adding one twice is an INTERNAL
+/// error). A device ChirpStack does not have is left out: its own
+/// downlinks are refused later, and the rest of the campaign goes on.
+fn ensure_members(inst: &Instance, group_id: &str, devices: &[u64]) -> Result<(), BackendError> {
+    let present: BTreeSet<String> = list_all(inst, "api.DeviceService/List", &string_message(5, group_id))?.iter().map(|d| d.string(1).to_ascii_lowercase()).collect();
+    for &device in devices {
+        let dev_eui = eui_field(device);
+        if present.contains(&dev_eui) {
+            continue;
+        }
+        let mut req = string_message(1, group_id);
+        wire::bytes(&mut req, 2, dev_eui.as_bytes());
+        match call(inst, "api.MulticastGroupService/AddDevice", &req) {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(code::NOT_FOUND) => {
+                airlift::plugin::log::write(airlift::plugin::log::Level::Warn, &format!("device {dev_eui} is not in ChirpStack; left out of the group"));
+            }
+            Err(e) => return Err(e.into_backend_error("AddDevice")),
+        }
+    }
+    Ok(())
 }
 
-fn eui_field(eui: u64) -> String {
-    format!("{eui:016x}")
+/// An enqueue that failed with INTERNAL: `get` tells whether its target is
+/// gone (refused, not retried) or the server had trouble (retried).
+fn enqueue_failure(inst: &Instance, method: &str, error: CallError, get: &str, get_request: &[u8], missing: String) -> BackendError {
+    if error.code() == Some(code::INTERNAL) {
+        if let Err(e) = call(inst, get, get_request) {
+            if e.code() == Some(code::NOT_FOUND) {
+                return BackendError::Rejected(missing);
+            }
+        }
+    }
+    error.into_backend_error(method)
+}
+
+/// One `up` event of the HTTP integration, from its JSON form (the
+/// protobuf JSON mapping, as ChirpStack's pbjson writes it).
+fn uplink_from_json(body: &[u8]) -> Result<Option<Uplink>, BackendError> {
+    let up: Value = serde_json::from_slice(body).map_err(|e| BackendError::Rejected(format!("body is not JSON: {e}")))?;
+    let dev_eui = up["deviceInfo"]["devEui"].as_str().unwrap_or("");
+    let rx = &up["rxInfo"][0];
+    let data = BASE64.decode(up["data"].as_str().unwrap_or("")).map_err(|_| BackendError::Rejected("up event: data must be base64".into()))?;
+    uplink(dev_eui, up["fPort"].as_u64().unwrap_or(0), data, up["fCnt"].as_u64(), rx["rssi"].as_f64().map(|r| r as f32), rx["snr"].as_f64().map(|s| s as f32))
+}
+
+/// The same from its protobuf form (`integration.UplinkEvent`).
+fn uplink_from_protobuf(body: &[u8]) -> Result<Option<Uplink>, BackendError> {
+    let up = wire::Message::parse(body).ok_or_else(|| BackendError::Rejected("up event: malformed protobuf".into()))?;
+    let dev_eui = up.message(3).map(|info| info.string(8)).unwrap_or_default();
+    let rx = up.messages(12).into_iter().next().unwrap_or_default();
+    let data = up.bytes(10).unwrap_or_default().to_vec();
+    uplink(&dev_eui, up.uint(8), data, Some(up.uint(7)), rx.int32(6).map(|r| r as f32), rx.float(7))
+}
+
+/// An uplink from an event's fields; `None` for one that carries only MAC
+/// commands (fPort 0, always present in ChirpStack's events).
+fn uplink(dev_eui: &str, fport: u64, payload: Vec<u8>, fcnt: Option<u64>, rssi: Option<f32>, snr: Option<f32>) -> Result<Option<Uplink>, BackendError> {
+    let dev_eui = parse_eui(&dev_eui.to_ascii_lowercase()).ok_or_else(|| BackendError::Rejected("up event: deviceInfo.devEui must be 16 hex digits".into()))?;
+    if fport == 0 {
+        return Ok(None);
+    }
+    let fport = u8::try_from(fport).ok().filter(|p| (1..=223).contains(p)).ok_or_else(|| BackendError::Rejected(format!("up event: fPort {fport} is not 0..223")))?;
+    Ok(Some(Uplink { dev_eui, fport, payload, received_unix_ms: airlift::plugin::clock::now_unix_ms(), fcnt_up: fcnt.map(|f| f as u32), rssi, snr }))
 }
 
 impl Guest for ChirpStack {
@@ -224,77 +258,64 @@ impl Guest for ChirpStack {
     }
 
     fn create_multicast_group(inst: Instance, group: MulticastGroup, devices: Vec<u64>) -> Result<(), BackendError> {
-        let (app_s_key, nwk_s_key) = keys::multicast_session_keys(group.group_eui).map_err(|e| BackendError::Invalid(format!("session keys: {e:?}")))?;
         let id = match find_group(&inst, group.group_eui)? {
-            // Made by an earlier attempt: members follow.
-            Some(id) => id,
-            None => {
-                let mut g = Vec::new();
-                proto::bytes(&mut g, 2, group_name(group.group_eui).as_bytes());
-                proto::bytes(&mut g, 3, setting(&inst, "application_id")?.as_bytes());
-                proto::uint(&mut g, 4, region(group.ism_band));
-                proto::bytes(&mut g, 5, format!("{:08x}", group.mc_addr).as_bytes());
-                proto::bytes(&mut g, 6, to_hex(&nwk_s_key).as_bytes());
-                proto::bytes(&mut g, 7, to_hex(&app_s_key).as_bytes());
-                proto::uint(&mut g, 8, group.min_fcnt as u64);
-                proto::uint(&mut g, 9, matches!(group.session_class, SessionClass::ClassB) as u64);
-                proto::uint(&mut g, 10, group.data_rate as u64);
-                proto::uint(&mut g, 11, group.frequency_hz as u64);
-                proto::uint(&mut g, 12, group.ping_slot_periodicity as u64);
-                let mut req = Vec::new();
-                proto::bytes(&mut req, 1, &g);
-                let resp = call(&inst, "api.MulticastGroupService/Create", &req)?;
-                proto::fields(&resp)
-                    .and_then(|f| f.into_iter().find_map(|(n, v)| match v {
-                        Err(b) if n == 1 => Some(String::from_utf8_lossy(&b).into_owned()),
-                        _ => None,
-                    }))
-                    .ok_or_else(|| BackendError::Unavailable("Create: no id in the answer".into()))?
+            // Left by an earlier attempt: brought to this campaign's
+            // settings (class, DR, frequency, frame counter) first.
+            Some(id) => {
+                call_plain(&inst, "api.MulticastGroupService/Update", &group_message(&inst, &group, Some(&id))?)?;
+                id
             }
+            None => call_plain(&inst, "api.MulticastGroupService/Create", &group_message(&inst, &group, None)?)?.string(1),
         };
-        for d in devices {
-            let mut add = Vec::new();
-            proto::bytes(&mut add, 1, id.as_bytes());
-            proto::bytes(&mut add, 2, eui_field(d).as_bytes());
-            call(&inst, "api.MulticastGroupService/AddDevice", &add)?;
+        if id.is_empty() {
+            return Err(BackendError::Unavailable("Create: no id in the answer".into()));
         }
-        Ok(())
+        ensure_gateways(&inst, &id)?;
+        ensure_members(&inst, &id, &devices)
     }
 
     fn delete_multicast_group(inst: Instance, group: MulticastGroup) -> Result<(), BackendError> {
         let Some(id) = find_group(&inst, group.group_eui)? else { return Ok(()) };
-        let mut req = Vec::new();
-        proto::bytes(&mut req, 1, id.as_bytes());
-        match call(&inst, "api.MulticastGroupService/Delete", &req) {
-            // NOT_FOUND: already gone.
-            Err(BackendError::Rejected(m)) if m.contains("status 5:") => Ok(()),
-            other => other.map(drop),
+        match call(&inst, "api.MulticastGroupService/Delete", &string_message(1, &id)) {
+            Err(e) if e.code() != Some(code::NOT_FOUND) => Err(e.into_backend_error("Delete")),
+            // Deleted, or already gone.
+            _ => Ok(()),
         }
     }
 
     fn send_unicast(inst: Instance, d: UnicastDownlink) -> Result<SendReceipt, BackendError> {
+        let dev_eui = eui_field(d.dev_eui);
         let mut item = Vec::new();
-        proto::bytes(&mut item, 2, eui_field(d.dev_eui).as_bytes());
-        proto::uint(&mut item, 3, d.confirmed as u64);
-        proto::uint(&mut item, 4, d.fport as u64);
-        proto::bytes(&mut item, 5, &d.payload);
+        wire::bytes(&mut item, 2, dev_eui.as_bytes());
+        wire::uint(&mut item, 3, d.confirmed as u64);
+        wire::uint(&mut item, 4, d.fport as u64);
+        wire::bytes(&mut item, 5, &d.payload);
         let mut req = Vec::new();
-        proto::bytes(&mut req, 1, &item);
-        call(&inst, "api.DeviceService/Enqueue", &req)?;
-        Ok(SendReceipt { fcnt: None, next_send_unix_ms: None })
+        wire::bytes(&mut req, 1, &item);
+        wire::uint(&mut req, 2, d.flush_queue as u64);
+        match call(&inst, "api.DeviceService/Enqueue", &req) {
+            Ok(_) => Ok(SendReceipt { fcnt: None, next_send_unix_ms: None }),
+            Err(e) => Err(enqueue_failure(&inst, "DeviceService/Enqueue", e, "api.DeviceService/Get", &string_message(1, &dev_eui), format!("device {dev_eui} is not in ChirpStack"))),
+        }
     }
 
     fn send_multicast(inst: Instance, d: MulticastDownlink) -> Result<SendReceipt, BackendError> {
-        let mut item = Vec::new();
-        proto::bytes(&mut item, 1, require_group(&inst, d.group.group_eui)?.as_bytes());
-        proto::uint(&mut item, 3, d.fport as u64);
-        proto::bytes(&mut item, 4, &d.payload);
+        let missing = || format!("multicast group {} is not in ChirpStack", group_name(d.group.group_eui));
+        let id = find_group(&inst, d.group.group_eui)?.ok_or_else(|| BackendError::Rejected(missing()))?;
+        let mut item = string_message(1, &id);
+        wire::uint(&mut item, 3, d.fport as u64);
+        wire::bytes(&mut item, 4, &d.payload);
         let mut req = Vec::new();
-        proto::bytes(&mut req, 1, &item);
-        let resp = call(&inst, "api.MulticastGroupService/Enqueue", &req)?;
-        // ChirpStack picks the frame counter; it says which.
-        let fcnt = proto::fields(&resp).and_then(|f| f.into_iter().find_map(|(n, v)| (n == 1).then_some(v.ok()).flatten()));
-        Ok(SendReceipt { fcnt: fcnt.map(|f| f as u32), next_send_unix_ms: None })
+        wire::bytes(&mut req, 1, &item);
+        match call(&inst, "api.MulticastGroupService/Enqueue", &req) {
+            // ChirpStack picks the frame counter and says which (an empty
+            // answer is 0).
+            Ok(answer) => {
+                let fcnt = wire::Message::parse(&answer).map(|m| m.uint(1) as u32);
+                Ok(SendReceipt { fcnt, next_send_unix_ms: None })
+            }
+            Err(e) => Err(enqueue_failure(&inst, "MulticastGroupService/Enqueue", e, "api.MulticastGroupService/Get", &string_message(1, &id), missing())),
+        }
     }
 
     fn parse_reports(_inst: Instance, request: IncomingRequest) -> Result<Vec<Report>, BackendError> {
@@ -307,28 +328,17 @@ impl Guest for ChirpStack {
         }
         let event = request.query.split('&').find_map(|kv| kv.strip_prefix("event=")).unwrap_or("");
         if event != "up" {
-            // join, status, ack, txack, log…: nothing the engine needs.
+            // join, status, ack, txack, log, location: nothing the engine needs.
             return Ok(vec![]);
         }
-        let up: Value = serde_json::from_slice(&request.body).map_err(|e| BackendError::Rejected(format!("body is not JSON: {e}")))?;
-        let bad = |what: &str| BackendError::Rejected(format!("up event: {what}"));
-        let dev_eui = up["deviceInfo"]["devEui"].as_str().and_then(|e| parse_eui(&e.to_ascii_lowercase())).ok_or_else(|| bad("deviceInfo.devEui must be 16 hex digits"))?;
-        let Some(fport) = up["fPort"].as_u64() else {
-            // An uplink without FPort carries only MAC commands.
-            return Ok(vec![]);
+        // The integration's encoding: JSON, or protobuf (application/octet-stream).
+        let content_type = incoming_header(&request.headers, "content-type").unwrap_or("application/json");
+        let uplink = if content_type.starts_with("application/octet-stream") || content_type.contains("protobuf") {
+            uplink_from_protobuf(&request.body)?
+        } else {
+            uplink_from_json(&request.body)?
         };
-        let fport = u8::try_from(fport).ok().filter(|p| (1..=223).contains(p)).ok_or_else(|| bad("fPort must be 1..223"))?;
-        let payload = BASE64.decode(up["data"].as_str().unwrap_or("")).map_err(|_| bad("data must be base64"))?;
-        let rx = &up["rxInfo"][0];
-        Ok(vec![Report::Uplink(Uplink {
-            dev_eui,
-            fport,
-            payload,
-            received_unix_ms: airlift::plugin::clock::now_unix_ms(),
-            fcnt_up: up["fCnt"].as_u64().map(|f| f as u32),
-            rssi: rx["rssi"].as_f64().map(|r| r as f32),
-            snr: rx["snr"].as_f64().map(|r| r as f32),
-        })])
+        Ok(uplink.map(Report::Uplink).into_iter().collect())
     }
 
     fn offload_start(_inst: Instance, _job: OffloadJob) -> Result<String, BackendError> {
