@@ -111,7 +111,7 @@ async fn a_wrong_pin_fails_the_campaign_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pinned_self_signed_certificate_is_trusted_and_plain_http_is_refused_without_the_flag() {
+async fn a_pinned_self_signed_certificate_is_trusted_plain_http_needs_the_flag_and_the_plugin_validates() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new();
     let (sim, lrc, server, api, _) = setup_with(dir.path(), AS_KEY, pki.self_signed, json!({"pinnedCertificateSha256": pki.self_signed_sha256})).await;
@@ -126,9 +126,16 @@ async fn a_pinned_self_signed_certificate_is_trusted_and_plain_http_is_refused_w
     assert_ne!(progress["campaignStatus"], "ERROR", "{progress}");
 
     // Plain HTTP beyond loopback needs the instance to say so, and is shown.
-    let instance = |transport: serde_json::Value| json!({"name": "LRC", "plugin": "thingpark", "settings": {"url": "http://lrc.example.com", "as_id": AS_ID}, "allowedHosts": ["http://lrc.example.com"], "transport": transport});
+    let instance = |transport: serde_json::Value| json!({"name": "LRC", "plugin": "thingpark", "settings": {"url": "http://lrc.example.com", "as_id": AS_ID}, "secrets": {"as_key": AS_KEY}, "allowedHosts": ["http://lrc.example.com"], "transport": transport});
     let refused = api.http.post(format!("{}/api/backend-instances", api.base)).bearer_auth(common::TOKEN).json(&instance(json!({}))).send().await.unwrap();
     assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+    // The plugin's own `validate` checks the settings before they are stored.
+    let mut no_key = instance(json!({"insecureHttp": true}));
+    no_key["secrets"] = json!({});
+    let refused = api.http.post(format!("{}/api/backend-instances", api.base)).bearer_auth(common::TOKEN).json(&no_key).send().await.unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+    let why: serde_json::Value = refused.json().await.unwrap();
+    assert!(why.to_string().contains("as_key"), "{why}");
     let allowed = api.send_json(reqwest::Method::POST, "/api/backend-instances", instance(json!({"insecureHttp": true}))).await;
     assert!(allowed["warnings"][0].as_str().is_some_and(|w| w.contains("unencrypted")), "{allowed}");
     server.stop().await;

@@ -3,7 +3,7 @@
 
 use super::json::JsonBody;
 use super::{ApiError, AppState};
-use crate::model::{public_view, Editable, Object};
+use crate::model::{public_view, BackendInstance, Editable, FieldError, Object};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -48,8 +48,22 @@ async fn read<T: Object>(State(s): State<AppState>, Path(id): Path<String>) -> R
     Ok(Json(public_view(&load::<T>(&s, &normalise_id(&id))?)))
 }
 
+/// What a kind's plugin says about an object before it is stored: a
+/// backend instance's settings are checked by its plugin's `validate`
+/// (with a warning when the plugin is not loaded yet).
+async fn check_with_plugin<T: Object>(s: &AppState, obj: &mut T) -> Result<(), ApiError> {
+    if let Some(instance) = (obj as &mut dyn std::any::Any).downcast_mut::<BackendInstance>() {
+        let checked = crate::backend::validate(&s.runtime, instance.clone()).await.map_err(|why| FieldError::new("settings", why))?;
+        if !checked {
+            instance.warnings.push(format!("plugin '{}' is not loaded: its settings were not checked", instance.plugin));
+        }
+    }
+    Ok(())
+}
+
 async fn create<T: Editable>(State(s): State<AppState>, JsonBody(input): JsonBody<T::Input>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let obj = T::from_input(input, None, &s.input_context())?;
+    let mut obj = T::from_input(input, None, &s.input_context())?;
+    check_with_plugin(&s, &mut obj).await?;
     s.store.insert_new(&obj)?;
     tracing::info!(kind = T::KIND, id = %obj.id(), "created");
     Ok((StatusCode::CREATED, Json(public_view(&obj))))
@@ -57,7 +71,8 @@ async fn create<T: Editable>(State(s): State<AppState>, JsonBody(input): JsonBod
 
 async fn update<T: Editable>(State(s): State<AppState>, Path(id): Path<String>, JsonBody(input): JsonBody<T::Input>) -> Result<Json<Value>, ApiError> {
     let prior = load::<T>(&s, &normalise_id(&id))?;
-    let obj = T::from_input(input, Some(&prior), &s.input_context())?;
+    let mut obj = T::from_input(input, Some(&prior), &s.input_context())?;
+    check_with_plugin(&s, &mut obj).await?;
     s.store.put(&obj)?;
     tracing::info!(kind = T::KIND, id = %obj.id(), "updated");
     Ok(Json(public_view(&obj)))

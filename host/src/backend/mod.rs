@@ -29,6 +29,12 @@ pub fn bind(store: &Store, runtime: &PluginRuntime, instance_id: &str) -> Result
         Ok(_) => return Err(NetworkError::Refused(format!("backend instance '{instance_id}' not found"))),
         Err(e) => return Err(NetworkError::Unavailable(e.to_string())),
     };
+    bind_instance(runtime, inst)
+}
+
+/// A backend instance (stored or not) with its plugin.
+fn bind_instance(runtime: &PluginRuntime, inst: BackendInstance) -> Result<Bound, NetworkError> {
+    let instance_id = &inst.id;
     let plugin = runtime.active(&inst.plugin).map_err(|e| NetworkError::Refused(format!("backend instance '{instance_id}': {e}")))?;
     if plugin.manifest.kind != PluginKind::Backend {
         return Err(NetworkError::Refused(format!("plugin '{}' is not a backend", inst.plugin)));
@@ -41,6 +47,21 @@ pub fn bind(store: &Store, runtime: &PluginRuntime, instance_id: &str) -> Result
     };
     let grant = Arc::new(BackendGrant { instance_id: inst.id, allowed_hosts, secrets: inst.secrets, transport: inst.transport });
     Ok(Bound { plugin, instance, grant })
+}
+
+/// What the instance's plugin says about its settings (its `validate`,
+/// called before an instance is stored): `Ok(false)` when the plugin is not
+/// loaded yet and could not check them.
+pub async fn validate(runtime: &PluginRuntime, inst: BackendInstance) -> Result<bool, String> {
+    if runtime.active(&inst.plugin).is_err() {
+        return Ok(false);
+    }
+    let Bound { plugin, instance, grant } = bind_instance(runtime, inst).map_err(|e| e.to_string())?;
+    match runtime.call_backend(&plugin, grant, move |s, p| p.airlift_plugin_backend().call_validate(s, &instance)).await {
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(e)) => Err(network_error(e).to_string()),
+        Err(e) => Err(format!("the plugin could not check the settings: {e}")),
+    }
 }
 
 /// A backend's own error as the engine sees it: only unavailability is
