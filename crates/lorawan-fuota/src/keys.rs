@@ -138,3 +138,23 @@ mod tests {
         assert_eq!(mic.to_le_bytes(), [0xc8, 0xd2, 0xf1, 0x0e]);
     }
 }
+
+/// FRMPayload encryption (LoRaWAN 1.0.x §4.3.3, 1.1 §4.3.3): the payload
+/// XORed with AES-128(key, A_i), A_i = 0x01 ‖ 4×0x00 ‖ Dir ‖ DevAddr (LE) ‖
+/// FCnt (LE, 32 bits) ‖ 0x00 ‖ i, i from 1. The same call decrypts.
+/// `downlink`: Dir = 1. For a multicast downlink the key is McAppSKey and
+/// the address McAddr.
+pub fn frm_payload_crypt(key: &Key128, dev_addr: u32, fcnt: u32, downlink: bool, payload: &[u8]) -> Vec<u8> {
+    let mut out = payload.to_vec();
+    for (i, chunk) in out.chunks_mut(16).enumerate() {
+        let mut a = [0u8; 16];
+        a[0] = 0x01;
+        a[5] = downlink as u8;
+        a[6..10].copy_from_slice(&dev_addr.to_le_bytes());
+        a[10..14].copy_from_slice(&fcnt.to_le_bytes());
+        a[15] = (i + 1) as u8;
+        let s = aes_encrypt(key, a);
+        chunk.iter_mut().zip(s).for_each(|(byte, k)| *byte ^= k);
+    }
+    out
+}

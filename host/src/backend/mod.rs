@@ -8,7 +8,7 @@
 
 use crate::engine::context::multicast_group;
 use crate::engine::{Network, NetworkError, OffloadDevice, OffloadJob, OffloadState, OffloadStatus, Pacing};
-use crate::model::{BackendInstance, Eui, MulticastGroup, PluginKind};
+use crate::model::{BackendInstance, Eui, MulticastEncryption, MulticastGroup, PluginKind};
 use crate::plugin::bindings::backend::exports::airlift::plugin::backend as wit;
 use crate::plugin::{BackendGrant, HostAllowList, Plugin, PluginError, PluginRuntime};
 use crate::store::Store;
@@ -98,7 +98,15 @@ impl PluginNetwork {
         backend: &str,
         f: impl FnOnce(&mut wasmtime::Store<crate::plugin::CallState>, &crate::plugin::bindings::backend::BackendPlugin, &wit::Instance) -> wasmtime::Result<Result<R, wit::BackendError>> + Send + 'static,
     ) -> Result<R, NetworkError> {
-        let Bound { plugin, instance, grant } = bind(&self.store, &self.runtime, backend)?;
+        self.call_bound(bind(&self.store, &self.runtime, backend)?, f).await
+    }
+
+    async fn call_bound<R: Send + 'static>(
+        &self,
+        bound: Bound,
+        f: impl FnOnce(&mut wasmtime::Store<crate::plugin::CallState>, &crate::plugin::bindings::backend::BackendPlugin, &wit::Instance) -> wasmtime::Result<Result<R, wit::BackendError>> + Send + 'static,
+    ) -> Result<R, NetworkError> {
+        let Bound { plugin, instance, grant } = bound;
         let outcome = self
             .runtime
             .call_backend(&plugin, grant, move |s, p| {
@@ -136,8 +144,15 @@ impl Network for PluginNetwork {
     }
 
     async fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<Option<u32>, NetworkError> {
+        let bound = bind(&self.store, &self.runtime, backend)?;
+        let payload = match bound.plugin.manifest.multicast_encryption {
+            MulticastEncryption::Network => payload,
+            MulticastEncryption::Host => {
+                crate::keys::multicast::encrypt_payload(group, &self.runtime.host().vault, fcnt, &payload).map_err(|e| NetworkError::Misconfigured(e.to_string()))?
+            }
+        };
         let downlink = wit::MulticastDownlink { group: multicast_group(group), fport, payload, fcnt, correlation_id: String::new() };
-        let receipt = self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_send_multicast(s, inst, &downlink)).await?;
+        let receipt = self.call_bound(bound, move |s, p, inst| p.airlift_plugin_backend().call_send_multicast(s, inst, &downlink)).await?;
         Ok(receipt.fcnt)
     }
 

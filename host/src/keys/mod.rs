@@ -1,7 +1,8 @@
-//! Key handling in the host: secrets sealed at rest ([`vault`]) and Smart
-//! Delta signing. The LoRaWAN derivations behind the plugins' `keys` import
+//! Key handling in the host: secrets sealed at rest ([`vault`]), Smart
+//! Delta signing, and multicast payloads the host encrypts ([`multicast`]). The LoRaWAN derivations behind the plugins' `keys` import
 //! are `lorawan_fuota::keys`, beside the protocol they serve.
 
+pub mod multicast;
 pub mod smart_delta;
 mod vault;
 

@@ -20,7 +20,7 @@ pub use fleet::{
     StoredFile,
 };
 pub use ports::PortMap;
-pub use plugin::{PluginKind, PluginLimits, PluginManifest, PluginRecord, PluginVersion};
+pub use plugin::{MulticastEncryption, PluginKind, PluginLimits, PluginManifest, PluginRecord, PluginVersion};
 
 use crate::keys::Vault;
 use crate::store::Store;

@@ -61,6 +61,22 @@ pub struct PluginManifest {
     pub allowed_outbound_hosts: Vec<String>,
     #[serde(default)]
     pub limits: PluginLimits,
+    /// Backends only: who encrypts multicast payloads.
+    #[serde(default)]
+    pub multicast_encryption: MulticastEncryption,
+}
+
+/// Who encrypts a multicast downlink's FRMPayload with McAppSKey.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MulticastEncryption {
+    /// The network server holds the session keys and encrypts (ChirpStack).
+    #[default]
+    Network,
+    /// The network forwards an application-encrypted payload with the
+    /// frame counter it was encrypted for (ThingPark with `FCntDn`): the
+    /// host encrypts, so the plugin never holds McAppSKey.
+    Host,
 }
 
 /// A loaded plugin version, as stored (the wasm itself is stored by hash).

@@ -344,6 +344,20 @@ impl SimFleet {
     /// as a network server does; each device hears it unless lost.
     pub fn deliver_multicast(&self, keys: &GroupSessionKeys, fcnt: u32, fport: u8, payload: &[u8]) {
         let phy = frame::encode(&keys.app_s_key, &keys.net_s_key, keys.dev_addr, fcnt, fport, payload);
+        self.transmit_multicast(phy, payload);
+    }
+
+    /// A multicast frame whose FRMPayload the application encrypted goes
+    /// out as it is: the network adds the header and the MIC only. A
+    /// payload that was not encrypted for this group and `fcnt` reaches the
+    /// devices as garbage.
+    pub fn deliver_multicast_encrypted(&self, keys: &GroupSessionKeys, fcnt: u32, fport: u8, frm_payload: &[u8]) {
+        let phy = frame::encode_encrypted(&keys.net_s_key, keys.dev_addr, fcnt, fport, frm_payload);
+        self.transmit_multicast(phy, &frame::decrypt(&keys.app_s_key, keys.dev_addr, fcnt, frm_payload));
+    }
+
+    /// Every device hears `phy` unless lost; `payload` is what it carries.
+    fn transmit_multicast(&self, phy: Vec<u8>, payload: &[u8]) {
         let is_fragment = payload.first() == Some(&0x08);
         let (now, gps) = (self.clock.now_unix_ms(), self.gps());
         let mut st = self.state.lock().unwrap();

@@ -36,17 +36,30 @@ fn mic(net_s_key: &[u8; 16], addr: u32, fcnt: u32, msg: &[u8]) -> [u8; 4] {
 
 /// PHYPayload of an unconfirmed multicast downlink.
 pub fn encode(app_s_key: &[u8; 16], net_s_key: &[u8; 16], addr: u32, fcnt: u32, fport: u8, payload: &[u8]) -> Vec<u8> {
+    let mut body = payload.to_vec();
+    keystream_xor(app_s_key, addr, fcnt, &mut body);
+    encode_encrypted(net_s_key, addr, fcnt, fport, &body)
+}
+
+/// The same around an FRMPayload the application already encrypted (a
+/// network that forwards it as it is only adds the header and the MIC).
+pub fn encode_encrypted(net_s_key: &[u8; 16], addr: u32, fcnt: u32, fport: u8, frm_payload: &[u8]) -> Vec<u8> {
     let mut msg = vec![0x60];
     msg.extend(addr.to_le_bytes());
     msg.push(0x00);
     msg.extend(&(fcnt as u16).to_le_bytes());
     msg.push(fport);
-    let mut body = payload.to_vec();
-    keystream_xor(app_s_key, addr, fcnt, &mut body);
-    msg.extend(body);
+    msg.extend(frm_payload);
     let m = mic(net_s_key, addr, fcnt, &msg);
     msg.extend(m);
     msg
+}
+
+/// What an encrypted FRMPayload holds (the network side's bookkeeping).
+pub fn decrypt(app_s_key: &[u8; 16], addr: u32, fcnt: u32, frm_payload: &[u8]) -> Vec<u8> {
+    let mut body = frm_payload.to_vec();
+    keystream_xor(app_s_key, addr, fcnt, &mut body);
+    body
 }
 
 /// What a device keeps per multicast group to accept frames.

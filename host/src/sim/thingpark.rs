@@ -141,8 +141,10 @@ async fn downlink(State(s): State<Arc<Shared>>, RawQuery(query): RawQuery, body:
     let group = s.multicast_devices.lock().unwrap().get(&dev_eui).cloned();
     match group {
         Some(keys) => {
+            // With FCntDn the LRC takes the payload as encrypted by the
+            // application server and forwards it unchanged.
             let fcnt = get("FCntDn").and_then(|f| f.parse::<u32>().ok()).ok_or_else(|| bad("FCntDn is required for a multicast device".into()))?;
-            s.fleet.deliver_multicast(&keys, fcnt, fport, &payload);
+            s.fleet.deliver_multicast_encrypted(&keys, fcnt, fport, &payload);
             s.multicast.fetch_add(1, Ordering::SeqCst);
         }
         None => {

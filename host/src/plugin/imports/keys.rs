@@ -129,6 +129,7 @@ mod tests {
             description: String::new(),
             allowed_outbound_hosts: vec![],
             limits: Default::default(),
+            multicast_encryption: Default::default(),
         };
         let host = Arc::new(HostServices::new(store.clone(), vault.clone(), Arc::new(SystemClock)));
         let mut secrets = std::collections::BTreeMap::new();
