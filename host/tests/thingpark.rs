@@ -54,6 +54,7 @@ async fn a_campaign_runs_end_to_end_through_the_lrc_and_waits_out_its_500s() {
     let (unicast, multicast) = lrc.downlinks();
     assert!(unicast >= 10 * 5 && multicast > 0, "downlinks through the LRC: {unicast} unicast, {multicast} multicast");
     assert_eq!(lrc.refused(), [(500, 3)].into(), "only the injected 500s were refused");
+    assert_eq!(lrc.fcnt_reused(), 0, "no multicast frame counter was used twice");
     assert!(sim.lns.clients().is_empty(), "nothing went to the other network");
 
     // A report whose Token was not made with the AS key is refused.

@@ -21,7 +21,13 @@ use tokio::task::JoinHandle;
 use super::listen::{self, Listen, Listening};
 
 /// Query parameters of a downlink, in the order the LRC expects them.
-const DOWNLINK_ORDER: [&str; 11] = ["DevEUI", "FPort", "Payload", "FCntDn", "Confirmed", "FlushDownlinkQueue", "ValidityTime", "CorrelationID", "AS_ID", "Time", "Token"];
+/// Downlink parameters the LRC documents (ThingPark's contract); their
+/// order is free, the Token signs them in the order sent.
+const DOWNLINK_PARAMETERS: [&str; 12] = ["DevEUI", "FPort", "Payload", "FCntDn", "AFCntDn", "Confirmed", "FlushDownlinkQueue", "ValidityTime", "RetryIneligibleGateways", "CorrelationID", "AS_ID", "Time"];
+/// How far a request's `Time` may be from the LRC's clock (the AS
+/// profile's "Max Time Deviation"; its default is not public: 60 s, the
+/// value public AS implementations check uplinks with).
+const MAX_TIME_DEVIATION_MS: i64 = 60_000;
 const CUSTOMER_ID: &str = "100000507";
 
 struct Shared {
@@ -36,6 +42,10 @@ struct Shared {
     unicast: AtomicU64,
     multicast: AtomicU64,
     refused: Mutex<HashMap<u16, u64>>,
+    /// Last FCntDn used per multicast device.
+    multicast_fcnt: Mutex<HashMap<Eui, u32>>,
+    /// Multicast downlinks whose FCntDn was already used (not sent).
+    fcnt_reused: AtomicU64,
 }
 
 pub struct ThingParkPeer {
@@ -108,27 +118,29 @@ async fn downlink(State(s): State<Arc<Shared>>, RawQuery(query): RawQuery, body:
     if !body.is_empty() {
         return Err(bad("the downlink body must be empty".into()));
     }
-    let (signed, token) = query.rsplit_once("&Token=").ok_or_else(|| refuse(&s, StatusCode::UNAUTHORIZED, "no Token"))?;
-    let params: Vec<(&str, &str)> = signed.split('&').filter_map(|kv| kv.split_once('=')).collect();
-    // Names known, each once, in the documented order.
-    let mut last = 0;
-    for (name, _) in &params {
-        let at = DOWNLINK_ORDER.iter().position(|n| n == name).ok_or_else(|| bad(format!("unknown parameter {name}")))?;
-        if at < last || (at == last && last > 0) {
-            return Err(bad(format!("{name} out of order")));
+    let (sent, token) = query.rsplit_once("&Token=").ok_or_else(|| refuse(&s, StatusCode::UNAUTHORIZED, "no Token"))?;
+    // The LRC decodes the query, then signs `name=value&…` as received.
+    let params: Vec<(&str, String)> = sent.split('&').filter_map(|kv| kv.split_once('=')).map(|(n, v)| (n, percent_decode(v))).collect();
+    for (i, (name, _)) in params.iter().enumerate() {
+        if !DOWNLINK_PARAMETERS.contains(name) {
+            return Err(bad(format!("unknown parameter {name}")));
         }
-        last = at;
+        if params[..i].iter().any(|(n, _)| n == name) {
+            return Err(bad(format!("{name} given twice")));
+        }
     }
-    let get = |name: &str| params.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-    if get("AS_ID").map(percent_decode).as_deref() != Some(s.as_id.as_str()) {
+    let get = |name: &str| params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+    if get("AS_ID") != Some(s.as_id.as_str()) {
         return Err(refuse(&s, StatusCode::UNAUTHORIZED, "unknown AS_ID"));
     }
-    if token != downlink_token(signed, &s.as_key) {
+    let signed = params.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("&");
+    if token != downlink_token(&signed, &s.as_key) {
         return Err(refuse(&s, StatusCode::UNAUTHORIZED, "invalid Token"));
     }
-    let time = get("Time").map(percent_decode).unwrap_or_default();
-    if chrono::DateTime::parse_from_str(&time, "%Y-%m-%dT%H:%M:%S%.3f%:z").is_err() {
-        return Err(bad(format!("Time '{time}' is not ISO-8601 with milliseconds and zone")));
+    let time = get("Time").unwrap_or_default();
+    let sent_at = chrono::DateTime::parse_from_rfc3339(time).map_err(|_| bad(format!("Time '{time}' is not ISO-8601 with a zone")))?;
+    if (sent_at.timestamp_millis() - s.fleet.now_unix_ms() as i64).abs() > MAX_TIME_DEVIATION_MS {
+        return Err(refuse(&s, StatusCode::UNAUTHORIZED, "Time deviates from the LRC's clock"));
     }
     let dev_eui = get("DevEUI").filter(|d| d.len() == 16).and_then(|d| d.parse::<Eui>().ok()).ok_or_else(|| bad("DevEUI must be 16 hex digits".into()))?;
     let fport = get("FPort").and_then(|p| p.parse::<u8>().ok()).filter(|p| (1..=224).contains(p)).ok_or_else(|| bad("FPort must be 1..224".into()))?;
@@ -144,8 +156,18 @@ async fn downlink(State(s): State<Arc<Shared>>, RawQuery(query): RawQuery, body:
             // With FCntDn the LRC takes the payload as encrypted by the
             // application server and forwards it unchanged.
             let fcnt = get("FCntDn").and_then(|f| f.parse::<u32>().ok()).ok_or_else(|| bad("FCntDn is required for a multicast device".into()))?;
-            s.fleet.deliver_multicast_encrypted(&keys, fcnt, fport, &payload);
-            s.multicast.fetch_add(1, Ordering::SeqCst);
+            if get("Confirmed") == Some("1") {
+                return Err(bad("multicast downlinks are unconfirmed".into()));
+            }
+            // A counter already used is queued, then rejected (a
+            // DevEUI_downlink_Rejected report, DeliveryStatus 350).
+            let fresh = s.multicast_fcnt.lock().unwrap().insert(dev_eui, fcnt).is_none_or(|last| fcnt > last);
+            if fresh {
+                s.fleet.deliver_multicast_encrypted(&keys, fcnt, fport, &payload);
+                s.multicast.fetch_add(1, Ordering::SeqCst);
+            } else {
+                s.fcnt_reused.fetch_add(1, Ordering::SeqCst);
+            }
         }
         None => {
             s.fleet.deliver_unicast(dev_eui, fport, &payload).map_err(|e| match e {
@@ -188,6 +210,8 @@ impl ThingParkPeer {
             unicast: AtomicU64::new(0),
             multicast: AtomicU64::new(0),
             refused: Default::default(),
+            multicast_fcnt: Default::default(),
+            fcnt_reused: AtomicU64::new(0),
         });
         let app = Router::new().route("/thingpark/lrc/rest/downlink", post(downlink)).with_state(shared.clone());
         let listening = listen::serve(app, listen, "ThingPark peer").await?;
@@ -222,6 +246,11 @@ impl ThingParkPeer {
     }
 
     /// Downlinks refused, by HTTP status.
+    /// Multicast downlinks refused for a frame counter already used.
+    pub fn fcnt_reused(&self) -> u64 {
+        self.shared.fcnt_reused.load(Ordering::SeqCst)
+    }
+
     pub fn refused(&self) -> HashMap<u16, u64> {
         self.shared.refused.lock().unwrap().clone()
     }
@@ -235,6 +264,9 @@ mod tests {
     fn tokens_match_the_documented_vectors() {
         let q = "DevEUI=000000000F1D8693&FPort=1&Payload=00&AS_ID=app1.sample.com&Time=2016-01-11T14:28:00";
         assert_eq!(downlink_token(q, "46ab678cd45df4a4e4b375Eacd096acc"), "b5a84fe9c8921e9de359e3041a37b76c4b122f6f9b83577b5596c842052f7e62");
+        // Signed with Time decoded (sent as 14%3A28%3A00.333%2B02%3A00).
+        let q = "DevEUI=000000000F1D8693&FPort=1&Payload=00&AS_ID=app1.sample.com&Time=2016-01-11T14:28:00.333+02:00";
+        assert_eq!(downlink_token(q, "46ab678cd45df4a4e4b375Eacd096acc"), "ea8f31d2299cbece8e180a3012766c4df15fe3cf2e142d9fdf4035b5894ec886");
         let q = "LrnDevEui=0059AC000010020D&LrnFPort=2&LrnInfos=TWA_100006246.167.AS-1-1361149&AS_ID=hookbin&Time=2016-07-05T08:58:26.911+02:00";
         assert_eq!(
             uplink_token("100006246", "0059AC000010020D", "2", "3", "00277c0878fd9b2e000000000000ffff", q, "00112233445566778899aabbccddeeff"),

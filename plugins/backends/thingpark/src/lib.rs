@@ -1,12 +1,14 @@
 //! Backend for ThingPark's LRC "tunnel" interface.
 //!
 //! - Downlink: `POST {url}/thingpark/lrc/rest/downlink?DevEUI=…&FPort=…&
-//!   Payload=…[&FCntDn=…]&Confirmed=…&FlushDownlinkQueue=…&CorrelationID=…&
-//!   AS_ID=…&Time=…&Token=…`, empty body. Token = hex SHA-256 of the query
-//!   before `&Token=` followed by the AS key.
+//!   Payload=…[&FCntDn=…][&Confirmed=1][&FlushDownlinkQueue=1]&AS_ID=…&
+//!   Time=…[&CorrelationID=…]&Token=…`, empty body. Token = hex SHA-256 of
+//!   the parameters with decoded values, followed by the AS key (as text).
 //! - Multicast: the same call to the group's virtual DevEUI (a ThingPark
 //!   multicast device the operator provisioned with the group's DevAddr and
-//!   session keys) with the host's FCntDn.
+//!   McNwkSKey) with the host's FCntDn. With FCntDn the LRC forwards the
+//!   payload as it is, so the host hands over the payload already encrypted
+//!   with McAppSKey for that counter (manifest `multicastEncryption: host`).
 //! - Uplinks: the LRC posts `{"DevEUI_uplink": {…}}` with query
 //!   `LrnDevEui, LrnFPort, LrnInfos, AS_ID, Time, Token`; Token = SHA-256 of
 //!   CustomerID ‖ DevEUI ‖ FPort ‖ FCntUp ‖ payload_hex ‖ the query up to
@@ -51,7 +53,7 @@ fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b':' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -93,18 +95,31 @@ struct Options<'a> {
     correlation_id: &'a str,
 }
 
+/// One downlink request. The Token is the SHA-256 of the parameters as
+/// `name=value&…` with their values *decoded*, then the AS key; the URL
+/// carries the values encoded (`+` as `%2B`, `:` as `%3A`), as Actility's
+/// sample client and contract do (docs/networks/thingpark.md). Parameters
+/// go in the sample's order; flags only when set.
 fn downlink(inst: &Instance, dev_eui: u64, fport: u8, payload: &[u8], o: Options) -> Result<(), BackendError> {
     let url = base_url(inst)?;
-    let mut query = format!("DevEUI={:016X}&FPort={fport}&Payload={}", dev_eui, to_hex(payload));
+    let mut params: Vec<(&str, String)> = vec![("DevEUI", format!("{dev_eui:016X}")), ("FPort", fport.to_string()), ("Payload", to_hex(payload))];
     if let Some(f) = o.fcnt {
-        query.push_str(&format!("&FCntDn={f}"));
+        params.push(("FCntDn", f.to_string()));
     }
-    query.push_str(&format!("&Confirmed={}&FlushDownlinkQueue={}", o.confirmed as u8, o.flush as u8));
+    if o.confirmed {
+        params.push(("Confirmed", "1".into()));
+    }
+    if o.flush {
+        params.push(("FlushDownlinkQueue", "1".into()));
+    }
+    params.push(("AS_ID", setting(inst, "as_id")?.to_string()));
+    params.push(("Time", iso_time(clock::now_unix_ms())));
     if !o.correlation_id.is_empty() {
-        query.push_str(&format!("&CorrelationID={}", encode(o.correlation_id)));
+        params.push(("CorrelationID", o.correlation_id.to_string()));
     }
-    query.push_str(&format!("&AS_ID={}&Time={}", encode(setting(inst, "as_id")?), encode(&iso_time(clock::now_unix_ms()))));
-    let token = digest(&query)?;
+    let signed = params.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("&");
+    let query = params.iter().map(|(n, v)| format!("{n}={}", encode(v))).collect::<Vec<_>>().join("&");
+    let token = digest(&signed)?;
     send("POST", format!("{url}/thingpark/lrc/rest/downlink?{query}&Token={token}"), vec![], vec![]).map(drop)
 }
 
