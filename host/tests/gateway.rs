@@ -1,16 +1,20 @@
-//! The `gateway-rest` backend plugin against a gateway on loopback that
-//! runs FOTA itself (`sim/gateway.rs`): the campaign runs as one offloaded
-//! stage (login, upload, schedule, progress, results) and reports per
-//! device in our own format; a silent device fails alone; a wrong password
-//! gets the gateway's 401 and a clear campaign error; stopping the
-//! campaign cancels the gateway's schedule.
+//! The `gateway-rest` backend plugin against an mPower gateway behind HTTPS
+//! on loopback that runs FOTA itself (`sim/gateway.rs`), its certificate
+//! from the test's CA: the campaign runs as one offloaded stage (login,
+//! status, upload, schedule, progress, results, logout) in both documented
+//! answer shapes (seed 000's per-device lists, the OpenAPI file's arrays
+//! with counts as strings); a silent device fails alone; nothing is
+//! scheduled while the LoRa network server is down; a wrong password gets
+//! the gateway's 401 and a clear campaign error; stopping the campaign
+//! cancels the gateway's schedule.
 
 mod common;
 
 use airlift::sim::fleet::Behaviour;
-use airlift::sim::gateway::GatewayPeer;
+use airlift::sim::gateway::{GatewayPeer, ResponseShape};
+use airlift::sim::listen::Listen;
 use airlift::sim::scenario::ScenarioConfig;
-use common::{assert_refused_credentials, serve_fleet, Api, SimSetup};
+use common::{assert_refused_credentials, serve_fleet, Api, SimSetup, TestPki};
 use serde_json::json;
 
 const USER: &str = "admin";
@@ -19,14 +23,21 @@ const PASSWORD: &str = "gateway-pass";
 /// A host serving the setup's data, the gateway in front of its fleet, and
 /// the campaign moved to a gateway instance holding `password`.
 async fn setup(dir: &std::path::Path, password: &str, behaviours: Vec<Behaviour>, file_size: usize) -> (SimSetup, GatewayPeer, airlift::server::Server, Api) {
+    setup_shaped(dir, password, behaviours, file_size, ResponseShape::Seed).await
+}
+
+async fn setup_shaped(dir: &std::path::Path, password: &str, behaviours: Vec<Behaviour>, file_size: usize, shape: ResponseShape) -> (SimSetup, GatewayPeer, airlift::server::Server, Api) {
     let mut config = ScenarioConfig::new(behaviours.len());
     config.behaviours = behaviours;
     config.fleet.loss = 0.1;
     config.success_threshold = 80;
     config.file_size = file_size;
     let (sim, server, api) = serve_fleet(dir, &config, common::NETWORK_TOKEN).await;
-    let gw = GatewayPeer::start(sim.lns.fleet.clone(), airlift::sim::listen::Listen::loopback(), USER, PASSWORD).await.unwrap();
-    let instance = json!({"name": "gateway", "plugin": "gateway-rest", "settings": {"url": gw.url(), "username": USER}, "secrets": {"password": password}, "allowedHosts": [gw.url()]});
+    let pki = TestPki::new();
+    let gw = GatewayPeer::start(sim.lns.fleet.clone(), Listen::loopback_tls(pki.server), USER, PASSWORD).await.unwrap();
+    gw.set_shape(shape);
+    let instance = json!({"name": "gateway", "plugin": "gateway-rest", "settings": {"url": gw.url(), "username": USER}, "secrets": {"password": password},
+                          "allowedHosts": [gw.url()], "transport": {"caCertificatesPem": pki.ca_pem}});
     api.move_to_new_instance(&sim.objects.campaign_id, instance).await;
     (sim, gw, server, api)
 }
@@ -61,6 +72,40 @@ async fn a_campaign_runs_offloaded_on_the_gateway_with_per_device_results() {
         }
     }
     assert_eq!(gw.refused(), [(500, 3)].into(), "only the injected 500s, waited out");
+    assert_eq!(gw.open_sessions(), 0, "every login was followed by a logout");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_completes_on_a_gateway_answering_in_the_openapi_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, gw, server, api) = setup_shaped(dir.path(), PASSWORD, vec![Behaviour::Normal; 6], 20_000, ResponseShape::OpenApi).await;
+    let id = &sim.objects.campaign_id;
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
+    assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
+    // The gateway named the schedule itself; the plugin found its job by its file.
+    let jobs = gw.jobs();
+    assert_eq!(jobs.len(), 1, "scheduled once: {jobs:?}");
+    assert!(jobs[0].0.starts_with("fota_"), "{jobs:?}");
+    for d in &sim.devices {
+        assert_eq!(sim.lns.fleet.received_file(d.dev_eui).as_deref(), Some(sim.objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);
+    }
+    assert!(gw.refused().is_empty(), "{:?}", gw.refused());
+    assert_eq!(gw.open_sessions(), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_scheduled_while_the_lora_network_server_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, gw, server, api) = setup(dir.path(), PASSWORD, vec![Behaviour::Normal; 3], 20_000).await;
+    gw.set_network_server_running(false);
+    let id = &sim.objects.campaign_id;
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    let waiting = api.wait_for(id, |p| p["networkError"]["text"].as_str().is_some_and(|t| t.contains("network server is not running"))).await;
+    assert_eq!(waiting["campaignStatus"], "RUNNING", "{waiting}");
+    assert!(gw.jobs().is_empty(), "nothing was scheduled: {:?}", gw.jobs());
     server.stop().await;
 }
 
@@ -143,5 +188,30 @@ async fn starting_a_job_the_gateway_already_has_does_not_schedule_it_twice() {
     let again = network.offload_start(&instance, job).await.unwrap();
     assert_eq!(first, again);
     assert_eq!(gw.jobs().len(), 1, "{:?} refused {:?}", gw.jobs(), gw.refused());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_descriptor_reaches_the_gateway_most_significant_byte_first() {
+    use airlift::engine::{Network, OffloadJob};
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, gw, server, api) = setup(dir.path(), PASSWORD, vec![Behaviour::Normal; 2], 20_000).await;
+    let campaign = api.call(reqwest::Method::GET, &format!("/api/campaigns/{}", sim.objects.campaign_id)).await;
+    let instance = campaign["backendInstance"].as_str().unwrap().to_string();
+    let network = airlift::backend::PluginNetwork::new(server.state.store.clone(), server.state.runtime.clone());
+    let group = server.state.store.get::<airlift::model::MulticastGroup>(&sim.group.0.to_string()).unwrap().unwrap();
+    // Seed 000 pairs "0001020304" with 16909060 = 0x01020304.
+    let job = OffloadJob {
+        name: "descriptor-check".into(),
+        devices: vec![sim.devices[0].dev_eui],
+        group,
+        data: vec![7; 500],
+        descriptor: 16_909_060,
+        start_unix_ms: server.state.clock.now_unix_ms(),
+        session_timeout: 10,
+        message_port: None,
+    };
+    network.offload_start(&instance, job).await.unwrap();
+    assert_eq!(gw.descriptor("descriptor-check"), Some(16_909_060));
     server.stop().await;
 }

@@ -1,7 +1,11 @@
 //! A gateway that runs FOTA itself, on loopback, for the `gateway-rest`
-//! backend plugin: the REST API of the first seed (login cookie, multipart
-//! upload, `/api/lora/fota` and `/mcm`, `fotaprogress`, `fotaresults`,
-//! `fotaschedule`), with its validation errors. The session it runs is
+//! backend plugin: MultiTech mPower's LoRa REST API as seed 000 and the
+//! gateway's OpenAPI file document it (`docs/networks/mpower-gateway.md`):
+//! login cookie and logout, multipart uploads under either documented
+//! field name, `/api/lora/status`, `/api/lora/fota` and `/mcm` with their
+//! validation errors, and `fotaprogress`, `fotaresults`, `fotaschedule` in
+//! either documented shape ([`ResponseShape`]). In the OpenAPI shape the
+//! gateway names schedules itself. The session it runs is
 //! modelled, not spoken: from its start it sends a fragment every 2 s;
 //! each device, given the fleet's loss, has the file after enough of them
 //! and then holds it exactly (the gateway's own protocol is its business).
@@ -23,11 +27,30 @@ use super::listen::{self, Listen, Listening};
 const FRAGMENT_INTERVAL_MS: u64 = 2_000;
 const FRAGMENT_SIZE: usize = 200;
 
+/// Which of the documented answer shapes the gateway speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseShape {
+    /// Seed 000: `result.devices`, `result.operations[]`, `result.scheduled[]`.
+    Seed,
+    /// The OpenAPI file: bare `result` arrays per operation, with
+    /// `current_phase`, `input_filename`, counts as strings, no devices.
+    OpenApi,
+}
+
+/// The broadcast starts this long after setup when the request says
+/// nothing (seed 000: "Calculated"; the web UI's default).
+const DEFAULT_LAUNCH_S: u64 = 60;
+
 struct Job {
     name: String,
     kind: &'static str,
     devices: Vec<Eui>,
     file: Vec<u8>,
+    /// The uploaded file the job sends.
+    input_filename: String,
+    /// The TS004 descriptor, as the gateway read `fragmentDesc`.
+    descriptor: Option<u32>,
+    /// When the broadcast starts (scheduled + setup + launch).
     start_ms: u64,
     /// Fragments each device needs (None: it never completes).
     needs: Vec<Option<u64>>,
@@ -40,6 +63,11 @@ struct Shared {
     password: String,
     sessions: Mutex<Vec<String>>,
     files: Mutex<HashMap<String, Vec<u8>>>,
+    last_upload: Mutex<Option<String>>,
+    shape: Mutex<ResponseShape>,
+    network_server_running: std::sync::atomic::AtomicBool,
+    /// Schedules made so far (names the gateway makes up are numbered).
+    scheduled: std::sync::atomic::AtomicU64,
     jobs: Mutex<Vec<Job>>,
     /// Requests refused, by HTTP status.
     refused: Mutex<HashMap<u16, u64>>,
@@ -132,7 +160,8 @@ impl Shared {
             .collect()
     }
 
-    fn schedule(&self, name: String, kind: &'static str, devices: Vec<Eui>, file: Vec<u8>, start_ms: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn schedule(&self, name: String, kind: &'static str, devices: Vec<Eui>, file: Vec<u8>, input_filename: String, descriptor: Option<u32>, start_ms: u64) {
         let nb = file.len().div_ceil(FRAGMENT_SIZE).max(1) as u64;
         let needs = self
             .fleet
@@ -140,7 +169,7 @@ impl Shared {
             .into_iter()
             .map(|(eui, silent, loss)| (!silent).then(|| ((nb as f64 / (1.0 - loss)).ceil() as u64) + eui.0 % 3))
             .collect();
-        self.jobs.lock().unwrap().push(Job { name, kind, devices, file, start_ms, needs, finished: false });
+        self.jobs.lock().unwrap().push(Job { name, kind, devices, file, input_filename, descriptor, start_ms, needs, finished: false });
     }
 }
 
@@ -168,9 +197,30 @@ fn targets(s: &Shared, body: &Value) -> Result<Vec<Eui>, (StatusCode, Json<Value
     }
 }
 
+/// When the broadcast starts: scheduled + setup + launch (seed 000).
 fn start_ms(s: &Shared, body: &Value) -> u64 {
     let scheduled = body["scheduledTimeSinceUnixEpoch"].as_u64().map(|t| t * 1000).unwrap_or_else(|| s.fleet.now_unix_ms());
-    scheduled + body["setupTimeFromScheduledTime"].as_u64().unwrap_or(0) * 1000
+    scheduled + (body["setupTimeFromScheduledTime"].as_u64().unwrap_or(0) + body["launchTimeFromSetupTime"].as_u64().unwrap_or(DEFAULT_LAUNCH_S)) * 1000
+}
+
+/// The schedule's name: the one asked for (seed shape), else the
+/// gateway's own, `<kind>_<scheduled>_<setup>` (seed 000, the web UI), with
+/// a serial number in front in the OpenAPI shape (its DELETE example
+/// `fota_12345678_1734480000_300`).
+fn schedule_name(s: &Shared, body: &Value, prefix: &str) -> String {
+    let serial = s.scheduled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let asked = body["schedule_filename"].as_str().filter(|n| !n.is_empty());
+    let scheduled = body["scheduledTimeSinceUnixEpoch"].as_u64().unwrap_or_else(|| s.fleet.now_unix_ms() / 1000);
+    let setup = body["setupTimeFromScheduledTime"].as_u64().unwrap_or(0);
+    match (*s.shape.lock().unwrap(), asked) {
+        (ResponseShape::Seed, Some(name)) => name.to_string(),
+        (ResponseShape::Seed, None) => format!("{prefix}_{scheduled}_{setup}"),
+        (ResponseShape::OpenApi, _) => format!("{prefix}_{serial:08}_{scheduled}_{setup}"),
+    }
+}
+
+fn time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 async fn login(State(s): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
@@ -179,23 +229,48 @@ async fn login(State(s): State<Arc<Shared>>, Json(body): Json<Value>) -> Respons
     }
     let token = format!("{:016x}{:08x}", s.fleet.now_unix_ms(), s.sessions.lock().unwrap().len());
     s.sessions.lock().unwrap().push(token.clone());
-    ([(header::SET_COOKIE, format!("token={token}; Path=/; HttpOnly"))], Json(json!({ "code": 200, "status": "success" }))).into_response()
+    ([(header::SET_COOKIE, format!("token={token}; Path=/; HttpOnly"))], Json(json!({ "code": 200, "status": "success", "result": { "username": s.username, "permission": "admin", "token": token } }))).into_response()
 }
 
-async fn upload(State(s): State<Arc<Shared>>, headers: HeaderMap, mut form: Multipart) -> ApiResult {
+async fn logout(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     s.check_session(&headers)?;
+    let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    s.sessions.lock().unwrap().retain(|t| !cookies.split(';').any(|c| c.trim() == format!("token={t}")));
+    Ok(Json(json!({ "code": 200, "status": "success" })))
+}
+
+/// Service PIDs; 0 when a service is not running.
+async fn status(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    s.check_session(&headers)?;
+    let running = s.network_server_running.load(std::sync::atomic::Ordering::SeqCst);
+    ok(json!({ "lora-basic-station": 0, "lora-cloud-connector": 3332, "lora-lens-server": 0, "lora-network-server": if running { 12811 } else { 0 }, "lora-packet-forwarder": [12845] }))
+}
+
+/// A multipart upload under any of the documented field names (seed 000:
+/// `fotafile` / `messagefile`; the command reference: `file`).
+async fn upload(s: &Shared, headers: &HeaderMap, mut form: Multipart, fields: [&str; 2]) -> ApiResult {
+    s.check_session(headers)?;
     while let Ok(Some(field)) = form.next_field().await {
-        if field.name() == Some("fotafile") {
+        if field.name().is_some_and(|n| fields.contains(&n)) {
             let name = field.file_name().unwrap_or_default().to_string();
             let bytes = field.bytes().await.map_err(|_| s.fail(StatusCode::BAD_REQUEST, "upload interrupted"))?;
             if name.is_empty() || bytes.is_empty() {
-                return Err(s.fail(StatusCode::BAD_REQUEST, "fotafile needs a name and content"));
+                return Err(s.fail(StatusCode::BAD_REQUEST, "the file needs a name and content"));
             }
-            s.files.lock().unwrap().insert(name, bytes.to_vec());
+            s.files.lock().unwrap().insert(name.clone(), bytes.to_vec());
+            *s.last_upload.lock().unwrap() = Some(name);
             return Ok(Json(json!({ "code": 200, "status": "success" })));
         }
     }
-    Err(s.fail(StatusCode::BAD_REQUEST, "fotafile is required"))
+    Err(s.fail(StatusCode::BAD_REQUEST, &format!("{} is required", fields.join(" or "))))
+}
+
+async fn upload_fota(State(s): State<Arc<Shared>>, headers: HeaderMap, form: Multipart) -> ApiResult {
+    upload(&s, &headers, form, ["fotafile", "file"]).await
+}
+
+async fn upload_message(State(s): State<Arc<Shared>>, headers: HeaderMap, form: Multipart) -> ApiResult {
+    upload(&s, &headers, form, ["messagefile", "file"]).await
 }
 
 async fn fota(State(s): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> ApiResult {
@@ -204,11 +279,22 @@ async fn fota(State(s): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json
         return Err(s.fail(StatusCode::BAD_REQUEST, "transmission_type must be FOTA"));
     }
     let devices = targets(&s, &body)?;
-    let file_name = body["fotaFile"].as_str().unwrap_or_default();
-    let file = s.files.lock().unwrap().get(file_name).cloned().ok_or_else(|| s.fail(StatusCode::NOT_FOUND, "FOTA file not found. Upload file first."))?;
-    let start = start_ms(&s, &body);
-    let name = body["schedule_filename"].as_str().map(String::from).unwrap_or_else(|| format!("fota_{}_{}", start / 1000, body["setupTimeFromScheduledTime"].as_u64().unwrap_or(0)));
-    s.schedule(name, "FOTA", devices, file, start);
+    // fragmentDesc is hex, most significant byte first: seed 000 pairs
+    // "0001020304" with fotaDescriptor 16909060.
+    let mut descriptor = None;
+    if let Some(desc) = body["fragmentDesc"].as_str() {
+        let parsed = u64::from_str_radix(desc, 16).ok().filter(|d| *d <= u32::MAX as u64);
+        let Some(parsed) = parsed else { return Err(s.fail(StatusCode::BAD_REQUEST, "fragmentDesc must be hex of at most 4 bytes")) };
+        if body["fotaDescriptor"].as_u64().is_some_and(|d| d != parsed) {
+            return Err(s.fail(StatusCode::BAD_REQUEST, "fragmentDesc and fotaDescriptor disagree"));
+        }
+        descriptor = Some(parsed as u32);
+    }
+    // The OpenAPI request names no file: the last upload goes.
+    let file_name = body["fotaFile"].as_str().map(String::from).or_else(|| s.last_upload.lock().unwrap().clone()).unwrap_or_default();
+    let file = s.files.lock().unwrap().get(&file_name).cloned().ok_or_else(|| s.fail(StatusCode::NOT_FOUND, "FOTA file not found. Upload file first."))?;
+    let name = schedule_name(&s, &body, "fota");
+    s.schedule(name, "FOTA", devices, file, file_name, descriptor, start_ms(&s, &body));
     ok(json!({ "status": "success" }))
 }
 
@@ -226,12 +312,13 @@ async fn mcm(State(s): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<
         _ => None,
     }
     .ok_or_else(|| s.fail(StatusCode::BAD_REQUEST, "messagePayload does not match messageFormat"))?;
-    if !m["messagePort"].as_u64().is_some_and(|p| (1..=220).contains(&p)) || !m["multicastSessionTimeout"].as_u64().is_some_and(|t| t <= 15) {
+    // The session timeout is optional in the OpenAPI request.
+    if !m["messagePort"].as_u64().is_some_and(|p| (1..=220).contains(&p)) || m["multicastSessionTimeout"].as_u64().is_some_and(|t| t > 15) {
         return Err(s.fail(StatusCode::BAD_REQUEST, "messagePort must be 1-220 and multicastSessionTimeout 0-15"));
     }
-    let start = start_ms(&s, &body);
-    let name = body["schedule_filename"].as_str().map(String::from).unwrap_or_else(|| format!("mcm_{}", start / 1000));
-    s.schedule(name, "Message", devices, payload, start);
+    let input_filename = m["messagePayloadFile"].as_str().unwrap_or("").to_string();
+    let name = schedule_name(&s, &body, "mcm");
+    s.schedule(name, "Message", devices, payload, input_filename, None, start_ms(&s, &body));
     ok(json!({ "status": "success" }))
 }
 
@@ -241,7 +328,19 @@ async fn progress(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult
     s.advance();
     let now = s.fleet.now_unix_ms();
     let jobs = s.jobs.lock().unwrap();
-    let devices: Vec<Value> = jobs.iter().filter(|j| !j.finished && now >= j.start_ms).flat_map(|j| Shared::device_view(j, now)).collect();
+    let active = jobs.iter().filter(|j| !j.finished);
+    if *s.shape.lock().unwrap() == ResponseShape::OpenApi {
+        let operations: Vec<Value> = active
+            .map(|j| {
+                let devices = Shared::device_view(j, now);
+                let overall = if now < j.start_ms { 0.0 } else { devices.iter().filter_map(|d| d["percent_complete"].as_f64()).sum::<f64>() / devices.len().max(1) as f64 };
+                json!({ "multicast_eui": "70-b3-d5-7e-d0-00-42-6e", "transmission_type": j.kind, "input_filename": j.input_filename,
+                        "current_phase": if now < j.start_ms { "SETUP" } else { "BROADCASTING" }, "overall_percent_complete": overall })
+            })
+            .collect();
+        return ok(json!(operations));
+    }
+    let devices: Vec<Value> = active.filter(|j| now >= j.start_ms).flat_map(|j| Shared::device_view(j, now)).collect();
     let overall = if devices.is_empty() { 100.0 } else { devices.iter().filter_map(|d| d["percent_complete"].as_f64()).sum::<f64>() / devices.len() as f64 };
     ok(json!({ "overall_percent_complete": overall, "devices": devices }))
 }
@@ -251,6 +350,7 @@ async fn results(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult 
     s.maybe_fail()?;
     s.advance();
     let now = s.fleet.now_unix_ms();
+    let shape = *s.shape.lock().unwrap();
     let jobs = s.jobs.lock().unwrap();
     let operations: Vec<Value> = jobs
         .iter()
@@ -258,20 +358,38 @@ async fn results(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult 
         .map(|j| {
             let devices = Shared::device_view(j, now);
             let success = devices.iter().filter(|d| d["status"] == "success").count();
-            // Counts as strings, as some firmware versions send them.
-            json!({ "filename": j.name, "type": j.kind, "timestamp": chrono::DateTime::from_timestamp_millis(now as i64).unwrap_or_default().to_rfc3339(),
-                    "success": success.to_string(), "failed": (devices.len() - success).to_string(), "devices": devices })
+            match shape {
+                ResponseShape::Seed => json!({ "filename": j.name, "type": j.kind, "timestamp": time(now), "success": success, "failed": devices.len() - success, "devices": devices }),
+                // Counts as strings, no devices.
+                ResponseShape::OpenApi => json!({ "multicast_eui": "70-b3-d5-7e-d0-00-42-6e", "transmission_type": j.kind, "input_filename": j.input_filename,
+                    "schedule_source": "Conduit", "complete_time": time(now), "result_filename": format!("{}.log", j.name),
+                    "success": success.to_string(), "failed": (devices.len() - success).to_string(), "skipped": "0" }),
+            }
         })
         .collect();
-    ok(json!({ "operations": operations }))
+    match shape {
+        ResponseShape::Seed => ok(json!({ "operations": operations })),
+        ResponseShape::OpenApi => ok(json!(operations)),
+    }
 }
 
 async fn schedule_list(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     s.check_session(&headers)?;
     s.advance();
     let jobs = s.jobs.lock().unwrap();
-    let scheduled: Vec<Value> = jobs.iter().filter(|j| !j.finished).map(|j| json!({ "filename": j.name, "type": j.kind, "devices": j.devices.len() })).collect();
-    ok(json!({ "scheduled": scheduled }))
+    let pending = jobs.iter().filter(|j| !j.finished);
+    match *s.shape.lock().unwrap() {
+        ResponseShape::Seed => {
+            let scheduled: Vec<Value> = pending.map(|j| json!({ "filename": j.name, "type": j.kind, "scheduled_time": time(j.start_ms), "devices": j.devices.len() })).collect();
+            ok(json!({ "scheduled": scheduled }))
+        }
+        // The OpenAPI file leaves the items undescribed; these carry what
+        // its other lists do.
+        ResponseShape::OpenApi => {
+            let scheduled: Vec<Value> = pending.map(|j| json!({ "filename": j.name, "transmission_type": j.kind, "input_filename": j.input_filename, "scheduled_time": time(j.start_ms) })).collect();
+            ok(json!(scheduled))
+        }
+    }
 }
 
 async fn cancel(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
@@ -298,10 +416,17 @@ impl GatewayPeer {
             jobs: Default::default(),
             refused: Default::default(),
             fail_next: Default::default(),
+            last_upload: Default::default(),
+            shape: Mutex::new(ResponseShape::Seed),
+            network_server_running: std::sync::atomic::AtomicBool::new(true),
+            scheduled: Default::default(),
         });
         let app = Router::new()
             .route("/api/login", post(login))
-            .route("/api/command/upload_lora_fota_file", post(upload))
+            .route("/api/logout", post(logout))
+            .route("/api/lora/status", get(status))
+            .route("/api/command/upload_lora_fota_file", post(upload_fota))
+            .route("/api/command/upload_lora_multicast", post(upload_message))
             .route("/api/lora/fota", post(fota))
             .route("/api/lora/mcm", post(mcm))
             .route("/api/lora/fotaprogress", get(progress))
@@ -317,6 +442,21 @@ impl GatewayPeer {
         self.listening.url()
     }
 
+    /// Answer in this documented shape from now on.
+    pub fn set_shape(&self, shape: ResponseShape) {
+        *self.shared.shape.lock().unwrap() = shape;
+    }
+
+    /// Start or stop the gateway's LoRa network server.
+    pub fn set_network_server_running(&self, running: bool) {
+        self.shared.network_server_running.store(running, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sessions logged in and not logged out.
+    pub fn open_sessions(&self) -> usize {
+        self.shared.sessions.lock().unwrap().len()
+    }
+
     /// Answer the next `n` progress or result requests with a 500.
     pub fn fail_next(&self, n: u64) {
         self.shared.fail_next.store(n, std::sync::atomic::Ordering::SeqCst);
@@ -330,6 +470,11 @@ impl GatewayPeer {
     /// What a session sends: the file, or the message's bytes.
     pub fn job_data(&self, name: &str) -> Option<Vec<u8>> {
         self.shared.jobs.lock().unwrap().iter().find(|j| j.name == name).map(|j| j.file.clone())
+    }
+
+    /// The descriptor the gateway read from a job's `fragmentDesc`.
+    pub fn descriptor(&self, name: &str) -> Option<u32> {
+        self.shared.jobs.lock().unwrap().iter().find(|j| j.name == name).and_then(|j| j.descriptor)
     }
 
     /// Sessions scheduled so far: (name, kind, devices).
