@@ -142,6 +142,23 @@ async fn a_stale_group_is_updated_protobuf_events_are_read_and_an_unknown_device
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_deleted_on_chirpstack_mid_session_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, ns, server, api, _) = setup(dir.path(), API_TOKEN, fleet_config(SessionClass::C), |_, _| {}).await;
+    let id = &sim.objects.campaign_id;
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    api.wait_for(id, |p| under_way(p, "DataFragment")).await;
+    ns.delete_groups();
+    let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
+    assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
+    assert_files(&sim, &[]);
+    assert_eq!(ns.groups_created(), 2, "the group was provisioned again");
+    // It goes on from the campaign's frame counter, not from 0.
+    assert!(ns.group_as_configured(&group_name(&sim)).unwrap().f_cnt > 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_gateway_online_the_campaign_waits_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let offline = |ns: &ChirpStackPeer, _: &SimSetup| ns.set_gateways(vec![PeerGateway { id: ChirpStackPeer::GATEWAY.into(), online: false }]);

@@ -92,6 +92,7 @@ struct Shared {
     gateways_added: Mutex<BTreeSet<(String, String)>>,
     /// Devices of the fleet that were never registered in ChirpStack.
     unregistered: Mutex<BTreeSet<Eui>>,
+    groups_created: AtomicU64,
 }
 
 pub struct ChirpStackPeer {
@@ -200,6 +201,7 @@ impl Shared {
                     return Err(internal("insert or update on table \"multicast_group\" violates foreign key constraint"));
                 }
                 g.id = self.new_id();
+                self.groups_created.fetch_add(1, Ordering::SeqCst);
                 self.group_history.lock().unwrap().insert(g.name.clone(), g.clone());
                 let id = g.id.clone();
                 self.groups.lock().unwrap().insert(id.clone(), Group { group: g, devices: BTreeSet::new(), gateways: BTreeSet::new() });
@@ -533,6 +535,7 @@ impl ChirpStackPeer {
             group_history: Default::default(),
             gateways_added: Default::default(),
             unregistered: Default::default(),
+            groups_created: AtomicU64::new(0),
         });
         let app = Router::new().route("/{service}/{method}", post(grpc_web)).with_state(shared.clone());
         let listening = listen::serve(app, listen, "ChirpStack peer").await?;
@@ -600,6 +603,16 @@ impl ChirpStackPeer {
         let mut group = api::MulticastGroup { id: self.shared.new_id(), application_id: self.shared.application_id.clone(), ..group };
         group.application_id = self.shared.application_id.clone();
         self.shared.groups.lock().unwrap().insert(group.id.clone(), Group { group, devices: BTreeSet::new(), gateways: BTreeSet::new() });
+    }
+
+    /// Delete every group, as an operator might by hand.
+    pub fn delete_groups(&self) {
+        self.shared.groups.lock().unwrap().clear();
+    }
+
+    /// Groups created so far.
+    pub fn groups_created(&self) -> u64 {
+        self.shared.groups_created.load(Ordering::SeqCst)
     }
 
     /// The deepest any device's downlink queue has been.
