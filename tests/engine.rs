@@ -305,3 +305,22 @@ async fn a_network_outage_is_waited_out_with_backoff_and_costs_no_device() {
         assert!(run.fragments_sent <= run.layout.unwrap().nb_frag + 4, "{outage_stage}: unsent fragments were not counted as sent: {}", run.fragments_sent);
     }
 }
+
+#[tokio::test]
+async fn an_uplink_feeds_only_the_campaigns_running_on_the_instance_it_came_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let config = ScenarioConfig::new(2);
+    let s = scenario(&h, clock.clone(), &config);
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    s.engine.step(&s.campaign_id).await.unwrap();
+    let instance = s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap().backend_instance;
+    // A device's answer to the first stage's request.
+    clock.advance_ms(600_000);
+    let (device, fport, answer) = s.engine.network.take_due_uplinks().into_iter().next().expect("a device answered");
+    let elsewhere = s.engine.on_uplink(Some("another-instance"), device, fport, answer.clone()).await.unwrap();
+    assert!(elsewhere.is_empty(), "an uplink through another instance answered {elsewhere:?}");
+    let here = s.engine.on_uplink(Some(&instance), device, fport, answer).await.unwrap();
+    assert_eq!(here, vec![s.campaign_id.clone()], "the campaign's own instance feeds it");
+}

@@ -3,7 +3,7 @@
 //! through the API tears the devices' sessions down; a token the network
 //! refuses fails the campaign with the network's 401 named; a running
 //! campaign moves to a new backend plugin version, then to another backend
-//! instance, and finishes.
+//! instance, and finishes; a signed uplink posted again is taken once.
 
 mod common;
 
@@ -68,6 +68,9 @@ async fn a_running_campaign_moves_to_a_new_backend_version_then_to_another_insta
     api.wait_for(id, |p| under_way(p, "DataFragment")).await;
     let instance = json!({"name": "second instance", "plugin": "simulated", "settings": {"url": sim.lns.url()}, "secrets": {"token": common::NETWORK_TOKEN}, "allowedHosts": [sim.lns.url()]});
     let second = api.move_to_new_instance(id, instance).await;
+    // Uplinks count only through the campaign's instance: the network posts
+    // to the new one from now on.
+    sim.lns.post_uplinks_to(&format!("{}/backends/{second}/uplink", api.base));
 
     let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
     assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
@@ -81,5 +84,25 @@ async fn a_running_campaign_moves_to_a_new_backend_version_then_to_another_insta
     assert!(!clients.contains_key(&agent("0.1.0", &second)), "the old version never served the new instance: {clients:?}");
     let (redone, repeated) = sim.lns.fleet.redone();
     assert_eq!((redone, repeated), (0, 0), "nothing redone across the swaps");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_uplink_posted_again_is_taken_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, server, api) = serve_fleet(dir.path(), &ScenarioConfig::new(2), common::NETWORK_TOKEN).await;
+    let url = format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance);
+    let post = |fcnt: u32| {
+        let body = json!({"uplinks": [{"devEui": sim.devices[0].dev_eui.to_string(), "fPort": 203, "payload": "00", "time": 1, "fCnt": fcnt}]}).to_string();
+        let signature = airlift::sim::lns::signature(&body, common::NETWORK_TOKEN);
+        let request = api.http.post(&url).header("x-sim-signature", signature).body(body);
+        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    assert_eq!(post(7).await, json!({"uplinks": 1, "replays": 0}));
+    for _ in 0..4 {
+        assert_eq!(post(7).await, json!({"uplinks": 0, "replays": 1}), "the same frame again is a replay");
+    }
+    assert_eq!(post(3).await, json!({"uplinks": 0, "replays": 1}), "an older frame counter is a replay");
+    assert_eq!(post(8).await, json!({"uplinks": 1, "replays": 0}));
     server.stop().await;
 }

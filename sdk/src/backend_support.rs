@@ -65,7 +65,11 @@ pub fn body_text(resp: &Response) -> String {
 /// 401/403 unauthorized, other 4xx rejected, 5xx and transport trouble
 /// unavailable (the host retries those).
 pub fn send(method: &str, url: String, headers: Vec<Header>, body: Vec<u8>) -> Result<Response, BackendError> {
-    let resp = send_raw(method, url, headers, body, INSTANCE_TIMEOUT)?;
+    check_status(send_raw(method, url, headers, body, INSTANCE_TIMEOUT)?)
+}
+
+/// The network's answer as [`send`] maps it.
+pub fn check_status(resp: Response) -> Result<Response, BackendError> {
     match resp.status {
         200..=299 => Ok(resp),
         401 | 403 => Err(BackendError::Unauthorized(format!("HTTP {}: {}", resp.status, body_text(&resp)))),

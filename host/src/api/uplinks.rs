@@ -63,17 +63,40 @@ async fn receive(
             NetworkError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             NetworkError::Refused(m) | NetworkError::Misconfigured(m) => ApiError::bad_request(m),
         })?;
-    let mut uplinks = 0;
+    let (mut uplinks, mut replays) = (0, 0);
     for report in reports {
         match report {
             wit::Report::Uplink(u) => {
+                // A frame counter seen before on this instance is a replay
+                // (or the network posting again what was taken): taken once.
+                let scope = format!("{id}/{}", Eui(u.dev_eui));
+                let previous = match u.fcnt_up {
+                    Some(fcnt) => match s.store.take_frame_counter(&scope, fcnt)? {
+                        Some(previous) => Some(previous),
+                        None => {
+                            replays += 1;
+                            tracing::warn!(instance = %id, device = %Eui(u.dev_eui), fcnt, "uplink frame counter already seen; ignored as a replay");
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                if let Err(e) = s.runner.on_uplink(&id, Eui(u.dev_eui), u.fport, u.payload).await {
+                    // Not taken: the network's retry must not look like a replay.
+                    if let Some(previous) = previous {
+                        s.store.restore_frame_counter(&scope, previous)?;
+                    }
+                    return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+                }
                 uplinks += 1;
-                s.runner.on_uplink(Eui(u.dev_eui), u.fport, u.payload).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             }
             wit::Report::DownlinkStatus((correlation, sent)) => tracing::debug!(instance = %id, %correlation, sent, "downlink status"),
-            wit::Report::DeviceReset(eui) => tracing::info!(instance = %id, device = %Eui(eui), "device rejoined"),
+            wit::Report::DeviceReset(eui) => {
+                tracing::info!(instance = %id, device = %Eui(eui), "device rejoined; its frame counters restart");
+                s.store.restore_frame_counter(&format!("{id}/{}", Eui(eui)), None)?;
+            }
         }
     }
     s.store.flush()?;
-    Ok(Json(serde_json::json!({ "uplinks": uplinks })))
+    Ok(Json(serde_json::json!({ "uplinks": uplinks, "replays": replays })))
 }

@@ -365,11 +365,19 @@ impl<N: Network> Engine<N> {
     }
 
     /// An uplink from a device: parsed by each running campaign's library
-    /// that has the device, answers recorded, replies sent at once.
-    /// Returns the campaigns that recorded an answer.
-    pub async fn on_uplink(&self, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<Vec<String>, EngineError> {
+    /// that has the device, answers recorded, replies sent once the
+    /// campaign's lock is released. `via`: the backend instance the uplink
+    /// came through; only campaigns running on it take it (`None`: the
+    /// engine's own in-process network). Returns the campaigns that
+    /// recorded an answer.
+    pub async fn on_uplink(&self, via: Option<&str>, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<Vec<String>, EngineError> {
         let mut answered = Vec::new();
+        let mut replies_due = Vec::new();
         for run in self.running()? {
+            let backend = self.campaign(&run.campaign_id)?.backend_instance;
+            if via.is_some_and(|v| v != backend) {
+                continue;
+            }
             let _held = self.lock(&run.campaign_id).await;
             // Read again under the lock: a step may have moved it on.
             let Some(run) = self.store.get::<CampaignRun>(&run.campaign_id)?.filter(|r| r.status == RunStatus::Running) else { continue };
@@ -411,14 +419,12 @@ impl<N: Network> Engine<N> {
                 }
             }
             self.store.put(&dev_run)?;
-            if replies.is_empty() {
-                continue;
-            }
-            let backend = self.campaign(&run.campaign_id)?.backend_instance;
-            for d in replies {
-                if let Err(e) = self.network.send_unicast(&backend, dev_eui, ports.to_air(d.fport), d.payload).await {
-                    tracing::warn!(device = %dev_eui, error = %e, "reply to a device request failed");
-                }
+            replies_due.extend(replies.into_iter().map(|d| (backend.clone(), ports.to_air(d.fport), d.payload)));
+        }
+        // No campaign lock is held while the network is asked.
+        for (backend, fport, payload) in replies_due {
+            if let Err(e) = self.network.send_unicast(&backend, dev_eui, fport, payload).await {
+                tracing::warn!(device = %dev_eui, error = %e, "reply to a device request failed");
             }
         }
         Ok(answered)

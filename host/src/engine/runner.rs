@@ -52,9 +52,10 @@ impl<N: Network> Runner<N> {
         Ok(())
     }
 
-    /// An uplink for the engine; the campaigns it answered step soon.
-    pub async fn on_uplink(&self, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), EngineError> {
-        for campaign in self.engine.on_uplink(dev_eui, fport, payload).await? {
+    /// An uplink that came through backend instance `via`; the campaigns
+    /// it answered step soon.
+    pub async fn on_uplink(&self, via: &str, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), EngineError> {
+        for campaign in self.engine.on_uplink(Some(via), dev_eui, fport, payload).await? {
             self.poke(&campaign);
         }
         Ok(())

@@ -493,7 +493,7 @@ pub async fn drive(engine: &Engine<SimFleet>, clock: &ManualClock, campaign_id: 
         let look_in = clock.now_unix_ms() + STEP_AT_MOST_EVERY_MS;
         loop {
             for (eui, fport, payload) in engine.network.take_due_uplinks() {
-                engine.on_uplink(eui, fport, payload).await?;
+                engine.on_uplink(None, eui, fport, payload).await?;
                 answered = true;
             }
             let now = clock.now_unix_ms();

@@ -137,14 +137,19 @@ pub fn signature(body: &str, token: &str) -> String {
 /// Collect due uplinks and post them until the host takes them.
 async fn pump(s: Arc<Shared>) {
     let http = reqwest::Client::new();
-    let mut pending: Vec<(Eui, u8, Vec<u8>, u64)> = Vec::new();
+    let mut pending: Vec<(Eui, u8, Vec<u8>, u64, u32)> = Vec::new();
+    // Each device's uplink frame counter, as a network server reports it.
+    let mut fcnt_up: std::collections::HashMap<Eui, u32> = Default::default();
     loop {
         tokio::time::sleep(PUMP_INTERVAL).await;
         // Uplinks stay with the fleet until there is a host to post them to
         // (another network in front of the same fleet may take them).
         let Some(url) = s.uplink_url.lock().unwrap().clone() else { continue };
         let now = s.fleet.now_unix_ms();
-        pending.extend(s.fleet.take_due_uplinks().into_iter().map(|(e, p, b)| (e, p, b, now)));
+        for (e, p, b) in s.fleet.take_due_uplinks() {
+            let fcnt = *fcnt_up.entry(e).and_modify(|f| *f += 1).or_insert(0);
+            pending.push((e, p, b, now, fcnt));
+        }
         if pending.len() > MAX_PENDING_UPLINKS {
             pending.drain(..pending.len() - MAX_PENDING_UPLINKS);
         }
@@ -153,13 +158,13 @@ async fn pump(s: Arc<Shared>) {
         }
         let uplinks: Vec<_> = pending
             .iter()
-            .map(|(e, p, b, t)| serde_json::json!({ "devEui": e.to_string(), "fPort": p, "payload": hex::encode(b), "time": t }))
+            .map(|(e, p, b, t, f)| serde_json::json!({ "devEui": e.to_string(), "fPort": p, "payload": hex::encode(b), "time": t, "fCnt": f }))
             .collect();
         let body = serde_json::json!({ "uplinks": uplinks }).to_string();
         let sent = http.post(&url).header("content-type", "application/json").header("x-sim-signature", signature(&body, &s.token)).body(body).send().await;
         match sent {
             Ok(r) if r.status().is_success() => {
-                for (e, p, b, _) in pending.drain(..) {
+                for (e, p, b, _, _) in pending.drain(..) {
                     s.fleet.acknowledge(e, p, &b);
                 }
             }

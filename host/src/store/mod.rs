@@ -20,6 +20,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+/// The tree of the last uplink frame counter per network instance and device.
+const FRAME_COUNTERS: &str = "uplink-frame-counters";
+
 /// Handle to the data directory's database and blobs. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -100,6 +103,37 @@ impl Store {
         Ok(out)
     }
 
+    /// Record that a frame with counter `fcnt` arrived in `scope` (a
+    /// network instance and a device). `None` when one with this counter
+    /// or a higher one already did: a replay. Otherwise the counter it
+    /// replaced, to put back with [`Self::restore_frame_counter`] if the
+    /// frame could not be taken after all. Atomic: of two concurrent
+    /// copies, one is a replay.
+    pub fn take_frame_counter(&self, scope: &str, fcnt: u32) -> Result<Option<Option<u32>>, StoreError> {
+        let tree = self.db.open_tree(FRAME_COUNTERS)?;
+        let decode = |v: &[u8]| v.try_into().ok().map(u32::from_be_bytes);
+        let before = tree.fetch_and_update(scope, |old| match old.and_then(decode) {
+            Some(last) if last >= fcnt => old.map(|o| o.to_vec()),
+            _ => Some(fcnt.to_be_bytes().to_vec()),
+        })?;
+        let before = before.as_deref().and_then(decode);
+        Ok(match before {
+            Some(last) if last >= fcnt => None,
+            _ => Some(before),
+        })
+    }
+
+    /// Put a scope's frame counter back (`None`: forget it, as after the
+    /// device rejoined and its counters restarted).
+    pub fn restore_frame_counter(&self, scope: &str, fcnt: Option<u32>) -> Result<(), StoreError> {
+        let tree = self.db.open_tree(FRAME_COUNTERS)?;
+        match fcnt {
+            Some(f) => tree.insert(scope, f.to_be_bytes().to_vec()).map(drop)?,
+            None => tree.remove(scope).map(drop)?,
+        }
+        Ok(())
+    }
+
     /// Flush to disk; called after writes that must survive a crash.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
@@ -115,4 +149,24 @@ impl Store {
 
 fn decode<T: Object>(id: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { kind: T::KIND, id: id.into(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_counter_is_taken_once_and_can_be_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.take_frame_counter("i/d", 5).unwrap(), Some(None));
+        assert_eq!(store.take_frame_counter("i/d", 5).unwrap(), None, "the same counter again is a replay");
+        assert_eq!(store.take_frame_counter("i/d", 3).unwrap(), None, "an older counter is a replay");
+        assert_eq!(store.take_frame_counter("other/d", 3).unwrap(), Some(None), "scopes are apart");
+        assert_eq!(store.take_frame_counter("i/d", 6).unwrap(), Some(Some(5)));
+        store.restore_frame_counter("i/d", Some(5)).unwrap();
+        assert_eq!(store.take_frame_counter("i/d", 6).unwrap(), Some(Some(5)), "put back, 6 is fresh again");
+        store.restore_frame_counter("i/d", None).unwrap();
+        assert_eq!(store.take_frame_counter("i/d", 0).unwrap(), Some(None), "after a rejoin the counters restart");
+    }
 }

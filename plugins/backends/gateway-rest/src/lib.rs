@@ -112,11 +112,9 @@ impl<'a> Session<'a> {
             resp = self.upload(path, fields[1], filename, data)?;
         }
         match resp.status {
-            200..=299 => Ok(()),
-            401 | 403 => Err(BackendError::Unauthorized(format!("upload: HTTP {}", resp.status))),
+            // The endpoint is not there: not a gateway's API.
             404 => Err(BackendError::Invalid(format!("upload: HTTP 404 at {path}: is the URL the gateway's?"))),
-            400..=499 => Err(BackendError::Rejected(format!("upload: HTTP {}: {}", resp.status, body_text(&resp)))),
-            _ => Err(BackendError::Unavailable(format!("upload: HTTP {}: {}", resp.status, body_text(&resp)))),
+            _ => check_status(resp).map(drop),
         }
     }
 }

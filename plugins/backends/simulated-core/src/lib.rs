@@ -97,11 +97,11 @@ impl<V: PluginVersion> Guest for Simulated<V> {
     }
 
     fn delete_multicast_group(inst: Instance, group: MulticastGroup) -> Result<(), BackendError> {
-        match send("DELETE", format!("{}/groups/{}", base_url(&inst)?, eui_hex(group.group_eui)), headers(&inst, V::VERSION), vec![]) {
-            Ok(_) => Ok(()),
+        let url = format!("{}/groups/{}", base_url(&inst)?, eui_hex(group.group_eui));
+        match send_raw("DELETE", url, headers(&inst, V::VERSION), vec![], INSTANCE_TIMEOUT)? {
             // Already gone is as good as deleted.
-            Err(BackendError::Rejected(m)) if m.starts_with("HTTP 404") => Ok(()),
-            Err(e) => Err(e),
+            r if r.status == 404 => Ok(()),
+            r => check_status(r).map(drop),
         }
     }
 
