@@ -25,6 +25,11 @@ async fn stopping_through_the_api_tears_the_sessions_down() {
     assert!(sim.lns.fleet.in_session(sim.devices[0].dev_eui));
     let stopped = api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/stop")).await;
     assert_eq!(stopped["campaignStatus"], "STOPPED");
+    // The teardown downlinks go out after the answer.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sim.devices.iter().any(|d| sim.lns.fleet.in_session(d.dev_eui)) && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     for d in &sim.devices {
         assert!(!sim.lns.fleet.in_session(d.dev_eui), "device {} still in its session", d.dev_eui);
     }

@@ -141,3 +141,25 @@ async fn a_pinned_self_signed_certificate_is_trusted_plain_http_needs_the_flag_a
     assert!(allowed["warnings"][0].as_str().is_some_and(|w| w.contains("unencrypted")), "{allowed}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_is_not_kept_waiting_by_a_network_that_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, lrc, server, api, _) = setup(dir.path(), AS_KEY).await;
+    let id = &sim.objects.campaign_id;
+    lrc.hang(8_000);
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lrc.hanging() == 0 && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(lrc.hanging() > 0, "no request reached the hanging LRC");
+    let asked = std::time::Instant::now();
+    let stopped = api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/stop")).await;
+    let took = asked.elapsed();
+    assert_eq!(stopped["campaignStatus"], "STOPPED", "{stopped}");
+    // STOPPED is on disk at once; the teardown downlinks (hanging too) go
+    // out after the answer, and nothing waits for the step's send.
+    assert!(took < std::time::Duration::from_secs(2), "stop took {took:?} behind a hanging network");
+    server.stop().await;
+}

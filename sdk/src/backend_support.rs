@@ -7,7 +7,7 @@ use crate::backend::airlift::plugin::types::Attribute;
 use crate::backend::exports::airlift::plugin::backend::{BackendError, Instance};
 
 /// Timeout of a request that names none: the instance's own (its
-/// `transport.requestTimeoutMs`, 30 s unless set).
+/// `transport.requestTimeoutMs`, 10 s unless set).
 pub const INSTANCE_TIMEOUT: u32 = 0;
 
 /// An instance setting, required.

@@ -286,24 +286,40 @@ impl<N: Network> Engine<N> {
 
     /// Stop a running campaign; devices fall back to class A.
     pub async fn stop(&self, campaign_id: &str) -> Result<(), EngineError> {
+        match self.mark_stopped(campaign_id).await? {
+            Some(run) => self.wind_down(&run).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The first half of a stop: the campaign is STOPPED on disk. Returns
+    /// the run to [`Self::wind_down`], or None when it was not running.
+    pub async fn mark_stopped(&self, campaign_id: &str) -> Result<Option<CampaignRun>, EngineError> {
         let _held = self.lock(campaign_id).await;
         let mut run = self.store.get::<CampaignRun>(campaign_id)?.ok_or_else(|| EngineError::NotFound(campaign_id.into()))?;
         if run.status != RunStatus::Running {
-            return Ok(());
+            return Ok(None);
         }
         run.status = RunStatus::Stopped;
         run.finished_ms = Some(self.now());
         self.store.put(&run)?;
         self.set_campaign_status(campaign_id, CampaignStatus::Stopped)?;
         self.store.flush()?;
+        Ok(Some(run))
+    }
+
+    /// The second half, on the network and without the campaign's lock:
+    /// cancel a gateway's session, end the multicast session, and tell the
+    /// devices to drop what they were set up for.
+    pub async fn wind_down(&self, run: &CampaignRun) -> Result<(), EngineError> {
         if let Some(handle) = &run.offload_handle {
-            let backend = self.campaign(campaign_id)?.backend_instance;
+            let backend = self.campaign(&run.campaign_id)?.backend_instance;
             if let Err(e) = self.network.offload_cancel(&backend, handle).await {
-                tracing::warn!(campaign = %campaign_id, error = %e, "the gateway's session could not be cancelled");
+                tracing::warn!(campaign = %run.campaign_id, error = %e, "the gateway's session could not be cancelled");
             }
         }
-        self.end_session(&run).await?;
-        self.tear_down(&run).await
+        self.end_session(run).await?;
+        self.tear_down(run).await
     }
 
     /// Undo what the devices of a stopped or failed run were set up for,

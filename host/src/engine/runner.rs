@@ -46,8 +46,18 @@ impl<N: Network> Runner<N> {
         Ok(run)
     }
 
+    /// Stop a campaign: STOPPED is on disk when this returns; the network
+    /// side (cancel, teardown downlinks) goes on in the background, so a
+    /// slow or hanging network does not hold the caller.
     pub async fn stop(&self, campaign_id: &str) -> Result<(), EngineError> {
-        self.engine.stop(campaign_id).await?;
+        if let Some(run) = self.engine.mark_stopped(campaign_id).await? {
+            let engine = self.engine.clone();
+            tokio::spawn(async move {
+                if let Err(e) = engine.wind_down(&run).await {
+                    tracing::warn!(campaign = %run.campaign_id, error = %e, "winding the stopped campaign down failed");
+                }
+            });
+        }
         self.poke(campaign_id);
         Ok(())
     }

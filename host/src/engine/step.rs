@@ -178,7 +178,7 @@ impl<N: Network> Engine<N> {
     /// Do what is due for one campaign. Returns when to call again (ms),
     /// or None when the campaign is over.
     pub async fn step(&self, campaign_id: &str) -> Result<Option<u64>, EngineError> {
-        let _held = self.lock(campaign_id).await;
+        let held = self.lock(campaign_id).await;
         let Some(mut run) = self.store.get::<CampaignRun>(campaign_id)? else { return Err(EngineError::NotFound(campaign_id.into())) };
         if run.status != RunStatus::Running {
             return Ok(None);
@@ -244,7 +244,12 @@ impl<N: Network> Engine<N> {
         }
         self.store.flush()?;
         let sent_any = !outbox.is_empty();
+        // The step's decisions are on disk: no lock is held while the
+        // network is asked, so uplinks and a stop are not kept waiting.
+        drop(held);
         let unsent = self.send(&backend, &group, outbox).await;
+        let _held = self.lock(campaign_id).await;
+        let Some(mut run) = self.store.get::<CampaignRun>(campaign_id)?.filter(|r| r.status == RunStatus::Running) else { return Ok(None) };
         if let Some(e) = unsent.fatal {
             self.finish(&mut run, Some(e)).await?;
             return Ok(None);

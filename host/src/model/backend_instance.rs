@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 /// Longest request timeout an instance or a single request may set: a
 /// firmware upload to a gateway takes up to 600 s (seed 000).
 pub const MAX_REQUEST_TIMEOUT_MS: u32 = 600_000;
-/// Request timeout when the instance sets none.
-pub const DEFAULT_REQUEST_TIMEOUT_MS: u32 = 30_000;
+/// Request timeout when the instance sets none: short, so a network that
+/// hangs is found out soon.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u32 = 10_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

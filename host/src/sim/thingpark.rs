@@ -38,6 +38,11 @@ struct Shared {
     uplink_url: Arc<Mutex<Option<String>>>,
     /// Answer this many next downlinks with a 500.
     fail_next: AtomicU64,
+    /// While set, every downlink request waits this long (ms, real time)
+    /// before it is answered: a network that hangs.
+    hang_ms: AtomicU64,
+    /// Requests waiting in a hang now.
+    hanging: AtomicU64,
     /// Downlinks taken: (unicast, multicast); and refused, by status.
     unicast: AtomicU64,
     multicast: AtomicU64,
@@ -109,6 +114,12 @@ fn percent_decode(v: &str) -> String {
 }
 
 async fn downlink(State(s): State<Arc<Shared>>, RawQuery(query): RawQuery, body: axum::body::Bytes) -> Result<&'static str, (StatusCode, String)> {
+    let hang = s.hang_ms.load(Ordering::SeqCst);
+    if hang > 0 {
+        s.hanging.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(hang)).await;
+        s.hanging.fetch_sub(1, Ordering::SeqCst);
+    }
     if s.fail_next.load(Ordering::SeqCst) > 0 {
         s.fail_next.fetch_sub(1, Ordering::SeqCst);
         return Err(refuse(&s, StatusCode::INTERNAL_SERVER_ERROR, "internal error"));
@@ -207,6 +218,8 @@ impl ThingParkPeer {
             multicast_devices: Default::default(),
             uplink_url: Default::default(),
             fail_next: AtomicU64::new(0),
+            hang_ms: AtomicU64::new(0),
+            hanging: AtomicU64::new(0),
             unicast: AtomicU64::new(0),
             multicast: AtomicU64::new(0),
             refused: Default::default(),
@@ -246,6 +259,16 @@ impl ThingParkPeer {
     }
 
     /// Downlinks refused, by HTTP status.
+    /// From now on every downlink request waits `ms` (real time) first.
+    pub fn hang(&self, ms: u64) {
+        self.shared.hang_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Downlink requests waiting in a hang now.
+    pub fn hanging(&self) -> u64 {
+        self.shared.hanging.load(Ordering::SeqCst)
+    }
+
     /// Multicast downlinks refused for a frame counter already used.
     pub fn fcnt_reused(&self) -> u64 {
         self.shared.fcnt_reused.load(Ordering::SeqCst)
