@@ -43,6 +43,21 @@ impl CallState {
         Ok((self.key128(d.device_key.as_ref(), "device key")?, kind))
     }
 
+    /// A backend gets a group's session keys only while its instance runs
+    /// a campaign on that group.
+    fn require_serves_group(&self, group: u64) -> Result<(), KeyError> {
+        let grant = self.grant.as_ref().ok_or_else(|| KeyError::Denied("no backend instance".into()))?;
+        let runs = self.host.store.list::<crate::engine::CampaignRun>(false).map_err(|e| KeyError::Unknown(e.to_string()))?;
+        let serves = runs.iter().filter(|r| r.group == Eui(group) && r.status == crate::engine::RunStatus::Running).any(|r| {
+            self.host.store.get::<crate::model::Campaign>(&r.campaign_id).ok().flatten().is_some_and(|c| c.backend_instance == grant.instance_id)
+        });
+        if serves {
+            Ok(())
+        } else {
+            Err(KeyError::Denied(format!("backend instance '{}' runs no campaign on multicast group {}", grant.instance_id, Eui(group))))
+        }
+    }
+
     fn group_key(&self, group: u64) -> Result<(Key128, u32), KeyError> {
         let g: MulticastGroup = self.object(group)?;
         let addr = u32::from_str_radix(&g.dev_addr, 16).map_err(|_| KeyError::Invalid("group devAddr".into()))?;
@@ -79,6 +94,7 @@ impl Host for CallState {
     fn multicast_session_keys(&mut self, group: u64) -> KeyResult<(Vec<u8>, Vec<u8>)> {
         Ok((|| {
             self.require_kind(PluginKind::Backend, "multicast-session-keys")?;
+            self.require_serves_group(group)?;
             let (mc_key, addr) = self.group_key(group)?;
             Ok((lorawan::mc_app_s_key(&mc_key, addr).to_vec(), lorawan::mc_net_s_key(&mc_key, addr).to_vec()))
         })())
@@ -189,9 +205,9 @@ mod tests {
         let mut backend = state(PluginKind::Backend, &store, &vault);
         assert!(matches!(backend.mc_key_encrypted(1, 2).unwrap(), Err(KeyError::Denied(_))));
         assert!(matches!(backend.data_block_mic(1, 1, 0, 0, String::new()).unwrap(), Err(KeyError::Denied(_))));
-        let (app, net) = backend.multicast_session_keys(2).unwrap().unwrap();
-        assert_eq!(app, lorawan::mc_app_s_key(&[5; 16], 0x01020304).to_vec());
-        assert_eq!(net, lorawan::mc_net_s_key(&[5; 16], 0x01020304).to_vec());
+        // No campaign of this instance runs on group 2: its keys stay in the
+        // host (the ChirpStack end-to-end tests take the allowed path).
+        assert!(matches!(backend.multicast_session_keys(2).unwrap(), Err(KeyError::Denied(_))));
         // ThingPark's token vector from the specs.
         let token = backend
             .digest_with_secret("asKey".into(), "DevEUI=000000000F1D8693&FPort=1&Payload=00&AS_ID=app1.sample.com&Time=2016-01-11T14:28:00".into())
