@@ -270,3 +270,34 @@ async fn files_upload_by_hash_with_a_size_limit() {
     assert_eq!(files.as_array().unwrap().len(), 1);
     assert!(h.healthy().await);
 }
+
+#[tokio::test]
+async fn lists_come_in_pages() {
+    let (h, _dir) = host().await;
+    let euis: Vec<String> = (1..=7).map(|i| format!("70b3d57ed00001{i:02x}")).collect();
+    for eui in &euis {
+        assert_eq!(h.post("/api/devices", device(eui)).await.0, StatusCode::CREATED);
+    }
+    let (mut seen, mut after) = (Vec::new(), None::<String>);
+    for _ in 0..10 {
+        let path = match &after {
+            Some(a) => format!("/api/devices?limit=3&after={a}"),
+            None => "/api/devices?limit=3".to_string(),
+        };
+        let resp = h.http.get(h.url(&path)).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        after = resp.headers().get("x-next-after").map(|v| v.to_str().unwrap().to_string());
+        let page: Vec<Value> = resp.json().await.unwrap();
+        assert!(page.len() <= 3, "a page holds at most the limit");
+        seen.extend(page.iter().map(|d| d["devEui"].as_str().unwrap().to_string()));
+        if after.is_none() {
+            break;
+        }
+    }
+    let mut expected: Vec<String> = euis.iter().map(|e| e.parse::<airlift::model::Eui>().unwrap().to_string()).collect();
+    expected.sort();
+    seen.sort();
+    assert_eq!(seen, expected, "every device once, over three pages");
+    // Without a limit a page holds up to the maximum.
+    assert_eq!(h.get("/api/devices").await.1.as_array().unwrap().len(), 7);
+}

@@ -5,17 +5,26 @@ use super::json::JsonBody;
 use super::{ApiError, AppState};
 use crate::model::{public_view, BackendInstance, Editable, FieldError, Object};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
+/// A page of a list: `?limit=N` (default and most [`MAX_PAGE`]) objects
+/// after the id `after`; the `x-next-after` header of the answer says where
+/// the next page starts, when there is one.
 #[derive(Deserialize)]
 pub struct ListQuery {
     #[serde(default)]
     archived: bool,
+    limit: Option<usize>,
+    after: Option<String>,
 }
+
+/// The most objects one list answer carries.
+pub const MAX_PAGE: usize = 1000;
 
 /// All routes of an object kind: `/api/{kind}` and `/api/{kind}/{id}`.
 pub fn routes<T: Editable>() -> Router<AppState> {
@@ -31,8 +40,12 @@ pub fn read_update_routes<T: Editable>() -> Router<AppState> {
         .route(&format!("/api/{}/{{id}}", T::KIND), get(read::<T>).put(update::<T>).delete(archive::<T>))
 }
 
-pub async fn list<T: Object>(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Vec<Value>>, ApiError> {
-    Ok(Json(s.store.list::<T>(q.archived)?.iter().map(public_view).collect()))
+pub async fn list<T: Object>(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<impl IntoResponse, ApiError> {
+    let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let (page, next) = s.store.list_page::<T>(q.archived, q.after.as_deref(), limit)?;
+    let body = Json(page.iter().map(public_view).collect::<Vec<_>>());
+    let next = next.and_then(|n| HeaderValue::from_str(&n).ok()).map(|n| [(HeaderName::from_static("x-next-after"), n)]);
+    Ok((next.into_iter().flatten().collect::<HeaderMap>(), body))
 }
 
 pub fn load<T: Object>(s: &AppState, id: &str) -> Result<T, ApiError> {

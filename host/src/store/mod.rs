@@ -93,6 +93,29 @@ impl Store {
         Ok(out)
     }
 
+    /// At most `limit` objects of a kind whose id comes after `after` (in
+    /// the store's id order), archived ones only when asked for, and the id
+    /// to ask after for the next page when there may be more.
+    pub fn list_page<T: Object>(&self, include_archived: bool, after: Option<&str>, limit: usize) -> Result<(Vec<T>, Option<String>), StoreError> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.as_bytes().to_vec()));
+        let mut out = Vec::new();
+        for entry in self.tree::<T>()?.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (k, v) = entry?;
+            let obj: T = decode(&String::from_utf8_lossy(&k), &v)?;
+            if !include_archived && obj.archived() {
+                continue;
+            }
+            if out.len() == limit {
+                // Another object follows: the page ends at the last one taken.
+                let next = out.last().map(T::id);
+                return Ok((out, next));
+            }
+            out.push(obj);
+        }
+        Ok((out, None))
+    }
+
     /// Objects whose id starts with `prefix`, in id order.
     pub fn list_prefix<T: Object>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
