@@ -301,3 +301,38 @@ async fn lists_come_in_pages() {
     // Without a limit a page holds up to the maximum.
     assert_eq!(h.get("/api/devices").await.1.as_array().unwrap().len(), 7);
 }
+
+/// Random JSON shaped like what a careless or hostile client sends: the
+/// right field names with wrong types and sizes, and noise.
+fn random_json(rng: &mut impl rand::Rng, depth: u32) -> Value {
+    const NAMES: [&str; 16] = ["name", "devEui", "devices", "deviceKey", "groupId", "frequency", "plugin", "settings", "secrets", "allowedHosts", "transport", "campaignType", "message", "multicastGroups", "fports", "firmware"];
+    match rng.gen_range(0..if depth == 0 { 5 } else { 7 }) {
+        0 => Value::Null,
+        1 => json!(rng.gen::<bool>()),
+        2 => json!(rng.gen::<i64>() >> rng.gen_range(0..63)),
+        3 => json!(rng.gen::<f64>() * 1e12),
+        4 => {
+            let len = [0, 1, 16, 300, 5000][rng.gen_range(0..5)];
+            json!((0..len).map(|_| rng.gen_range(b' '..=b'~') as char).collect::<String>())
+        }
+        5 => Value::Array((0..rng.gen_range(0..5)).map(|_| random_json(rng, depth - 1)).collect()),
+        _ => Value::Object((0..rng.gen_range(0..6)).map(|_| (NAMES[rng.gen_range(0..NAMES.len())].to_string(), random_json(rng, depth - 1))).collect()),
+    }
+}
+
+#[tokio::test]
+async fn no_body_gets_a_server_error() {
+    use rand::SeedableRng;
+    let (h, _dir) = host().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let routes = ["devices", "device-sets", "multicast-groups", "regions", "device-profiles", "campaigns", "smart-delta-keys", "backend-instances"];
+    for round in 0..60 {
+        for kind in routes {
+            let body = random_json(&mut rng, 3);
+            let (status, answer) = h.call(Some(ADMIN), Method::POST, &format!("/api/{kind}"), body.clone()).await;
+            assert!(status.as_u16() < 500, "round {round}: POST /api/{kind} {body} → {status} {answer}");
+            assert!(status.is_success() || answer["error"].is_string(), "errors are JSON with `error`: {answer}");
+        }
+    }
+    assert!(h.healthy().await);
+}
