@@ -72,7 +72,10 @@ async fn every_object_round_trips() {
     round_trip(&h, "regions", json!({"name": "r", "multicastGroups": ["70b3d57ed00000f1"]}), json!({"name": "r", "description": "north"}), ("description", json!("north"))).await;
     let key = round_trip(&h, "smart-delta-keys", json!({"name": "k", "privateKey": PEM}), json!({"name": "k2"}), ("name", json!("k2"))).await;
     round_trip(&h, "device-profiles", json!({"name": "p", "producerId": "acme"}), json!({"name": "p", "mcuType": "STM32L0", "fports": {"fragmentation": 30}}), ("fports", json!({"fragmentation": 30}))).await;
-    round_trip(&h, "backend-instances", json!({"name": "sim", "plugin": "simulated", "allowedHosts": ["http://127.0.0.1:9"]}), json!({"name": "sim", "plugin": "simulated", "settings": {"a": "b"}}), ("settings", json!({"a": "b"}))).await;
+    assert_eq!(h.load_plugin("simulated").await.0, StatusCode::CREATED);
+    let mut moved = sim_instance();
+    moved["settings"]["url"] = json!("http://127.0.0.1:10");
+    round_trip(&h, "backend-instances", sim_instance(), moved, ("settings", json!({"url": "http://127.0.0.1:10"}))).await;
 
     // The archived key's public part is still exportable for device builds.
     let (status, public) = h.get(&format!("/api/smart-delta-keys/{key}/public-key")).await;
@@ -98,7 +101,8 @@ async fn campaigns_round_trip_with_live_references() {
     h.post("/api/multicast-groups", group(GROUP)).await;
     let set = h.post("/api/device-sets", json!({"name": "s", "devices": [DEV]})).await.1["id"].clone();
     let region = h.post("/api/regions", json!({"name": "r", "multicastGroups": [GROUP]})).await.1["id"].clone();
-    let backend = h.post("/api/backend-instances", json!({"name": "sim", "plugin": "simulated"})).await.1["id"].clone();
+    assert_eq!(h.load_plugin("simulated").await.0, StatusCode::CREATED);
+    let backend = h.post("/api/backend-instances", sim_instance()).await.1["id"].clone();
     let campaign = json!({"name": "c", "campaignType": "MULTICAST_SETUP", "deviceSets": [set], "regions": [region],
         "maxDurationMinutes": 60, "successThreshold": 90, "deviceLibrary": "fixture-echo", "backendInstance": backend});
     let mut changed = campaign.clone();
@@ -148,7 +152,15 @@ async fn validation_errors_name_the_field() {
         let instance = json!({"name": "x", "plugin": "p", "allowedHosts": [refused]});
         assert_field_error(h.post("/api/backend-instances", instance).await, "allowedHosts");
     }
+    // The plugin must be a loaded backend, and its `validate` must pass.
     let granted = json!({"name": "x", "plugin": "p", "allowedHosts": ["https://lns.example.com", "http://127.0.0.1:8080"]});
+    assert_field_error(h.post("/api/backend-instances", granted).await, "settings");
+    assert_eq!(h.load_plugin("simulated").await.0, StatusCode::CREATED);
+    let mut no_token = sim_instance();
+    no_token["secrets"] = json!({});
+    assert_field_error(h.post("/api/backend-instances", no_token).await, "settings");
+    let mut granted = sim_instance();
+    granted["allowedHosts"] = json!(["https://lns.example.com", "http://127.0.0.1:8080"]);
     assert_eq!(h.post("/api/backend-instances", granted).await.0, StatusCode::CREATED);
     let mut d = device("not-an-eui");
     assert_field_error(h.post("/api/devices", d.clone()).await, "devEui");
@@ -202,7 +214,8 @@ async fn tokens_and_roles_are_enforced() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["code"], 403);
     assert_eq!(h.call(Some(OPERATOR), Method::POST, "/api/devices", device(DEV)).await.0, StatusCode::CREATED);
-    let instance = json!({"name": "x", "plugin": "p"});
+    assert_eq!(h.load_plugin("simulated").await.0, StatusCode::CREATED);
+    let instance = sim_instance();
     assert_eq!(h.call(Some(OPERATOR), Method::POST, "/api/backend-instances", instance.clone()).await.0, StatusCode::FORBIDDEN);
     assert_eq!(h.call(Some(ADMIN), Method::POST, "/api/backend-instances", instance).await.0, StatusCode::CREATED);
     assert_eq!(h.call(Some(OPERATOR), Method::POST, "/api/plugins", Value::Null).await.0, StatusCode::FORBIDDEN);
@@ -304,6 +317,11 @@ async fn lists_come_in_pages() {
 
 /// Random JSON shaped like what a careless or hostile client sends: the
 /// right field names with wrong types and sizes, and noise.
+/// An instance of the `simulated` backend its `validate` accepts.
+fn sim_instance() -> Value {
+    json!({"name": "sim", "plugin": "simulated", "settings": {"url": "http://127.0.0.1:9"}, "secrets": {"token": "t"}, "allowedHosts": ["http://127.0.0.1:9"]})
+}
+
 fn random_json(rng: &mut impl rand::Rng, depth: u32) -> Value {
     const NAMES: [&str; 16] = ["name", "devEui", "devices", "deviceKey", "groupId", "frequency", "plugin", "settings", "secrets", "allowedHosts", "transport", "campaignType", "message", "multicastGroups", "fports", "firmware"];
     match rng.gen_range(0..if depth == 0 { 5 } else { 7 }) {

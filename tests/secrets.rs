@@ -71,7 +71,9 @@ async fn keys_never_leave_in_responses_logs_or_cleartext_storage() {
     let (_, g) = h.post("/api/multicast-groups", group).await;
     assert_eq!(g["mcKeySet"], true);
     bodies.push(g);
-    let (_, b) = h.post("/api/backend-instances", json!({"name": "tp", "plugin": "thingpark", "secrets": {"asKey": AS_KEY}})).await;
+    assert_eq!(h.load_plugin("thingpark").await.0, reqwest::StatusCode::CREATED);
+    let (status, b) = h.post("/api/backend-instances", json!({"name": "tp", "plugin": "thingpark", "settings": {"url": "https://lrc.example.com", "as_id": "a"}, "secrets": {"as_key": AS_KEY}})).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{b}");
     bodies.push(b);
     // A rejected update that echoes input must not echo the key either.
     let (status, bad) = h.put("/api/devices/0000000000000001", json!({"devEui": "0000000000000002", "deviceKey": DEVICE_KEY})).await;

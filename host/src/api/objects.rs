@@ -62,21 +62,17 @@ async fn read<T: Object>(State(s): State<AppState>, Path(id): Path<String>) -> R
 }
 
 /// What a kind's plugin says about an object before it is stored: a
-/// backend instance's settings are checked by its plugin's `validate`
-/// (with a warning when the plugin is not loaded yet).
-async fn check_with_plugin<T: Object>(s: &AppState, obj: &mut T) -> Result<(), ApiError> {
-    if let Some(instance) = (obj as &mut dyn std::any::Any).downcast_mut::<BackendInstance>() {
-        let checked = crate::backend::validate(&s.runtime, instance.clone()).await.map_err(|why| FieldError::new("settings", why))?;
-        if !checked {
-            instance.warnings.push(format!("plugin '{}' is not loaded: its settings were not checked", instance.plugin));
-        }
+/// backend instance needs a loaded backend plugin whose `validate` passes.
+async fn check_with_plugin<T: Object>(s: &AppState, obj: &T) -> Result<(), ApiError> {
+    if let Some(instance) = (obj as &dyn std::any::Any).downcast_ref::<BackendInstance>() {
+        crate::backend::validate(&s.runtime, instance.clone()).await.map_err(|why| FieldError::new("settings", why))?;
     }
     Ok(())
 }
 
 async fn create<T: Editable>(State(s): State<AppState>, JsonBody(input): JsonBody<T::Input>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let mut obj = T::from_input(input, None, &s.input_context())?;
-    check_with_plugin(&s, &mut obj).await?;
+    let obj = T::from_input(input, None, &s.input_context())?;
+    check_with_plugin(&s, &obj).await?;
     s.store.insert_new(&obj)?;
     tracing::info!(kind = T::KIND, id = %obj.id(), "created");
     Ok((StatusCode::CREATED, Json(public_view(&obj))))
@@ -84,8 +80,8 @@ async fn create<T: Editable>(State(s): State<AppState>, JsonBody(input): JsonBod
 
 async fn update<T: Editable>(State(s): State<AppState>, Path(id): Path<String>, JsonBody(input): JsonBody<T::Input>) -> Result<Json<Value>, ApiError> {
     let prior = load::<T>(&s, &normalise_id(&id))?;
-    let mut obj = T::from_input(input, Some(&prior), &s.input_context())?;
-    check_with_plugin(&s, &mut obj).await?;
+    let obj = T::from_input(input, Some(&prior), &s.input_context())?;
+    check_with_plugin(&s, &obj).await?;
     s.store.put(&obj)?;
     tracing::info!(kind = T::KIND, id = %obj.id(), "updated");
     Ok(Json(public_view(&obj)))

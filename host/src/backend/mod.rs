@@ -49,16 +49,13 @@ fn bind_instance(runtime: &PluginRuntime, inst: BackendInstance) -> Result<Bound
     Ok(Bound { plugin, instance, grant })
 }
 
-/// What the instance's plugin says about its settings (its `validate`,
-/// called before an instance is stored): `Ok(false)` when the plugin is not
-/// loaded yet and could not check them.
-pub async fn validate(runtime: &PluginRuntime, inst: BackendInstance) -> Result<bool, String> {
-    if runtime.active(&inst.plugin).is_err() {
-        return Ok(false);
-    }
-    let Bound { plugin, instance, grant } = bind_instance(runtime, inst).map_err(|e| e.to_string())?;
+/// Why an instance cannot be stored: its plugin is not loaded, is not a
+/// backend, or its `validate` finds the settings wrong.
+pub async fn validate(runtime: &PluginRuntime, inst: BackendInstance) -> Result<(), String> {
+    let plugin_name = inst.plugin.clone();
+    let Bound { plugin, instance, grant } = bind_instance(runtime, inst).map_err(|_| format!("plugin '{plugin_name}' is not a loaded backend plugin"))?;
     match runtime.call_backend(&plugin, grant, move |s, p| p.airlift_plugin_backend().call_validate(s, &instance)).await {
-        Ok(Ok(())) => Ok(true),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(network_error(e).to_string()),
         Err(e) => Err(format!("the plugin could not check the settings: {e}")),
     }
