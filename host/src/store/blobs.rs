@@ -11,8 +11,17 @@ pub struct Blobs {
 }
 
 impl Blobs {
+    /// Open the blob directory. Temporary files left by writers a crash
+    /// interrupted are removed: no blob was made of them.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir.join("tmp"))?;
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        for leftover in std::fs::read_dir(&tmp)? {
+            let path = leftover?.path();
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "leftover upload not removed");
+            }
+        }
         Ok(Self { dir: dir.to_path_buf() })
     }
 
@@ -86,6 +95,20 @@ impl Drop for BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uploads_a_crash_interrupted_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let kept = blobs.put(b"whole").unwrap();
+        let mut interrupted = blobs.writer(1 << 20).unwrap();
+        interrupted.write_chunk(b"half of it").unwrap();
+        std::mem::forget(interrupted); // as a SIGKILL leaves it
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 1);
+        let reopened = Blobs::open(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "the leftover is gone");
+        assert_eq!(reopened.read(&kept).unwrap(), b"whole");
+    }
 
     #[test]
     fn blobs_are_addressed_by_hash_and_limited() {
