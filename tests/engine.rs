@@ -324,3 +324,32 @@ async fn an_uplink_feeds_only_the_campaigns_running_on_the_instance_it_came_thro
     let here = s.engine.on_uplink(Some(&instance), device, fport, answer).await.unwrap();
     assert_eq!(here, vec![s.campaign_id.clone()], "the campaign's own instance feeds it");
 }
+
+#[tokio::test]
+async fn devices_that_run_the_new_image_succeed_even_when_the_campaign_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let config = ScenarioConfig::new(10);
+    let s = scenario(&h, clock.clone(), &config);
+    let target = config.fleet.installed_firmware;
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    // Run until some devices report the new firmware, then the deadline falls.
+    drive(&s.engine, &clock, &s.campaign_id, |e| !e.device_runs(&s.campaign_id).unwrap().iter().any(|d| d.holds_file && d.firmware_version == Some(target)))
+        .await
+        .unwrap();
+    let mut run = run_of(&s);
+    run.deadline_ms = clock.now_unix_ms();
+    s.engine.store.put(&run).unwrap();
+    s.engine.step(&s.campaign_id).await.unwrap();
+
+    let run = run_of(&s);
+    assert_eq!(run.status, RunStatus::Failed, "{:?}", run.error);
+    let devices = s.engine.device_runs(&s.campaign_id).unwrap();
+    let upgraded: Vec<_> = devices.iter().filter(|d| d.holds_file && d.firmware_version == Some(target)).collect();
+    assert!(!upgraded.is_empty());
+    for d in &upgraded {
+        assert!(d.succeeded, "{} runs the new image but is not counted a success", d.dev_eui);
+    }
+    assert!(devices.iter().filter(|d| !d.succeeded).all(|d| d.failed.is_some()));
+}

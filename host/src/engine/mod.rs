@@ -331,7 +331,8 @@ impl<N: Network> Engine<N> {
         let ctx = context::campaign(run, context::kind(self.campaign_type(run)?), &group, true);
         let ports = Self::ports(run);
         let last = run.stages.len().saturating_sub(1);
-        for dev in self.device_runs(&run.campaign_id)?.into_iter().filter(|d| d.stage > 0) {
+        // A device that succeeded or runs the new image is never torn back.
+        for dev in self.device_runs(&run.campaign_id)?.into_iter().filter(|d| d.stage > 0 && !d.succeeded && !step::runs_new_image(run, d)) {
             let Some(device) = self.store.get::<Device>(&dev.dev_eui.to_string())? else { continue };
             let mut stages: Vec<usize> = (0..dev.stage.min(run.stages.len())).rev().collect();
             if !stages.contains(&last) {

@@ -63,6 +63,12 @@ struct Unsent {
     status_request: bool,
 }
 
+/// The device holds the file and reports the firmware the campaign
+/// installs: whatever happens to the campaign, it is done.
+pub(super) fn runs_new_image(run: &CampaignRun, d: &DeviceRun) -> bool {
+    d.holds_file && run.target_firmware.is_some_and(|t| d.firmware_version == Some(t))
+}
+
 /// Why a device is refused a delta.
 pub(super) fn wrong_base(running: u32, base: u32) -> String {
     format!("runs firmware {running:#010x}; the delta is for base {base:#010x}")
@@ -673,12 +679,18 @@ impl<N: Network> Engine<N> {
         let kind = self.campaign_type(run)?;
         let mut succeeded = 0;
         for mut d in self.device_runs(&run.campaign_id)? {
-            d.succeeded = error.is_none()
-                && d.active()
+            // A device that got the file (and, for an update, reports the
+            // new firmware) succeeded even when the campaign as a whole
+            // did not; a setup only counts when every stage ran.
+            d.succeeded = d.active()
                 && match kind {
-                    CampaignType::MulticastSetup => true,
+                    CampaignType::MulticastSetup => error.is_none(),
                     CampaignType::BinaryTransfer | CampaignType::Message => d.holds_file,
-                    CampaignType::FirmwareUpdate => d.holds_file && run.target_firmware.is_none_or(|t| d.firmware_version == Some(t)),
+                    CampaignType::FirmwareUpdate => match run.target_firmware {
+                        Some(_) => runs_new_image(run, &d),
+                        // Without a version to check, only a campaign that ran through.
+                        None => error.is_none() && d.holds_file,
+                    },
                 };
             if !d.succeeded && d.failed.is_none() {
                 d.failed = Some(match (&error, kind, d.firmware_version) {
