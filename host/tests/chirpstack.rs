@@ -183,3 +183,23 @@ async fn a_wrong_api_token_gets_unauthenticated_and_a_clear_campaign_error() {
     assert!(ns.statuses().get(&16).is_some_and(|n| *n > 0));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_that_is_not_chirpstacks_api_fails_the_campaign_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, server, api) = serve_fleet(dir.path(), &fleet_config(SessionClass::C), common::NETWORK_TOKEN).await;
+    // Another service answers there: every gRPC path is a 404.
+    let elsewhere = airlift::sim::thingpark::ThingParkPeer::start(sim.lns.fleet.clone(), Listen::loopback(), "as", "00112233445566778899aabbccddeeff").await.unwrap();
+    let instance = json!({"name": "ChirpStack", "plugin": "chirpstack", "settings": {"url": elsewhere.url(), "application_id": APPLICATION},
+                          "secrets": {"api_token": API_TOKEN, "integration_token": INTEGRATION_TOKEN}, "allowedHosts": [elsewhere.url()]});
+    api.move_to_new_instance(&sim.objects.campaign_id, instance).await;
+    let id = &sim.objects.campaign_id;
+    let started = std::time::Instant::now();
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
+    assert_eq!(done["campaignStatus"], "ERROR", "{done}");
+    let error = done["error"]["text"].as_str().unwrap_or_default();
+    assert!(error.contains("404") && error.contains("the service's API"), "{done}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "failed at once, not after backing off");
+    server.stop().await;
+}
