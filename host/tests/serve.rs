@@ -27,7 +27,8 @@ async fn stopping_through_the_api_tears_the_sessions_down() {
     assert_eq!(stopped["campaignStatus"], "STOPPED");
     // The teardown downlinks go out after the answer.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while sim.devices.iter().any(|d| sim.lns.fleet.in_session(d.dev_eui)) && std::time::Instant::now() < until {
+    let torn_down = || [(200, 0x03), (201, 0x03)].iter().all(|(port, cid)| sim.lns.fleet.unicast_requests(*port, *cid) == sim.devices.len()) && !sim.devices.iter().any(|d| sim.lns.fleet.in_session(d.dev_eui));
+    while !torn_down() && std::time::Instant::now() < until {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     for d in &sim.devices {
