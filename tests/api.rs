@@ -354,3 +354,33 @@ async fn no_body_gets_a_server_error() {
     }
     assert!(h.healthy().await);
 }
+
+#[tokio::test]
+async fn admins_create_and_revoke_tokens_that_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tokens kept in the data directory (the first start makes an admin).
+    let h = TestHost::start_with(dir.path(), |c| c.auth = None).await.unwrap();
+    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let (status, created) = h.call(Some(&admin), Method::POST, "/api/tokens", json!({"name": "dashboard", "role": "viewer"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let viewer = created["token"].as_str().unwrap().to_string();
+    assert_eq!(h.call(Some(&viewer), Method::GET, "/api/devices", Value::Null).await.0, StatusCode::OK);
+    assert_eq!(h.call(Some(&viewer), Method::POST, "/api/devices", device(DEV)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(h.call(Some(&viewer), Method::GET, "/api/tokens", Value::Null).await.0, StatusCode::FORBIDDEN, "only admins see tokens");
+    let (_, listed) = h.call(Some(&admin), Method::GET, "/api/tokens", Value::Null).await;
+    assert!(!listed.to_string().contains(&viewer), "a token is shown once: {listed}");
+    assert_eq!(h.call(Some(&admin), Method::POST, "/api/tokens", json!({"name": "dashboard", "role": "admin"})).await.0, StatusCode::CONFLICT);
+    assert_field_error(h.call(Some(&admin), Method::POST, "/api/tokens", json!({"name": "a b/c", "role": "viewer"})).await, "name");
+
+    // The file holds them: a restart keeps the new token.
+    h.server.stop().await;
+    let h = TestHost::start_with(dir.path(), |c| c.auth = None).await.unwrap();
+    assert_eq!(h.call(Some(&viewer), Method::GET, "/api/devices", Value::Null).await.0, StatusCode::OK);
+    assert_eq!(h.call(Some(&admin), Method::DELETE, "/api/tokens/dashboard", Value::Null).await.0, StatusCode::OK);
+    assert_eq!(h.call(Some(&viewer), Method::GET, "/api/devices", Value::Null).await.0, StatusCode::UNAUTHORIZED, "revoked");
+    assert_eq!(h.call(Some(&admin), Method::DELETE, "/api/tokens/admin", Value::Null).await.0, StatusCode::CONFLICT, "the last admin stays");
+
+    // Tokens given from outside (the environment, here the test's) are fixed.
+    let (fixed, _dir2) = host().await;
+    assert_eq!(fixed.call(Some(ADMIN), Method::POST, "/api/tokens", json!({"name": "x", "role": "viewer"})).await.0, StatusCode::CONFLICT);
+}

@@ -29,9 +29,31 @@ pub struct TokenEntry {
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Default)]
+/// The tokens the API accepts. Those from `<data_dir>/tokens.json` can be
+/// created and revoked through the API; those from the environment (or
+/// given by an embedding program) are fixed.
+#[derive(Debug, Default)]
 pub struct Auth {
-    tokens: Vec<TokenEntry>,
+    tokens: std::sync::RwLock<Vec<TokenEntry>>,
+    /// Where tokens are kept, when they may be changed.
+    file: Option<std::path::PathBuf>,
+}
+
+/// Why a token could not be created or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("tokens come from {TOKENS_ENV}: change them there")]
+    Fixed,
+    #[error("a token named '{0}' exists")]
+    Exists(String),
+    #[error("no token named '{0}'")]
+    Unknown(String),
+    #[error("the last admin token cannot be revoked")]
+    LastAdmin,
+    #[error("name: 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadName,
+    #[error("tokens file: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Environment variable with `name:role:token` entries separated by `;`.
@@ -43,7 +65,8 @@ fn hash(token: &str) -> String {
 
 impl Auth {
     pub fn with_tokens(tokens: &[(&str, Role, &str)]) -> Self {
-        Self { tokens: tokens.iter().map(|(n, r, t)| TokenEntry { name: n.to_string(), role: *r, sha256: hash(t) }).collect() }
+        let tokens = tokens.iter().map(|(n, r, t)| TokenEntry { name: n.to_string(), role: *r, sha256: hash(t) }).collect();
+        Self { tokens: std::sync::RwLock::new(tokens), file: None }
     }
 
     /// Tokens from `AIRLIFT_API_TOKENS`, else `<data_dir>/tokens.json`.
@@ -62,30 +85,84 @@ impl Auth {
                     _ => return Err(std::io::Error::other(format!("{TOKENS_ENV}: entries are name:role:token"))),
                 }
             }
-            return Ok(Self { tokens });
+            return Ok(Self { tokens: std::sync::RwLock::new(tokens), file: None });
         }
         let file = data_dir.join("tokens.json");
         if file.exists() {
             let tokens = serde_json::from_slice(&std::fs::read(&file)?).map_err(std::io::Error::other)?;
-            return Ok(Self { tokens });
+            return Ok(Self { tokens: std::sync::RwLock::new(tokens), file: Some(file) });
         }
         let token = hex::encode(rand::random::<[u8; 24]>());
         crate::keys::write_private(&data_dir.join("admin.token"), token.as_bytes())?;
         let tokens = vec![TokenEntry { name: "admin".into(), role: Role::Admin, sha256: hash(&token) }];
         crate::keys::write_private(&file, &serde_json::to_vec_pretty(&tokens).unwrap())?;
         tracing::info!(path = %data_dir.join("admin.token").display(), "created an admin API token");
-        Ok(Self { tokens })
+        Ok(Self { tokens: std::sync::RwLock::new(tokens), file: Some(file) })
     }
 
     pub fn role_of(&self, token: &str) -> Option<Role> {
         let h = hash(token);
-        self.tokens.iter().find(|t| t.sha256 == h).map(|t| t.role)
+        self.read().iter().find(|t| t.sha256 == h).map(|t| t.role)
+    }
+
+    /// Names and roles (never the hashes).
+    pub fn list(&self) -> Vec<(String, Role)> {
+        self.read().iter().map(|t| (t.name.clone(), t.role)).collect()
+    }
+
+    /// A new token with `role`; its only copy is returned. On disk before
+    /// it is returned.
+    pub fn create(&self, name: &str, role: Role) -> Result<String, TokenError> {
+        let valid = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid {
+            return Err(TokenError::BadName);
+        }
+        let token = hex::encode(rand::random::<[u8; 24]>());
+        self.change(|tokens| {
+            if tokens.iter().any(|t| t.name == name) {
+                return Err(TokenError::Exists(name.into()));
+            }
+            tokens.push(TokenEntry { name: name.into(), role, sha256: hash(&token) });
+            Ok(())
+        })?;
+        Ok(token)
+    }
+
+    /// Revoke a token by name; the last admin token stays.
+    pub fn revoke(&self, name: &str) -> Result<(), TokenError> {
+        self.change(|tokens| {
+            let at = tokens.iter().position(|t| t.name == name).ok_or_else(|| TokenError::Unknown(name.into()))?;
+            if tokens[at].role == Role::Admin && tokens.iter().filter(|t| t.role == Role::Admin).count() == 1 {
+                return Err(TokenError::LastAdmin);
+            }
+            tokens.remove(at);
+            Ok(())
+        })
+    }
+
+    /// Apply `edit`, write the file, and only then let the change count.
+    fn change(&self, edit: impl FnOnce(&mut Vec<TokenEntry>) -> Result<(), TokenError>) -> Result<(), TokenError> {
+        let file = self.file.as_ref().ok_or(TokenError::Fixed)?;
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        let mut edited = tokens.clone();
+        edit(&mut edited)?;
+        let tmp = file.with_extension("json.tmp");
+        crate::keys::write_private(&tmp, &serde_json::to_vec_pretty(&edited).expect("tokens serialize"))?;
+        std::fs::rename(&tmp, file)?;
+        *tokens = edited;
+        Ok(())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<TokenEntry>> {
+        self.tokens.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// The role a request needs.
 pub fn required_role(method: &Method, path: &str) -> Role {
-    if method == Method::GET || method == Method::HEAD {
+    if path.starts_with("/api/tokens") {
+        Role::Admin
+    } else if method == Method::GET || method == Method::HEAD {
         Role::Viewer
     } else if path.starts_with("/api/plugins") || path.starts_with("/api/backend-instances") {
         Role::Admin

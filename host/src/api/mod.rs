@@ -2,6 +2,7 @@
 //! file upload and plugins.
 
 mod auth;
+mod tokens;
 mod campaigns;
 mod error;
 mod files;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .merge(objects::routes::<Campaign>())
         .merge(objects::routes::<SmartDeltaKey>())
         .merge(objects::routes::<BackendInstance>())
+        .merge(tokens::routes())
         .merge(objects::read_update_routes::<StoredFile>())
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BODY));
     let protected = Router::new()

@@ -60,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         action: ObjectAction,
     },
+    /// API tokens (admin): list, create (printed once), revoke.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Upload a file (firmware or binary).
     Upload {
         path: PathBuf,
@@ -82,6 +87,19 @@ enum PluginAction {
         #[arg(long)]
         wasm: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    List,
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+    },
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +171,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ObjectAction::Create { json } => client.send(reqwest::Method::POST, &format!("/api/{kind}"), body(&json)?).await?,
             ObjectAction::Update { id, json } => client.send(reqwest::Method::PUT, &format!("/api/{kind}/{id}"), body(&json)?).await?,
             ObjectAction::Archive { id } => client.send(reqwest::Method::DELETE, &format!("/api/{kind}/{id}"), serde_json::Value::Null).await?,
+        },
+        Command::Token { action } => match action {
+            TokenAction::List => client.get("/api/tokens").await?,
+            TokenAction::Create { name, role } => client.send(reqwest::Method::POST, "/api/tokens", serde_json::json!({"name": name, "role": role})).await?,
+            TokenAction::Revoke { name } => client.send(reqwest::Method::DELETE, &format!("/api/tokens/{name}"), serde_json::Value::Null).await?,
         },
         Command::Upload { path, metadata } => {
             let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
