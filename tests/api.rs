@@ -269,6 +269,14 @@ async fn files_upload_by_hash_with_a_size_limit() {
     let (status, updated) = h.put(&format!("/api/files/{id}"), json!({"firmwareVersion": "1.3.0.0", "description": "fix"})).await;
     assert_eq!(status, StatusCode::OK, "{updated}");
     assert_eq!(updated["size"], 1000);
+    // The same bytes again are the same file: as they are, or a conflict
+    // rather than metadata quietly rewritten under a campaign.
+    let resp = upload(image.clone(), Some(json!({"firmwareVersion": "1.3.0.0", "description": "fix"}))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = upload(image.clone(), Some(json!({"description": "just a binary"}))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let (_, kept) = h.get(&format!("/api/files/{id}")).await;
+    assert_eq!(kept["firmwareVersion"], "1.3.0.0", "{kept}");
 
     let resp = upload(vec![0u8; 1025], None).await.unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);

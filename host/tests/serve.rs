@@ -23,6 +23,12 @@ async fn stopping_through_the_api_tears_the_sessions_down() {
     // Stop once fragments are going out.
     api.wait_for(id, |p| under_way(p, "DataFragment")).await;
     assert!(sim.lns.fleet.in_session(sim.devices[0].dev_eui));
+    // The file it sends can neither change nor go while it runs.
+    let file = api.call(reqwest::Method::GET, &format!("/api/campaigns/{id}")).await["file"].as_str().unwrap().to_string();
+    let changed = api.http.put(format!("{}/api/files/{file}", api.base)).bearer_auth(common::TOKEN).json(&json!({"description": "other"})).send().await.unwrap();
+    assert_eq!(changed.status(), reqwest::StatusCode::CONFLICT);
+    let archived = api.http.delete(format!("{}/api/files/{file}", api.base)).bearer_auth(common::TOKEN).send().await.unwrap();
+    assert_eq!(archived.status(), reqwest::StatusCode::CONFLICT);
     let stopped = api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/stop")).await;
     assert_eq!(stopped["campaignStatus"], "STOPPED");
     // The teardown downlinks go out after the answer.

@@ -54,8 +54,19 @@ async fn upload(State(s): State<AppState>, mut form: Multipart) -> Result<(Statu
     if metadata.name.is_empty() {
         metadata.name = filename;
     }
-    let prior = s.store.get::<StoredFile>(&hash)?;
+    let prior = s.store.get::<StoredFile>(&hash)?.filter(|p| !p.archived);
     let file = StoredFile::with_metadata(hash, len, metadata, prior.as_ref(), &s.input_context())?;
+    // A file is its content: the same bytes again are the same file, and
+    // may not quietly change what a campaign referencing it verifies.
+    if let Some(prior) = prior {
+        if prior.same_metadata(&file) {
+            return Ok((StatusCode::OK, Json(public_view(&prior))));
+        }
+        return Err(ApiError {
+            field: Some("metadata".into()),
+            ..ApiError::new(StatusCode::CONFLICT, format!("this content is already stored as file {} with other metadata; change that with PUT /api/files/{}", prior.id, prior.id))
+        });
+    }
     s.store.put(&file)?;
     tracing::info!(id = %file.id, size = file.size, "file stored");
     Ok((StatusCode::CREATED, Json(public_view(&file))))

@@ -3,7 +3,7 @@
 
 use super::json::JsonBody;
 use super::{ApiError, AppState};
-use crate::model::{public_view, BackendInstance, Editable, FieldError, Object};
+use crate::model::{public_view, BackendInstance, Campaign, CampaignStatus, Editable, FieldError, Object, StoredFile};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -70,6 +70,18 @@ async fn check_with_plugin<T: Object>(s: &AppState, obj: &T) -> Result<(), ApiEr
     Ok(())
 }
 
+/// A file a running campaign sends may not change or go.
+fn check_not_in_use<T: Object>(s: &AppState, obj: &T) -> Result<(), ApiError> {
+    if (obj as &dyn std::any::Any).is::<StoredFile>() {
+        let id = obj.id();
+        let running = s.store.list::<Campaign>(false)?.into_iter().find(|c| c.status == CampaignStatus::Running && c.file.as_deref() == Some(id.as_str()));
+        if let Some(c) = running {
+            return Err(ApiError::new(StatusCode::CONFLICT, format!("campaign {} is sending this file; change it once the campaign is over", c.id)));
+        }
+    }
+    Ok(())
+}
+
 async fn create<T: Editable>(State(s): State<AppState>, JsonBody(input): JsonBody<T::Input>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let obj = T::from_input(input, None, &s.input_context())?;
     check_with_plugin(&s, &obj).await?;
@@ -80,6 +92,7 @@ async fn create<T: Editable>(State(s): State<AppState>, JsonBody(input): JsonBod
 
 async fn update<T: Editable>(State(s): State<AppState>, Path(id): Path<String>, JsonBody(input): JsonBody<T::Input>) -> Result<Json<Value>, ApiError> {
     let prior = load::<T>(&s, &normalise_id(&id))?;
+    check_not_in_use(&s, &prior)?;
     let obj = T::from_input(input, Some(&prior), &s.input_context())?;
     check_with_plugin(&s, &obj).await?;
     s.store.put(&obj)?;
@@ -89,6 +102,7 @@ async fn update<T: Editable>(State(s): State<AppState>, Path(id): Path<String>, 
 
 async fn archive<T: Object>(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let mut obj = load::<T>(&s, &normalise_id(&id))?;
+    check_not_in_use(&s, &obj)?;
     obj.set_archived();
     s.store.put(&obj)?;
     tracing::info!(kind = T::KIND, id = %obj.id(), "archived");

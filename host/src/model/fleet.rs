@@ -241,7 +241,7 @@ pub enum FileType {
 }
 
 /// A stored file; its id is the SHA-256 of its content.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredFile {
     pub id: String,
@@ -297,6 +297,11 @@ pub fn parse_firmware_version(field: &str, text: &str) -> Result<u32, FieldError
 }
 
 impl StoredFile {
+    /// The same record but for when it was uploaded and whether archived.
+    pub fn same_metadata(&self, other: &Self) -> bool {
+        Self { upload_time: other.upload_time, archived: other.archived, ..self.clone() } == *other
+    }
+
     /// Metadata from input for content already stored under `id`.
     pub fn with_metadata(
         id: String,
