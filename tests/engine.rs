@@ -353,3 +353,27 @@ async fn devices_that_run_the_new_image_succeed_even_when_the_campaign_fails() {
     }
     assert!(devices.iter().filter(|d| !d.succeeded).all(|d| d.failed.is_some()));
 }
+
+#[tokio::test]
+async fn a_second_campaign_cannot_take_devices_or_a_group_a_running_one_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let config = ScenarioConfig::new(3);
+    let s = scenario(&h, clock.clone(), &config);
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    // The same devices and group again, as a new campaign.
+    let (_, first) = h.get(&format!("/api/campaigns/{}", s.campaign_id)).await;
+    let mut again = first.clone();
+    for field in ["id", "created", "started", "lastChanged", "status", "archived"] {
+        again.as_object_mut().unwrap().remove(field);
+    }
+    again["name"] = serde_json::json!("again");
+    let (status, second) = h.post("/api/campaigns", again).await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let refused = s.engine.start(second["id"].as_str().unwrap(), options(&config)).await;
+    match refused {
+        Err(airlift::engine::EngineError::Invalid(why)) => assert!(why.contains("running campaign"), "{why}"),
+        other => panic!("started over a running campaign: {:?}", other.map(|r| r.campaign_id)),
+    }
+}

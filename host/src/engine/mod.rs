@@ -146,6 +146,15 @@ impl<N: Network> Engine<N> {
         let region = self.store.get::<Region>(&campaign.regions[0])?.ok_or_else(|| EngineError::Invalid("region is gone".into()))?;
         let group_eui = *region.multicast_groups.first().ok_or_else(|| EngineError::Invalid("the region has no multicast group".into()))?;
         let group = self.store.get::<MulticastGroup>(&group_eui.to_string())?.ok_or_else(|| EngineError::Invalid("multicast group is gone".into()))?;
+        // A device, and a multicast group, serve one running campaign at a time.
+        for other in self.running()?.iter().filter(|r| r.campaign_id != campaign.id) {
+            if other.group == group_eui {
+                return Err(EngineError::Invalid(format!("multicast group {group_eui} is in use by running campaign {}", other.campaign_id)));
+            }
+            if let Some(d) = self.device_runs(&other.campaign_id)?.iter().find(|d| d.active() && devices.binary_search(&d.dev_eui).is_ok()) {
+                return Err(EngineError::Invalid(format!("device {} is in running campaign {}", d.dev_eui, other.campaign_id)));
+            }
+        }
 
         let library = self.runtime.active(&campaign.device_library)?;
         if library.manifest.kind != PluginKind::DeviceLibrary {
