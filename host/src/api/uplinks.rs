@@ -70,30 +70,23 @@ async fn receive(
                 // A frame counter seen before on this instance is a replay
                 // (or the network posting again what was taken): taken once.
                 let scope = format!("{id}/{}", Eui(u.dev_eui));
-                let previous = match u.fcnt_up {
-                    Some(fcnt) => match s.store.take_frame_counter(&scope, fcnt)? {
-                        Some(previous) => Some(previous),
-                        None => {
-                            replays += 1;
-                            tracing::warn!(instance = %id, device = %Eui(u.dev_eui), fcnt, "uplink frame counter already seen; ignored as a replay");
-                            continue;
-                        }
-                    },
-                    None => None,
-                };
-                if let Err(e) = s.runner.on_uplink(&id, Eui(u.dev_eui), u.fport, u.payload).await {
-                    // Not taken: the network's retry must not look like a replay.
-                    if let Some(previous) = previous {
-                        s.store.restore_frame_counter(&scope, previous)?;
+                if let Some(fcnt) = u.fcnt_up {
+                    if !s.store.frame_counter_is_new(&scope, fcnt)? {
+                        replays += 1;
+                        tracing::warn!(instance = %id, device = %Eui(u.dev_eui), fcnt, "uplink frame counter already seen; ignored as a replay");
+                        continue;
                     }
-                    return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+                }
+                s.runner.on_uplink(&id, Eui(u.dev_eui), u.fport, u.payload).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                if let Some(fcnt) = u.fcnt_up {
+                    s.store.record_frame_counter(&scope, fcnt)?;
                 }
                 uplinks += 1;
             }
             wit::Report::DownlinkStatus((correlation, sent)) => tracing::debug!(instance = %id, %correlation, sent, "downlink status"),
             wit::Report::DeviceReset(eui) => {
                 tracing::info!(instance = %id, device = %Eui(eui), "device rejoined; its frame counters restart");
-                s.store.restore_frame_counter(&format!("{id}/{}", Eui(eui)), None)?;
+                s.store.forget_frame_counter(&format!("{id}/{}", Eui(eui)))?;
             }
         }
     }

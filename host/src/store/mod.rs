@@ -126,34 +126,31 @@ impl Store {
         Ok(out)
     }
 
-    /// Record that a frame with counter `fcnt` arrived in `scope` (a
-    /// network instance and a device). `None` when one with this counter
-    /// or a higher one already did: a replay. Otherwise the counter it
-    /// replaced, to put back with [`Self::restore_frame_counter`] if the
-    /// frame could not be taken after all. Atomic: of two concurrent
-    /// copies, one is a replay.
-    pub fn take_frame_counter(&self, scope: &str, fcnt: u32) -> Result<Option<Option<u32>>, StoreError> {
-        let tree = self.db.open_tree(FRAME_COUNTERS)?;
+    /// Whether a frame with counter `fcnt` in `scope` (a network instance
+    /// and a device) is new: above every counter recorded there. A frame
+    /// that is not is a replay.
+    pub fn frame_counter_is_new(&self, scope: &str, fcnt: u32) -> Result<bool, StoreError> {
+        let last = self.db.open_tree(FRAME_COUNTERS)?.get(scope)?.and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes));
+        Ok(last.is_none_or(|last| fcnt > last))
+    }
+
+    /// Record that the frame with counter `fcnt` in `scope` was taken.
+    /// Written after what the frame changed, so a crash that loses one
+    /// loses the other first: the network's retry is then taken again,
+    /// never dropped as a replay of a frame that left no trace.
+    pub fn record_frame_counter(&self, scope: &str, fcnt: u32) -> Result<(), StoreError> {
         let decode = |v: &[u8]| v.try_into().ok().map(u32::from_be_bytes);
-        let before = tree.fetch_and_update(scope, |old| match old.and_then(decode) {
+        self.db.open_tree(FRAME_COUNTERS)?.fetch_and_update(scope, |old| match old.and_then(decode) {
             Some(last) if last >= fcnt => old.map(|o| o.to_vec()),
             _ => Some(fcnt.to_be_bytes().to_vec()),
         })?;
-        let before = before.as_deref().and_then(decode);
-        Ok(match before {
-            Some(last) if last >= fcnt => None,
-            _ => Some(before),
-        })
+        Ok(())
     }
 
-    /// Put a scope's frame counter back (`None`: forget it, as after the
-    /// device rejoined and its counters restarted).
-    pub fn restore_frame_counter(&self, scope: &str, fcnt: Option<u32>) -> Result<(), StoreError> {
-        let tree = self.db.open_tree(FRAME_COUNTERS)?;
-        match fcnt {
-            Some(f) => tree.insert(scope, f.to_be_bytes().to_vec()).map(drop)?,
-            None => tree.remove(scope).map(drop)?,
-        }
+    /// Forget a scope's frame counter, as after the device rejoined and its
+    /// counters restarted.
+    pub fn forget_frame_counter(&self, scope: &str) -> Result<(), StoreError> {
+        self.db.open_tree(FRAME_COUNTERS)?.remove(scope)?;
         Ok(())
     }
 
@@ -183,17 +180,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_frame_counter_is_taken_once_and_can_be_put_back() {
+    fn a_frame_counter_must_rise_and_restarts_when_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.take_frame_counter("i/d", 5).unwrap(), Some(None));
-        assert_eq!(store.take_frame_counter("i/d", 5).unwrap(), None, "the same counter again is a replay");
-        assert_eq!(store.take_frame_counter("i/d", 3).unwrap(), None, "an older counter is a replay");
-        assert_eq!(store.take_frame_counter("other/d", 3).unwrap(), Some(None), "scopes are apart");
-        assert_eq!(store.take_frame_counter("i/d", 6).unwrap(), Some(Some(5)));
-        store.restore_frame_counter("i/d", Some(5)).unwrap();
-        assert_eq!(store.take_frame_counter("i/d", 6).unwrap(), Some(Some(5)), "put back, 6 is fresh again");
-        store.restore_frame_counter("i/d", None).unwrap();
-        assert_eq!(store.take_frame_counter("i/d", 0).unwrap(), Some(None), "after a rejoin the counters restart");
+        assert!(store.frame_counter_is_new("i/d", 5).unwrap());
+        store.record_frame_counter("i/d", 5).unwrap();
+        assert!(!store.frame_counter_is_new("i/d", 5).unwrap(), "the same counter again is a replay");
+        assert!(!store.frame_counter_is_new("i/d", 3).unwrap(), "an older counter is a replay");
+        assert!(store.frame_counter_is_new("other/d", 3).unwrap(), "scopes are apart");
+        store.record_frame_counter("i/d", 4).unwrap();
+        assert!(store.frame_counter_is_new("i/d", 6).unwrap(), "recording an older counter does not lower it");
+        assert!(!store.frame_counter_is_new("i/d", 5).unwrap());
+        store.forget_frame_counter("i/d").unwrap();
+        assert!(store.frame_counter_is_new("i/d", 0).unwrap(), "after a rejoin the counters restart");
     }
 }
