@@ -32,11 +32,8 @@ async fn stopping_through_the_api_tears_the_sessions_down() {
     let stopped = api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/stop")).await;
     assert_eq!(stopped["campaignStatus"], "STOPPED");
     // The teardown downlinks go out after the answer.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let torn_down = || [(200, 0x03), (201, 0x03)].iter().all(|(port, cid)| sim.lns.fleet.unicast_requests(*port, *cid) == sim.devices.len()) && !sim.devices.iter().any(|d| sim.lns.fleet.in_session(d.dev_eui));
-    while !torn_down() && std::time::Instant::now() < until {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    common::eventually(std::time::Duration::from_secs(30), torn_down).await;
     for d in &sim.devices {
         assert!(!sim.lns.fleet.in_session(d.dev_eui), "device {} still in its session", d.dev_eui);
     }

@@ -87,14 +87,8 @@ async fn a_wrong_as_key_gets_the_lrc_401_and_a_clear_campaign_error() {
 async fn fails_at_once_on_tls(identity: TlsIdentity, transport: serde_json::Value, reason: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (sim, lrc, server, api, _) = setup_with(dir.path(), AS_KEY, identity, transport).await;
-    let id = &sim.objects.campaign_id;
-    let started = std::time::Instant::now();
-    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
-    let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
-    assert_eq!(done["campaignStatus"], "ERROR", "{done}");
-    let error = done["error"]["text"].as_str().unwrap_or_default();
-    assert!(error.contains("TLS") && error.contains(reason), "{done}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}: the campaign backed off instead of failing", started.elapsed());
+    let error = common::start_expecting_prompt_failure(&api, &sim.objects.campaign_id).await;
+    assert!(error.contains("TLS") && error.contains(reason), "{error}");
     assert_eq!(lrc.downlinks(), (0, 0));
     server.stop().await;
 }
@@ -118,10 +112,7 @@ async fn a_pinned_self_signed_certificate_is_trusted_plain_http_needs_the_flag_a
     let (sim, lrc, server, api, _) = setup_with(dir.path(), AS_KEY, pki.self_signed, json!({"pinnedCertificateSha256": pki.self_signed_sha256})).await;
     let id = &sim.objects.campaign_id;
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while lrc.downlinks().0 == 0 && std::time::Instant::now() < until {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    common::eventually(std::time::Duration::from_secs(60), || lrc.downlinks().0 > 0).await;
     assert!(lrc.downlinks().0 > 0, "nothing went through the pinned connection");
     let progress = api.call(reqwest::Method::GET, &format!("/api/campaigns/{id}/progress")).await;
     assert_ne!(progress["campaignStatus"], "ERROR", "{progress}");
@@ -149,10 +140,7 @@ async fn a_stop_is_not_kept_waiting_by_a_network_that_hangs() {
     let id = &sim.objects.campaign_id;
     lrc.hang(8_000);
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while lrc.hanging() == 0 && std::time::Instant::now() < until {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    common::eventually(std::time::Duration::from_secs(30), || lrc.hanging() > 0).await;
     assert!(lrc.hanging() > 0, "no request reached the hanging LRC");
     let asked = std::time::Instant::now();
     let stopped = api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/stop")).await;

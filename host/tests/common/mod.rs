@@ -127,6 +127,26 @@ pub async fn serve_fleet(dir: &Path, config: &ScenarioConfig, instance_token: &s
     (sim, server, api)
 }
 
+/// Wait, real time and at most `limit`, until `done` holds. The caller
+/// asserts what it waited for.
+pub async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !done() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Start a campaign that must fail at once (a network that cannot work as
+/// configured), not after backing off: its error text.
+pub async fn start_expecting_prompt_failure(api: &Api, campaign: &str) -> String {
+    let started = Instant::now();
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{campaign}/start")).await;
+    let done = api.wait_for(campaign, |p| p["campaignStatus"] != "RUNNING").await;
+    assert_eq!(done["campaignStatus"], "ERROR", "{done}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}: the campaign backed off instead of failing", started.elapsed());
+    done["error"]["text"].as_str().unwrap_or_default().to_string()
+}
+
 /// A progress message of `stage` once some of its operations are done.
 pub fn under_way(progress: &Value, stage: &str) -> bool {
     progress["stage"]["stageName"] == stage && progress["stage"]["stageOperationsCompleted"].as_u64() > Some(0)
