@@ -3,14 +3,15 @@
 //! maximum duration, stop, and a restart that redoes nothing.
 
 use airlift::clock::{Clock, ManualClock};
-use airlift::engine::{progress, CampaignRun, Engine, RunOptions, RunStatus};
-use airlift::model::{Campaign, CampaignStatus};
+use airlift::engine::{progress, CampaignRun, Engine, Network, NetworkError, OffloadJob, OffloadStatus, Pacing, RunOptions, RunStatus};
+use airlift::model::{Campaign, CampaignStatus, Eui, MulticastGroup};
 use airlift::plugin::PluginRuntime;
-use airlift::sim::fleet::{drive, Behaviour};
+use airlift::sim::fleet::{drive, drive_fleet, Behaviour, SimFleet};
 use airlift::sim::scenario::{provision, Scenario, ScenarioConfig};
 use airlift::sim::PackageVersion;
 use airlift_e2e::*;
 use reqwest::StatusCode;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const START_MS: u64 = 1_800_000_000_000;
@@ -314,6 +315,8 @@ async fn an_uplink_feeds_only_the_campaigns_running_on_the_instance_it_came_thro
     let config = ScenarioConfig::new(2);
     let s = scenario(&h, clock.clone(), &config);
     s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    // The first step makes the group, the second sends the first requests.
+    s.engine.step(&s.campaign_id).await.unwrap();
     s.engine.step(&s.campaign_id).await.unwrap();
     let instance = s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap().backend_instance;
     // A device's answer to the first stage's request.
@@ -376,4 +379,104 @@ async fn a_second_campaign_cannot_take_devices_or_a_group_a_running_one_holds() 
         Err(airlift::engine::EngineError::Invalid(why)) => assert!(why.contains("running campaign"), "{why}"),
         other => panic!("started over a running campaign: {:?}", other.map(|r| r.campaign_id)),
     }
+}
+
+/// Two fleets, each behind its own backend instance. While the gate is
+/// closed, every call to the second instance's network waits: a network
+/// that hangs.
+struct TwoNetworks {
+    healthy: (String, Arc<SimFleet>),
+    hanging: (String, Arc<SimFleet>),
+    gate: tokio::sync::watch::Sender<bool>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl TwoNetworks {
+    async fn fleet(&self, backend: &str) -> &SimFleet {
+        if backend != self.hanging.0 {
+            return &self.healthy.1;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _ = self.gate.subscribe().wait_for(|open| *open).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        &self.hanging.1
+    }
+}
+
+impl Network for TwoNetworks {
+    async fn pacing(&self, backend: &str) -> Result<Pacing, NetworkError> {
+        self.fleet(backend).await.pacing(backend).await
+    }
+    async fn create_group(&self, backend: &str, group: &MulticastGroup, devices: &[Eui], next_fcnt: u32) -> Result<(), NetworkError> {
+        self.fleet(backend).await.create_group(backend, group, devices, next_fcnt).await
+    }
+    async fn send_unicast(&self, backend: &str, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
+        self.fleet(backend).await.send_unicast(backend, dev_eui, fport, payload).await
+    }
+    async fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<Option<u32>, NetworkError> {
+        self.fleet(backend).await.send_multicast(backend, group, fcnt, fport, payload).await
+    }
+    async fn offloads(&self, backend: &str) -> Result<bool, NetworkError> {
+        self.fleet(backend).await.offloads(backend).await
+    }
+    async fn offload_start(&self, backend: &str, job: OffloadJob) -> Result<String, NetworkError> {
+        self.fleet(backend).await.offload_start(backend, job).await
+    }
+    async fn offload_poll(&self, backend: &str, handle: &str) -> Result<OffloadStatus, NetworkError> {
+        self.fleet(backend).await.offload_poll(backend, handle).await
+    }
+    async fn offload_cancel(&self, backend: &str, handle: &str) -> Result<(), NetworkError> {
+        self.fleet(backend).await.offload_cancel(backend, handle).await
+    }
+    async fn end_session(&self, backend: &str, group: &MulticastGroup) {
+        self.fleet(backend).await.end_session(backend, group).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_that_hangs_keeps_neither_another_campaign_nor_a_stop_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let healthy_config = ScenarioConfig::new(5);
+    let mut hanging_config = ScenarioConfig::new(5);
+    hanging_config.first_eui += 0x1000;
+    hanging_config.group_eui += 1;
+    let (healthy, hanging) = (scenario(&h, clock.clone(), &healthy_config), scenario(&h, clock.clone(), &hanging_config));
+    let instance = |s: &Scenario| s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap().backend_instance;
+    let network = Arc::new(TwoNetworks {
+        healthy: (instance(&healthy), healthy.engine.network.clone()),
+        hanging: (instance(&hanging), hanging.engine.network.clone()),
+        gate: tokio::sync::watch::channel(true).0,
+        waiting: Default::default(),
+    });
+    let engine = Arc::new(Engine::new(healthy.engine.store.clone(), healthy.engine.runtime.clone(), clock.clone(), network.clone()));
+
+    // The hanging campaign's first step waits on its network (making its group).
+    engine.start(&hanging.campaign_id, options(&hanging_config)).await.unwrap();
+    network.gate.send_replace(false);
+    let stuck_step = tokio::spawn({
+        let (engine, id) = (engine.clone(), hanging.campaign_id.clone());
+        async move { engine.step(&id).await }
+    });
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while network.waiting.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(network.waiting.load(Ordering::SeqCst), 1, "the step did not reach the hanging network");
+
+    // The healthy campaign runs through meanwhile: its steps and uplinks
+    // (offered to every running campaign) never wait on the stuck one.
+    engine.start(&healthy.campaign_id, options(&healthy_config)).await.unwrap();
+    let ran = tokio::time::timeout(std::time::Duration::from_secs(120), drive_fleet(&engine, &healthy.engine.network, &clock, &healthy.campaign_id, |_| true)).await;
+    assert!(ran.expect("the healthy campaign waited on the hanging network").unwrap());
+    assert_eq!(run_of(&healthy).status, RunStatus::Succeeded, "{:?}", run_of(&healthy).error);
+
+    // A stop is on disk at once, whatever the network does.
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(1), engine.mark_stopped(&hanging.campaign_id)).await;
+    assert!(stopped.expect("the stop waited on the hanging network").unwrap().is_some());
+    network.gate.send_replace(true);
+    assert_eq!(stuck_step.await.unwrap().unwrap(), None, "the step answered after the stop leaves the campaign over");
+    assert_eq!(run_of(&hanging).status, RunStatus::Stopped);
+    assert_eq!(run_of(&hanging).group_backend, None, "a group answered after the stop is not recorded");
 }

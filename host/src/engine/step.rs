@@ -1,11 +1,13 @@
 //! The stage machine: from the stored state of a run, do what is due and
-//! say when to look again. A step decides its downlinks into an outbox,
-//! writes and flushes the new state, and only then sends: a crash at any
-//! point re-sends at most one step's downlinks and never reuses an FCnt.
+//! say when to look again. A step decides its network calls (downlinks
+//! into an outbox, a group to create, a gateway session to start or
+//! poll), writes and flushes the new state, and only then asks the
+//! network, without the campaign's lock: a crash at any point re-sends at
+//! most one step's downlinks and never reuses an FCnt.
 
 use super::{context, status_report};
 use super::run::{CampaignRun, DeviceRun, NetworkTrouble, RunStatus, Stage, StageMode};
-use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadState};
+use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadState, OffloadStatus};
 use crate::clock::unix_ms_to_gps_seconds;
 use crate::model::{CampaignStatus, CampaignType, Device, Eui, MulticastGroup};
 use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
@@ -42,6 +44,44 @@ enum Outgoing {
     Unicast { dev_eui: Eui, fport: u8, payload: Vec<u8> },
     /// `fragment`: the DataFragment number it carries, if it is one.
     Multicast { fcnt: u32, fport: u8, payload: Vec<u8>, fragment: Option<u32> },
+}
+
+/// What a step asks of the network once its decisions are on disk and
+/// the campaign's lock is released.
+enum NetworkCall {
+    /// Provision the multicast group on the campaign's backend instance.
+    CreateGroup { devices: Vec<Eui>, next_fcnt: u32 },
+    Send(Vec<Outgoing>),
+    OffloadStart(OffloadJob),
+    OffloadPoll(String),
+}
+
+/// What the network answered a [`NetworkCall`].
+enum NetworkAnswer {
+    GroupCreated(Result<(), NetworkError>),
+    Sent(Unsent),
+    Offload(Result<OffloadReply, NetworkError>),
+}
+
+enum OffloadReply {
+    Started(String),
+    Status(OffloadStatus),
+}
+
+/// Where a step leaves a campaign.
+enum Next {
+    /// Step again at this time; None: the campaign is over.
+    At(Option<u64>),
+    /// The run has just closed; its network side follows, unlocked.
+    Closed(CampaignRun),
+}
+
+/// The outcome of a step's locked first part.
+enum Decided {
+    Done(Next),
+    /// Ask the network, then record its answer. `wake`: when to step
+    /// again if the answer changes nothing.
+    Ask { backend: String, group: MulticastGroup, call: NetworkCall, now: u64, wake: Option<u64> },
 }
 
 /// What an unavailable network kept a step from sending.
@@ -183,23 +223,47 @@ fn backoff_ms(timeout_s: u32, attempt: u32) -> u64 {
 impl<N: Network> Engine<N> {
     /// Do what is due for one campaign. Returns when to call again (ms),
     /// or None when the campaign is over.
+    ///
+    /// Three parts: under the campaign's lock, decide and store; without
+    /// it, ask the network; under the lock again, record what it answered.
+    /// A slow or hanging network so never keeps uplinks or a stop waiting.
     pub async fn step(&self, campaign_id: &str) -> Result<Option<u64>, EngineError> {
-        let held = self.lock(campaign_id).await;
+        let decided = {
+            let _held = self.lock(campaign_id).await;
+            self.decide(campaign_id).await?
+        };
+        let next = match decided {
+            Decided::Done(next) => next,
+            Decided::Ask { backend, group, call, now, wake } => {
+                let answer = self.ask(&backend, &group, call).await;
+                let _held = self.lock(campaign_id).await;
+                self.take_answer(campaign_id, &backend, now, wake, answer).await?
+            }
+        };
+        match next {
+            Next::At(at) => Ok(at),
+            Next::Closed(run) => {
+                self.after_close(&run).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The locked first part of a step: what is due, stored and flushed.
+    async fn decide(&self, campaign_id: &str) -> Result<Decided, EngineError> {
         let Some(mut run) = self.store.get::<CampaignRun>(campaign_id)? else { return Err(EngineError::NotFound(campaign_id.into())) };
         if run.status != RunStatus::Running {
-            return Ok(None);
+            return Ok(Decided::Done(Next::At(None)));
         }
         let now = self.now();
         if now >= run.deadline_ms {
-            self.finish(&mut run, Some("maximum duration reached; devices back to class A".into())).await?;
-            return Ok(None);
+            return self.close(run, Some("maximum duration reached; devices back to class A".into())).map(Decided::Done);
         }
         if now < run.next_action_ms {
-            return Ok(Some(run.next_action_ms));
+            return Ok(Decided::Done(Next::At(Some(run.next_action_ms))));
         }
         let Some(stage) = run.current().cloned() else {
-            self.finish(&mut run, None).await?;
-            return Ok(None);
+            return self.close(run, None).map(Decided::Done);
         };
         let group = self
             .store
@@ -208,19 +272,15 @@ impl<N: Network> Engine<N> {
         let backend = self.campaign(&run.campaign_id)?.backend_instance;
         if run.group_backend.as_deref() != Some(backend.as_str()) {
             let devices: Vec<Eui> = self.device_runs(&run.campaign_id)?.iter().map(|d| d.dev_eui).collect();
-            match self.network.create_group(&backend, &group, &devices, run.next_fcnt).await {
-                Ok(()) => run.group_backend = Some(backend.clone()),
-                Err(NetworkError::Unavailable(e)) => {
-                    tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; multicast group not created yet");
-                    let retry_at = wait_for_network(&mut run, now, &e);
-                    self.store.put(&run)?;
-                    return Ok(Some(retry_at));
-                }
-                Err(e) => {
-                    self.finish(&mut run, Some(format!("creating the multicast group: {e}"))).await?;
-                    return Ok(None);
-                }
-            }
+            let call = NetworkCall::CreateGroup { devices, next_fcnt: run.next_fcnt };
+            return Ok(Decided::Ask { backend, group, call, now, wake: Some(now) });
+        }
+        if stage.mode == StageMode::Offloaded {
+            let call = match run.offload_handle.clone() {
+                None => NetworkCall::OffloadStart(self.offload_job(&run, &group, now)?),
+                Some(handle) => NetworkCall::OffloadPoll(handle),
+            };
+            return Ok(Decided::Ask { backend, group, call, now, wake: None });
         }
         let mut outbox = Vec::new();
         let wake = match stage.mode {
@@ -236,41 +296,65 @@ impl<N: Network> Engine<N> {
             }
             StageMode::Fragments => self.fragment_stage(&mut run, &backend, now, &mut outbox).await?,
             StageMode::Multicast => self.status_stage(&mut run, &group, now, &mut outbox).await?,
-            StageMode::Offloaded => self.offloaded_stage(&mut run, &group, &backend, now).await?,
+            StageMode::Offloaded => unreachable!("handled above"),
         };
+        let next = self.settle(run, wake)?;
+        Ok(match next {
+            Next::At(wake) if !outbox.is_empty() => Decided::Ask { backend, group, call: NetworkCall::Send(outbox), now, wake },
+            next => Decided::Done(next),
+        })
+    }
+
+    /// Store a run a stage moved on; one a stage failed (too few devices
+    /// left, a network that cannot work) is closed properly.
+    fn settle(&self, mut run: CampaignRun, wake: Option<u64>) -> Result<Next, EngineError> {
         if run.status == RunStatus::Failed {
-            // A stage left too few devices: close the run properly.
             let error = run.error.take();
             run.status = RunStatus::Running;
-            self.finish(&mut run, error).await?;
-            return Ok(None);
+            return self.close(run, error);
         }
-        if run.status == RunStatus::Running {
-            self.store.put(&run)?;
-        }
+        self.store.put(&run)?;
         self.store.flush()?;
-        let sent_any = !outbox.is_empty();
-        // The step's decisions are on disk: no lock is held while the
-        // network is asked, so uplinks and a stop are not kept waiting.
-        drop(held);
-        let unsent = self.send(&backend, &group, outbox).await;
-        let _held = self.lock(campaign_id).await;
-        let Some(mut run) = self.store.get::<CampaignRun>(campaign_id)?.filter(|r| r.status == RunStatus::Running) else { return Ok(None) };
-        if let Some(e) = unsent.fatal {
-            self.finish(&mut run, Some(e)).await?;
-            return Ok(None);
+        Ok(Next::At(wake.map(|w| w.min(run.deadline_ms))))
+    }
+
+    /// The unlocked middle of a step.
+    async fn ask(&self, backend: &str, group: &MulticastGroup, call: NetworkCall) -> NetworkAnswer {
+        match call {
+            NetworkCall::CreateGroup { devices, next_fcnt } => NetworkAnswer::GroupCreated(self.network.create_group(backend, group, &devices, next_fcnt).await),
+            NetworkCall::Send(outbox) => NetworkAnswer::Sent(self.send(backend, group, outbox).await),
+            NetworkCall::OffloadStart(job) => NetworkAnswer::Offload(self.network.offload_start(backend, job).await.map(OffloadReply::Started)),
+            NetworkCall::OffloadPoll(handle) => NetworkAnswer::Offload(self.network.offload_poll(backend, &handle).await.map(OffloadReply::Status)),
         }
-        // The network's own frame counter wins where it is ahead, so a later
-        // switch of network goes on from it; a refused group is made again.
-        let fcnt_ahead = unsent.network_fcnt.is_some_and(|f| f >= run.next_fcnt);
-        if fcnt_ahead || unsent.group_refused {
-            if let Some(f) = unsent.network_fcnt {
-                run.next_fcnt = run.next_fcnt.max(f.saturating_add(1));
+    }
+
+    /// The locked last part of a step: what the network answered, recorded
+    /// in the run as it is now (a stop may have come meanwhile).
+    async fn take_answer(&self, campaign_id: &str, backend: &str, now: u64, wake: Option<u64>, answer: NetworkAnswer) -> Result<Next, EngineError> {
+        let Some(mut run) = self.store.get::<CampaignRun>(campaign_id)?.filter(|r| r.status == RunStatus::Running) else { return Ok(Next::At(None)) };
+        match answer {
+            NetworkAnswer::GroupCreated(Ok(())) => {
+                run.group_backend = Some(backend.to_string());
+                self.settle(run, Some(now))
             }
-            if unsent.group_refused {
-                run.group_backend = None;
+            NetworkAnswer::GroupCreated(Err(NetworkError::Unavailable(e))) => {
+                tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; multicast group not created yet");
+                let retry_at = wait_for_network(&mut run, now, &e);
+                self.settle(run, Some(retry_at))
             }
-            self.store.put(&run)?;
+            NetworkAnswer::GroupCreated(Err(e)) => self.close(run, Some(format!("creating the multicast group: {e}"))),
+            NetworkAnswer::Sent(unsent) => self.sent(run, now, wake, unsent),
+            NetworkAnswer::Offload(reply) => {
+                let wake = self.offload_answered(&mut run, now, reply)?;
+                self.settle(run, wake)
+            }
+        }
+    }
+
+    /// Record what became of a step's downlinks.
+    fn sent(&self, mut run: CampaignRun, now: u64, wake: Option<u64>, unsent: Unsent) -> Result<Next, EngineError> {
+        if let Some(e) = unsent.fatal {
+            return self.close(run, Some(e));
         }
         for (eui, why) in &unsent.refused {
             if let Some(mut dev) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.campaign_id, *eui))? {
@@ -278,15 +362,25 @@ impl<N: Network> Engine<N> {
                 self.store.put(&dev)?;
             }
         }
+        // The network's own frame counter wins where it is ahead, so a later
+        // switch of network goes on from it; a refused group is made again.
+        let fcnt_ahead = unsent.network_fcnt.is_some_and(|f| f >= run.next_fcnt);
+        if let Some(f) = unsent.network_fcnt {
+            run.next_fcnt = run.next_fcnt.max(f.saturating_add(1));
+        }
+        if unsent.group_refused {
+            run.group_backend = None;
+        }
         if unsent.error.is_some() {
-            return self.network_down(&mut run, now, unsent).await;
+            return Ok(Next::At(self.network_down(&mut run, now, unsent)?));
         }
-        if sent_any && (run.network_failures > 0 || run.network_trouble.is_some()) {
-            run.network_failures = 0;
-            run.network_trouble = None;
-            self.store.put(&run)?;
+        let recovered = run.network_failures > 0 || run.network_trouble.is_some();
+        if !(fcnt_ahead || unsent.group_refused || recovered || !unsent.refused.is_empty()) {
+            return Ok(Next::At(wake.map(|w| w.min(run.deadline_ms))));
         }
-        Ok(wake.map(|w| w.min(run.deadline_ms)))
+        run.network_failures = 0;
+        run.network_trouble = None;
+        self.settle(run, wake)
     }
 
     /// Send a step's downlinks. A frame the network refuses counts as lost
@@ -331,7 +425,7 @@ impl<N: Network> Engine<N> {
     /// The network could not take a step's downlinks: give back what they
     /// cost (device attempts, fragment numbers, the status round) and try
     /// again after a backoff that grows while the network stays down.
-    async fn network_down(&self, run: &mut CampaignRun, now: u64, unsent: Unsent) -> Result<Option<u64>, EngineError> {
+    fn network_down(&self, run: &mut CampaignRun, now: u64, unsent: Unsent) -> Result<Option<u64>, EngineError> {
         let retry_at = wait_for_network(run, now, unsent.error.as_deref().unwrap_or(""));
         tracing::warn!(
             campaign = %run.campaign_id,
@@ -570,35 +664,33 @@ impl<N: Network> Engine<N> {
         Ok(Some(now))
     }
 
-    /// A session the network runs itself: start it once, then poll it and
-    /// record each device's progress and result.
-    async fn offloaded_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, backend: &str, now: u64) -> Result<Option<u64>, EngineError> {
-        let stage = run.current().cloned().unwrap();
-        let mut devices = self.device_runs(&run.campaign_id)?;
-        let result = match run.offload_handle.clone() {
-            None => {
-                let data = self.store.blobs().read(run.payload_sha256.as_deref().unwrap_or("")).map_err(|e| EngineError::Invalid(format!("payload: {e}")))?;
-                let message = self.campaign(&run.campaign_id)?.message;
-                let job = OffloadJob {
-                    name: format!("airlift-{}", run.campaign_id),
-                    devices: devices.iter().filter(|d| d.active()).map(|d| d.dev_eui).collect(),
-                    group: group.clone(),
-                    data,
-                    descriptor: run.layout.map_or(0, |l| l.descriptor),
-                    start_unix_ms: now,
-                    session_timeout: message.as_ref().map_or(run.session_timeout as u32, |m| m.multicast_session_timeout as u32),
-                    message_port: message.map(|m| m.message_port),
-                };
-                self.network.offload_start(backend, job).await.map(|handle| {
-                    tracing::info!(campaign = %run.campaign_id, %handle, "the gateway runs the session");
-                    run.offload_handle = Some(handle);
-                    None
-                })
+    /// The whole session, for a network that runs it itself.
+    fn offload_job(&self, run: &CampaignRun, group: &MulticastGroup, now: u64) -> Result<OffloadJob, EngineError> {
+        let data = self.store.blobs().read(run.payload_sha256.as_deref().unwrap_or("")).map_err(|e| EngineError::Invalid(format!("payload: {e}")))?;
+        let message = self.campaign(&run.campaign_id)?.message;
+        Ok(OffloadJob {
+            name: format!("airlift-{}", run.campaign_id),
+            devices: self.device_runs(&run.campaign_id)?.iter().filter(|d| d.active()).map(|d| d.dev_eui).collect(),
+            group: group.clone(),
+            data,
+            descriptor: run.layout.map_or(0, |l| l.descriptor),
+            start_unix_ms: now,
+            session_timeout: message.as_ref().map_or(run.session_timeout as u32, |m| m.multicast_session_timeout as u32),
+            message_port: message.map(|m| m.message_port),
+        })
+    }
+
+    /// A session the network runs itself, once started or polled: record
+    /// its handle, or each device's progress and result.
+    fn offload_answered(&self, run: &mut CampaignRun, now: u64, reply: Result<OffloadReply, NetworkError>) -> Result<Option<u64>, EngineError> {
+        let stage = run.current().cloned().ok_or_else(|| EngineError::Invalid("no offloaded stage".into()))?;
+        let status = match reply {
+            Ok(OffloadReply::Started(handle)) => {
+                tracing::info!(campaign = %run.campaign_id, %handle, "the gateway runs the session");
+                run.offload_handle = Some(handle);
+                None
             }
-            Some(handle) => self.network.offload_poll(backend, &handle).await.map(Some),
-        };
-        let status = match result {
-            Ok(status) => status,
+            Ok(OffloadReply::Status(status)) => Some(status),
             Err(NetworkError::Unavailable(e)) => {
                 tracing::warn!(campaign = %run.campaign_id, error = %e, "gateway unavailable");
                 return Ok(Some(wait_for_network(run, now, &e)));
@@ -612,6 +704,7 @@ impl<N: Network> Engine<N> {
         run.network_failures = 0;
         run.network_trouble = None;
         let Some(status) = status else { return Ok(Some(now + OFFLOAD_POLL_MS)) };
+        let mut devices = self.device_runs(&run.campaign_id)?;
         for o in &status.devices {
             let Some(d) = devices.iter_mut().find(|d| d.dev_eui == o.dev_eui && d.active()) else { continue };
             d.offload_percent = Some(o.percent);
@@ -674,9 +767,11 @@ impl<N: Network> Engine<N> {
         Ok(())
     }
 
-    /// Close the run: decide success per device and for the campaign.
-    async fn finish(&self, run: &mut CampaignRun, error: Option<String>) -> Result<(), EngineError> {
-        let kind = self.campaign_type(run)?;
+    /// Close the run: decide success per device and for the campaign, and
+    /// store it. The network side comes after, without the lock
+    /// ([`Self::after_close`]).
+    fn close(&self, mut run: CampaignRun, error: Option<String>) -> Result<Next, EngineError> {
+        let kind = self.campaign_type(&run)?;
         let mut succeeded = 0;
         for mut d in self.device_runs(&run.campaign_id)? {
             // A device that got the file (and, for an update, reports the
@@ -687,7 +782,7 @@ impl<N: Network> Engine<N> {
                     CampaignType::MulticastSetup => error.is_none(),
                     CampaignType::BinaryTransfer | CampaignType::Message => d.holds_file,
                     CampaignType::FirmwareUpdate => match run.target_firmware {
-                        Some(_) => runs_new_image(run, &d),
+                        Some(_) => runs_new_image(&run, &d),
                         // Without a version to check, only a campaign that ran through.
                         None => error.is_none() && d.holds_file,
                     },
@@ -708,14 +803,26 @@ impl<N: Network> Engine<N> {
             run.error = error.or_else(|| (!met).then(|| format!("{succeeded} of {} devices succeeded", run.device_count)));
         }
         run.finished_ms = Some(self.now());
-        self.store.put(&*run)?;
+        self.store.put(&run)?;
         self.set_campaign_status(&run.campaign_id, if run.status == RunStatus::Succeeded { CampaignStatus::Succeeded } else { CampaignStatus::Failed })?;
         self.store.flush()?;
-        self.end_session(run).await?;
-        if run.status == RunStatus::Failed {
-            self.tear_down(run).await?;
-        }
         tracing::info!(campaign = %run.campaign_id, status = ?run.status, succeeded, "campaign finished");
-        Ok(())
+        Ok(Next::Closed(run))
+    }
+
+    /// A closed run's network side, without the lock: the multicast
+    /// session ends, and a failed run's devices drop what they were set up
+    /// for. Best effort: the run's outcome is already on disk.
+    async fn after_close(&self, run: &CampaignRun) {
+        let result = async {
+            self.end_session(run).await?;
+            if run.status == RunStatus::Failed {
+                self.tear_down(run).await?;
+            }
+            Ok::<_, EngineError>(())
+        };
+        if let Err(e) = result.await {
+            tracing::warn!(campaign = %run.campaign_id, error = %e, "winding the finished campaign down failed");
+        }
     }
 }

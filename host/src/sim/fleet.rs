@@ -478,7 +478,13 @@ impl Network for SimFleet {
 /// uplinks, jump the clock to the next event. `keep_going` sees the engine
 /// after every step; returning false pauses (the campaign stays RUNNING).
 /// Returns true when the campaign ended.
-pub async fn drive(engine: &Engine<SimFleet>, clock: &ManualClock, campaign_id: &str, mut keep_going: impl FnMut(&Engine<SimFleet>) -> bool) -> Result<bool, EngineError> {
+pub async fn drive(engine: &Engine<SimFleet>, clock: &ManualClock, campaign_id: &str, keep_going: impl FnMut(&Engine<SimFleet>) -> bool) -> Result<bool, EngineError> {
+    drive_fleet(engine, &engine.network, clock, campaign_id, keep_going).await
+}
+
+/// [`drive`] for an engine whose network reaches `fleet` some other way
+/// (a wrapper, or one network of several).
+pub async fn drive_fleet<N: Network>(engine: &Engine<N>, fleet: &SimFleet, clock: &ManualClock, campaign_id: &str, mut keep_going: impl FnMut(&Engine<N>) -> bool) -> Result<bool, EngineError> {
     loop {
         let wake = engine.step(campaign_id).await?;
         let go_on = keep_going(engine);
@@ -492,12 +498,12 @@ pub async fn drive(engine: &Engine<SimFleet>, clock: &ManualClock, campaign_id: 
         let mut answered = false;
         let look_in = clock.now_unix_ms() + STEP_AT_MOST_EVERY_MS;
         loop {
-            for (eui, fport, payload) in engine.network.take_due_uplinks() {
+            for (eui, fport, payload) in fleet.take_due_uplinks() {
                 engine.on_uplink(None, eui, fport, payload).await?;
                 answered = true;
             }
             let now = clock.now_unix_ms();
-            let next_uplink = engine.network.next_uplink_ms().unwrap_or(u64::MAX);
+            let next_uplink = fleet.next_uplink_ms().unwrap_or(u64::MAX);
             let until = if answered { wake.min(look_in) } else { wake };
             if next_uplink >= until {
                 // Uplinks are handled in one-second batches of virtual time.
