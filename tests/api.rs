@@ -290,6 +290,21 @@ async fn files_upload_by_hash_with_a_size_limit() {
     let (_, files) = h.get("/api/files").await;
     assert_eq!(files.as_array().unwrap().len(), 1);
     assert!(h.healthy().await);
+
+    // A refused upload streamed its content to disk first: the orphan
+    // goes when the host starts again; the stored file and plugins stay.
+    let orphan: Vec<u8> = (0..900u32).map(|i| (i * 13) as u8).collect();
+    let resp = upload(orphan, Some(json!({"firmwareVersion": "bad"}))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let blobs = || std::fs::read_dir(dir.path().join("blobs")).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count();
+    let before = blobs();
+    let (_, plugins) = h.get("/api/plugins").await;
+    h.server.stop().await;
+    let h = TestHost::start_with(dir.path(), |c| c.upload_limit = 1024).await.unwrap();
+    assert_eq!(blobs(), before - 2, "the orphans of the refused uploads (this one, and the empty file) removed");
+    let content = h.http.get(h.url(&format!("/api/files/{id}/content"))).bearer_auth(VIEWER).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(content.as_ref(), image.as_slice());
+    assert_eq!(h.get("/api/plugins").await.1, plugins, "every plugin still loads");
 }
 
 #[tokio::test]
@@ -391,4 +406,23 @@ async fn admins_create_and_revoke_tokens_that_survive_a_restart() {
     // Tokens given from outside (the environment, here the test's) are fixed.
     let (fixed, _dir2) = host().await;
     assert_eq!(fixed.call(Some(ADMIN), Method::POST, "/api/tokens", json!({"name": "x", "role": "viewer"})).await.0, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn a_token_over_its_rate_limit_is_told_to_wait_and_others_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHost::start_with(dir.path(), |c| c.rate_limit_per_token = std::num::NonZeroU32::new(5)).await.unwrap();
+    let mut refused = None;
+    for _ in 0..50 {
+        let r = h.http.get(h.url("/api/devices")).bearer_auth(VIEWER).send().await.unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let refused = refused.expect("50 requests at once went past a limit of 5 a second");
+    assert!(refused.headers().get("retry-after").is_some());
+    assert_eq!(refused.json::<Value>().await.unwrap()["code"], 429);
+    assert_eq!(h.get("/api/devices").await.0, StatusCode::OK, "the admin token has its own budget");
 }

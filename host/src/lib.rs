@@ -5,6 +5,7 @@
 //!
 //! - [`model`]: the server's objects and their validation.
 //! - [`store`]: sled trees and content-addressed blobs.
+//! - [`blob_gc`]: blobs no record refers to, removed at start.
 //! - [`keys`]: secrets at rest and LoRaWAN key derivations.
 //! - [`plugin`]: the WASM plugin runtime and its host imports.
 //! - [`api`]: the REST API (axum) with bearer-token roles.
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod blob_gc;
 pub mod clock;
 pub mod engine;
 pub mod keys;

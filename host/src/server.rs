@@ -37,6 +37,10 @@ pub struct ServerConfig {
     /// Run campaigns (and resume those left running). Off when something
     /// else drives the engine, like the demo's in-process fleet.
     pub run_campaigns: bool,
+    /// How far an uplink's time may be from the host's clock.
+    pub uplink_window: crate::api::UplinkWindow,
+    /// Requests a second each API token may make (None: no limit).
+    pub rate_limit_per_token: Option<std::num::NonZeroU32>,
 }
 
 impl ServerConfig {
@@ -49,6 +53,8 @@ impl ServerConfig {
             auth: None,
             clock: Arc::new(SystemClock),
             run_campaigns: true,
+            uplink_window: Default::default(),
+            rate_limit_per_token: None,
         }
     }
 }
@@ -84,6 +90,7 @@ impl Server {
             if config.load_bundled {
                 install_bundled(&rt, &st, &restored)?;
             }
+            crate::blob_gc::collect(&st)?;
             Ok(())
         })
         .await
@@ -95,7 +102,10 @@ impl Server {
         if config.run_campaigns {
             runner.resume_all().map_err(|e| std::io::Error::other(format!("resuming campaigns: {e}")))?;
         }
-        let state = AppState { store, vault, runtime, auth: Arc::new(auth), clock: config.clock, upload_limit: config.upload_limit, runner };
+        let state = AppState { store, vault, runtime, auth: Arc::new(auth), clock: config.clock, upload_limit: config.upload_limit, runner,
+            uplink_window: config.uplink_window,
+            rate_limit: config.rate_limit_per_token.map(|n| Arc::new(crate::api::TokenRateLimit::new(n))),
+        };
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
         let app = api::router(state.clone());

@@ -97,21 +97,29 @@ async fn a_running_campaign_moves_to_a_new_backend_version_then_to_another_insta
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_signed_uplink_posted_again_is_taken_once() {
+async fn a_signed_uplink_posted_again_or_out_of_its_time_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (sim, server, api) = serve_fleet(dir.path(), &ScenarioConfig::new(2), common::NETWORK_TOKEN).await;
     let url = format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance);
-    let post = |fcnt: u32| {
-        let body = json!({"uplinks": [{"devEui": sim.devices[0].dev_eui.to_string(), "fPort": 203, "payload": "00", "time": 1, "fCnt": fcnt}]}).to_string();
+    let post = |fcnt: u32, time: u64| {
+        let body = json!({"uplinks": [{"devEui": sim.devices[0].dev_eui.to_string(), "fPort": 203, "payload": "00", "time": time, "fCnt": fcnt}]}).to_string();
         let signature = airlift::sim::lns::signature(&body, common::NETWORK_TOKEN);
         let request = api.http.post(&url).header("x-sim-signature", signature).body(body);
         async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
     };
-    assert_eq!(post(7).await, json!({"uplinks": 1, "replays": 0}));
+    let now = || sim.lns.fleet.now_unix_ms();
+    let (taken, replayed, outside) = (json!({"uplinks": 1, "replays": 0, "outsideTimeWindow": 0}), json!({"uplinks": 0, "replays": 1, "outsideTimeWindow": 0}), json!({"uplinks": 0, "replays": 0, "outsideTimeWindow": 1}));
+    assert_eq!(post(7, now()).await, taken);
     for _ in 0..4 {
-        assert_eq!(post(7).await, json!({"uplinks": 0, "replays": 1}), "the same frame again is a replay");
+        assert_eq!(post(7, now()).await, replayed, "the same frame again is a replay");
     }
-    assert_eq!(post(3).await, json!({"uplinks": 0, "replays": 1}), "an older frame counter is a replay");
-    assert_eq!(post(8).await, json!({"uplinks": 1, "replays": 0}));
+    assert_eq!(post(3, now()).await, replayed, "an older frame counter is a replay");
+    // A report signed long ago (its counter new, as after a rejoin), or
+    // dated ahead of the host's clock, is refused; the window is 15 min of
+    // real time, scaled with the test's clock.
+    let window = airlift::api::UplinkWindow::for_clock_speed(common::SPEED);
+    assert_eq!(post(100, now() - window.max_age_ms - 60_000 * common::SPEED as u64).await, outside, "a stale report");
+    assert_eq!(post(101, now() + window.max_ahead_ms + 60_000 * common::SPEED as u64).await, outside, "a report from the future");
+    assert_eq!(post(8, now()).await, taken, "refused reports left the counter where it was");
     server.stop().await;
 }

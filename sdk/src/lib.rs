@@ -42,6 +42,7 @@ pub mod update_type {
 pub mod backend_support;
 pub mod grpc_web;
 pub mod hex;
+pub mod time;
 
 /// A plugin's own version, for code shared by plugins built as several
 /// crates: each component crate declares its version with

@@ -101,8 +101,13 @@ impl Auth {
     }
 
     pub fn role_of(&self, token: &str) -> Option<Role> {
+        self.identify(token).map(|(_, role)| role)
+    }
+
+    /// The name and role of a token.
+    pub fn identify(&self, token: &str) -> Option<(String, Role)> {
         let h = hash(token);
-        self.read().iter().find(|t| t.sha256 == h).map(|t| t.role)
+        self.read().iter().find(|t| t.sha256 == h).map(|t| (t.name.clone(), t.role))
     }
 
     /// Names and roles (never the hashes).
@@ -184,9 +189,14 @@ pub async fn require_role(State(state): State<AppState>, req: Request, next: Nex
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token);
-    let Some(role) = token.and_then(|t| state.auth.role_of(t)) else {
+    let Some((name, role)) = token.and_then(|t| state.auth.identify(t)) else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"));
     };
+    if let Some(limit) = &state.rate_limit {
+        if let Err(too_many) = limit.check(&name) {
+            return Ok(too_many);
+        }
+    }
     let needed = required_role(req.method(), req.uri().path());
     if role < needed {
         return Err(ApiError::new(StatusCode::FORBIDDEN, format!("this needs the {needed:?} role").to_lowercase()));

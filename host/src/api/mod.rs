@@ -9,10 +9,13 @@ mod files;
 mod json;
 mod objects;
 mod plugins;
+mod rate_limit;
 mod uplinks;
 
 pub use auth::{Auth, Role, TOKENS_ENV};
 pub use error::ApiError;
+pub use rate_limit::TokenRateLimit;
+pub use uplinks::UplinkWindow;
 
 use crate::backend::PluginNetwork;
 use crate::clock::Clock;
@@ -39,6 +42,9 @@ pub struct AppState {
     pub upload_limit: u64,
     /// Runs campaigns over the backend plugins.
     pub runner: Arc<Runner<PluginNetwork>>,
+    pub uplink_window: UplinkWindow,
+    /// Requests per second per token, when limited.
+    pub rate_limit: Option<Arc<TokenRateLimit>>,
 }
 
 impl AppState {

@@ -1,6 +1,7 @@
 //! `/backends/{id}/uplink[/…]`: where networks post uplinks and reports.
 //! No bearer token: the backend plugin authenticates the request its own
-//! way (signature, shared token) in `parse-reports`. Each uplink goes to
+//! way (signature, shared token) in `parse-reports`. The host then refuses
+//! replays: a frame counter seen before, or a time outside the window. Each uplink goes to
 //! the engine; the answer is 200 only once everything is on disk, so a
 //! network that retries on error loses nothing.
 
@@ -19,6 +20,36 @@ use serde_json::Value;
 
 /// Largest request a network may post.
 const MAX_UPLINK_REQUEST: usize = 1024 * 1024;
+
+/// How far from the host's clock an uplink's time (as the network
+/// reports it) may be. Older ones are stale or replayed: a frame counter
+/// restarts after a rejoin, and a captured report would then pass as new.
+#[derive(Debug, Clone, Copy)]
+pub struct UplinkWindow {
+    pub max_age_ms: u64,
+    /// Clocks differ a little; a time well ahead of ours is forged.
+    pub max_ahead_ms: u64,
+}
+
+impl Default for UplinkWindow {
+    fn default() -> Self {
+        Self { max_age_ms: 15 * 60_000, max_ahead_ms: 2 * 60_000 }
+    }
+}
+
+impl UplinkWindow {
+    /// The default window, for a clock `speed` times faster than real time
+    /// (simulations): the same span of real time.
+    pub fn for_clock_speed(speed: f64) -> Self {
+        let d = Self::default();
+        let scale = |ms: u64| (ms as f64 * speed.max(1.0)).min(u64::MAX as f64) as u64;
+        Self { max_age_ms: scale(d.max_age_ms), max_ahead_ms: scale(d.max_ahead_ms) }
+    }
+
+    fn holds(&self, received_ms: u64, now_ms: u64) -> bool {
+        received_ms.saturating_add(self.max_age_ms) >= now_ms && received_ms <= now_ms.saturating_add(self.max_ahead_ms)
+    }
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -63,10 +94,15 @@ async fn receive(
             NetworkError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             NetworkError::Refused(m) | NetworkError::Misconfigured(m) => ApiError::bad_request(m),
         })?;
-    let (mut uplinks, mut replays) = (0, 0);
+    let (mut uplinks, mut replays, mut outside_window) = (0, 0, 0);
     for report in reports {
         match report {
             wit::Report::Uplink(u) => {
+                if !s.uplink_window.holds(u.received_unix_ms, s.clock.now_unix_ms()) {
+                    outside_window += 1;
+                    tracing::warn!(instance = %id, device = %Eui(u.dev_eui), received_ms = u.received_unix_ms, "uplink time outside the window; ignored as stale or replayed");
+                    continue;
+                }
                 // A frame counter seen before on this instance is a replay
                 // (or the network posting again what was taken): taken once.
                 let scope = format!("{id}/{}", Eui(u.dev_eui));
@@ -91,5 +127,5 @@ async fn receive(
         }
     }
     s.store.flush()?;
-    Ok(Json(serde_json::json!({ "uplinks": uplinks, "replays": replays })))
+    Ok(Json(serde_json::json!({ "uplinks": uplinks, "replays": replays, "outsideTimeWindow": outside_window })))
 }

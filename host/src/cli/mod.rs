@@ -37,6 +37,10 @@ enum Command {
         /// Largest file upload in MiB.
         #[arg(long, default_value_t = 16)]
         upload_limit_mib: u64,
+        /// Requests a second each API token may make (bursts of as many);
+        /// unlimited when not given.
+        #[arg(long)]
+        rate_limit_per_token: Option<std::num::NonZeroU32>,
         /// Run the clock this many times faster than real time (simulations:
         /// a server and a simulated fleet in another process share it).
         #[arg(long)]
@@ -124,14 +128,16 @@ fn body(arg: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Serve { bind, upload_limit_mib, time_speed, time_origin } = cli.command {
+    if let Command::Serve { bind, upload_limit_mib, rate_limit_per_token, time_speed, time_origin } = cli.command {
         let mut config = ServerConfig::new(cli.data_dir);
         config.bind = bind;
         config.upload_limit = upload_limit_mib * 1024 * 1024;
+        config.rate_limit_per_token = rate_limit_per_token;
         if let Some(speed) = time_speed {
             anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--time-speed must be a positive number");
             let origin = time_origin.unwrap_or_else(|| SystemClock.now_unix_ms());
             config.clock = Arc::new(ScaledClock::new(origin, speed));
+            config.uplink_window = airlift::api::UplinkWindow::for_clock_speed(speed);
         }
         let server = Server::start(config).await?;
         eprintln!("Airlift serving on http://{} (admin token in the data dir's admin.token)", server.addr);

@@ -36,6 +36,22 @@ impl Blobs {
         std::fs::read(self.path(sha256_hex))
     }
 
+    /// Every stored blob's hash.
+    pub fn list(&self) -> std::io::Result<Vec<String>> {
+        let mut hashes = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+                hashes.push(name);
+            }
+        }
+        Ok(hashes)
+    }
+
+    pub fn remove(&self, sha256_hex: &str) -> std::io::Result<()> {
+        std::fs::remove_file(self.path(sha256_hex))
+    }
+
     /// Store bytes held in memory; returns their hash.
     pub fn put(&self, bytes: &[u8]) -> std::io::Result<String> {
         let mut w = self.writer(u64::MAX)?;

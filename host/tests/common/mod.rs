@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Simulated time runs this much faster than real time in serving tests.
-const SPEED: f64 = 300.0;
+pub const SPEED: f64 = 300.0;
 
 pub struct SimSetup {
     pub lns: SimLns,
@@ -164,6 +164,7 @@ pub async fn serve(dir: &std::path::Path, clock: Arc<dyn Clock>) -> (Server, Api
     let mut config = ServerConfig::new(dir.to_path_buf());
     config.bind = "127.0.0.1:0".parse().unwrap();
     config.clock = clock;
+    config.uplink_window = airlift::api::UplinkWindow::for_clock_speed(SPEED);
     config.auth = Some(airlift::api::Auth::with_tokens(&[("test", airlift::api::Role::Admin, TOKEN)]));
     let server = Server::start(config).await.unwrap();
     let api = Api { http: reqwest::Client::new(), base: format!("http://{}", server.addr) };

@@ -26,6 +26,7 @@ use airlift_plugin_sdk::backend::{airlift, exports};
 use airlift_plugin_sdk::backend_support::*;
 use airlift_plugin_sdk::grpc_web::{self, code, wire, CallError};
 use airlift_plugin_sdk::hex::*;
+use airlift_plugin_sdk::time::parse_rfc3339_ms;
 
 use airlift::plugin::http::Header;
 use airlift::plugin::keys;
@@ -209,7 +210,8 @@ fn uplink_from_json(body: &[u8]) -> Result<Option<Uplink>, BackendError> {
     let dev_eui = up["deviceInfo"]["devEui"].as_str().unwrap_or("");
     let rx = &up["rxInfo"][0];
     let data = BASE64.decode(up["data"].as_str().unwrap_or("")).map_err(|_| BackendError::Rejected("up event: data must be base64".into()))?;
-    uplink(dev_eui, up["fPort"].as_u64().unwrap_or(0), data, up["fCnt"].as_u64(), rx["rssi"].as_f64().map(|r| r as f32), rx["snr"].as_f64().map(|s| s as f32))
+    let time = up["time"].as_str().and_then(parse_rfc3339_ms);
+    uplink(dev_eui, up["fPort"].as_u64().unwrap_or(0), data, up["fCnt"].as_u64(), time, rx["rssi"].as_f64().map(|r| r as f32), rx["snr"].as_f64().map(|s| s as f32))
 }
 
 /// The same from its protobuf form (`integration.UplinkEvent`).
@@ -218,18 +220,21 @@ fn uplink_from_protobuf(body: &[u8]) -> Result<Option<Uplink>, BackendError> {
     let dev_eui = up.message(3).map(|info| info.string(8)).unwrap_or_default();
     let rx = up.messages(12).into_iter().next().unwrap_or_default();
     let data = up.bytes(10).unwrap_or_default().to_vec();
-    uplink(&dev_eui, up.uint(8), data, Some(up.uint(7)), rx.int32(6).map(|r| r as f32), rx.float(7))
+    // google.protobuf.Timestamp: seconds = 1, nanos = 2.
+    let time = up.message(2).map(|t| t.uint(1).saturating_mul(1000).saturating_add(t.uint(2) / 1_000_000));
+    uplink(&dev_eui, up.uint(8), data, Some(up.uint(7)), time, rx.int32(6).map(|r| r as f32), rx.float(7))
 }
 
 /// An uplink from an event's fields; `None` for one that carries only MAC
-/// commands (fPort 0, always present in ChirpStack's events).
-fn uplink(dev_eui: &str, fport: u64, payload: Vec<u8>, fcnt: Option<u64>, rssi: Option<f32>, snr: Option<f32>) -> Result<Option<Uplink>, BackendError> {
+/// commands (fPort 0, always present in ChirpStack's events). `time`: when
+/// the network received it (the event's `time`), else now.
+fn uplink(dev_eui: &str, fport: u64, payload: Vec<u8>, fcnt: Option<u64>, time: Option<u64>, rssi: Option<f32>, snr: Option<f32>) -> Result<Option<Uplink>, BackendError> {
     let dev_eui = parse_eui(&dev_eui.to_ascii_lowercase()).ok_or_else(|| BackendError::Rejected("up event: deviceInfo.devEui must be 16 hex digits".into()))?;
     if fport == 0 {
         return Ok(None);
     }
     let fport = u8::try_from(fport).ok().filter(|p| (1..=223).contains(p)).ok_or_else(|| BackendError::Rejected(format!("up event: fPort {fport} is not 0..223")))?;
-    Ok(Some(Uplink { dev_eui, fport, payload, received_unix_ms: airlift::plugin::clock::now_unix_ms(), fcnt_up: fcnt.map(|f| f as u32), rssi, snr }))
+    Ok(Some(Uplink { dev_eui, fport, payload, received_unix_ms: time.unwrap_or_else(airlift::plugin::clock::now_unix_ms), fcnt_up: fcnt.map(|f| f as u32), rssi, snr }))
 }
 
 impl Guest for ChirpStack {

@@ -21,6 +21,7 @@ use airlift_plugin_sdk::backend::{airlift, exports};
 use airlift_plugin_sdk::backend_support::*;
 #[allow(unused_imports)]
 use airlift_plugin_sdk::hex::*;
+use airlift_plugin_sdk::time::{format_rfc3339_ms, parse_rfc3339_ms};
 
 use airlift::plugin::{clock, keys};
 use exports::airlift::plugin::backend::*;
@@ -30,23 +31,6 @@ struct ThingPark;
 airlift_plugin_sdk::backend::export!(ThingPark);
 
 const AS_KEY: &str = "as_key";
-
-/// ISO-8601 UTC with milliseconds, e.g. `2026-11-23T08:15:00.123+00:00`.
-fn iso_time(unix_ms: u64) -> String {
-    let (secs, ms) = (unix_ms / 1000, unix_ms % 1000);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}+00:00", rem / 3600, rem % 3600 / 60, rem % 60)
-}
 
 /// `%`-encode what a query value cannot carry as is (`+` above all).
 fn encode(value: &str) -> String {
@@ -113,7 +97,7 @@ fn downlink(inst: &Instance, dev_eui: u64, fport: u8, payload: &[u8], o: Options
         params.push(("FlushDownlinkQueue", "1".into()));
     }
     params.push(("AS_ID", setting(inst, "as_id")?.to_string()));
-    params.push(("Time", iso_time(clock::now_unix_ms())));
+    params.push(("Time", format_rfc3339_ms(clock::now_unix_ms())));
     if !o.correlation_id.is_empty() {
         params.push(("CorrelationID", o.correlation_id.to_string()));
     }
@@ -148,6 +132,10 @@ fn uplink(query: &str, up: &Value) -> Result<Uplink, BackendError> {
     if !digest(&message)?.eq_ignore_ascii_case(token) {
         return Err(BackendError::Unauthorized("the uplink Token does not match the AS key".into()));
     }
+    // The LRC's Time is covered by the Token: a captured report replayed
+    // later keeps its old time, which the host refuses.
+    let time = signed.split('&').find_map(|kv| kv.strip_prefix("Time=")).map(decode);
+    let received_unix_ms = time.as_deref().and_then(parse_rfc3339_ms).ok_or_else(|| bad("the query's Time must be ISO-8601 with a zone"))?;
     let dev_eui = up["DevEUI"].as_str().and_then(parse_eui_any_case).ok_or_else(|| bad("DevEUI must be 16 hex digits"))?;
     let fport = lenient_u64(&up["FPort"]).filter(|p| (1..=223).contains(p)).ok_or_else(|| bad("FPort must be 1..223"))? as u8;
     let payload = up["payload_hex"].as_str().and_then(from_hex).ok_or_else(|| bad("payload_hex must be hex"))?;
@@ -155,7 +143,7 @@ fn uplink(query: &str, up: &Value) -> Result<Uplink, BackendError> {
         dev_eui,
         fport,
         payload,
-        received_unix_ms: clock::now_unix_ms(),
+        received_unix_ms,
         fcnt_up: lenient_u64(&up["FCntUp"]).map(|f| f as u32),
         rssi: up["LrrRSSI"].as_f64().or_else(|| up["LrrRSSI"].as_str().and_then(|s| s.parse().ok())).map(|r| r as f32),
         snr: up["LrrSNR"].as_f64().or_else(|| up["LrrSNR"].as_str().and_then(|s| s.parse().ok())).map(|r| r as f32),
