@@ -5,7 +5,7 @@
 
 use airlift::clock::SystemClock;
 use airlift::keys::Vault;
-use airlift::plugin::bindings::device_library::exports::airlift::plugin::device_library::Fragmentation;
+use airlift::plugin::device_library::Fragmentation;
 use airlift::plugin::{bundled, install, HostServices, PluginRuntime};
 use airlift::store::Store;
 use lorawan_fuota::{fec, ts004, Version};
@@ -48,9 +48,9 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let mut wasm_bytes = 0;
         for first in (m + 1..=m + CODED).step_by(BATCH as usize) {
-            let d = data.clone();
             let out = runtime
-                .call_device_library(&plugin, move |s, p| p.airlift_plugin_device_library().call_fragments(s, &d, layout, first, BATCH))
+                .device_library(&plugin)
+                .fragments(data.clone(), layout, first, BATCH)
                 .await?
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             wasm_bytes += out.iter().map(|d| d.payload.len()).sum::<usize>();

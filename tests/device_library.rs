@@ -3,8 +3,7 @@
 //! and answered by a device, and the answer parsed back by the plugin.
 
 use airlift::clock::{unix_ms_to_gps_seconds, ManualClock};
-use airlift::plugin::bindings::device_library::airlift::plugin::types::{Attribute, DeviceContext, IsmBand, LorawanVersion, MulticastGroup, SessionClass};
-use airlift::plugin::bindings::device_library::exports::airlift::plugin::device_library::*;
+use airlift::plugin::device_library::*;
 use airlift::plugin::{Plugin, PluginRuntime};
 use airlift::sim::{DeviceModel, PackageVersion};
 use airlift_e2e::*;
@@ -43,7 +42,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn device_context(memory: Vec<airlift::plugin::bindings::types::Attribute>) -> DeviceContext {
+fn device_context(memory: Vec<Attribute>) -> DeviceContext {
     DeviceContext { dev_eui: DEV, lorawan_version: LorawanVersion::V10, classes: vec![SessionClass::ClassC], firmware_version: None, hardware_version: None, memory, requests_sent: 0 }
 }
 
@@ -78,21 +77,19 @@ fn campaign(kind: CampaignKind, payload: &[u8], payload_sha256: String, layout: 
 
 impl Setup {
     async fn build(&self, stage: &str, device: Option<DeviceContext>, c: &CampaignContext) -> Result<Vec<Downlink>, LibraryError> {
-        let (stage, c) = (stage.to_string(), c.clone());
-        self.runtime.call_device_library(&self.plugin, move |s, p| p.airlift_plugin_device_library().call_build_request(s, &stage, device.as_ref(), &c)).await.unwrap()
+        self.runtime.device_library(&self.plugin).build_request(stage.to_string(), device, c.clone()).await.unwrap()
     }
 
     async fn parse(&self, fport: u8, payload: Vec<u8>, device: DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
-        self.runtime.call_device_library(&self.plugin, move |s, p| p.airlift_plugin_device_library().call_parse_uplink(s, fport, &payload, &device)).await.unwrap()
+        self.runtime.device_library(&self.plugin).parse_uplink(fport, payload, device).await.unwrap()
     }
 
     async fn fragments(&self, data: &[u8], layout: Fragmentation, first: u32, count: u32) -> Vec<Downlink> {
-        let data = data.to_vec();
-        self.runtime.call_device_library(&self.plugin, move |s, p| p.airlift_plugin_device_library().call_fragments(s, &data, layout, first, count)).await.unwrap().unwrap()
+        self.runtime.device_library(&self.plugin).fragments(data.to_vec(), layout, first, count).await.unwrap().unwrap()
     }
 
     /// Send a stage's request to the device model and parse what it answers.
-    async fn exchange(&self, device: &mut DeviceModel, stage: &str, c: &CampaignContext, memory: &mut Vec<airlift::plugin::bindings::types::Attribute>) -> Vec<UplinkEvent> {
+    async fn exchange(&self, device: &mut DeviceModel, stage: &str, c: &CampaignContext, memory: &mut Vec<Attribute>) -> Vec<UplinkEvent> {
         let gps = unix_ms_to_gps_seconds(NOW_MS);
         let mut events = Vec::new();
         for dl in self.build(stage, Some(device_context(memory.clone())), c).await.unwrap() {
@@ -127,7 +124,7 @@ async fn whole_session(library: &str, version: PackageVersion) {
     let payload: Vec<u8> = (0..2000u32).map(|i| (i * 31 % 251) as u8).collect();
     let sha = s.host.server.state.store.blobs().put(&payload).unwrap();
     let layout = {
-        let mut l = s.runtime.call_device_library(&s.plugin, |st, p| p.airlift_plugin_device_library().call_fragment_layout(st, 2000, 242)).await.unwrap().unwrap();
+        let mut l = s.runtime.device_library(&s.plugin).fragment_layout(2000, 242).await.unwrap().unwrap();
         assert_eq!((l.nb_frag, l.frag_size, l.padding), (9, 239, 151));
         l.descriptor = 0x0403_0201;
         l.frag_index = 2;
@@ -135,7 +132,7 @@ async fn whole_session(library: &str, version: PackageVersion) {
     };
     let c = campaign(CampaignKind::FirmwareUpdate, &payload, sha, Some(layout));
 
-    let plan: Vec<String> = s.runtime.call_device_library(&s.plugin, { let c = c.clone(); move |st, p| p.airlift_plugin_device_library().call_plan(st, &c) }).await.unwrap().unwrap().into_iter().map(|x| x.name).collect();
+    let plan: Vec<String> = s.runtime.device_library(&s.plugin).plan(c.clone()).await.unwrap().unwrap().into_iter().map(|x| x.name).collect();
     assert_eq!(plan, ["PackageVersion", "McGroupSetup", "DevRebootTime", "FragSessionSetup", "McClassCSessionSetup", "WaitSessionStart", "DataFragment", "FragSessionStatus", "DevUpgradeImage", "DevVersion", "Cleanup"]);
 
     let mut device = DeviceModel::new(DEV, ROOT_KEY, false, version);
@@ -302,7 +299,7 @@ async fn class_b_sessions_start_on_a_beacon_period_with_the_right_periodicity() 
     let refused = s.build("McClassBSessionSetup", Some(device_context(vec![])), &c).await;
     assert!(matches!(refused, Err(LibraryError::Invalid(ref why)) if why.contains("SessionTime")), "{refused:?}");
     c.session_start_gps = c.session_start_gps.div_ceil(128) * 128;
-    let plan: Vec<String> = s.runtime.call_device_library(&s.plugin, { let c = c.clone(); move |st, p| p.airlift_plugin_device_library().call_plan(st, &c) }).await.unwrap().unwrap().into_iter().map(|x| x.name).collect();
+    let plan: Vec<String> = s.runtime.device_library(&s.plugin).plan(c.clone()).await.unwrap().unwrap().into_iter().map(|x| x.name).collect();
     assert_eq!(plan, ["PackageVersion", "McGroupSetup", "McClassBSessionSetup"]);
 
     let mut device = DeviceModel::new(DEV, ROOT_KEY, false, PackageVersion::V2);
@@ -364,7 +361,7 @@ async fn v2_sessions_ask_for_ack_reception() {
     let s = setup("lorawan-v2").await;
     let payload = vec![7u8; 500];
     let sha = s.host.server.state.store.blobs().put(&payload).unwrap();
-    let layout = s.runtime.call_device_library(&s.plugin, |st, p| p.airlift_plugin_device_library().call_fragment_layout(st, 500, 242)).await.unwrap().unwrap();
+    let layout = s.runtime.device_library(&s.plugin).fragment_layout(500, 242).await.unwrap().unwrap();
     let c = campaign(CampaignKind::BinaryTransfer, &payload, sha, Some(layout));
     let dl = s.build("FragSessionSetup", Some(device_context(vec![])), &c).await.unwrap();
     assert_eq!(dl[0].payload[5] & 0x40, 0x40, "AckReception set in Control");

@@ -2,8 +2,7 @@
 //! hot swap changes the next call without a restart; compiled components
 //! are reused after a restart.
 
-use airlift::plugin::bindings::device_library::airlift::plugin::types::{DeviceContext, LorawanVersion};
-use airlift::plugin::bindings::device_library::exports::airlift::plugin::device_library::UplinkEvent;
+use airlift::plugin::device_library::{DeviceContext, LorawanVersion, UplinkEvent};
 use airlift::plugin::{Plugin, PluginError, PluginRuntime};
 use airlift_e2e::*;
 use reqwest::StatusCode;
@@ -23,10 +22,7 @@ fn device() -> DeviceContext {
 }
 
 async fn parse(runtime: &PluginRuntime, plugin: &Arc<Plugin>, fport: u8) -> Result<Vec<UplinkEvent>, PluginError> {
-    runtime
-        .call_device_library(plugin, move |store, p| p.airlift_plugin_device_library().call_parse_uplink(store, fport, &[1, 2, 3], &device()))
-        .await
-        .map(|r| r.expect("fixture never returns a parse error"))
+    runtime.device_library(plugin).parse_uplink(fport, vec![1, 2, 3], device()).await.map(|r| r.expect("fixture never returns a parse error"))
 }
 
 fn note(events: &[UplinkEvent]) -> String {

@@ -74,16 +74,16 @@ async fn describe(State(s): State<AppState>, Path(name): Path<String>) -> Result
     let plugin = s.runtime.active(&name)?;
     let value = match plugin.manifest.kind {
         PluginKind::DeviceLibrary => {
-            let info = s.runtime.call_device_library(&plugin, |st, p| p.airlift_plugin_device_library().call_describe(st)).await?;
+            let info = s.runtime.device_library(&plugin).describe().await?;
             serde_json::to_value::<_>(&info)
         }
         PluginKind::UpdateType => {
-            let info = s.runtime.call_update_type(&plugin, |st, p| p.airlift_plugin_update_type().call_describe(st)).await?;
+            let info = s.runtime.update_type(&plugin).describe().await?;
             serde_json::to_value::<_>(&info)
         }
         PluginKind::Backend => {
-            let grant = Arc::new(crate::plugin::BackendGrant::default());
-            let info = s.runtime.call_backend(&plugin, grant, |st, p| p.airlift_plugin_backend().call_describe(st)).await?;
+            let unbound = crate::plugin::backend::Instance { id: String::new(), settings: vec![], secret_names: vec![] };
+            let info = s.runtime.backend(&plugin, Arc::new(crate::plugin::BackendGrant::default()), unbound).describe().await?;
             serde_json::to_value::<_>(&info)
         }
     };

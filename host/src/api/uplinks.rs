@@ -6,11 +6,10 @@
 //! network that retries on error loses nothing.
 
 use super::{ApiError, AppState};
-use crate::backend::{bind, network_error};
+use crate::backend::{bind, outcome};
 use crate::engine::NetworkError;
 use crate::model::Eui;
-use crate::plugin::bindings::backend::exports::airlift::plugin::backend as wit;
-use crate::plugin::bindings::imports::airlift::plugin::http::Header;
+use crate::plugin::backend::{self as wit, Header};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -83,13 +82,8 @@ async fn receive(
         headers: headers.iter().map(|(n, v)| Header { name: n.to_string(), value: String::from_utf8_lossy(v.as_bytes()).into() }).collect(),
         body: body.to_vec(),
     };
-    let instance = bound.instance;
-    let reports = s
-        .runtime
-        .call_backend(&bound.plugin, bound.grant, move |st, p| p.airlift_plugin_backend().call_parse_reports(st, &instance, &request))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("backend plugin: {e}")))?
-        .map_err(|e| match network_error(e) {
+    let answer = bound.on(&s.runtime).parse_reports(request).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("backend plugin: {e}")))?;
+    let reports = outcome(Ok(answer)).map_err(|e| match e {
             NetworkError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
             NetworkError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             NetworkError::Refused(m) | NetworkError::Misconfigured(m) => ApiError::bad_request(m),

@@ -9,7 +9,7 @@
 use crate::engine::context::multicast_group;
 use crate::engine::{Network, NetworkError, OffloadDevice, OffloadJob, OffloadState, OffloadStatus, Pacing};
 use crate::model::{BackendInstance, Eui, MulticastEncryption, MulticastGroup, PluginKind};
-use crate::plugin::bindings::backend::exports::airlift::plugin::backend as wit;
+use crate::plugin::backend::{self as wit, Answer, Backend};
 use crate::plugin::{BackendGrant, HostAllowList, Plugin, PluginError, PluginRuntime};
 use crate::store::Store;
 use std::sync::Arc;
@@ -20,6 +20,13 @@ pub struct Bound {
     pub plugin: Arc<Plugin>,
     pub instance: wit::Instance,
     pub grant: Arc<BackendGrant>,
+}
+
+impl Bound {
+    /// The plugin, ready to call for this instance.
+    pub fn on(self, runtime: &PluginRuntime) -> Backend<'_> {
+        runtime.backend(&self.plugin, self.grant, self.instance)
+    }
 }
 
 /// Find a backend instance and its plugin.
@@ -42,7 +49,7 @@ fn bind_instance(runtime: &PluginRuntime, inst: BackendInstance) -> Result<Bound
     let allowed_hosts = HostAllowList::parse(&inst.allowed_hosts).map_err(NetworkError::Refused)?;
     let instance = wit::Instance {
         id: inst.id.clone(),
-        settings: inst.settings.iter().map(|(k, v)| crate::plugin::bindings::types::Attribute { key: k.clone(), value: v.clone() }).collect(),
+        settings: inst.settings.iter().map(|(k, v)| wit::Attribute { key: k.clone(), value: v.clone() }).collect(),
         secret_names: inst.secrets.keys().cloned().collect(),
     };
     let grant = Arc::new(BackendGrant { instance_id: inst.id, allowed_hosts, secrets: inst.secrets, transport: inst.transport });
@@ -53,10 +60,10 @@ fn bind_instance(runtime: &PluginRuntime, inst: BackendInstance) -> Result<Bound
 /// backend, or its `validate` finds the settings wrong.
 pub async fn validate(runtime: &PluginRuntime, inst: BackendInstance) -> Result<(), String> {
     let plugin_name = inst.plugin.clone();
-    let Bound { plugin, instance, grant } = bind_instance(runtime, inst).map_err(|_| format!("plugin '{plugin_name}' is not a loaded backend plugin"))?;
-    match runtime.call_backend(&plugin, grant, move |s, p| p.airlift_plugin_backend().call_validate(s, &instance)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(network_error(e).to_string()),
+    let bound = bind_instance(runtime, inst).map_err(|_| format!("plugin '{plugin_name}' is not a loaded backend plugin"))?;
+    match bound.on(runtime).validate().await {
+        Ok(Answer { result: Ok(()), .. }) => Ok(()),
+        Ok(Answer { result: Err(e), .. }) => Err(network_error(e).to_string()),
         Err(e) => Err(format!("the plugin could not check the settings: {e}")),
     }
 }
@@ -74,9 +81,15 @@ pub fn network_error(e: wit::BackendError) -> NetworkError {
     }
 }
 
-/// A plugin that trapped or timed out may do better after a swap or later.
-fn plugin_error(e: PluginError) -> NetworkError {
-    NetworkError::Unavailable(format!("backend plugin: {e}"))
+/// A backend call's outcome as the engine sees it. A plugin that trapped
+/// or timed out may do better after a swap or later; a failure the host
+/// knows will not heal is the operator's, whatever the plugin calls it.
+pub fn outcome<R>(answer: Result<Answer<R>, PluginError>) -> Result<R, NetworkError> {
+    match answer.map_err(|e| NetworkError::Unavailable(format!("backend plugin: {e}")))? {
+        Answer { result: Ok(r), .. } => Ok(r),
+        Answer { result: Err(_), lasting_network_failure: Some(why) } => Err(NetworkError::Misconfigured(why)),
+        Answer { result: Err(e), lasting_network_failure: None } => Err(network_error(e)),
+    }
 }
 
 pub struct PluginNetwork {
@@ -89,55 +102,34 @@ impl PluginNetwork {
         Self { store, runtime }
     }
 
-    /// Call the instance's plugin with the instance record.
-    async fn call<R: Send + 'static>(
-        &self,
-        backend: &str,
-        f: impl FnOnce(&mut wasmtime::Store<crate::plugin::CallState>, &crate::plugin::bindings::backend::BackendPlugin, &wit::Instance) -> wasmtime::Result<Result<R, wit::BackendError>> + Send + 'static,
-    ) -> Result<R, NetworkError> {
-        self.call_bound(bind(&self.store, &self.runtime, backend)?, f).await
+    /// The plugin of the backend instance, ready to call.
+    fn backend(&self, backend: &str) -> Result<Backend<'_>, NetworkError> {
+        Ok(bind(&self.store, &self.runtime, backend)?.on(&self.runtime))
     }
 
-    async fn call_bound<R: Send + 'static>(
-        &self,
-        bound: Bound,
-        f: impl FnOnce(&mut wasmtime::Store<crate::plugin::CallState>, &crate::plugin::bindings::backend::BackendPlugin, &wit::Instance) -> wasmtime::Result<Result<R, wit::BackendError>> + Send + 'static,
-    ) -> Result<R, NetworkError> {
-        let Bound { plugin, instance, grant } = bound;
-        let outcome = self
-            .runtime
-            .call_backend(&plugin, grant, move |s, p| {
-                let result = f(s, p, &instance)?;
-                Ok((result, s.data_mut().take_lasting_network_failure()))
-            })
-            .await
-            .map_err(plugin_error)?;
-        match outcome {
-            (Ok(r), _) => Ok(r),
-            // Whatever the plugin calls it, the host knows it will not heal.
-            (Err(_), Some(why)) => Err(NetworkError::Misconfigured(why)),
-            (Err(e), None) => Err(network_error(e)),
-        }
+    async fn capabilities(&self, backend: &str) -> Result<wit::Capabilities, NetworkError> {
+        let info = self.backend(backend)?.describe().await.map_err(|e| NetworkError::Unavailable(format!("backend plugin: {e}")))?;
+        Ok(info.capabilities)
     }
 }
 
 impl Network for PluginNetwork {
     async fn pacing(&self, backend: &str) -> Result<Pacing, NetworkError> {
-        let info = self.call(backend, |s, p, _| p.airlift_plugin_backend().call_describe(s).map(Ok)).await?;
-        Ok(Pacing { multicast_interval_ms: info.capabilities.multicast_interval_ms as u64, unicast_interval_ms: info.capabilities.unicast_interval_ms as u64 })
+        let c = self.capabilities(backend).await?;
+        Ok(Pacing { multicast_interval_ms: c.multicast_interval_ms as u64, unicast_interval_ms: c.unicast_interval_ms as u64 })
     }
 
     async fn create_group(&self, backend: &str, group: &MulticastGroup, devices: &[Eui], next_fcnt: u32) -> Result<(), NetworkError> {
         let group = wit::MulticastGroup { min_fcnt: next_fcnt, ..multicast_group(group) };
         let devices = devices.iter().map(|d| d.0).collect::<Vec<_>>();
-        self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_create_multicast_group(s, inst, group, &devices)).await
+        outcome(self.backend(backend)?.create_multicast_group(group, devices).await)
     }
 
     async fn send_unicast(&self, backend: &str, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), NetworkError> {
         // The engine has one request outstanding per device: a new one
         // replaces any unanswered copy still queued on the network.
         let downlink = wit::UnicastDownlink { dev_eui: dev_eui.0, fport, payload, confirmed: false, flush_queue: true, correlation_id: String::new() };
-        self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_send_unicast(s, inst, &downlink)).await.map(drop)
+        outcome(self.backend(backend)?.send_unicast(downlink).await).map(drop)
     }
 
     async fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<Option<u32>, NetworkError> {
@@ -149,13 +141,12 @@ impl Network for PluginNetwork {
             }
         };
         let downlink = wit::MulticastDownlink { group: multicast_group(group), fport, payload, fcnt, correlation_id: String::new() };
-        let receipt = self.call_bound(bound, move |s, p, inst| p.airlift_plugin_backend().call_send_multicast(s, inst, &downlink)).await?;
+        let receipt = outcome(bound.on(&self.runtime).send_multicast(downlink).await)?;
         Ok(receipt.fcnt)
     }
 
     async fn offloads(&self, backend: &str) -> Result<bool, NetworkError> {
-        let info = self.call(backend, |s, p, _| p.airlift_plugin_backend().call_describe(s).map(Ok)).await?;
-        Ok(info.capabilities.offload)
+        Ok(self.capabilities(backend).await?.offload)
     }
 
     async fn offload_start(&self, backend: &str, job: OffloadJob) -> Result<String, NetworkError> {
@@ -170,12 +161,11 @@ impl Network for PluginNetwork {
             start_unix_ms: job.start_unix_ms,
             session_timeout: job.session_timeout,
         };
-        self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_offload_start(s, inst, &job)).await
+        outcome(self.backend(backend)?.offload_start(job).await)
     }
 
     async fn offload_poll(&self, backend: &str, handle: &str) -> Result<OffloadStatus, NetworkError> {
-        let handle = handle.to_string();
-        let status = self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_offload_poll(s, inst, &handle)).await?;
+        let status = outcome(self.backend(backend)?.offload_poll(handle.to_string()).await)?;
         Ok(OffloadStatus {
             finished: status.finished,
             devices: status
@@ -197,13 +187,15 @@ impl Network for PluginNetwork {
     }
 
     async fn offload_cancel(&self, backend: &str, handle: &str) -> Result<(), NetworkError> {
-        let handle = handle.to_string();
-        self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_offload_cancel(s, inst, &handle)).await
+        outcome(self.backend(backend)?.offload_cancel(handle.to_string()).await)
     }
 
     async fn end_session(&self, backend: &str, group: &MulticastGroup) {
-        let g = multicast_group(group);
-        if let Err(e) = self.call(backend, move |s, p, inst| p.airlift_plugin_backend().call_delete_multicast_group(s, inst, g)).await {
+        let deleted = match self.backend(backend) {
+            Ok(b) => outcome(b.delete_multicast_group(multicast_group(group)).await),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
             tracing::warn!(group = %group.dev_eui, error = %e, "multicast group not deleted on the network");
         }
     }

@@ -3,8 +3,8 @@
 
 use super::run::{CampaignRun, DeviceRun, FragLayout, StageMode};
 use crate::model::{CampaignType, Device, IsmBand, LorawanVersion, MulticastGroup, SessionClass};
-use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
-use crate::plugin::bindings::types as wit;
+use crate::plugin::device_library as lib;
+use crate::plugin::device_library as wit;
 
 pub fn session_class(c: SessionClass) -> wit::SessionClass {
     match c {

@@ -27,7 +27,7 @@ pub use run::{CampaignRun, DeviceRun, RunStatus};
 use crate::clock::Clock;
 use crate::model::{Campaign, CampaignStatus, CampaignType, Device, DeviceProfile, DeviceSet, Eui, MulticastGroup, PluginKind, PluginRecord, PortMap, Region};
 use std::collections::{BTreeMap, HashMap};
-use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
+use crate::plugin::device_library as lib;
 use crate::plugin::{Plugin, PluginError, PluginRuntime};
 use crate::store::{Store, StoreError};
 use run::{FragLayout, Stage, StageMode};
@@ -168,7 +168,8 @@ impl<N: Network> Engine<N> {
                     .ok_or_else(|| EngineError::Invalid(format!("DR{} is not a downlink data rate of {:?}", group.data_rate, group.ism_band)))?;
                 let l = self
                     .runtime
-                    .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_fragment_layout(s, file_size, max))
+                    .device_library(&library)
+                    .fragment_layout(file_size, max)
                     .await?
                     .map_err(|e| EngineError::Library(format!("{e:?}")))?;
                 Some(FragLayout { frag_index: 0, nb_frag: l.nb_frag, frag_size: l.frag_size, padding: l.padding, descriptor: 0, block_ack_delay: l.block_ack_delay })
@@ -179,7 +180,7 @@ impl<N: Network> Engine<N> {
             // Refused now, with the reason, rather than mid-session.
             step::fixed_fragment_count(l.nb_frag, options.fixed_redundancy_pct)?;
         }
-        let info = self.runtime.call_device_library(&library, |s, p| p.airlift_plugin_device_library().call_describe(s)).await?;
+        let info = self.runtime.device_library(&library).describe().await?;
         let library_ports: Vec<(String, u8)> = info.ports.into_iter().map(|p| (p.package_name, p.fport)).collect();
         // One multicast group means one set of FPorts: every device must agree.
         let mut fports: Option<BTreeMap<String, u8>> = None;
@@ -238,7 +239,8 @@ impl<N: Network> Engine<N> {
         let ctx = context::campaign(&run, context::kind(campaign.campaign_type), &group, false);
         let plan = self
             .runtime
-            .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_plan(s, &ctx))
+            .device_library(&library)
+            .plan(ctx)
             .await?
             .map_err(|e| EngineError::Library(format!("{e:?}")))?;
         run.stages = plan
@@ -349,7 +351,7 @@ impl<N: Network> Engine<N> {
             }
             for i in stages.into_iter().filter(|i| run.stages[*i].mode == StageMode::Unicast) {
                 let (name, dctx, cctx) = (run.stages[i].name.clone(), context::device(&device, &dev), ctx.clone());
-                let built = self.runtime.call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_build_request(s, &name, Some(&dctx), &cctx)).await;
+                let built = self.runtime.device_library(&library).build_request(name, Some(dctx), cctx).await;
                 let downlinks = match built {
                     Ok(Ok(d)) => d,
                     Ok(Err(e)) => {
@@ -415,7 +417,7 @@ impl<N: Network> Engine<N> {
             let ctx = context::device(&device, &dev_run);
             let bytes = payload.clone();
             let fport = ports.to_library(fport);
-            let parsed = self.runtime.call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_parse_uplink(s, fport, &bytes, &ctx)).await;
+            let parsed = self.runtime.device_library(&library).parse_uplink(fport, bytes, ctx).await;
             let events = match parsed {
                 Ok(Ok(events)) => events,
                 Ok(Err(e)) => {

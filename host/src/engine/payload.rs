@@ -6,7 +6,7 @@
 
 use super::{Engine, EngineError, Network};
 use crate::model::{parse_firmware_version, Campaign, FileType, PluginKind, SmartDeltaKey, StoredFile};
-use crate::plugin::bindings::update_type::exports::airlift::plugin::update_type as wit;
+use crate::plugin::update_type as wit;
 
 /// The payload of a run, stored as a blob.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ impl<N: Network> Engine<N> {
             return Err(invalid(format!("{type_name} is not an update-type plugin")));
         }
         let new_version = firmware.ok_or_else(|| invalid(format!("{type_name} needs a firmware file (with firmwareVersion)")))?;
-        let info = self.runtime.call_update_type(&plugin, |s, p| p.airlift_plugin_update_type().call_describe(s)).await?;
+        let info = self.runtime.update_type(&plugin).describe().await?;
         let new_image = self.read_blob(&file.id)?;
         let (base_image, base_firmware) = if info.needs_base_image {
             let base = self.base_file(&file)?;
@@ -83,13 +83,15 @@ impl<N: Network> Engine<N> {
         };
         let encoded = self
             .runtime
-            .call_update_type(&plugin, move |s, p| p.airlift_plugin_update_type().call_encode(s, &request))
+            .update_type(&plugin)
+            .encode(request)
             .await?
             .map_err(|e| invalid(format!("{} could not encode the file: {}", info.name, update_error(e))))?;
         let check = encoded.clone();
         let decoded = self
             .runtime
-            .call_update_type(&plugin, move |s, p| p.airlift_plugin_update_type().call_decode(s, &check, base_image.as_deref(), public_key.as_deref()))
+            .update_type(&plugin)
+            .decode(check, base_image, public_key)
             .await?
             .map_err(|e| invalid(format!("{} payload does not decode: {}", info.name, update_error(e))))?;
         if decoded.image != new_image || decoded.version != new_version {

@@ -10,7 +10,7 @@ use super::run::{CampaignRun, DeviceRun, NetworkTrouble, RunStatus, Stage, Stage
 use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadState, OffloadStatus};
 use crate::clock::unix_ms_to_gps_seconds;
 use crate::model::{CampaignStatus, CampaignType, Device, Eui, MulticastGroup};
-use crate::plugin::bindings::device_library::exports::airlift::plugin::device_library as lib;
+use crate::plugin::device_library as lib;
 
 /// Longest wait between two retries of one device.
 const MAX_BACKOFF_MS: u64 = 30 * 60_000;
@@ -517,10 +517,7 @@ impl<N: Network> Engine<N> {
             }
             let device = self.store.get::<Device>(&dev.dev_eui.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {} is gone", dev.dev_eui)))?;
             let (name, dctx, cctx) = (stage.name.clone(), context::device(&device, &dev), ctx.clone());
-            let built = self
-                .runtime
-                .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_build_request(s, &name, Some(&dctx), &cctx))
-                .await;
+            let built = self.runtime.device_library(&library).build_request(name, Some(dctx), cctx).await;
             dev.attempts += 1;
             let downlinks = match built {
                 Ok(Ok(d)) => d,
@@ -566,7 +563,8 @@ impl<N: Network> Engine<N> {
         let wit_layout = context::layout_to_wit(&layout);
         let downlinks = self
             .runtime
-            .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_fragments(s, &data, wit_layout, first, count))
+            .device_library(&library)
+            .fragments(data, wit_layout, first, count)
             .await?
             .map_err(|e| EngineError::Library(format!("{e:?}")))?;
         let pacing = match self.network.pacing(backend).await {
@@ -604,7 +602,8 @@ impl<N: Network> Engine<N> {
             let (name, ctx) = (stage.name.clone(), self.library_context(run, group, false)?);
             let downlinks = self
                 .runtime
-                .call_device_library(&library, move |s, p| p.airlift_plugin_device_library().call_build_request(s, &name, None, &ctx))
+                .device_library(&library)
+                .build_request(name, None, ctx)
                 .await?
                 .map_err(|e| EngineError::Library(format!("{e:?}")))?;
             run.round_sent_ms = Some(now);

@@ -2,6 +2,8 @@
 //! compiled code, runs each call in a fresh store under memory and time
 //! limits, and swaps versions without a restart.
 //!
+//! - [`device_library`], [`backend`], [`update_type`]: one typed facade
+//!   per plugin kind; nothing outside this module touches the bindings.
 //! - [`bindings`]: the host side of `wit/`.
 //! - [`runtime`]: engine, limits, calls, hot swap.
 //! - [`cache`]: compiled components on disk.
@@ -10,8 +12,11 @@
 //! - [`install`]: persisting plugins in the store and restoring them.
 
 mod allow;
+pub mod backend;
 pub mod bundled;
-pub mod bindings;
+pub(crate) mod bindings;
+pub mod device_library;
+pub mod update_type;
 mod cache;
 mod error;
 pub mod imports;

@@ -215,7 +215,7 @@ impl PluginRuntime {
     }
 
     /// Call a device-library plugin: `f` gets a fresh instance.
-    pub async fn call_device_library<R: Send + 'static>(
+    pub(super) async fn call_device_library<R: Send + 'static>(
         &self,
         plugin: &Arc<Plugin>,
         f: impl FnOnce(&mut Store<CallState>, &super::bindings::device_library::DeviceLibraryPlugin) -> wasmtime::Result<R> + Send + 'static,
@@ -231,7 +231,7 @@ impl PluginRuntime {
     }
 
     /// Call a backend plugin on behalf of a backend instance.
-    pub async fn call_backend<R: Send + 'static>(
+    pub(super) async fn call_backend<R: Send + 'static>(
         &self,
         plugin: &Arc<Plugin>,
         grant: Arc<BackendGrant>,
@@ -248,7 +248,7 @@ impl PluginRuntime {
     }
 
     /// Call an update-type plugin.
-    pub async fn call_update_type<R: Send + 'static>(
+    pub(super) async fn call_update_type<R: Send + 'static>(
         &self,
         plugin: &Arc<Plugin>,
         f: impl FnOnce(&mut Store<CallState>, &super::bindings::update_type::UpdateTypePlugin) -> wasmtime::Result<R> + Send + 'static,
