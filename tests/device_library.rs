@@ -46,6 +46,12 @@ fn device_context(memory: Vec<Attribute>) -> DeviceContext {
     DeviceContext { dev_eui: DEV, lorawan_version: LorawanVersion::V10, classes: vec![SessionClass::ClassC], firmware_version: None, hardware_version: None, memory, requests_sent: 0 }
 }
 
+/// A multicast-setup campaign on the test group, for uplinks that name no
+/// session of their own.
+fn setup_only() -> CampaignContext {
+    campaign(CampaignKind::MulticastSetup, &[], String::new(), None)
+}
+
 fn campaign(kind: CampaignKind, payload: &[u8], payload_sha256: String, layout: Option<Fragmentation>) -> CampaignContext {
     CampaignContext {
         campaign_id: "1".into(),
@@ -80,8 +86,8 @@ impl Setup {
         self.runtime.device_library(&self.plugin).build_request(stage.to_string(), device, c.clone()).await.unwrap()
     }
 
-    async fn parse(&self, fport: u8, payload: Vec<u8>, device: DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
-        self.runtime.device_library(&self.plugin).parse_uplink(fport, payload, device).await.unwrap()
+    async fn parse(&self, fport: u8, payload: Vec<u8>, device: DeviceContext, c: &CampaignContext) -> Result<Vec<UplinkEvent>, ParseError> {
+        self.runtime.device_library(&self.plugin).parse_uplink(fport, payload, device, c.clone()).await.unwrap()
     }
 
     async fn fragments(&self, data: &[u8], layout: Fragmentation, first: u32, count: u32) -> Vec<Downlink> {
@@ -94,7 +100,7 @@ impl Setup {
         let mut events = Vec::new();
         for dl in self.build(stage, Some(device_context(memory.clone())), c).await.unwrap() {
             for reply in device.handle(dl.fport, &dl.payload, gps).unwrap() {
-                for e in self.parse(reply.fport, reply.payload, device_context(memory.clone())).await.unwrap() {
+                for e in self.parse(reply.fport, reply.payload, device_context(memory.clone()), c).await.unwrap() {
                     if let UplinkEvent::Remember(a) = &e {
                         memory.push(a.clone());
                     }
@@ -167,7 +173,7 @@ async fn whole_session(library: &str, version: PackageVersion) {
     if version == PackageVersion::V2 {
         // The v2 device checked the data-block MIC and said so.
         assert_eq!(completion.len(), 1);
-        let events = s.parse(completion[0].fport, completion[0].payload.clone(), device_context(memory.clone())).await.unwrap();
+        let events = s.parse(completion[0].fport, completion[0].payload.clone(), device_context(memory.clone()), &c).await.unwrap();
         assert!(matches!(&events[0], UplinkEvent::Reply(d) if d.payload == vec![0x04, 0x02]));
         assert!(ok_answer(&events, "FragSessionStatus").contains(&Fact::HoldsFile));
         assert!(memory.iter().any(|a| a.key == "ts004.session-cnt" && a.value == "1"), "{memory:?}");
@@ -239,19 +245,19 @@ async fn clock_sync_corrects_a_drifting_device() {
     let mut device = DeviceModel::new(DEV, ROOT_KEY, false, PackageVersion::V2);
     device.clock_offset_s = -34;
     // An answer to another token than the device's own is ignored.
-    let stale = s.parse(202, device.app_time_req(gps, 7, false).payload, device_context(vec![])).await.unwrap();
+    let stale = s.parse(202, device.app_time_req(gps, 7, false).payload, device_context(vec![]), &setup_only()).await.unwrap();
     let UplinkEvent::Reply(stale) = &stale[0] else { panic!("{stale:?}") };
     device.handle(stale.fport, &stale.payload, gps).unwrap();
     assert_eq!(device.clock_offset_s, -34);
     let req = device.app_time_req(gps, 0, false);
-    let events = s.parse(req.fport, req.payload, device_context(vec![])).await.unwrap();
+    let events = s.parse(req.fport, req.payload, device_context(vec![]), &setup_only()).await.unwrap();
     let UplinkEvent::Reply(ans) = &events[0] else { panic!("{events:?}") };
     assert_eq!(ans.payload, vec![0x01, 34, 0, 0, 0, 0]);
     device.handle(ans.fport, &ans.payload, gps).unwrap();
     assert_eq!(device.clock_offset_s, 0);
     // In sync and no answer required: nothing to send.
     let req = device.app_time_req(gps, 1, false);
-    assert!(s.parse(req.fport, req.payload, device_context(vec![])).await.unwrap().is_empty());
+    assert!(s.parse(req.fport, req.payload, device_context(vec![]), &setup_only()).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -265,10 +271,10 @@ async fn malformed_uplinks_are_typed_errors_and_the_plugin_keeps_working() {
         (203, vec![0x01, 1, 2, 0, 0, 0xf0], |e| matches!(e, ParseError::Truncated(_))),
     ];
     for (fport, payload, expected) in cases {
-        let err = s.parse(fport, payload.clone(), device_context(vec![])).await.unwrap_err();
+        let err = s.parse(fport, payload.clone(), device_context(vec![]), &setup_only()).await.unwrap_err();
         assert!(expected(&err), "port {fport} {payload:02x?}: {err:?}");
     }
-    let events = s.parse(200, vec![0x02, 0x01], device_context(vec![])).await.unwrap();
+    let events = s.parse(200, vec![0x02, 0x01], device_context(vec![]), &setup_only()).await.unwrap();
     ok_answer(&events, "McGroupSetup");
     let err = s.build("NoSuchStage", None, &campaign(CampaignKind::MulticastSetup, &[], String::new(), None)).await.unwrap_err();
     assert!(matches!(err, LibraryError::UnknownStage(_)));
@@ -342,7 +348,7 @@ async fn an_out_of_sync_device_is_resynchronised_and_asked_again() {
         assert_eq!((resync.fport, resync.payload[0]), (202, 0x03), "{library}: ForceDeviceResyncReq");
         // The device sends its AppTimeReq, the library answers, the clock is right.
         for req in device.handle(resync.fport, &resync.payload, gps).unwrap() {
-            for e in s.parse(req.fport, req.payload, device_context(vec![])).await.unwrap() {
+            for e in s.parse(req.fport, req.payload, device_context(vec![]), &setup_only()).await.unwrap() {
                 if let UplinkEvent::Reply(ans) = e {
                     device.handle(ans.fport, &ans.payload, gps).unwrap();
                 }
@@ -365,4 +371,25 @@ async fn v2_sessions_ask_for_ack_reception() {
     let c = campaign(CampaignKind::BinaryTransfer, &payload, sha, Some(layout));
     let dl = s.build("FragSessionSetup", Some(device_context(vec![])), &c).await.unwrap();
     assert_eq!(dl[0].payload[5] & 0x40, 0x40, "AckReception set in Control");
+}
+
+#[tokio::test]
+async fn an_answer_naming_another_session_is_no_answer() {
+    for library in ["lorawan-v1", "lorawan-v2"] {
+        let s = setup(library).await;
+        let layout = Fragmentation { frag_index: 2, nb_frag: 9, frag_size: 239, padding: 0, descriptor: 0, block_ack_delay: 0, session_cnt: None };
+        let c = campaign(CampaignKind::FirmwareUpdate, &[0; 2000], String::new(), Some(layout));
+        let answers = |events: &[UplinkEvent]| events.iter().filter(|e| matches!(e, UplinkEvent::Answer(_))).count();
+        // FragSessionSetupAns for FragIndex 1 and 2: only the campaign's (2) answers.
+        for (frag_index, expected) in [(1u8, 0), (2, 1)] {
+            let events = s.parse(201, vec![0x02, frag_index << 6], device_context(vec![]), &c).await.unwrap();
+            assert_eq!(answers(&events), expected, "{library}: FragIndex {frag_index}: {events:?}");
+        }
+        // McGroupSetupAns for group 3 while the campaign's group is 1.
+        let events = s.parse(200, vec![0x02, 0x03], device_context(vec![]), &c).await.unwrap();
+        assert_eq!(answers(&events), 0, "{library}: {events:?}");
+        assert!(matches!(&events[0], UplinkEvent::Note(n) if n.contains("McGroupID 3")), "{library}: {events:?}");
+        let events = s.parse(200, vec![0x02, 0x01], device_context(vec![]), &c).await.unwrap();
+        assert_eq!(answers(&events), 1, "{library}: {events:?}");
+    }
 }

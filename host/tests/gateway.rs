@@ -167,7 +167,7 @@ async fn a_message_campaign_goes_out_as_the_gateway_multicast_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starting_a_job_the_gateway_already_has_does_not_schedule_it_twice() {
-    use airlift::engine::{Network, OffloadJob};
+    use airlift::engine::{Network, OffloadJob, OffloadPayload};
     let dir = tempfile::tempdir().unwrap();
     let (sim, gw, server, api) = setup(dir.path(), PASSWORD, vec![Behaviour::Normal; 2], 400_000).await;
     let campaign = api.call(reqwest::Method::GET, &format!("/api/campaigns/{}", sim.objects.campaign_id)).await;
@@ -178,10 +178,8 @@ async fn starting_a_job_the_gateway_already_has_does_not_schedule_it_twice() {
         devices: sim.devices.iter().map(|d| d.dev_eui).collect(),
         group,
         data: vec![7; 1000],
-        descriptor: 0,
         start_unix_ms: sim.lns.fleet.now_unix_ms(),
-        session_timeout: 10,
-        message_port: None,
+        payload: OffloadPayload::File { descriptor: 0, session_timeout_exponent: 10 },
     };
     // As after a crash between starting the job and recording its handle.
     let network = &server.state.runner.engine.network;
@@ -194,7 +192,7 @@ async fn starting_a_job_the_gateway_already_has_does_not_schedule_it_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_descriptor_reaches_the_gateway_most_significant_byte_first() {
-    use airlift::engine::{Network, OffloadJob};
+    use airlift::engine::{Network, OffloadJob, OffloadPayload};
     let dir = tempfile::tempdir().unwrap();
     let (sim, gw, server, api) = setup(dir.path(), PASSWORD, vec![Behaviour::Normal; 2], 20_000).await;
     let campaign = api.call(reqwest::Method::GET, &format!("/api/campaigns/{}", sim.objects.campaign_id)).await;
@@ -207,10 +205,8 @@ async fn the_descriptor_reaches_the_gateway_most_significant_byte_first() {
         devices: vec![sim.devices[0].dev_eui],
         group,
         data: vec![7; 500],
-        descriptor: 16_909_060,
         start_unix_ms: server.state.clock.now_unix_ms(),
-        session_timeout: 10,
-        message_port: None,
+        payload: OffloadPayload::File { descriptor: 16_909_060, session_timeout_exponent: 10 },
     };
     network.offload_start(&instance, job).await.unwrap();
     assert_eq!(gw.descriptor("descriptor-check"), Some(16_909_060));

@@ -4,7 +4,7 @@
 
 use crate::backend::airlift::plugin::http::{self, Header, HttpError, Request, Response};
 use crate::backend::airlift::plugin::types::Attribute;
-use crate::backend::exports::airlift::plugin::backend::{BackendError, Instance};
+use crate::backend::airlift::plugin::backend_types::{BackendError, Instance};
 
 /// Timeout of a request that names none: the instance's own (its
 /// `transport.requestTimeoutMs`, 10 s unless set).

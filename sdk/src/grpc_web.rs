@@ -10,7 +10,7 @@
 //! headers and an empty body. `grpc-message` is percent-encoded.
 
 use crate::backend::airlift::plugin::http::Header;
-use crate::backend::exports::airlift::plugin::backend::BackendError;
+use crate::backend::airlift::plugin::backend_types::BackendError;
 use crate::backend_support::{body_text, header, send_raw, INSTANCE_TIMEOUT};
 
 /// gRPC status codes a client acts on.

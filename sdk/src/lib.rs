@@ -1,5 +1,5 @@
 //! The Airlift plugin SDK: the bindings of each plugin world of the WIT
-//! contract (`wit/since_v0.1.0`), generated once, and helpers for backend
+//! contract (`wit/since_v0.2.0`), generated once, and helpers for backend
 //! plugins. A plugin implements its world's `Guest` trait and exports it:
 //!
 //! ```ignore
@@ -12,7 +12,7 @@
 /// The `device-library-plugin` world.
 pub mod device_library {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
+        path: "../wit/since_v0.2.0",
         world: "device-library-plugin",
         pub_export_macro: true,
         default_bindings_module: "airlift_plugin_sdk::device_library",
@@ -22,7 +22,7 @@ pub mod device_library {
 /// The `backend-plugin` world.
 pub mod backend {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
+        path: "../wit/since_v0.2.0",
         world: "backend-plugin",
         pub_export_macro: true,
         default_bindings_module: "airlift_plugin_sdk::backend",
@@ -32,7 +32,7 @@ pub mod backend {
 /// The `update-type-plugin` world.
 pub mod update_type {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
+        path: "../wit/since_v0.2.0",
         world: "update-type-plugin",
         pub_export_macro: true,
         default_bindings_module: "airlift_plugin_sdk::update_type",

@@ -7,7 +7,7 @@
 //!   uses it for the uplinks networks post to `/backends/{id}/uplink`.
 
 use crate::engine::context::multicast_group;
-use crate::engine::{Network, NetworkError, OffloadDevice, OffloadJob, OffloadState, OffloadStatus, Pacing};
+use crate::engine::{Network, NetworkError, OffloadDevice, OffloadJob, OffloadPayload, OffloadState, OffloadStatus, Pacing};
 use crate::model::{BackendInstance, Eui, MulticastEncryption, MulticastGroup, PluginKind};
 use crate::plugin::backend::{self as wit, Answer, Backend};
 use crate::plugin::{BackendGrant, HostAllowList, Plugin, PluginError, PluginRuntime};
@@ -146,7 +146,7 @@ impl Network for PluginNetwork {
     }
 
     async fn offloads(&self, backend: &str) -> Result<bool, NetworkError> {
-        Ok(self.capabilities(backend).await?.offload)
+        self.backend(backend)?.offloads().await.map_err(|e| NetworkError::Unavailable(format!("backend plugin: {e}")))
     }
 
     async fn offload_start(&self, backend: &str, job: OffloadJob) -> Result<String, NetworkError> {
@@ -155,11 +155,11 @@ impl Network for PluginNetwork {
             devices: job.devices.iter().map(|d| d.0).collect(),
             group: multicast_group(&job.group),
             data: job.data,
-            fport: job.message_port.unwrap_or(0),
-            descriptor: job.descriptor,
-            message: job.message_port.is_some(),
             start_unix_ms: job.start_unix_ms,
-            session_timeout: job.session_timeout,
+            payload: match job.payload {
+                OffloadPayload::File { descriptor, session_timeout_exponent } => wit::OffloadPayload::File(wit::FileSession { descriptor, session_timeout_exponent }),
+                OffloadPayload::Message { fport, timeout_minutes } => wit::OffloadPayload::Message(wit::MessageSession { fport, timeout_minutes }),
+            },
         };
         outcome(self.backend(backend)?.offload_start(job).await)
     }

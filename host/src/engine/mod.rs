@@ -20,7 +20,7 @@ pub mod runner;
 mod status_report;
 mod step;
 
-pub use network::{Network, NetworkError, OffloadDevice, OffloadJob, OffloadState, OffloadStatus, Pacing};
+pub use network::{Network, NetworkError, OffloadDevice, OffloadJob, OffloadPayload, OffloadState, OffloadStatus, Pacing};
 pub use runner::Runner;
 pub use run::{CampaignRun, DeviceRun, RunStatus};
 
@@ -414,10 +414,11 @@ impl<N: Network> Engine<N> {
             let Some(device) = self.store.get::<Device>(&dev_eui.to_string())? else { continue };
             let library = self.library(&run).await?;
             let ports = Self::ports(&run);
-            let ctx = context::device(&device, &dev_run);
-            let bytes = payload.clone();
+            let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? else { continue };
+            let campaign_ctx = context::campaign(&run, context::kind(self.campaign_type(&run)?), &group, false);
+            let device_ctx = context::device(&device, &dev_run);
             let fport = ports.to_library(fport);
-            let parsed = self.runtime.device_library(&library).parse_uplink(fport, bytes, ctx).await;
+            let parsed = self.runtime.device_library(&library).parse_uplink(fport, payload.clone(), device_ctx, campaign_ctx).await;
             let events = match parsed {
                 Ok(Ok(events)) => events,
                 Ok(Err(e)) => {

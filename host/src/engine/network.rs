@@ -43,14 +43,21 @@ pub struct OffloadJob {
     pub name: String,
     pub devices: Vec<Eui>,
     pub group: MulticastGroup,
+    /// The file, or the message's payload.
     pub data: Vec<u8>,
-    pub descriptor: u32,
     pub start_unix_ms: u64,
-    /// Session timeout: exponent (class C lasts 2^t s) for a file, minutes
-    /// for a message.
-    pub session_timeout: u32,
-    /// A short multicast message on this FPort, not a fragmented file.
-    pub message_port: Option<u8>,
+    pub payload: OffloadPayload,
+}
+
+/// What an offloaded session delivers, each kind with its own timeout in
+/// its own unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadPayload {
+    /// A fragmented file: its descriptor, and the multicast session's
+    /// timeout exponent (class C lasts 2^t s).
+    File { descriptor: u32, session_timeout_exponent: u8 },
+    /// A short multicast message on `fport`, repeated for `timeout_minutes`.
+    Message { fport: u8, timeout_minutes: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

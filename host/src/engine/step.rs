@@ -7,7 +7,7 @@
 
 use super::{context, status_report};
 use super::run::{CampaignRun, DeviceRun, NetworkTrouble, RunStatus, Stage, StageMode};
-use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadState, OffloadStatus};
+use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadPayload, OffloadState, OffloadStatus};
 use crate::clock::unix_ms_to_gps_seconds;
 use crate::model::{CampaignStatus, CampaignType, Device, Eui, MulticastGroup};
 use crate::plugin::device_library as lib;
@@ -672,10 +672,11 @@ impl<N: Network> Engine<N> {
             devices: self.device_runs(&run.campaign_id)?.iter().filter(|d| d.active()).map(|d| d.dev_eui).collect(),
             group: group.clone(),
             data,
-            descriptor: run.layout.map_or(0, |l| l.descriptor),
             start_unix_ms: now,
-            session_timeout: message.as_ref().map_or(run.session_timeout as u32, |m| m.multicast_session_timeout as u32),
-            message_port: message.map(|m| m.message_port),
+            payload: match message {
+                Some(m) => OffloadPayload::Message { fport: m.message_port, timeout_minutes: m.multicast_session_timeout as u32 },
+                None => OffloadPayload::File { descriptor: run.layout.map_or(0, |l| l.descriptor), session_timeout_exponent: run.session_timeout },
+            },
         })
     }
 

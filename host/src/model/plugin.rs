@@ -66,7 +66,10 @@ pub struct PluginManifest {
     pub multicast_encryption: MulticastEncryption,
 }
 
-/// Who encrypts a multicast downlink's FRMPayload with McAppSKey.
+/// Who encrypts a multicast downlink's FRMPayload with McAppSKey, for
+/// backends built against WIT 0.1.0. Since 0.2.0 a backend whose network
+/// forwards application-encrypted payloads calls the host's
+/// `keys.encrypt-multicast-payload` itself, and leaves this `network`.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum MulticastEncryption {

@@ -1,17 +1,20 @@
 //! Calling a device library: one typed method per export of the
-//! `device-library` interface, and the types the engine speaks with it.
-//! The rest of the host reaches device libraries only through here, so a
-//! second contract version adapts in this module alone.
+//! `device-library` interface, and the types the engine speaks with it
+//! (the current contract's). The rest of the host reaches device libraries
+//! only through here; a library built against an older contract is
+//! adapted here too.
 
-use super::bindings::device_library::exports::airlift::plugin::device_library as wit;
+use super::bindings::{latest, same_shape, v0_1};
+use super::runtime::DeviceLibraryPre;
 use super::{Plugin, PluginError, PluginRuntime};
 use std::sync::Arc;
+use wasmtime::Store;
 
-pub use super::bindings::types::{Attribute, DeviceContext, Eui, IsmBand, LorawanVersion, MulticastGroup, SessionClass};
-pub use wit::{
+pub use latest::device_library::exports::airlift::plugin::device_library::{
     AnswerStatus, CampaignContext, CampaignKind, Downlink, Fact, Fragmentation, LibraryError, LibraryInfo, ParseError, PortBinding, StageAnswer, StageMode,
     StageSpec, UplinkEvent,
 };
+pub use latest::types::{Attribute, DeviceContext, Eui, IsmBand, LorawanVersion, MulticastGroup, SessionClass};
 
 /// A device library to call. Each call runs in a fresh instance under the
 /// plugin's limits; the outer error is the plugin failing (trap, timeout),
@@ -27,30 +30,93 @@ impl PluginRuntime {
     }
 }
 
+type Current = latest::device_library::DeviceLibraryPlugin;
+type Old = v0_1::device_library::DeviceLibraryPlugin;
+
 impl DeviceLibrary<'_> {
-    pub async fn describe(&self) -> Result<LibraryInfo, PluginError> {
-        self.runtime.call_device_library(&self.plugin, |s, p| p.airlift_plugin_device_library().call_describe(s)).await
-    }
-
-    pub async fn plan(&self, campaign: CampaignContext) -> Result<Result<Vec<StageSpec>, LibraryError>, PluginError> {
-        self.runtime.call_device_library(&self.plugin, move |s, p| p.airlift_plugin_device_library().call_plan(s, &campaign)).await
-    }
-
-    pub async fn fragment_layout(&self, file_size: u32, max_payload: u16) -> Result<Result<Fragmentation, LibraryError>, PluginError> {
-        self.runtime.call_device_library(&self.plugin, move |s, p| p.airlift_plugin_device_library().call_fragment_layout(s, file_size, max_payload)).await
-    }
-
-    pub async fn build_request(&self, stage: String, device: Option<DeviceContext>, campaign: CampaignContext) -> Result<Result<Vec<Downlink>, LibraryError>, PluginError> {
+    /// Instantiate the library and run `current` on it, or `old` when it
+    /// was built against contract 0.1.0.
+    async fn call<R: Send + 'static>(
+        &self,
+        current: impl FnOnce(&mut Store<super::CallState>, &Current) -> wasmtime::Result<R> + Send + 'static,
+        old: impl FnOnce(&mut Store<super::CallState>, &Old) -> wasmtime::Result<R> + Send + 'static,
+    ) -> Result<R, PluginError> {
         self.runtime
-            .call_device_library(&self.plugin, move |s, p| p.airlift_plugin_device_library().call_build_request(s, &stage, device.as_ref(), &campaign))
+            .call_device_library(&self.plugin, move |s, pre| match pre {
+                DeviceLibraryPre::V0_2(p) => {
+                    let instance = p.instantiate(&mut *s)?;
+                    current(s, &instance)
+                }
+                DeviceLibraryPre::V0_1(p) => {
+                    let instance = p.instantiate(&mut *s)?;
+                    old(s, &instance)
+                }
+            })
             .await
     }
 
-    pub async fn parse_uplink(&self, fport: u8, payload: Vec<u8>, device: DeviceContext) -> Result<Result<Vec<UplinkEvent>, ParseError>, PluginError> {
-        self.runtime.call_device_library(&self.plugin, move |s, p| p.airlift_plugin_device_library().call_parse_uplink(s, fport, &payload, &device)).await
+    pub async fn describe(&self) -> Result<LibraryInfo, PluginError> {
+        self.call(
+            |s, p| p.airlift_plugin_device_library().call_describe(s),
+            |s, p| same_shape(&p.airlift_plugin_device_library().call_describe(s)?),
+        )
+        .await
+    }
+
+    pub async fn plan(&self, campaign: CampaignContext) -> Result<Result<Vec<StageSpec>, LibraryError>, PluginError> {
+        let old_campaign = campaign.clone();
+        self.call(
+            move |s, p| p.airlift_plugin_device_library().call_plan(s, &campaign),
+            move |s, p| same_shape(&p.airlift_plugin_device_library().call_plan(s, &same_shape(&old_campaign)?)?),
+        )
+        .await
+    }
+
+    pub async fn fragment_layout(&self, file_size: u32, max_payload: u16) -> Result<Result<Fragmentation, LibraryError>, PluginError> {
+        self.call(
+            move |s, p| p.airlift_plugin_device_library().call_fragment_layout(s, file_size, max_payload),
+            move |s, p| same_shape(&p.airlift_plugin_device_library().call_fragment_layout(s, file_size, max_payload)?),
+        )
+        .await
+    }
+
+    pub async fn build_request(&self, stage: String, device: Option<DeviceContext>, campaign: CampaignContext) -> Result<Result<Vec<Downlink>, LibraryError>, PluginError> {
+        let (old_stage, old_device, old_campaign) = (stage.clone(), device.clone(), campaign.clone());
+        self.call(
+            move |s, p| p.airlift_plugin_device_library().call_build_request(s, &stage, device.as_ref(), &campaign),
+            move |s, p| {
+                let device: Option<v0_1::types::DeviceContext> = old_device.as_ref().map(same_shape).transpose()?;
+                same_shape(&p.airlift_plugin_device_library().call_build_request(s, &old_stage, device.as_ref(), &same_shape(&old_campaign)?)?)
+            },
+        )
+        .await
+    }
+
+    /// `campaign`: the campaign the device is in, so the library can tell
+    /// an answer to the request outstanding from one to another session.
+    /// A 0.1.0 library never sees it.
+    pub async fn parse_uplink(&self, fport: u8, payload: Vec<u8>, device: DeviceContext, campaign: CampaignContext) -> Result<Result<Vec<UplinkEvent>, ParseError>, PluginError> {
+        let (old_payload, old_device) = (payload.clone(), device.clone());
+        self.call(
+            move |s, p| p.airlift_plugin_device_library().call_parse_uplink(s, fport, &payload, &device, &campaign),
+            move |s, p| same_shape(&p.airlift_plugin_device_library().call_parse_uplink(s, fport, &old_payload, &same_shape(&old_device)?)?),
+        )
+        .await
     }
 
     pub async fn fragments(&self, data: Vec<u8>, layout: Fragmentation, first: u32, count: u32) -> Result<Result<Vec<Downlink>, LibraryError>, PluginError> {
-        self.runtime.call_device_library(&self.plugin, move |s, p| p.airlift_plugin_device_library().call_fragments(s, &data, layout, first, count)).await
+        // One copy of the file, whichever contract the library speaks.
+        let data = Arc::new(data);
+        let old_data = data.clone();
+        self.call(
+            move |s, p| p.airlift_plugin_device_library().call_fragments(s, &data, layout, first, count),
+            move |s, p| {
+                Ok(match p.airlift_plugin_device_library().call_fragments(s, &old_data, same_shape(&layout)?, first, count)? {
+                    Ok(downlinks) => Ok(downlinks.into_iter().map(|d| Downlink { fport: d.fport, payload: d.payload }).collect()),
+                    Err(e) => Err(same_shape(&e)?),
+                })
+            },
+        )
+        .await
     }
 }

@@ -6,9 +6,9 @@ use crate::model::{PluginLimits, PluginManifest, PluginRecord, PluginVersion};
 use crate::store::Store;
 use std::sync::Arc;
 
-/// WIT package versions (`major.minor`) this host can load. Older minors
-/// join this list with an adapter when the API grows.
-pub const SUPPORTED_WIT: &[&str] = &["0.1"];
+/// WIT package versions (`major.minor`) this host can load: the current
+/// one, and older ones through the adapters of the plugin facades.
+pub const SUPPORTED_WIT: &[&str] = &["0.1", "0.2"];
 
 /// Check a manifest before anything is compiled.
 pub fn validate_manifest(m: &PluginManifest) -> Result<(), PluginError> {
@@ -16,8 +16,7 @@ pub fn validate_manifest(m: &PluginManifest) -> Result<(), PluginError> {
     if m.name.is_empty() || m.name.len() > 64 || !m.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
         return bad(format!("name '{}' must be 1-64 characters of a-z, 0-9 and '-'", m.name));
     }
-    let minor = m.wit_version.rsplit_once('.').map(|(mm, _)| mm).unwrap_or("");
-    if !SUPPORTED_WIT.contains(&minor) {
+    if super::runtime::Contract::of(&m.wit_version).is_none() {
         return bad(format!("WIT version '{}' is not supported (supported: {})", m.wit_version, SUPPORTED_WIT.join(", ")));
     }
     let (l, max) = (&m.limits, PluginLimits::CEILING);

@@ -28,4 +28,4 @@ pub use imports::tls;
 pub use error::PluginError;
 pub use imports::{BackendGrant, HostServices};
 pub use install::{install, restore, validate_manifest, SUPPORTED_WIT};
-pub use runtime::{CallState, Plugin, PluginRuntime};
+pub use runtime::{CallState, Contract, Plugin, PluginRuntime};

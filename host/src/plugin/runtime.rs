@@ -1,6 +1,6 @@
 //! Engine, per-call stores with limits, and the table of loaded plugins.
 
-use super::bindings::{backend::BackendPluginPre, device_library::DeviceLibraryPluginPre, update_type::UpdateTypePluginPre};
+use super::bindings::{latest, v0_1};
 use super::cache::CompiledCache;
 use super::imports::{BackendGrant, HostServices};
 use super::PluginError;
@@ -75,11 +75,48 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// The contract version a plugin was built against, from its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    V0_1,
+    V0_2,
+}
+
+impl Contract {
+    /// `major.minor[.patch]` as a manifest's `witVersion` says it.
+    pub fn of(wit_version: &str) -> Option<Self> {
+        let mut parts = wit_version.split('.');
+        match (parts.next(), parts.next()) {
+            (Some("0"), Some("1")) => Some(Contract::V0_1),
+            (Some("0"), Some("2")) => Some(Contract::V0_2),
+            _ => None,
+        }
+    }
+}
+
+/// A device library's instantiation entry point, per contract version.
+pub(super) enum DeviceLibraryPre {
+    V0_1(v0_1::device_library::DeviceLibraryPluginPre<CallState>),
+    V0_2(latest::device_library::DeviceLibraryPluginPre<CallState>),
+}
+
+/// A backend's. `offload`: the entry point of its `offload` export, when
+/// its network runs whole sessions itself.
+pub(super) enum BackendPre {
+    V0_1(v0_1::backend::BackendPluginPre<CallState>),
+    V0_2 { backend: latest::backend::BackendPluginPre<CallState>, offload: Option<latest::offloading_backend::OffloadingBackendPluginPre<CallState>> },
+}
+
+pub(super) enum UpdateTypePre {
+    V0_1(v0_1::update_type::UpdateTypePluginPre<CallState>),
+    V0_2(latest::update_type::UpdateTypePluginPre<CallState>),
+}
+
 /// The instantiation entry point, typed by the world the plugin implements.
 enum Typed {
-    DeviceLibrary(DeviceLibraryPluginPre<CallState>),
-    Backend(BackendPluginPre<CallState>),
-    UpdateType(UpdateTypePluginPre<CallState>),
+    DeviceLibrary(DeviceLibraryPre),
+    Backend(BackendPre),
+    UpdateType(UpdateTypePre),
 }
 
 /// One loaded plugin version. Calls hold an `Arc` to it, so a swap never
@@ -189,11 +226,19 @@ impl PluginRuntime {
             .instantiate_pre(component)
             .map_err(|e| PluginError::Invalid(format!("imports something the host does not provide: {e:#}")))?;
         let world_mismatch =
-            |e: wasmtime::Error| PluginError::Invalid(format!("does not implement the {} world: {e:#}", manifest.kind));
-        Ok(match manifest.kind {
-            PluginKind::DeviceLibrary => Typed::DeviceLibrary(DeviceLibraryPluginPre::new(pre).map_err(world_mismatch)?),
-            PluginKind::Backend => Typed::Backend(BackendPluginPre::new(pre).map_err(world_mismatch)?),
-            PluginKind::UpdateType => Typed::UpdateType(UpdateTypePluginPre::new(pre).map_err(world_mismatch)?),
+            |e: wasmtime::Error| PluginError::Invalid(format!("does not implement the {} world of WIT {}: {e:#}", manifest.kind, manifest.wit_version));
+        let contract = Contract::of(&manifest.wit_version).ok_or_else(|| PluginError::Invalid(format!("WIT version '{}' is not supported", manifest.wit_version)))?;
+        Ok(match (manifest.kind, contract) {
+            (PluginKind::DeviceLibrary, Contract::V0_1) => Typed::DeviceLibrary(DeviceLibraryPre::V0_1(v0_1::device_library::DeviceLibraryPluginPre::new(pre).map_err(world_mismatch)?)),
+            (PluginKind::DeviceLibrary, Contract::V0_2) => Typed::DeviceLibrary(DeviceLibraryPre::V0_2(latest::device_library::DeviceLibraryPluginPre::new(pre).map_err(world_mismatch)?)),
+            (PluginKind::Backend, Contract::V0_1) => Typed::Backend(BackendPre::V0_1(v0_1::backend::BackendPluginPre::new(pre).map_err(world_mismatch)?)),
+            (PluginKind::Backend, Contract::V0_2) => {
+                // A component that exports `offload` too fits the larger world.
+                let offload = latest::offloading_backend::OffloadingBackendPluginPre::new(pre.clone()).ok();
+                Typed::Backend(BackendPre::V0_2 { backend: latest::backend::BackendPluginPre::new(pre).map_err(world_mismatch)?, offload })
+            }
+            (PluginKind::UpdateType, Contract::V0_1) => Typed::UpdateType(UpdateTypePre::V0_1(v0_1::update_type::UpdateTypePluginPre::new(pre).map_err(world_mismatch)?)),
+            (PluginKind::UpdateType, Contract::V0_2) => Typed::UpdateType(UpdateTypePre::V0_2(latest::update_type::UpdateTypePluginPre::new(pre).map_err(world_mismatch)?)),
         })
     }
 
@@ -214,17 +259,15 @@ impl PluginRuntime {
         all
     }
 
-    /// Call a device-library plugin: `f` gets a fresh instance.
+    /// Call a device-library plugin: `f` gets a fresh store and the
+    /// plugin's entry point to instantiate it in.
     pub(super) async fn call_device_library<R: Send + 'static>(
         &self,
         plugin: &Arc<Plugin>,
-        f: impl FnOnce(&mut Store<CallState>, &super::bindings::device_library::DeviceLibraryPlugin) -> wasmtime::Result<R> + Send + 'static,
+        f: impl FnOnce(&mut Store<CallState>, &DeviceLibraryPre) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<R, PluginError> {
         self.call(plugin, None, PluginKind::DeviceLibrary, move |store, typed| match typed {
-            Typed::DeviceLibrary(pre) => {
-                let instance = pre.instantiate(&mut *store)?;
-                f(store, &instance)
-            }
+            Typed::DeviceLibrary(pre) => f(store, pre),
             _ => unreachable!("kind checked before the call"),
         })
         .await
@@ -235,13 +278,10 @@ impl PluginRuntime {
         &self,
         plugin: &Arc<Plugin>,
         grant: Arc<BackendGrant>,
-        f: impl FnOnce(&mut Store<CallState>, &super::bindings::backend::BackendPlugin) -> wasmtime::Result<R> + Send + 'static,
+        f: impl FnOnce(&mut Store<CallState>, &BackendPre) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<R, PluginError> {
         self.call(plugin, Some(grant), PluginKind::Backend, move |store, typed| match typed {
-            Typed::Backend(pre) => {
-                let instance = pre.instantiate(&mut *store)?;
-                f(store, &instance)
-            }
+            Typed::Backend(pre) => f(store, pre),
             _ => unreachable!("kind checked before the call"),
         })
         .await
@@ -251,13 +291,10 @@ impl PluginRuntime {
     pub(super) async fn call_update_type<R: Send + 'static>(
         &self,
         plugin: &Arc<Plugin>,
-        f: impl FnOnce(&mut Store<CallState>, &super::bindings::update_type::UpdateTypePlugin) -> wasmtime::Result<R> + Send + 'static,
+        f: impl FnOnce(&mut Store<CallState>, &UpdateTypePre) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<R, PluginError> {
         self.call(plugin, None, PluginKind::UpdateType, move |store, typed| match typed {
-            Typed::UpdateType(pre) => {
-                let instance = pre.instantiate(&mut *store)?;
-                f(store, &instance)
-            }
+            Typed::UpdateType(pre) => f(store, pre),
             _ => unreachable!("kind checked before the call"),
         })
         .await

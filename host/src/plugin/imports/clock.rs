@@ -1,6 +1,6 @@
 //! `clock`: the host's (possibly virtual) time.
 
-use super::super::bindings::imports::airlift::plugin::clock::Host;
+use super::super::bindings::latest::imports::airlift::plugin::clock::Host;
 use crate::plugin::CallState;
 
 impl Host for CallState {

@@ -6,7 +6,7 @@
 //! certificate, a name) is also noted in the call state, so the host fails
 //! the campaign with it whatever the plugin makes of it.
 
-use super::super::bindings::imports::airlift::plugin::http::{Header, Host, HttpError, Request, Response};
+use super::super::bindings::latest::imports::airlift::plugin::http::{Header, Host, HttpError, Request, Response};
 use crate::model::{PluginKind, MAX_REQUEST_TIMEOUT_MS};
 use crate::plugin::{CallState, HostAllowList};
 use reqwest::Url;

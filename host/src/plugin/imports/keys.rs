@@ -1,7 +1,7 @@
 //! `keys`: derived key material by handle. Each function is open to the
 //! plugin kinds that need it and nobody else; root keys never leave here.
 
-use super::super::bindings::imports::airlift::plugin::keys::{Host, KeyError};
+use super::super::bindings::latest::imports::airlift::plugin::keys::{Host, KeyError};
 use lorawan_fuota::keys::{self as lorawan, Key128, RootKeyKind};
 use crate::keys::Sealed;
 use crate::model::{Device, Eui, LorawanVersion, MulticastGroup, Object, PluginKind, SmartDeltaKey};
@@ -100,6 +100,15 @@ impl Host for CallState {
         })())
     }
 
+    fn encrypt_multicast_payload(&mut self, group: u64, fcnt: u32, payload: Vec<u8>) -> KeyResult<Vec<u8>> {
+        Ok((|| {
+            self.require_kind(PluginKind::Backend, "encrypt-multicast-payload")?;
+            self.require_serves_group(group)?;
+            let g: MulticastGroup = self.object(group)?;
+            crate::keys::multicast::encrypt_payload(&g, &self.host.vault, fcnt, &payload).map_err(|e| KeyError::Invalid(e.to_string()))
+        })())
+    }
+
     fn sign(&mut self, key_id: String, message: Vec<u8>) -> KeyResult<Vec<u8>> {
         Ok((|| {
             self.require_kind(PluginKind::UpdateType, "sign")?;
@@ -141,7 +150,7 @@ mod tests {
             name: "p".into(),
             kind,
             version: "1".into(),
-            wit_version: "0.1.0".into(),
+            wit_version: "0.2.0".into(),
             description: String::new(),
             allowed_outbound_hosts: vec![],
             limits: Default::default(),
@@ -208,6 +217,8 @@ mod tests {
         // No campaign of this instance runs on group 2: its keys stay in the
         // host (the ChirpStack end-to-end tests take the allowed path).
         assert!(matches!(backend.multicast_session_keys(2).unwrap(), Err(KeyError::Denied(_))));
+        assert!(matches!(backend.encrypt_multicast_payload(2, 7, vec![1, 2, 3]).unwrap(), Err(KeyError::Denied(_))));
+        assert!(matches!(library.encrypt_multicast_payload(2, 7, vec![1, 2, 3]).unwrap(), Err(KeyError::Denied(_))));
         // ThingPark's token vector from the specs.
         let token = backend
             .digest_with_secret("asKey".into(), "DevEUI=000000000F1D8693&FPort=1&Payload=00&AS_ID=app1.sample.com&Time=2016-01-11T14:28:00".into())

@@ -1,6 +1,6 @@
 //! `log`: plugin lines go to `tracing`, tagged with the plugin's name.
 
-use super::super::bindings::imports::airlift::plugin::log::{Host, Level};
+use super::super::bindings::latest::imports::airlift::plugin::log::{Host, Level};
 use crate::plugin::CallState;
 
 /// Longest line kept; the rest is cut so a plugin cannot flood the logs.

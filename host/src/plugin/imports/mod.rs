@@ -9,8 +9,9 @@ mod http;
 mod keys;
 mod log;
 pub mod tls;
+mod since_v0_1;
 
-use super::bindings::imports::HostImports;
+use super::bindings::{latest, v0_1};
 use super::runtime::CallState;
 use super::HostAllowList;
 use crate::clock::Clock;
@@ -68,8 +69,12 @@ pub struct BackendGrant {
     pub secrets: BTreeMap<String, Sealed>,
 }
 
-impl super::bindings::types::Host for CallState {}
+impl latest::types::Host for CallState {}
+impl latest::imports::airlift::plugin::backend_types::Host for CallState {}
 
+/// Every contract version's imports: a plugin links against the ones of
+/// the version it was built for.
 pub(super) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    HostImports::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
+    latest::imports::HostImports::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    v0_1::imports::HostImports::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
 }

@@ -32,6 +32,7 @@ use airlift::plugin::http::Header;
 use airlift::plugin::keys;
 use airlift::plugin::types::{IsmBand, MulticastGroup, SessionClass};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
+use airlift::plugin::backend_types::{BackendError, Instance};
 use exports::airlift::plugin::backend::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -247,7 +248,6 @@ impl Guest for ChirpStack {
                 unicast: true,
                 multicast_class_b: true,
                 multicast_class_c: true,
-                offload: false,
                 // ChirpStack spaces a group's multicast downlinks 5 s apart by default.
                 multicast_interval_ms: 5000,
                 unicast_interval_ms: 1000,
@@ -344,17 +344,5 @@ impl Guest for ChirpStack {
             uplink_from_json(&request.body)?
         };
         Ok(uplink.map(Report::Uplink).into_iter().collect())
-    }
-
-    fn offload_start(_inst: Instance, _job: OffloadJob) -> Result<String, BackendError> {
-        Err(BackendError::Unsupported("Airlift drives FUOTA through ChirpStack's multicast API".into()))
-    }
-
-    fn offload_poll(_inst: Instance, _handle: String) -> Result<OffloadStatus, BackendError> {
-        Err(BackendError::Unsupported("no offload".into()))
-    }
-
-    fn offload_cancel(_inst: Instance, _handle: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("no offload".into()))
     }
 }

@@ -23,17 +23,18 @@
 //! The host runs such a campaign as one offloaded stage. Settings: `url`,
 //! `username`. Secret: `password`.
 
+use airlift_plugin_sdk::backend::airlift::plugin::backend_types::{BackendError, Instance};
 use airlift_plugin_sdk::backend::airlift::plugin::http::Response;
-use airlift_plugin_sdk::backend::exports;
+use airlift_plugin_sdk::backend::airlift::plugin::types::MulticastGroup;
 use airlift_plugin_sdk::backend_support::*;
 #[allow(unused_imports)]
 use airlift_plugin_sdk::hex::*;
-
-use exports::airlift::plugin::backend::*;
+use airlift_plugin_sdk_offload::exports::airlift::plugin::backend::*;
+use airlift_plugin_sdk_offload::exports::airlift::plugin::offload::{self, OffloadDevice, OffloadJob, OffloadPayload, OffloadState, OffloadStatus};
 use serde_json::{json, Value};
 
 struct Gateway;
-airlift_plugin_sdk::backend::export!(Gateway);
+airlift_plugin_sdk_offload::export!(Gateway);
 
 const PASSWORD: &str = "password";
 /// Seed 000: "Timeout: 10 minutes (600 seconds) recommended for large files".
@@ -218,7 +219,6 @@ impl Guest for Gateway {
                 unicast: false,
                 multicast_class_b: false,
                 multicast_class_c: true,
-                offload: true,
                 multicast_interval_ms: 2000,
                 unicast_interval_ms: 1000,
             },
@@ -251,13 +251,17 @@ impl Guest for Gateway {
     fn parse_reports(_inst: Instance, _request: IncomingRequest) -> Result<Vec<Report>, BackendError> {
         Ok(vec![])
     }
+}
 
-    fn offload_start(inst: Instance, job: OffloadJob) -> Result<String, BackendError> {
+impl offload::Guest for Gateway {
+    fn start(inst: Instance, job: OffloadJob) -> Result<String, BackendError> {
         if job.group.group_id > 3 {
             return Err(BackendError::Invalid("the gateway has multicast groups 0-3 only".into()));
         }
-        if job.message && !(1..=220).contains(&job.fport) {
-            return Err(BackendError::Invalid(format!("the gateway sends messages on ports 1-220, not {}", job.fport)));
+        if let OffloadPayload::Message(m) = &job.payload {
+            if !(1..=220).contains(&m.fport) {
+                return Err(BackendError::Invalid(format!("the gateway sends messages on ports 1-220, not {}", m.fport)));
+            }
         }
         let handle = handle_of(&job.name, &job.devices);
         let session = Session::open(&inst)?;
@@ -279,41 +283,46 @@ impl Guest for Gateway {
             "setupTimeFromScheduledTime": 0,
             "launchTimeFromSetupTime": start_s.saturating_sub(scheduled_s),
         });
-        let mut body = if job.message {
-            session.upload_file("/api/command/upload_lora_multicast", ["messagefile", "file"], &file, &job.data)?;
-            json!({
-                "transmission_type": "Message",
-                "multicastMessage": {
-                    "messageFormat": "Binary",
-                    "messagePayload": "",
-                    "messagePayloadFile": file,
-                    "messagePort": job.fport,
-                    "multicastSessionTimeout": job.session_timeout.clamp(0, 15),
-                },
-            })
-        } else {
-            session.upload_file("/api/command/upload_lora_fota_file", ["fotafile", "file"], &file, &job.data)?;
-            json!({
-                "transmission_type": "FOTA",
-                // The descriptor most significant byte first: seed 000
-                // pairs "0001020304" with 16909060 (0x01020304).
-                "fragmentDesc": format!("{:08x}", job.descriptor),
-                "fotaDescriptor": job.descriptor,
-                "fotaFile": file,
-            })
+        let mut body = match job.payload {
+            OffloadPayload::Message(m) => {
+                session.upload_file("/api/command/upload_lora_multicast", ["messagefile", "file"], &file, &job.data)?;
+                json!({
+                    "transmission_type": "Message",
+                    "multicastMessage": {
+                        "messageFormat": "Binary",
+                        "messagePayload": "",
+                        "messagePayloadFile": file,
+                        "messagePort": m.fport,
+                        // Minutes, as the gateway's API takes them.
+                        "multicastSessionTimeout": m.timeout_minutes.clamp(0, 15),
+                    },
+                })
+            }
+            OffloadPayload::File(f) => {
+                session.upload_file("/api/command/upload_lora_fota_file", ["fotafile", "file"], &file, &job.data)?;
+                json!({
+                    "transmission_type": "FOTA",
+                    // The descriptor most significant byte first: seed 000
+                    // pairs "0001020304" with 16909060 (0x01020304).
+                    "fragmentDesc": format!("{:08x}", f.descriptor),
+                    "fotaDescriptor": f.descriptor,
+                    "fotaFile": file,
+                })
+            }
         };
+        let is_message = matches!(job.payload, OffloadPayload::Message(_));
         let fields = body.as_object_mut().expect("built as an object");
         fields.extend(timing.as_object().cloned().unwrap_or_default());
         fields.insert("endDeviceDeveuis".into(), json!(devices));
         fields.insert("multicastGroupID".into(), json!(job.group.group_id));
         fields.insert("keep_log".into(), json!(true));
         fields.insert("schedule_filename".into(), json!(job.name));
-        let path = if job.message { "/api/lora/mcm" } else { "/api/lora/fota" };
+        let path = if is_message { "/api/lora/mcm" } else { "/api/lora/fota" };
         session.call("POST", path, Some(body))?;
         Ok(handle)
     }
 
-    fn offload_poll(inst: Instance, handle: String) -> Result<OffloadStatus, BackendError> {
+    fn poll(inst: Instance, handle: String) -> Result<OffloadStatus, BackendError> {
         let (name, devices) = parse_handle(&handle);
         let session = Session::open(&inst)?;
         let results = session.call("GET", "/api/lora/fotaresults", None)?;
@@ -340,7 +349,7 @@ impl Guest for Gateway {
         Ok(OffloadStatus { finished: false, devices })
     }
 
-    fn offload_cancel(inst: Instance, handle: String) -> Result<(), BackendError> {
+    fn cancel(inst: Instance, handle: String) -> Result<(), BackendError> {
         let (name, _) = parse_handle(&handle);
         let session = Session::open(&inst)?;
         let scheduled = session.call("GET", "/api/lora/fotaschedule", None)?;

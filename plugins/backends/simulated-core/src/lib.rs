@@ -23,6 +23,7 @@ use std::marker::PhantomData;
 
 use airlift::plugin::keys;
 use airlift::plugin::types::MulticastGroup;
+use airlift::plugin::backend_types::{BackendError, Instance};
 use exports::airlift::plugin::backend::*;
 use serde_json::{json, Value};
 
@@ -70,7 +71,6 @@ impl<V: PluginVersion> Guest for Simulated<V> {
                 unicast: true,
                 multicast_class_b: true,
                 multicast_class_c: true,
-                offload: false,
                 multicast_interval_ms: 2000,
                 unicast_interval_ms: 1000,
             },
@@ -125,17 +125,5 @@ impl<V: PluginVersion> Guest for Simulated<V> {
         let doc: Value = serde_json::from_str(&body).map_err(|e| BackendError::Rejected(format!("body is not JSON: {e}")))?;
         let list = doc["uplinks"].as_array().ok_or_else(|| BackendError::Rejected("no 'uplinks' list".into()))?;
         list.iter().map(|u| uplink(u).map(Report::Uplink)).collect()
-    }
-
-    fn offload_start(_inst: Instance, _job: OffloadJob) -> Result<String, BackendError> {
-        Err(BackendError::Unsupported("the simulated network does not run sessions itself".into()))
-    }
-
-    fn offload_poll(_inst: Instance, _handle: String) -> Result<OffloadStatus, BackendError> {
-        Err(BackendError::Unsupported("no offload".into()))
-    }
-
-    fn offload_cancel(_inst: Instance, _handle: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("no offload".into()))
     }
 }

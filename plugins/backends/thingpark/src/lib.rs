@@ -7,8 +7,9 @@
 //! - Multicast: the same call to the group's virtual DevEUI (a ThingPark
 //!   multicast device the operator provisioned with the group's DevAddr and
 //!   McNwkSKey) with the host's FCntDn. With FCntDn the LRC forwards the
-//!   payload as it is, so the host hands over the payload already encrypted
-//!   with McAppSKey for that counter (manifest `multicastEncryption: host`).
+//!   payload as it is, so the payload goes encrypted with McAppSKey for
+//!   that counter, by the host's `keys.encrypt-multicast-payload` (the key
+//!   never enters the plugin).
 //! - Uplinks: the LRC posts `{"DevEUI_uplink": {…}}` with query
 //!   `LrnDevEui, LrnFPort, LrnInfos, AS_ID, Time, Token`; Token = SHA-256 of
 //!   CustomerID ‖ DevEUI ‖ FPort ‖ FCntUp ‖ payload_hex ‖ the query up to
@@ -24,6 +25,7 @@ use airlift_plugin_sdk::hex::*;
 use airlift_plugin_sdk::time::{format_rfc3339_ms, parse_rfc3339_ms};
 
 use airlift::plugin::{clock, keys};
+use airlift::plugin::backend_types::{BackendError, Instance};
 use exports::airlift::plugin::backend::*;
 use serde_json::Value;
 
@@ -164,7 +166,6 @@ impl Guest for ThingPark {
                 unicast: true,
                 multicast_class_b: true,
                 multicast_class_c: true,
-                offload: false,
                 multicast_interval_ms: 2000,
                 unicast_interval_ms: 1000,
             },
@@ -196,7 +197,8 @@ impl Guest for ThingPark {
 
     fn send_multicast(inst: Instance, d: MulticastDownlink) -> Result<SendReceipt, BackendError> {
         let options = Options { fcnt: Some(d.fcnt), confirmed: false, flush: false, correlation_id: &d.correlation_id };
-        downlink(&inst, d.group.group_eui, d.fport, &d.payload, options)?;
+        let encrypted = keys::encrypt_multicast_payload(d.group.group_eui, d.fcnt, &d.payload).map_err(|e| BackendError::Invalid(format!("encrypting the multicast payload: {e:?}")))?;
+        downlink(&inst, d.group.group_eui, d.fport, &encrypted, options)?;
         Ok(SendReceipt { fcnt: Some(d.fcnt), next_send_unix_ms: None })
     }
 
@@ -207,17 +209,5 @@ impl Guest for ThingPark {
         }
         // Downlink and multicast summaries, notifications: nothing the engine needs yet.
         Ok(vec![])
-    }
-
-    fn offload_start(_inst: Instance, _job: OffloadJob) -> Result<String, BackendError> {
-        Err(BackendError::Unsupported("ThingPark does not run FUOTA sessions itself".into()))
-    }
-
-    fn offload_poll(_inst: Instance, _handle: String) -> Result<OffloadStatus, BackendError> {
-        Err(BackendError::Unsupported("no offload".into()))
-    }
-
-    fn offload_cancel(_inst: Instance, _handle: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("no offload".into()))
     }
 }

@@ -80,6 +80,12 @@ fn sent_session_cnt(device: &DeviceContext) -> u16 {
     (last_session_cnt(device) as u32 + device.requests_sent.max(1)).min(u16::MAX as u32) as u16
 }
 
+/// An answer naming another session than the campaign's: stale, or for
+/// someone else's request. Noted, never taken as an answer.
+fn not_ours(field: &str, named: u8, ours: u8) -> UplinkEvent {
+    UplinkEvent::Note(format!("answer for {field} {named}, the campaign's is {ours}: not an answer to our request"))
+}
+
 /// One half of Cleanup confirmed: remember it, and answer the stage once
 /// the other half is confirmed too.
 fn cleanup_half_done(device: &DeviceContext, done: &str, other: &str) -> Vec<UplinkEvent> {
@@ -170,11 +176,20 @@ impl<const V2: bool> Library<V2> {
         ts004::Request::FragSessionSetup(setup).to_bytes(Self::VERSION).map_err(encode_error)
     }
 
-    fn parse_multicast_setup(payload: &[u8], device: &DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
+    fn parse_multicast_setup(payload: &[u8], device: &DeviceContext, campaign: &CampaignContext) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
         for up in commands(ts005::Uplink::parse(payload), &mut events)? {
             if matches!(up, ts005::Uplink::McGroupDelete { .. }) {
                 events.extend(cleanup_half_done(device, GROUP_DELETED_KEY, FRAG_SESSION_DELETED_KEY));
+            }
+            // An answer about another group answers no request of ours.
+            let named = match &up {
+                ts005::Uplink::McGroupSetup { group, .. } | ts005::Uplink::McClassCSession { group, .. } | ts005::Uplink::McClassBSession { group, .. } => Some(*group),
+                _ => None,
+            };
+            if let Some(group) = named.filter(|g| *g != campaign.group.group_id) {
+                events.push(not_ours("McGroupID", group, campaign.group.group_id));
+                continue;
             }
             let event = match up {
                 ts005::Uplink::PackageVersion(p) => UplinkEvent::Note(format!("remote multicast setup package {} v{}", p.package, p.version)),
@@ -205,9 +220,23 @@ impl<const V2: bool> Library<V2> {
         Ok(events)
     }
 
-    fn parse_fragmentation(payload: &[u8], device: &DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
+    fn parse_fragmentation(payload: &[u8], device: &DeviceContext, campaign: &CampaignContext) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
         for up in commands(ts004::Uplink::parse(payload, Self::VERSION), &mut events)? {
+            // An answer about another fragmentation session answers no
+            // request of ours (the campaign's FragIndex, when it has one).
+            let named = match &up {
+                ts004::Uplink::FragSessionSetup { frag_index, .. } | ts004::Uplink::FragDataBlockReceived { frag_index, .. } => Some(*frag_index),
+                ts004::Uplink::FragSessionStatus(s) => Some(s.frag_index),
+                _ => None,
+            };
+            let ours = campaign.fragmentation.map(|f| f.frag_index);
+            if let (Some(named), Some(ours)) = (named, ours) {
+                if named != ours {
+                    events.push(not_ours("FragIndex", named, ours));
+                    continue;
+                }
+            }
             match up {
                 ts004::Uplink::PackageVersion(p) => {
                     events.push(UplinkEvent::Remember(Attribute { key: "ts004.version".into(), value: p.version.to_string() }));
@@ -459,10 +488,10 @@ impl<const V2: bool> Guest for Library<V2> {
         })
     }
 
-    fn parse_uplink(fport: u8, payload: Vec<u8>, device: DeviceContext) -> Result<Vec<UplinkEvent>, ParseError> {
+    fn parse_uplink(fport: u8, payload: Vec<u8>, device: DeviceContext, campaign: CampaignContext) -> Result<Vec<UplinkEvent>, ParseError> {
         match fport {
-            ports::MULTICAST_SETUP => Self::parse_multicast_setup(&payload, &device),
-            ports::FRAGMENTATION => Self::parse_fragmentation(&payload, &device),
+            ports::MULTICAST_SETUP => Self::parse_multicast_setup(&payload, &device, &campaign),
+            ports::FRAGMENTATION => Self::parse_fragmentation(&payload, &device, &campaign),
             ports::CLOCK_SYNC => Self::parse_clock_sync(&payload),
             ports::FIRMWARE_MANAGEMENT => Self::parse_firmware_management(&payload),
             other => Err(ParseError::UnknownPort(other)),
