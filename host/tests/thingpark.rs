@@ -151,3 +151,16 @@ async fn a_stop_is_not_kept_waiting_by_a_network_that_hangs() {
     assert!(took < std::time::Duration::from_secs(2), "stop took {took:?} behind a hanging network");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_fails_the_campaign_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, _lrc, server, api, _) = setup(dir.path(), AS_KEY).await;
+    // Names under .invalid never resolve (RFC 6761): no query leaves the host.
+    let url = "https://lrc.invalid";
+    let instance = json!({"name": "LRC", "plugin": "thingpark", "settings": {"url": url, "as_id": AS_ID}, "secrets": {"as_key": AS_KEY}, "allowedHosts": [url]});
+    api.move_to_new_instance(&sim.objects.campaign_id, instance).await;
+    let error = common::start_expecting_prompt_failure(&api, &sim.objects.campaign_id).await;
+    assert!(error.contains("lrc.invalid") && error.contains("does not resolve"), "{error}");
+    server.stop().await;
+}

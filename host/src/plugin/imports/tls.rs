@@ -136,14 +136,24 @@ pub struct NameNotResolved {
 }
 
 /// Name resolution through the system resolver, failing with
-/// [`NameNotResolved`].
+/// [`NameNotResolved`]. Names under `.invalid` fail at once without a
+/// query, as RFC 6761 §6.4 lets applications do: they never resolve.
 pub struct Resolver;
+
+fn never_resolves(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "invalid" || host.ends_with(".invalid")
+}
 
 impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await.map(|addrs| addrs.collect::<Vec<SocketAddr>>());
+            let resolved = if never_resolves(&host) {
+                Err(std::io::Error::new(std::io::ErrorKind::NotFound, "a name under .invalid (RFC 6761)"))
+            } else {
+                tokio::net::lookup_host((host.as_str(), 0)).await.map(|addrs| addrs.collect::<Vec<SocketAddr>>())
+            };
             match resolved {
                 Ok(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
                 Err(source) => Err(Box::new(NameNotResolved { name: host, source }) as Box<dyn StdError + Send + Sync>),
@@ -200,6 +210,7 @@ mod tests {
         // As hyper wraps it: an io::Error around an io::Error around rustls's.
         let io = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, pin));
         assert!(lasting_failure(&io).is_some_and(|m| m.contains("pin its certificate")));
+        assert!(never_resolves("gw.INVALID.") && never_resolves("invalid") && !never_resolves("invalid.example.com"));
         let dns = NameNotResolved { name: "gw.invalid".into(), source: std::io::Error::other("no such host") };
         assert!(lasting_failure(&dns).is_some());
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
