@@ -3,7 +3,7 @@
 //! maximum duration, stop, and a restart that redoes nothing.
 
 use airlift::clock::{Clock, ManualClock};
-use airlift::engine::{progress, CampaignRun, Engine, Network, NetworkError, OffloadJob, OffloadStatus, Pacing, RunOptions, RunStatus};
+use airlift::engine::{progress, Capabilities, CampaignRun, Engine, Network, NetworkError, OffloadJob, OffloadStatus, Pacing, RunOptions, RunStatus};
 use airlift::model::{Campaign, CampaignStatus, Eui, MulticastGroup};
 use airlift::plugin::PluginRuntime;
 use airlift::sim::fleet::{drive, drive_fleet, Behaviour, SimFleet};
@@ -70,6 +70,12 @@ async fn a_hundred_devices_at_ten_percent_loss_all_get_the_exact_file() {
         for p in &s.devices {
             assert_eq!(s.engine.network.received_file(p.dev_eui).as_deref(), Some(s.image.as_slice()), "{library}: {} lacks the exact file", p.dev_eui);
             assert!(!s.engine.network.in_session(p.dev_eui), "session ended: devices back in class A");
+        }
+        // The inventory follows: an updated device's stored firmware is the new one.
+        for d in devices.iter().filter(|d| d.succeeded) {
+            let device = s.engine.store.get::<airlift::model::Device>(&d.dev_eui.to_string()).unwrap().unwrap();
+            assert_eq!(device.firmware.as_deref(), Some("2.0.0.0"), "{library}: {}", d.dev_eui);
+            assert!(device.firmware_changed.is_some());
         }
         let m = run.layout.unwrap().nb_frag;
         assert!(run.fragments_sent >= m && run.extra_rounds >= 1, "loss needs a second round: {} sent for M={m}", run.fragments_sent);
@@ -381,31 +387,38 @@ async fn a_second_campaign_cannot_take_devices_or_a_group_a_running_one_holds() 
     }
 }
 
-/// Two fleets, each behind its own backend instance. While the gate is
-/// closed, every call to the second instance's network waits: a network
-/// that hangs.
-struct TwoNetworks {
-    healthy: (String, Arc<SimFleet>),
-    hanging: (String, Arc<SimFleet>),
+/// Fleets, each behind its own backend instance, as one network. While
+/// the gate is closed, every call to the `hanging` instance's network
+/// waits: a network that hangs. `can` is what the network says it can send.
+struct TestNetwork {
+    fleets: Vec<(String, Arc<SimFleet>)>,
+    hanging: Option<String>,
     gate: tokio::sync::watch::Sender<bool>,
     waiting: std::sync::atomic::AtomicUsize,
+    can: Capabilities,
 }
 
-impl TwoNetworks {
+impl TestNetwork {
+    fn new(fleets: Vec<(String, Arc<SimFleet>)>) -> Self {
+        Self { fleets, hanging: None, gate: tokio::sync::watch::channel(true).0, waiting: Default::default(), can: Capabilities::ALL }
+    }
+
     async fn fleet(&self, backend: &str) -> &SimFleet {
-        if backend != self.hanging.0 {
-            return &self.healthy.1;
+        if self.hanging.as_deref() == Some(backend) {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let _ = self.gate.subscribe().wait_for(|open| *open).await;
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _ = self.gate.subscribe().wait_for(|open| *open).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        &self.hanging.1
+        &self.fleets.iter().find(|(id, _)| id == backend).unwrap_or(&self.fleets[0]).1
     }
 }
 
-impl Network for TwoNetworks {
+impl Network for TestNetwork {
     async fn pacing(&self, backend: &str) -> Result<Pacing, NetworkError> {
         self.fleet(backend).await.pacing(backend).await
+    }
+    async fn capabilities(&self, _backend: &str) -> Result<Capabilities, NetworkError> {
+        Ok(self.can)
     }
     async fn create_group(&self, backend: &str, group: &MulticastGroup, devices: &[Eui], next_fcnt: u32) -> Result<(), NetworkError> {
         self.fleet(backend).await.create_group(backend, group, devices, next_fcnt).await
@@ -444,12 +457,9 @@ async fn a_network_that_hangs_keeps_neither_another_campaign_nor_a_stop_waiting(
     hanging_config.group_eui += 1;
     let (healthy, hanging) = (scenario(&h, clock.clone(), &healthy_config), scenario(&h, clock.clone(), &hanging_config));
     let instance = |s: &Scenario| s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap().backend_instance;
-    let network = Arc::new(TwoNetworks {
-        healthy: (instance(&healthy), healthy.engine.network.clone()),
-        hanging: (instance(&hanging), hanging.engine.network.clone()),
-        gate: tokio::sync::watch::channel(true).0,
-        waiting: Default::default(),
-    });
+    let mut network = TestNetwork::new(vec![(instance(&healthy), healthy.engine.network.clone()), (instance(&hanging), hanging.engine.network.clone())]);
+    network.hanging = Some(instance(&hanging));
+    let network = Arc::new(network);
     let engine = Arc::new(Engine::new(healthy.engine.store.clone(), healthy.engine.runtime.clone(), clock.clone(), network.clone()));
 
     // The hanging campaign's first step waits on its network (making its group).
@@ -479,4 +489,60 @@ async fn a_network_that_hangs_keeps_neither_another_campaign_nor_a_stop_waiting(
     assert_eq!(stuck_step.await.unwrap().unwrap(), None, "the step answered after the stop leaves the campaign over");
     assert_eq!(run_of(&hanging).status, RunStatus::Stopped);
     assert_eq!(run_of(&hanging).group_backend, None, "a group answered after the stop is not recorded");
+}
+
+#[tokio::test]
+async fn a_campaign_needs_what_its_devices_and_network_can_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let mut config = ScenarioConfig::new(5);
+    config.success_threshold = 50;
+    let s = scenario(&h, clock.clone(), &config);
+    let instance = s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap().backend_instance;
+
+    // A network that cannot send class C refuses a class C campaign at start.
+    let mut limited = TestNetwork::new(vec![(instance, s.engine.network.clone())]);
+    limited.can.multicast_class_c = false;
+    let engine = Engine::new(s.engine.store.clone(), s.engine.runtime.clone(), clock.clone(), Arc::new(limited));
+    match engine.start(&s.campaign_id, options(&config)).await {
+        Err(airlift::engine::EngineError::Invalid(why)) => assert!(why.contains("cannot send class C"), "{why}"),
+        other => panic!("started on a network without class C: {:?}", other.map(|r| r.campaign_id)),
+    }
+
+    // A device that cannot join class C is left out, with why; the rest update.
+    let mut device = s.engine.store.get::<airlift::model::Device>(&s.devices[0].dev_eui.to_string()).unwrap().unwrap();
+    device.multicast_classes = vec![airlift::model::SessionClass::B];
+    s.engine.store.put(&device).unwrap();
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
+    assert_eq!(run_of(&s).status, RunStatus::Succeeded, "{:?}", run_of(&s).error);
+    let devices = s.engine.device_runs(&s.campaign_id).unwrap();
+    let left_out = devices.iter().find(|d| d.dev_eui == s.devices[0].dev_eui).unwrap();
+    assert!(left_out.failed.as_deref().is_some_and(|f| f.contains("cannot join a class C")), "{:?}", left_out.failed);
+    assert_eq!(devices.iter().filter(|d| d.succeeded).count(), 4);
+}
+
+#[tokio::test]
+async fn the_session_starts_at_the_campaign_s_own_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let config = ScenarioConfig::new(5);
+    let s = scenario(&h, clock.clone(), &config);
+    let mut campaign = s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap();
+    // Past the maximum duration: refused at start, with why.
+    campaign.session_start = chrono::DateTime::from_timestamp_millis((START_MS + 25 * 3_600_000) as i64);
+    s.engine.store.put(&campaign).unwrap();
+    assert!(matches!(s.engine.start(&s.campaign_id, options(&config)).await, Err(airlift::engine::EngineError::Invalid(why)) if why.contains("maximum duration")));
+    // Three hours from now: setup goes first, the session waits for its time.
+    let at_ms = START_MS + 3 * 3_600_000;
+    campaign.session_start = chrono::DateTime::from_timestamp_millis(at_ms as i64);
+    s.engine.store.put(&campaign).unwrap();
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
+    let run = run_of(&s);
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(run.session_start_gps, airlift::clock::unix_ms_to_gps_seconds(at_ms), "devices were told the campaign's time");
+    assert!(run.finished_ms.unwrap() > at_ms);
 }

@@ -28,6 +28,10 @@ pub fn unix_ms_to_gps_seconds(unix_ms: u64) -> u64 {
     (unix_ms / 1000).saturating_sub(GPS_EPOCH_UNIX_S) + GPS_LEAP_SECONDS
 }
 
+pub fn gps_seconds_to_unix_ms(gps: u64) -> u64 {
+    (gps + GPS_EPOCH_UNIX_S).saturating_sub(GPS_LEAP_SECONDS) * 1000
+}
+
 /// The machine's wall clock.
 pub struct SystemClock;
 

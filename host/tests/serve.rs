@@ -121,5 +121,10 @@ async fn a_signed_uplink_posted_again_or_out_of_its_time_is_refused() {
     assert_eq!(post(100, now() - window.max_age_ms - 60_000 * common::SPEED as u64).await, outside, "a stale report");
     assert_eq!(post(101, now() + window.max_ahead_ms + 60_000 * common::SPEED as u64).await, outside, "a report from the future");
     assert_eq!(post(8, now()).await, taken, "refused reports left the counter where it was");
+    // The device's page keeps the uplinks taken, newest first; refused ones left no trace.
+    let kept = api.call(reqwest::Method::GET, &format!("/api/devices/{}/uplinks", sim.devices[0].dev_eui)).await;
+    let fcnts: Vec<u64> = kept.as_array().unwrap().iter().map(|u| u["fcnt"].as_u64().unwrap()).collect();
+    assert_eq!(fcnts, [8, 7], "{kept}");
+    assert_eq!((kept[0]["fport"].as_u64(), kept[0]["payloadHex"].as_str()), (Some(203), Some("00")), "{kept}");
     server.stop().await;
 }

@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(files::routes())
         .merge(campaigns::routes())
         .merge(plugins::routes())
+        .route("/api/devices/{id}/uplinks", get(uplinks::device_uplinks))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_role));
     Router::new()
         .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))

@@ -53,7 +53,7 @@ pub fn load<T: Object>(s: &AppState, id: &str) -> Result<T, ApiError> {
 }
 
 /// Natural keys (EUIs) are accepted in any written form.
-fn normalise_id(id: &str) -> String {
+pub(super) fn normalise_id(id: &str) -> String {
     id.parse::<crate::model::Eui>().map(|e| e.to_string()).unwrap_or_else(|_| id.to_string())
 }
 

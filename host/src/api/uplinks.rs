@@ -8,7 +8,7 @@
 use super::{ApiError, AppState};
 use crate::backend::{bind, outcome};
 use crate::engine::NetworkError;
-use crate::model::Eui;
+use crate::model::{Device, DeviceUplinks, Eui, UplinkRecord};
 use crate::plugin::backend::{self as wit, Header};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
@@ -107,6 +107,7 @@ async fn receive(
                         continue;
                     }
                 }
+                record_uplink(&s, &id, &u)?;
                 s.runner.on_uplink(&id, Eui(u.dev_eui), u.fport, u.payload).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
                 if let Some(fcnt) = u.fcnt_up {
                     s.store.record_frame_counter(&scope, fcnt)?;
@@ -122,4 +123,32 @@ async fn receive(
     }
     s.store.flush()?;
     Ok(Json(serde_json::json!({ "uplinks": uplinks, "replays": replays, "outsideTimeWindow": outside_window })))
+}
+
+/// Keep a known device's uplink for its page (devices the store does not
+/// know leave nothing behind).
+fn record_uplink(s: &AppState, instance: &str, u: &wit::Uplink) -> Result<(), ApiError> {
+    let eui = Eui(u.dev_eui);
+    if s.store.get::<Device>(&eui.to_string())?.is_none() {
+        return Ok(());
+    }
+    let mut kept = s.store.get::<DeviceUplinks>(&eui.to_string())?.unwrap_or(DeviceUplinks { dev_eui: eui, uplinks: vec![], archived: false });
+    kept.push(UplinkRecord {
+        received: chrono::DateTime::from_timestamp_millis(u.received_unix_ms as i64).unwrap_or_default(),
+        backend_instance: instance.to_string(),
+        fport: u.fport,
+        payload_hex: hex::encode(&u.payload),
+        fcnt: u.fcnt_up,
+        rssi: u.rssi,
+        snr: u.snr,
+    });
+    s.store.put(&kept)?;
+    Ok(())
+}
+
+/// `GET /api/devices/{id}/uplinks`: the device's latest uplinks, newest first.
+pub async fn device_uplinks(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let device = super::objects::load::<Device>(&s, &super::objects::normalise_id(&id))?;
+    let kept = s.store.get::<DeviceUplinks>(&device.dev_eui.to_string())?.map(|d| d.uplinks).unwrap_or_default();
+    Ok(Json(serde_json::to_value(kept).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?))
 }

@@ -7,7 +7,7 @@
 //!   uses it for the uplinks networks post to `/backends/{id}/uplink`.
 
 use crate::engine::context::multicast_group;
-use crate::engine::{Network, NetworkError, OffloadDevice, OffloadJob, OffloadPayload, OffloadState, OffloadStatus, Pacing};
+use crate::engine::{Capabilities, Network, NetworkError, OffloadDevice, OffloadJob, OffloadPayload, OffloadState, OffloadStatus, Pacing};
 use crate::model::{BackendInstance, Eui, MulticastEncryption, MulticastGroup, PluginKind};
 use crate::plugin::backend::{self as wit, Answer, Backend};
 use crate::plugin::{BackendGrant, HostAllowList, Plugin, PluginError, PluginRuntime};
@@ -107,7 +107,7 @@ impl PluginNetwork {
         Ok(bind(&self.store, &self.runtime, backend)?.on(&self.runtime))
     }
 
-    async fn capabilities(&self, backend: &str) -> Result<wit::Capabilities, NetworkError> {
+    async fn declared(&self, backend: &str) -> Result<wit::Capabilities, NetworkError> {
         let info = self.backend(backend)?.describe().await.map_err(|e| NetworkError::Unavailable(format!("backend plugin: {e}")))?;
         Ok(info.capabilities)
     }
@@ -115,8 +115,13 @@ impl PluginNetwork {
 
 impl Network for PluginNetwork {
     async fn pacing(&self, backend: &str) -> Result<Pacing, NetworkError> {
-        let c = self.capabilities(backend).await?;
+        let c = self.declared(backend).await?;
         Ok(Pacing { multicast_interval_ms: c.multicast_interval_ms as u64, unicast_interval_ms: c.unicast_interval_ms as u64 })
+    }
+
+    async fn capabilities(&self, backend: &str) -> Result<Capabilities, NetworkError> {
+        let c = self.declared(backend).await?;
+        Ok(Capabilities { unicast: c.unicast, multicast_class_b: c.multicast_class_b, multicast_class_c: c.multicast_class_c })
     }
 
     async fn create_group(&self, backend: &str, group: &MulticastGroup, devices: &[Eui], next_fcnt: u32) -> Result<(), NetworkError> {

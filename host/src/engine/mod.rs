@@ -20,12 +20,12 @@ pub mod runner;
 mod status_report;
 mod step;
 
-pub use network::{Network, NetworkError, OffloadDevice, OffloadJob, OffloadPayload, OffloadState, OffloadStatus, Pacing};
+pub use network::{Capabilities, Network, NetworkError, OffloadDevice, OffloadJob, OffloadPayload, OffloadState, OffloadStatus, Pacing};
 pub use runner::Runner;
 pub use run::{CampaignRun, DeviceRun, RunStatus};
 
 use crate::clock::Clock;
-use crate::model::{Campaign, CampaignStatus, CampaignType, Device, DeviceProfile, DeviceSet, Eui, MulticastGroup, PluginKind, PluginRecord, PortMap, Region};
+use crate::model::{Campaign, CampaignStatus, CampaignType, Device, DeviceProfile, DeviceSet, Eui, MulticastGroup, PluginKind, PluginRecord, PortMap, Region, SessionClass};
 use std::collections::{BTreeMap, HashMap};
 use crate::plugin::device_library as lib;
 use crate::plugin::{Plugin, PluginError, PluginRuntime};
@@ -181,6 +181,9 @@ impl<N: Network> Engine<N> {
             step::fixed_fragment_count(l.nb_frag, options.fixed_redundancy_pct)?;
         }
         let info = self.runtime.device_library(&library).describe().await?;
+        if let Some(l) = layout.as_ref().filter(|l| l.nb_frag > info.max_fragments) {
+            return Err(EngineError::Invalid(format!("the file makes {} fragments; {} takes at most {}", l.nb_frag, info.name, info.max_fragments)));
+        }
         let library_ports: Vec<(String, u8)> = info.ports.into_iter().map(|p| (p.package_name, p.fport)).collect();
         // One multicast group means one set of FPorts: every device must agree.
         let mut fports: Option<BTreeMap<String, u8>> = None;
@@ -195,6 +198,9 @@ impl<N: Network> Engine<N> {
         }
         let now = self.now();
         let deadline_ms = now + campaign.max_duration_minutes as u64 * 60_000;
+        if let Some(at) = campaign.session_start.filter(|t| t.timestamp_millis() >= deadline_ms as i64) {
+            return Err(EngineError::Invalid(format!("the session start {at} is after the campaign's maximum duration ({} minutes from now)", campaign.max_duration_minutes)));
+        }
         let mut run = CampaignRun {
             campaign_id: campaign.id.clone(),
             stages: vec![],
@@ -217,6 +223,7 @@ impl<N: Network> Engine<N> {
             base_firmware: payload.as_ref().and_then(|p| p.base_firmware),
             layout,
             session_start_gps: 0,
+            scheduled_session_gps: campaign.session_start.map(|t| crate::clock::unix_ms_to_gps_seconds(t.timestamp_millis().max(0) as u64)),
             session_timeout: 0,
             reboot_gps: campaign.reboot_at.map(|t| crate::clock::unix_ms_to_gps_seconds(t.timestamp_millis() as u64)),
             target_firmware: options.target_firmware.or(payload.as_ref().and_then(|p| p.firmware)),
@@ -255,10 +262,25 @@ impl<N: Network> Engine<N> {
             run.target_firmware = None;
         } else if campaign.campaign_type == CampaignType::Message {
             return Err(EngineError::Invalid("a message campaign needs a network that sends multicast messages itself (gateway-rest)".into()));
+        } else {
+            let can = self.network.capabilities(&campaign.backend_instance).await?;
+            let class_ok = match group.session_class {
+                SessionClass::B => can.multicast_class_b,
+                SessionClass::C => can.multicast_class_c,
+            };
+            if !class_ok {
+                return Err(EngineError::Invalid(format!("backend instance {} cannot send class {:?} multicast", campaign.backend_instance, group.session_class)));
+            }
+            if !can.unicast && run.stages.iter().any(|s| matches!(s.mode, StageMode::Unicast | StageMode::DeviceInitiated)) {
+                return Err(EngineError::Invalid(format!("backend instance {} sends no unicast downlinks, which the device library's plan needs", campaign.backend_instance)));
+            }
         }
         for dev in &devices {
             let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
             let mut dev_run = DeviceRun::new(&run.campaign_id, *dev);
+            if !device.multicast_classes.contains(&group.session_class) {
+                dev_run.failed = Some(format!("cannot join a class {:?} multicast session (its multicastClasses)", group.session_class));
+            }
             // A delta only fits its base: refuse devices known to run another version.
             if let (Some(base), Some(running)) = (run.base_firmware, device.firmware.as_deref().and_then(|v| crate::model::parse_firmware_version("firmware", v).ok())) {
                 if running != base {
@@ -406,10 +428,15 @@ impl<N: Network> Engine<N> {
             if via.is_some_and(|v| v != backend) {
                 continue;
             }
+            // A campaign's devices are fixed at its start: one without this
+            // device is never waited on.
+            let key = DeviceRun::key(&run.campaign_id, dev_eui);
+            if self.store.get::<DeviceRun>(&key)?.is_none() {
+                continue;
+            }
             let _held = self.lock(&run.campaign_id).await;
             // Read again under the lock: a step may have moved it on.
             let Some(run) = self.store.get::<CampaignRun>(&run.campaign_id)?.filter(|r| r.status == RunStatus::Running) else { continue };
-            let key = DeviceRun::key(&run.campaign_id, dev_eui);
             let Some(mut dev_run) = self.store.get::<DeviceRun>(&key)? else { continue };
             let Some(device) = self.store.get::<Device>(&dev_eui.to_string())? else { continue };
             let library = self.library(&run).await?;

@@ -90,8 +90,24 @@ pub struct Pacing {
     pub unicast_interval_ms: u64,
 }
 
+/// What a network can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub unicast: bool,
+    pub multicast_class_b: bool,
+    pub multicast_class_c: bool,
+}
+
+impl Capabilities {
+    pub const ALL: Capabilities = Capabilities { unicast: true, multicast_class_b: true, multicast_class_c: true };
+}
+
 pub trait Network: Send + Sync + 'static {
     fn pacing(&self, backend: &str) -> impl Future<Output = Result<Pacing, NetworkError>> + Send;
+
+    /// What the network can send; a campaign that needs more is refused
+    /// at start.
+    fn capabilities(&self, backend: &str) -> impl Future<Output = Result<Capabilities, NetworkError>> + Send;
 
     /// Make the group and its members known to the network (idempotent),
     /// its frame counter starting at `next_fcnt`.

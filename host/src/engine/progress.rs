@@ -115,7 +115,7 @@ pub fn device_message(run: &CampaignRun, device: &DeviceRun, now_ms: u64) -> Val
         msg["deviceState"]["gatewayProgress"] = json!(p);
     }
     if let Some(v) = device.firmware_version {
-        msg["deviceState"]["fwVersion"] = json!(format!("{}.{}.{}.{}", v >> 24, (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff));
+        msg["deviceState"]["fwVersion"] = json!(crate::model::firmware_version_text(v));
     }
     if let Some(e) = &device.failed {
         msg["error"] = json!({"source": "DEVICE", "text": e});

@@ -89,6 +89,10 @@ pub struct CampaignRun {
     pub base_firmware: Option<u32>,
     pub layout: Option<FragLayout>,
     pub session_start_gps: u64,
+    /// The campaign's own session start (GPS seconds), when it has one:
+    /// the session starts then, or when setup allows if that is later.
+    #[serde(default)]
+    pub scheduled_session_gps: Option<u64>,
     pub session_timeout: u8,
     pub reboot_gps: Option<u64>,
     pub target_firmware: Option<u32>,

@@ -286,7 +286,7 @@ impl<N: Network> Engine<N> {
         let wake = match stage.mode {
             StageMode::Unicast | StageMode::DeviceInitiated => self.unicast_stage(&mut run, &group, now, &mut outbox).await?,
             StageMode::WaitSessionStart => {
-                let start_ms = (run.session_start_gps + crate::clock::GPS_EPOCH_UNIX_S - crate::clock::GPS_LEAP_SECONDS) * 1000;
+                let start_ms = crate::clock::gps_seconds_to_unix_ms(run.session_start_gps);
                 if now >= start_ms {
                     self.advance(&mut run, now, false)?;
                     Some(now)
@@ -468,7 +468,7 @@ impl<N: Network> Engine<N> {
             // answer, backoff included.
             let window_ms: u64 = (1..=run.retry_limit(&stage) + 1).map(|a| backoff_ms(stage.answer_timeout_s, a)).sum();
             let window_s = window_ms / 1000 + SESSION_SETUP_MARGIN_S;
-            run.session_start_gps = unix_ms_to_gps_seconds(now) + window_s;
+            run.session_start_gps = (unix_ms_to_gps_seconds(now) + window_s).max(run.scheduled_session_gps.unwrap_or(0));
             if group.session_class == crate::model::SessionClass::B {
                 // Class B sessions start on a beacon period (TS005: a
                 // multiple of 128 s); the devices are told this time and
@@ -672,7 +672,9 @@ impl<N: Network> Engine<N> {
             devices: self.device_runs(&run.campaign_id)?.iter().filter(|d| d.active()).map(|d| d.dev_eui).collect(),
             group: group.clone(),
             data,
-            start_unix_ms: now,
+            // The campaign's own session start, when it has one: the
+            // gateway schedules the job for then.
+            start_unix_ms: run.scheduled_session_gps.map_or(now, |gps| crate::clock::gps_seconds_to_unix_ms(gps).max(now)),
             payload: match message {
                 Some(m) => OffloadPayload::Message { fport: m.message_port, timeout_minutes: m.multicast_session_timeout as u32 },
                 None => OffloadPayload::File { descriptor: run.layout.map_or(0, |l| l.descriptor), session_timeout_exponent: run.session_timeout },
@@ -795,6 +797,9 @@ impl<N: Network> Engine<N> {
                 });
             }
             succeeded += d.succeeded as usize;
+            if let Some(version) = d.firmware_version {
+                self.record_firmware(d.dev_eui, version)?;
+            }
             self.store.put(&d)?;
         }
         let met = succeeded * 100 >= run.success_threshold as usize * run.device_count;
@@ -808,6 +813,19 @@ impl<N: Network> Engine<N> {
         self.store.flush()?;
         tracing::info!(campaign = %run.campaign_id, status = ?run.status, succeeded, "campaign finished");
         Ok(Next::Closed(run))
+    }
+
+    /// The inventory follows what a device last reported running, so the
+    /// next campaign (a delta from the new version, say) starts from it.
+    fn record_firmware(&self, dev_eui: Eui, version: u32) -> Result<(), EngineError> {
+        let Some(mut device) = self.store.get::<Device>(&dev_eui.to_string())? else { return Ok(()) };
+        let stored = device.firmware.as_deref().and_then(|f| crate::model::parse_firmware_version("firmware", f).ok());
+        if stored != Some(version) {
+            device.firmware = Some(crate::model::firmware_version_text(version));
+            device.firmware_changed = chrono::DateTime::from_timestamp_millis(self.now() as i64);
+            self.store.put(&device)?;
+        }
+        Ok(())
     }
 
     /// A closed run's network side, without the lock: the multicast

@@ -117,3 +117,37 @@ impl Editable for Device {
         })
     }
 }
+
+/// One uplink as an operator sees it on a device's page (seed 003): when,
+/// on which port, what it carried, and how it was heard.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UplinkRecord {
+    pub received: DateTime<Utc>,
+    pub backend_instance: String,
+    pub fport: u8,
+    pub payload_hex: String,
+    pub fcnt: Option<u32>,
+    pub rssi: Option<f32>,
+    pub snr: Option<f32>,
+}
+
+/// A device's latest uplinks, newest first: at most [`Self::KEPT`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceUplinks {
+    pub dev_eui: Eui,
+    pub uplinks: Vec<UplinkRecord>,
+    #[serde(default)]
+    pub archived: bool,
+}
+super::fleet_object!(DeviceUplinks, "device-uplinks", |s| s.dev_eui.to_string());
+
+impl DeviceUplinks {
+    pub const KEPT: usize = 10;
+
+    pub fn push(&mut self, uplink: UplinkRecord) {
+        self.uplinks.insert(0, uplink);
+        self.uplinks.truncate(Self::KEPT);
+    }
+}

@@ -279,6 +279,12 @@ pub struct FileInput {
     pub smart_delta_key: Option<String>,
 }
 
+/// X.Y.Z.P of a 32-bit firmware version (TS006 packs it that way).
+pub fn firmware_version_text(v: u32) -> String {
+    let b = v.to_be_bytes();
+    format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
+}
+
 /// A firmware version: X.Y.Z.P (each 0..255) or a free 32-bit number.
 pub fn parse_firmware_version(field: &str, text: &str) -> Result<u32, FieldError> {
     let parts: Vec<&str> = text.split('.').collect();

@@ -12,10 +12,10 @@ mod ports;
 
 pub use backend_instance::{BackendInstance, BackendInstanceInput, Transport, MAX_REQUEST_TIMEOUT_MS};
 pub use campaign::{Campaign, CampaignInput, CampaignStatus, CampaignType, MessageFormat, MulticastMessage};
-pub use device::{Device, DeviceInput, LorawanVersion, SessionClass};
+pub use device::{Device, DeviceInput, DeviceUplinks, LorawanVersion, SessionClass, UplinkRecord};
 pub use eui::Eui;
 pub use fleet::{
-    parse_firmware_version, DeviceProfile, DeviceProfileInput, DeviceSet, DeviceSetInput, FileInput,
+    firmware_version_text, parse_firmware_version, DeviceProfile, DeviceProfileInput, DeviceSet, DeviceSetInput, FileInput,
     FileType, IsmBand, MulticastGroup, MulticastGroupInput, Region, RegionInput, SmartDeltaKey, SmartDeltaKeyInput,
     StoredFile,
 };

@@ -7,7 +7,7 @@ use super::device::{DeviceModel, PackageVersion, Stack};
 use super::upgrade::{Firmware, Upgrade};
 use super::frame;
 use crate::clock::{Clock, ManualClock};
-use crate::engine::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadStatus, Pacing};
+use crate::engine::{Capabilities, Engine, EngineError, Network, NetworkError, OffloadJob, OffloadStatus, Pacing};
 use crate::keys::Vault;
 use lorawan_fuota::keys as lorawan;
 use crate::model::{Eui, MulticastGroup};
@@ -435,6 +435,10 @@ impl Network for SimFleet {
     async fn pacing(&self, _backend: &str) -> Result<Pacing, NetworkError> {
         self.check_up()?;
         Ok(self.config.pacing)
+    }
+
+    async fn capabilities(&self, _backend: &str) -> Result<Capabilities, NetworkError> {
+        Ok(Capabilities::ALL)
     }
 
     async fn create_group(&self, _backend: &str, _group: &MulticastGroup, _devices: &[Eui], _next_fcnt: u32) -> Result<(), NetworkError> {

@@ -168,7 +168,7 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
         None
     } else {
         // What the devices run, stored so a delta can be made from it.
-        let base_version = (!base.is_empty()).then(|| version_text(config.fleet.firmware.version));
+        let base_version = (!base.is_empty()).then(|| crate::model::firmware_version_text(config.fleet.firmware.version));
         if let Some(v) = &base_version {
             let id = store.blobs().put(base)?;
             let input = FileInput { name: format!("firmware-{v}.bin"), firmware_version: Some(v.clone()), ..FileInput::default() };
@@ -233,12 +233,6 @@ fn new_image(base: &[u8], size: usize, seed: u64) -> Vec<u8> {
 pub fn base_image(size: usize, seed: u64) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xba5e);
     (0..size).map(|i| if i % 3 == 0 { rng.gen() } else { (i / 7) as u8 }).collect()
-}
-
-/// X.Y.Z.P of a 32-bit firmware version.
-fn version_text(v: u32) -> String {
-    let b = v.to_be_bytes();
-    format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
 }
 
 /// PKCS#8 PEM of the P-256 key with this secret scalar.
