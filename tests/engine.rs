@@ -546,3 +546,44 @@ async fn the_session_starts_at_the_campaign_s_own_time() {
     assert_eq!(run.session_start_gps, airlift::clock::unix_ms_to_gps_seconds(at_ms), "devices were told the campaign's time");
     assert!(run.finished_ms.unwrap() > at_ms);
 }
+
+#[tokio::test]
+async fn a_binary_transfer_delivers_the_file_without_firmware_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let mut config = ScenarioConfig::new(20);
+    config.campaign_type = airlift::model::CampaignType::BinaryTransfer;
+    config.fleet.loss = 0.1;
+    let s = scenario(&h, clock.clone(), &config);
+    s.engine.start(&s.campaign_id, RunOptions::default()).await.unwrap();
+    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
+    let run = run_of(&s);
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert!(s.engine.device_runs(&s.campaign_id).unwrap().iter().all(|d| d.succeeded));
+    for p in &s.devices {
+        assert_eq!(s.engine.network.received_file(p.dev_eui).as_deref(), Some(s.image.as_slice()), "{} lacks the exact file", p.dev_eui);
+    }
+    assert_eq!(s.engine.network.unicast_requests(203, 0x02), 0, "no DevRebootTimeReq: nothing is installed");
+    let device = s.engine.store.get::<airlift::model::Device>(&s.devices[0].dev_eui.to_string()).unwrap().unwrap();
+    assert_eq!(device.firmware.as_deref(), Some("1.0.0.0"), "a file transfer leaves the firmware inventory alone");
+}
+
+#[tokio::test]
+async fn a_multicast_setup_campaign_sets_the_group_up_and_sends_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let mut config = ScenarioConfig::new(10);
+    config.campaign_type = airlift::model::CampaignType::MulticastSetup;
+    let s = scenario(&h, clock.clone(), &config);
+    s.engine.start(&s.campaign_id, RunOptions::default()).await.unwrap();
+    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
+    let run = run_of(&s);
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert!(s.engine.device_runs(&s.campaign_id).unwrap().iter().all(|d| d.succeeded));
+    assert!(s.engine.network.unicast_requests(200, 0x02) >= 10, "McGroupSetupReq to every device");
+    assert!(s.engine.network.unicast_requests(200, 0x04) >= 10, "McClassCSessionReq to every device");
+    assert_eq!(s.engine.network.unicast_requests(201, 0x02), 0, "no FragSessionSetupReq");
+    assert_eq!((run.fragments_sent, run.layout), (0, None), "no file");
+}

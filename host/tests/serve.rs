@@ -128,3 +128,34 @@ async fn a_signed_uplink_posted_again_or_out_of_its_time_is_refused() {
     assert_eq!((kept[0]["fport"].as_u64(), kept[0]["payloadHex"].as_str()), (Some(203), Some("00")), "{kept}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sends_one_unicast_message_to_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, server, api) = serve_fleet(dir.path(), &ScenarioConfig::new(2), common::NETWORK_TOKEN).await;
+    let eui = sim.devices[0].dev_eui;
+    let instance = &sim.objects.backend_instance;
+    let post = |eui: String, body: serde_json::Value| {
+        let request = api.http.post(format!("{}/api/devices/{eui}/downlink", api.base)).bearer_auth(common::TOKEN).json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, sent) = post(eui.to_string(), json!({"backendInstance": instance, "fport": 10, "payload": "01ab"})).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{sent}");
+    assert_eq!(sent["sent"], true);
+    assert_eq!(sim.lns.fleet.unicast_requests(10, 0x01), 1, "the network took it for the device");
+    for (body, field) in [
+        (json!({"backendInstance": instance, "fport": 0, "payload": "01"}), "fport"),
+        (json!({"backendInstance": instance, "fport": 10, "payload": "zz"}), "payload"),
+        (json!({"backendInstance": instance, "fport": 10, "payload": "00".repeat(243)}), "payload"),
+        (json!({"backendInstance": "nope", "fport": 10, "payload": "01"}), "backendInstance"),
+    ] {
+        let (status, refused) = post(eui.to_string(), body).await;
+        assert_eq!((status, refused["field"].as_str()), (reqwest::StatusCode::BAD_REQUEST, Some(field)), "{refused}");
+    }
+    assert_eq!(post("70b3d57ed00fffff".into(), json!({"backendInstance": instance, "fport": 10, "payload": "01"})).await.0, reqwest::StatusCode::NOT_FOUND);
+    assert_eq!(sim.lns.fleet.unicast_requests(10, 0x01), 1, "refused requests sent nothing");
+    server.stop().await;
+}

@@ -4,6 +4,7 @@
 mod auth;
 mod tokens;
 mod campaigns;
+mod devices;
 mod error;
 mod files;
 mod json;
@@ -79,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(files::routes())
         .merge(campaigns::routes())
         .merge(plugins::routes())
-        .route("/api/devices/{id}/uplinks", get(uplinks::device_uplinks))
+        .merge(devices::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_role));
     Router::new()
         .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))

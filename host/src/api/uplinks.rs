@@ -145,10 +145,3 @@ fn record_uplink(s: &AppState, instance: &str, u: &wit::Uplink) -> Result<(), Ap
     s.store.put(&kept)?;
     Ok(())
 }
-
-/// `GET /api/devices/{id}/uplinks`: the device's latest uplinks, newest first.
-pub async fn device_uplinks(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let device = super::objects::load::<Device>(&s, &super::objects::normalise_id(&id))?;
-    let kept = s.store.get::<DeviceUplinks>(&device.dev_eui.to_string())?.map(|d| d.uplinks).unwrap_or_default();
-    Ok(Json(serde_json::to_value(kept).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?))
-}
