@@ -587,3 +587,29 @@ async fn a_multicast_setup_campaign_sets_the_group_up_and_sends_no_file() {
     assert_eq!(s.engine.network.unicast_requests(201, 0x02), 0, "no FragSessionSetupReq");
     assert_eq!((run.fragments_sent, run.layout), (0, None), "no file");
 }
+
+#[tokio::test]
+async fn a_group_s_redundancy_sends_fixed_coded_fragments_and_none_means_the_closed_loop() {
+    for (redundancy, extra_pct) in [(Some(50u8), Some(100u32)), (Some(1), Some(34)), (None, None)] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+        let config = ScenarioConfig::new(5);
+        let s = scenario(&h, clock.clone(), &config);
+        let mut group = s.engine.store.get::<airlift::model::MulticastGroup>(&airlift::model::Eui(config.group_eui).to_string()).unwrap().unwrap();
+        group.redundancy = redundancy.map(|r| if r <= 4 { [50, 75, 83, 88, 100][r as usize] } else { r });
+        s.engine.store.put(&group).unwrap();
+        s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+        assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
+        let run = run_of(&s);
+        assert_eq!(run.fixed_redundancy_pct, extra_pct, "redundancy {redundancy:?}");
+        let m = run.layout.unwrap().nb_frag;
+        match extra_pct {
+            Some(pct) => {
+                assert_eq!(run.fragments_sent, m + (m * pct).div_ceil(100), "redundancy {redundancy:?}: M={m}");
+                assert_eq!(run.extra_rounds, 0);
+            }
+            None => assert_eq!(run.status, RunStatus::Succeeded, "the closed loop delivers: {:?}", run.error),
+        }
+    }
+}

@@ -176,9 +176,11 @@ impl<N: Network> Engine<N> {
             }
             None => None,
         };
+        // The operator's fixed redundancy for the group, else the closed loop.
+        let fixed_redundancy_pct = options.fixed_redundancy_pct.or(group.fixed_redundancy_pct());
         if let Some(l) = &layout {
             // Refused now, with the reason, rather than mid-session.
-            step::fixed_fragment_count(l.nb_frag, options.fixed_redundancy_pct)?;
+            step::fixed_fragment_count(l.nb_frag, fixed_redundancy_pct)?;
         }
         let info = self.runtime.device_library(&library).describe().await?;
         if let Some(l) = layout.as_ref().filter(|l| l.nb_frag > info.max_fragments) {
@@ -232,7 +234,7 @@ impl<N: Network> Engine<N> {
             fragments_target: 0,
             fragments_sent: 0,
             extra_rounds: 0,
-            fixed_redundancy_pct: options.fixed_redundancy_pct,
+            fixed_redundancy_pct,
             status: RunStatus::Running,
             error: None,
             finished_ms: None,

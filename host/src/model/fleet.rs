@@ -104,8 +104,10 @@ pub struct MulticastGroup {
     pub group_id: u8,
     pub frequency: u32,
     pub data_rate: u8,
-    /// Percent of uncoded fragments over all fragments sent (50..100).
-    pub redundancy: u8,
+    /// Percent of uncoded fragments over all fragments sent (50..100);
+    /// None: the closed loop.
+    #[serde(default)]
+    pub redundancy: Option<u8>,
     pub ping_slot_periodicity: u8,
     pub session_class: SessionClass,
     pub mc_key: Option<Sealed>,
@@ -129,8 +131,13 @@ pub struct MulticastGroupInput {
     pub group_id: u8,
     pub frequency: u32,
     pub data_rate: u8,
-    #[serde(default = "default_redundancy")]
-    pub redundancy: u8,
+    /// Fixed forward error correction: the share of uncoded fragments in
+    /// all sent, in percent (seed 004: 50 sends one coded fragment per
+    /// uncoded one), or seed 002's code 0-4 (1/2, 3/4, 5/6, 7/8, 1).
+    /// Absent: the closed loop sizes the coded fragments from what the
+    /// devices report.
+    #[serde(default)]
+    pub redundancy: Option<u8>,
     #[serde(default)]
     pub ping_slot_periodicity: u8,
     pub session_class: SessionClass,
@@ -138,8 +145,23 @@ pub struct MulticastGroupInput {
     pub mc_key: Option<String>,
 }
 
-fn default_redundancy() -> u8 {
-    80
+/// A group's redundancy as the percent of uncoded fragments in all sent:
+/// seed 002's codes 0-4 (code rates 1/2, 3/4, 5/6, 7/8, 1) or seed 004's
+/// percent 50-100.
+fn redundancy_percent(value: u8) -> Result<u8, FieldError> {
+    match value {
+        0..=4 => Ok([50, 75, 83, 88, 100][value as usize]),
+        50..=100 => Ok(value),
+        _ => Err(FieldError::new("redundancy", "must be a code 0-4 (1/2, 3/4, 5/6, 7/8, 1) or 50-100 percent of uncoded fragments")),
+    }
+}
+
+impl MulticastGroup {
+    /// Extra coded fragments, in percent of the uncoded ones, that the
+    /// group's fixed redundancy sends; None for the closed loop.
+    pub fn fixed_redundancy_pct(&self) -> Option<u32> {
+        self.redundancy.map(|r| ((100 - r.min(100) as u32) * 100).div_ceil(r.max(1) as u32))
+    }
 }
 
 impl Editable for MulticastGroup {
@@ -160,9 +182,7 @@ impl Editable for MulticastGroup {
         if input.ping_slot_periodicity > 7 {
             return Err(FieldError::new("pingSlotPeriodicity", "must be 0-7"));
         }
-        if !(50..=100).contains(&input.redundancy) {
-            return Err(FieldError::new("redundancy", "must be 50-100 percent of uncoded fragments"));
-        }
+        let redundancy = input.redundancy.map(redundancy_percent).transpose()?;
         if input.dl_dwell_time && input.ism_band != IsmBand::AS923 {
             return Err(FieldError::new("dlDwellTime", "applies to AS923 only"));
         }
@@ -188,7 +208,7 @@ impl Editable for MulticastGroup {
             group_id: input.group_id,
             frequency: input.frequency,
             data_rate: input.data_rate,
-            redundancy: input.redundancy,
+            redundancy,
             ping_slot_periodicity: input.ping_slot_periodicity,
             session_class: input.session_class,
             mc_key: Some(mc_key),
@@ -479,3 +499,17 @@ impl Editable for SmartDeltaKey {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redundancy_reads_seed_002_codes_and_seed_004_percents() {
+        assert_eq!(redundancy_percent(0).unwrap(), 50);
+        assert_eq!(redundancy_percent(3).unwrap(), 88);
+        assert_eq!(redundancy_percent(4).unwrap(), 100);
+        assert_eq!(redundancy_percent(80).unwrap(), 80);
+        assert!(redundancy_percent(5).is_err() && redundancy_percent(49).is_err() && redundancy_percent(101).is_err());
+    }
+}

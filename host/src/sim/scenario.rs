@@ -143,7 +143,7 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
         group_id: 0,
         frequency: 869_525_000,
         data_rate: 5,
-        redundancy: 80,
+        redundancy: None,
         ping_slot_periodicity: if config.session_class == SessionClass::B { 4 } else { 0 },
         session_class: config.session_class,
         mc_key: None,

@@ -194,7 +194,7 @@ mod tests {
                 group_id: 0,
                 frequency: 869_525_000,
                 data_rate: 5,
-                redundancy: 80,
+                redundancy: None,
                 ping_slot_periodicity: 0,
                 session_class: SessionClass::C,
                 mc_key: Some(vault.seal(&[5; 16])),
