@@ -613,3 +613,22 @@ async fn a_group_s_redundancy_sends_fixed_coded_fragments_and_none_means_the_clo
         }
     }
 }
+
+#[tokio::test]
+async fn devices_that_uplink_every_half_hour_are_asked_once_per_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let mut config = ScenarioConfig::new(10);
+    // Class A devices hear a request only after their next uplink, up to
+    // 30 minutes on; their profile says so.
+    config.fleet.uplink_period_s = 1800;
+    config.max_duration_minutes = 3 * 24 * 60;
+    let s = scenario(&h, clock.clone(), &config);
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
+    let run = run_of(&s);
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert!(s.engine.device_runs(&s.campaign_id).unwrap().iter().all(|d| d.succeeded));
+    assert_eq!(s.engine.network.unicast_requests(200, 0x02), 10, "one McGroupSetupReq each, no retry while the answer was on its way");
+}

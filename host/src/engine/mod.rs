@@ -98,12 +98,16 @@ impl<N: Network> Engine<N> {
         Ok(self.runtime.load_pinned(version.manifest.clone(), &run.library_sha256, &wasm)?)
     }
 
+    fn profile(&self, device: &Device) -> Result<Option<DeviceProfile>, EngineError> {
+        Ok(match &device.device_profile {
+            Some(p) => self.store.get::<DeviceProfile>(p)?,
+            None => None,
+        })
+    }
+
     /// FPort overrides from a device's profile.
     fn profile_fports(&self, device: &Device) -> Result<BTreeMap<String, u8>, EngineError> {
-        Ok(match &device.device_profile {
-            Some(p) => self.store.get::<DeviceProfile>(p)?.map(|p| p.fports).unwrap_or_default(),
-            None => BTreeMap::new(),
-        })
+        Ok(self.profile(device)?.map(|p| p.fports).unwrap_or_default())
     }
 
     /// The run's FPort translation (checked when the run started).
@@ -280,6 +284,7 @@ impl<N: Network> Engine<N> {
         for dev in &devices {
             let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
             let mut dev_run = DeviceRun::new(&run.campaign_id, *dev);
+            dev_run.uplink_period_s = self.profile(&device)?.and_then(|p| p.default_ul_period).unwrap_or(0);
             if !device.multicast_classes.contains(&group.session_class) {
                 dev_run.failed = Some(format!("cannot join a class {:?} multicast session (its multicastClasses)", group.session_class));
             }

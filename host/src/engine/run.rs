@@ -186,6 +186,11 @@ pub struct DeviceRun {
     pub offload_percent: Option<f32>,
     /// What the library asked to remember.
     pub memory: Vec<(String, String)>,
+    /// How often the device sends uplinks (its profile's), seconds; 0 if
+    /// unknown. A class A device hears a unicast request only after its
+    /// next uplink, so its answers take up to this much longer.
+    #[serde(default)]
+    pub uplink_period_s: u32,
     pub succeeded: bool,
     pub archived: bool,
     /// The device's status reports count the fragments it lost so far and
@@ -220,6 +225,7 @@ impl DeviceRun {
             firmware_version: None,
             offload_percent: None,
             memory: vec![],
+            uplink_period_s: 0,
             succeeded: false,
             archived: false,
             counts_losses: false,

@@ -213,6 +213,13 @@ fn observed_answer_rate(seen: Option<f64>, devices: &[DeviceRun]) -> Option<f64>
     Some(seen.map_or(rate, |old| (old + rate) / 2.0))
 }
 
+/// How long a device may take to answer a unicast stage's request: the
+/// plan's timeout, after the wait for its next uplink (class A devices
+/// hear a request only then).
+fn answer_timeout_s(stage: &Stage, device: &DeviceRun) -> u32 {
+    stage.answer_timeout_s.saturating_add(device.uplink_period_s)
+}
+
 /// Wait after request number `attempt` before the next: doubling from the
 /// answer timeout up to 8 timeouts, so a lossy link's many retries still
 /// fit the campaign, and never above the maximum.
@@ -463,10 +470,12 @@ impl<N: Network> Engine<N> {
     /// backoff; the stage ends when every device answered or gave up.
     async fn unicast_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
         let stage = run.current().cloned().unwrap();
+        let devices = self.device_runs(&run.campaign_id)?;
         if session_setup_stage(&run.stages) == Some(run.stage) && run.session_start_gps == 0 {
             // The session starts once every device had all its chances to
-            // answer, backoff included.
-            let window_ms: u64 = (1..=run.retry_limit(&stage) + 1).map(|a| backoff_ms(stage.answer_timeout_s, a)).sum();
+            // answer, backoff included: the slowest to uplink sets it.
+            let slowest = devices.iter().filter(|d| d.active()).map(|d| answer_timeout_s(&stage, d)).max().unwrap_or(stage.answer_timeout_s);
+            let window_ms: u64 = (1..=run.retry_limit(&stage) + 1).map(|a| backoff_ms(slowest, a)).sum();
             let window_s = window_ms / 1000 + SESSION_SETUP_MARGIN_S;
             run.session_start_gps = (unix_ms_to_gps_seconds(now) + window_s).max(run.scheduled_session_gps.unwrap_or(0));
             if group.session_class == crate::model::SessionClass::B {
@@ -484,7 +493,6 @@ impl<N: Network> Engine<N> {
         }
         let library = self.library(run).await?;
         let ctx = self.library_context(run, group, false)?;
-        let devices = self.device_runs(&run.campaign_id)?;
         // The stage's own answers so far tell the loss best (a required
         // stage's: an optional one counts a device that gave up as done).
         let rate = if stage.required { observed_answer_rate(run.answer_rate, &devices) } else { run.answer_rate };
@@ -495,10 +503,11 @@ impl<N: Network> Engine<N> {
             if !dev.active() || dev.answered {
                 continue;
             }
-            if stage.mode == StageMode::DeviceInitiated && dev.attempts == 0 && now < run.stage_started_ms + stage.answer_timeout_s as u64 * 1000 {
+            let timeout_s = answer_timeout_s(&stage, &dev);
+            if stage.mode == StageMode::DeviceInitiated && dev.attempts == 0 && now < run.stage_started_ms + timeout_s as u64 * 1000 {
                 // Give the device its chance to speak first.
                 pending += 1;
-                next_wake = next_wake.min(run.stage_started_ms + stage.answer_timeout_s as u64 * 1000);
+                next_wake = next_wake.min(run.stage_started_ms + timeout_s as u64 * 1000);
                 continue;
             }
             if now < dev.next_retry_ms {
@@ -532,7 +541,7 @@ impl<N: Network> Engine<N> {
                     vec![]
                 }
             };
-            dev.next_retry_ms = now + backoff_ms(stage.answer_timeout_s, dev.attempts);
+            dev.next_retry_ms = now + backoff_ms(timeout_s, dev.attempts);
             self.store.put(&dev)?;
             let ports = Self::ports(run);
             outbox.extend(downlinks.into_iter().map(|d| Outgoing::Unicast { dev_eui: dev.dev_eui, fport: ports.to_air(d.fport), payload: d.payload }));
