@@ -426,3 +426,40 @@ async fn a_token_over_its_rate_limit_is_told_to_wait_and_others_are_not() {
     assert_eq!(refused.json::<Value>().await.unwrap()["code"], 429);
     assert_eq!(h.get("/api/devices").await.0, StatusCode::OK, "the admin token has its own budget");
 }
+
+#[tokio::test]
+async fn devices_are_found_by_tag_set_firmware_and_profile() {
+    let (h, _dir) = host().await;
+    let (_, profile) = h.post("/api/device-profiles", json!({"name": "meters"})).await;
+    let profile = profile["id"].as_str().unwrap().to_string();
+    for i in 1..=6u8 {
+        let mut d = device(&format!("70b3d57ed00002{i:02x}"));
+        d["tag"] = json!(if i % 2 == 0 { "north" } else { "south" });
+        d["firmware"] = json!(if i <= 3 { "1.0.0.0" } else { "1.1.0.0" });
+        if i == 6 {
+            d["deviceProfile"] = json!(profile);
+        }
+        assert_eq!(h.post("/api/devices", d).await.0, StatusCode::CREATED);
+    }
+    let mut bad = device("70b3d57ed00002ff");
+    bad["firmware"] = json!("1.2.x");
+    let (status, refused) = h.post("/api/devices", bad).await;
+    assert_eq!((status, refused["field"].as_str()), (StatusCode::BAD_REQUEST, Some("firmware")), "{refused}");
+    let (_, set) = h.post("/api/device-sets", json!({"name": "s", "devices": ["70b3d57ed0000201", "70b3d57ed0000204"]})).await;
+    let set = set["id"].as_str().unwrap().to_string();
+    let found = |query: String| {
+        let h = &h;
+        async move {
+            let (status, list) = h.get(&format!("/api/devices?{query}")).await;
+            assert_eq!(status, StatusCode::OK, "{query}: {list}");
+            list.as_array().unwrap().iter().map(|d| d["devEui"].as_str().unwrap()[14..].to_string()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("tag=north".into()).await, ["02", "04", "06"]);
+    assert_eq!(found("tag=north&firmware=1.1.0.0".into()).await, ["04", "06"]);
+    assert_eq!(found(format!("deviceSet={set}")).await, ["01", "04"]);
+    assert_eq!(found(format!("deviceProfile={profile}")).await, ["06"]);
+    assert_eq!(found("tag=north&limit=2".into()).await, ["02", "04"], "filtered lists come in pages too");
+    assert_eq!(found("tag=north&after=70b3d57ed0000204".into()).await, ["06"]);
+    assert_eq!(h.get("/api/devices?campaignState=failed").await.0, StatusCode::BAD_REQUEST, "a state needs a campaign");
+}

@@ -76,6 +76,7 @@ async fn a_hundred_devices_at_ten_percent_loss_all_get_the_exact_file() {
             let device = s.engine.store.get::<airlift::model::Device>(&d.dev_eui.to_string()).unwrap().unwrap();
             assert_eq!(device.firmware.as_deref(), Some("2.0.0.0"), "{library}: {}", d.dev_eui);
             assert!(device.firmware_changed.is_some());
+            assert_eq!(device.firmware_changed_by.as_deref(), Some(s.campaign_id.as_str()));
         }
         let m = run.layout.unwrap().nb_frag;
         assert!(run.fragments_sent >= m && run.extra_rounds >= 1, "loss needs a second round: {} sent for M={m}", run.fragments_sent);
@@ -123,6 +124,11 @@ async fn silent_devices_fail_alone_while_the_threshold_holds() {
     let devices = s.engine.device_runs(&s.campaign_id).unwrap();
     let failed: Vec<_> = devices.iter().filter(|d| !d.succeeded).collect();
     assert_eq!(failed.len(), 10);
+    // The device list finds them by where they stand in the campaign.
+    for (state, count) in [("failed", 10), ("succeeded", 40)] {
+        let (_, listed) = h.get(&format!("/api/devices?campaign={}&campaignState={state}", s.campaign_id)).await;
+        assert_eq!(listed.as_array().map(|l| l.len()), Some(count), "{state}: {listed}");
+    }
 
     // A new campaign for only the failed devices.
     let (status, retry) = h.post(&format!("/api/campaigns/{}/retry-failed", s.campaign_id), serde_json::Value::Null).await;

@@ -1,10 +1,16 @@
-//! A device's own routes beyond its object: its latest uplinks, and one
-//! unicast message to it (seed 004's device page).
+//! Devices: the object routes, a list filtered as seed 004's device page
+//! filters, a device's latest uplinks, and one unicast message to it.
 
 use super::{ApiError, AppState};
 use crate::model::FieldError;
 use crate::backend::{bind, outcome};
-use crate::model::{Device, DeviceUplinks};
+use super::objects::MAX_PAGE;
+use crate::engine::{CampaignRun, DeviceRun};
+use crate::model::{public_view, Device, DeviceSet, DeviceUplinks, Eui};
+use axum::extract::Query;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::IntoResponse;
+use std::collections::HashSet;
 use crate::plugin::backend::UnicastDownlink;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,7 +24,105 @@ use serde_json::{json, Value};
 const MAX_DOWNLINK_PAYLOAD: usize = 242;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/devices/{id}/uplinks", get(uplinks)).route("/api/devices/{id}/downlink", post(downlink))
+    use super::objects::{archive, create, read, update};
+    Router::new()
+        .route("/api/devices", get(list).post(create::<Device>))
+        .route("/api/devices/{id}", get(read::<Device>).put(update::<Device>).delete(archive::<Device>))
+        .route("/api/devices/{id}/uplinks", get(uplinks))
+        .route("/api/devices/{id}/downlink", post(downlink))
+}
+
+/// Where a device stands in a campaign.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum CampaignState {
+    /// Still in it.
+    Active,
+    Succeeded,
+    Failed,
+}
+
+/// `GET /api/devices` filters, each optional: `tag`, `deviceSet` (id),
+/// `firmware`, `deviceProfile` (id), `campaign` (id) with `campaignState`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceFilter {
+    #[serde(default)]
+    archived: bool,
+    limit: Option<usize>,
+    after: Option<String>,
+    tag: Option<String>,
+    device_set: Option<String>,
+    firmware: Option<String>,
+    device_profile: Option<String>,
+    campaign: Option<String>,
+    campaign_state: Option<CampaignState>,
+}
+
+impl DeviceFilter {
+    fn any(&self) -> bool {
+        self.tag.is_some() || self.device_set.is_some() || self.firmware.is_some() || self.device_profile.is_some() || self.campaign.is_some() || self.campaign_state.is_some()
+    }
+}
+
+/// The device list, in pages as every list; filtered, it reads the devices
+/// in id order and keeps those that match.
+async fn list(state: State<AppState>, Query(f): Query<DeviceFilter>) -> Result<axum::response::Response, ApiError> {
+    if !f.any() {
+        let q = super::objects::ListQuery { archived: f.archived, limit: f.limit, after: f.after };
+        return Ok(super::objects::list::<Device>(state, Query(q)).await?.into_response());
+    }
+    let s = &state.0;
+    let in_set: Option<HashSet<Eui>> = match &f.device_set {
+        Some(id) => Some(super::objects::load::<DeviceSet>(s, id)?.devices.into_iter().collect()),
+        None => None,
+    };
+    if f.campaign_state.is_some() && f.campaign.is_none() {
+        return Err(FieldError::new("campaignState", "needs a campaign").into());
+    }
+    let in_campaign: Option<Vec<DeviceRun>> = match &f.campaign {
+        Some(id) => Some(match s.store.get::<CampaignRun>(id)? {
+            Some(run) => DeviceRun::all_of(&s.store, &run)?,
+            None => vec![],
+        }),
+        None => None,
+    };
+    let matches = |d: &Device| {
+        f.tag.as_ref().is_none_or(|t| &d.tag == t)
+            && f.firmware.as_ref().is_none_or(|v| d.firmware.as_ref() == Some(v))
+            && f.device_profile.as_ref().is_none_or(|p| d.device_profile.as_ref() == Some(p))
+            && in_set.as_ref().is_none_or(|set| set.contains(&d.dev_eui))
+            && in_campaign.as_ref().is_none_or(|runs| {
+                runs.iter().any(|r| {
+                    r.dev_eui == d.dev_eui
+                        && match f.campaign_state {
+                            None => true,
+                            Some(CampaignState::Active) => r.active() && !r.succeeded,
+                            Some(CampaignState::Succeeded) => r.succeeded,
+                            Some(CampaignState::Failed) => r.failed.is_some(),
+                        }
+                })
+            })
+    };
+    let limit = f.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let mut page: Vec<Device> = s
+        .store
+        .list::<Device>(f.archived)?
+        .into_iter()
+        .filter(|d| f.after.as_ref().is_none_or(|a| d.dev_eui.to_string() > *a))
+        .filter(matches)
+        .take(limit + 1)
+        .collect();
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().map(|d| d.dev_eui.to_string()).unwrap_or_default()
+    });
+    let body = Json(page.iter().map(public_view).collect::<Vec<_>>());
+    let mut headers = HeaderMap::new();
+    if let Some(n) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        headers.insert(HeaderName::from_static("x-next-after"), n);
+    }
+    Ok((headers, body).into_response())
 }
 
 fn device(s: &AppState, id: &str) -> Result<Device, ApiError> {

@@ -22,7 +22,7 @@ use crate::backend::PluginNetwork;
 use crate::clock::Clock;
 use crate::engine::Runner;
 use crate::keys::Vault;
-use crate::model::{BackendInstance, Campaign, Device, DeviceProfile, DeviceSet, MulticastGroup, Region, SmartDeltaKey, StoredFile};
+use crate::model::{BackendInstance, Campaign, DeviceProfile, DeviceSet, MulticastGroup, Region, SmartDeltaKey, StoredFile};
 use crate::plugin::PluginRuntime;
 use crate::store::Store;
 use axum::extract::DefaultBodyLimit;
@@ -64,7 +64,7 @@ pub fn router(state: AppState) -> Router {
     // Objects are small JSON documents: bound their bodies well below the
     // upload limit that files and plugins need.
     let objects = Router::new()
-        .merge(objects::routes::<Device>())
+        .merge(devices::routes())
         .merge(objects::routes::<DeviceSet>())
         .merge(objects::routes::<MulticastGroup>())
         .merge(objects::routes::<Region>())
@@ -80,7 +80,6 @@ pub fn router(state: AppState) -> Router {
         .merge(files::routes())
         .merge(campaigns::routes())
         .merge(plugins::routes())
-        .merge(devices::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_role));
     Router::new()
         .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))

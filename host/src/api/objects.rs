@@ -18,9 +18,9 @@ use serde_json::Value;
 #[derive(Deserialize)]
 pub struct ListQuery {
     #[serde(default)]
-    archived: bool,
-    limit: Option<usize>,
-    after: Option<String>,
+    pub archived: bool,
+    pub limit: Option<usize>,
+    pub after: Option<String>,
 }
 
 /// The most objects one list answer carries.
@@ -57,7 +57,7 @@ pub(super) fn normalise_id(id: &str) -> String {
     id.parse::<crate::model::Eui>().map(|e| e.to_string()).unwrap_or_else(|_| id.to_string())
 }
 
-async fn read<T: Object>(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn read<T: Object>(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(public_view(&load::<T>(&s, &normalise_id(&id))?)))
 }
 
@@ -82,7 +82,7 @@ fn check_not_in_use<T: Object>(s: &AppState, obj: &T) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn create<T: Editable>(State(s): State<AppState>, JsonBody(input): JsonBody<T::Input>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub(super) async fn create<T: Editable>(State(s): State<AppState>, JsonBody(input): JsonBody<T::Input>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let obj = T::from_input(input, None, &s.input_context())?;
     check_with_plugin(&s, &obj).await?;
     s.store.insert_new(&obj)?;
@@ -90,7 +90,7 @@ async fn create<T: Editable>(State(s): State<AppState>, JsonBody(input): JsonBod
     Ok((StatusCode::CREATED, Json(public_view(&obj))))
 }
 
-async fn update<T: Editable>(State(s): State<AppState>, Path(id): Path<String>, JsonBody(input): JsonBody<T::Input>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn update<T: Editable>(State(s): State<AppState>, Path(id): Path<String>, JsonBody(input): JsonBody<T::Input>) -> Result<Json<Value>, ApiError> {
     let prior = load::<T>(&s, &normalise_id(&id))?;
     check_not_in_use(&s, &prior)?;
     let obj = T::from_input(input, Some(&prior), &s.input_context())?;
@@ -100,7 +100,7 @@ async fn update<T: Editable>(State(s): State<AppState>, Path(id): Path<String>, 
     Ok(Json(public_view(&obj)))
 }
 
-async fn archive<T: Object>(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn archive<T: Object>(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let mut obj = load::<T>(&s, &normalise_id(&id))?;
     check_not_in_use(&s, &obj)?;
     obj.set_archived();

@@ -807,7 +807,7 @@ impl<N: Network> Engine<N> {
             }
             succeeded += d.succeeded as usize;
             if let Some(version) = d.firmware_version {
-                self.record_firmware(d.dev_eui, version)?;
+                self.record_firmware(&run.campaign_id, d.dev_eui, version)?;
             }
             self.store.put(&d)?;
         }
@@ -826,12 +826,13 @@ impl<N: Network> Engine<N> {
 
     /// The inventory follows what a device last reported running, so the
     /// next campaign (a delta from the new version, say) starts from it.
-    fn record_firmware(&self, dev_eui: Eui, version: u32) -> Result<(), EngineError> {
+    fn record_firmware(&self, campaign_id: &str, dev_eui: Eui, version: u32) -> Result<(), EngineError> {
         let Some(mut device) = self.store.get::<Device>(&dev_eui.to_string())? else { return Ok(()) };
         let stored = device.firmware.as_deref().and_then(|f| crate::model::parse_firmware_version("firmware", f).ok());
         if stored != Some(version) {
             device.firmware = Some(crate::model::firmware_version_text(version));
             device.firmware_changed = chrono::DateTime::from_timestamp_millis(self.now() as i64);
+            device.firmware_changed_by = Some(campaign_id.to_string());
             self.store.put(&device)?;
         }
         Ok(())

@@ -38,6 +38,10 @@ pub struct Device {
     /// Current firmware version (X.Y.Z.P or a free 32-bit number).
     pub firmware: Option<String>,
     pub firmware_changed: Option<DateTime<Utc>>,
+    /// The campaign after which the device reported that firmware (none
+    /// when an operator entered it).
+    #[serde(default)]
+    pub firmware_changed_by: Option<String>,
     pub archived: bool,
 }
 
@@ -98,10 +102,13 @@ impl Editable for Device {
         if let Some(profile) = &input.device_profile {
             require_ref::<DeviceProfile>(ctx, "deviceProfile", profile)?;
         }
-        let firmware_changed = match prior {
-            Some(p) if p.firmware == input.firmware => p.firmware_changed,
-            _ if input.firmware.is_some() => Some(ctx.now),
-            _ => None,
+        if let Some(f) = &input.firmware {
+            super::parse_firmware_version("firmware", f)?;
+        }
+        let (firmware_changed, firmware_changed_by) = match prior {
+            Some(p) if p.firmware == input.firmware => (p.firmware_changed, p.firmware_changed_by.clone()),
+            _ if input.firmware.is_some() => (Some(ctx.now), None),
+            _ => (None, None),
         };
         Ok(Device {
             dev_eui: input.dev_eui,
@@ -113,6 +120,7 @@ impl Editable for Device {
             device_profile: input.device_profile,
             firmware: input.firmware,
             firmware_changed,
+            firmware_changed_by,
             archived: prior.is_some_and(|p| p.archived),
         })
     }

@@ -180,6 +180,7 @@ mod tests {
                 device_profile: None,
                 firmware: None,
                 firmware_changed: None,
+                firmware_changed_by: None,
                 archived: false,
             })
             .unwrap();
