@@ -638,3 +638,37 @@ async fn devices_that_uplink_every_half_hour_are_asked_once_per_stage() {
     assert!(s.engine.device_runs(&s.campaign_id).unwrap().iter().all(|d| d.succeeded));
     assert_eq!(s.engine.network.unicast_requests(200, 0x02), 10, "one McGroupSetupReq each, no retry while the answer was on its way");
 }
+
+#[tokio::test]
+async fn a_device_whose_hardware_is_not_the_file_s_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    let mut config = ScenarioConfig::new(4);
+    config.success_threshold = 25;
+    let s = scenario(&h, clock.clone(), &config);
+    // The file is for rev B boards; one device is one, the others rev A.
+    let (_, rev_b) = h.post("/api/device-profiles", serde_json::json!({"name": "board rev B", "hwVersion": "2", "hwRevision": "B", "defaultUlPeriod": 60})).await;
+    let rev_b = rev_b["id"].as_str().unwrap().to_string();
+    let mut campaign = s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap();
+    let mut file = s.engine.store.get::<airlift::model::StoredFile>(campaign.file.as_ref().unwrap()).unwrap().unwrap();
+    file.device_profile = Some(rev_b.clone());
+    s.engine.store.put(&file).unwrap();
+    let mut fitting = s.engine.store.get::<airlift::model::Device>(&s.devices[0].dev_eui.to_string()).unwrap().unwrap();
+    fitting.device_profile = Some(rev_b);
+    s.engine.store.put(&fitting).unwrap();
+    campaign.success_threshold = 25;
+    s.engine.store.put(&campaign).unwrap();
+
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
+    let devices = s.engine.device_runs(&s.campaign_id).unwrap();
+    for d in &devices {
+        if d.dev_eui == s.devices[0].dev_eui {
+            assert!(d.succeeded, "{:?}", d.failed);
+        } else {
+            assert!(d.failed.as_deref().is_some_and(|f| f.contains("the file is for")), "{:?}", d.failed);
+            assert!(s.engine.network.received_file(d.dev_eui).is_none(), "no fragment session for a device left out");
+        }
+    }
+}

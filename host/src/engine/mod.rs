@@ -105,6 +105,17 @@ impl<N: Network> Engine<N> {
         })
     }
 
+    /// The hardware a campaign's file is for: its device profile, when the
+    /// file names one (seed 004).
+    fn file_hardware(&self, campaign: &Campaign) -> Result<Option<DeviceProfile>, EngineError> {
+        let Some(file) = &campaign.file else { return Ok(None) };
+        let Some(file) = self.store.get::<crate::model::StoredFile>(file)? else { return Ok(None) };
+        Ok(match &file.device_profile {
+            Some(p) => self.store.get::<DeviceProfile>(p)?,
+            None => None,
+        })
+    }
+
     /// FPort overrides from a device's profile.
     fn profile_fports(&self, device: &Device) -> Result<BTreeMap<String, u8>, EngineError> {
         Ok(self.profile(device)?.map(|p| p.fports).unwrap_or_default())
@@ -281,10 +292,15 @@ impl<N: Network> Engine<N> {
                 return Err(EngineError::Invalid(format!("backend instance {} sends no unicast downlinks, which the device library's plan needs", campaign.backend_instance)));
             }
         }
+        let file_hardware = self.file_hardware(&campaign)?;
         for dev in &devices {
             let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
             let mut dev_run = DeviceRun::new(&run.campaign_id, *dev);
-            dev_run.uplink_period_s = self.profile(&device)?.and_then(|p| p.default_ul_period).unwrap_or(0);
+            let profile = self.profile(&device)?;
+            dev_run.uplink_period_s = profile.as_ref().and_then(|p| p.default_ul_period).unwrap_or(0);
+            if let Some(why) = file_hardware.as_ref().and_then(|hw| other_hardware(hw, profile.as_ref())) {
+                dev_run.failed = Some(why);
+            }
             if !device.multicast_classes.contains(&group.session_class) {
                 dev_run.failed = Some(format!("cannot join a class {:?} multicast session (its multicastClasses)", group.session_class));
             }
@@ -495,6 +511,22 @@ impl<N: Network> Engine<N> {
 
     fn campaign_type(&self, run: &CampaignRun) -> Result<CampaignType, EngineError> {
         Ok(self.campaign(&run.campaign_id)?.campaign_type)
+    }
+}
+
+/// Why a device's hardware does not take a file made for `file`'s
+/// profile: another profile with other hardware (HW version and revision),
+/// or none. None when it fits.
+fn other_hardware(file: &DeviceProfile, device: Option<&DeviceProfile>) -> Option<String> {
+    let hardware = |p: &DeviceProfile| (p.hw_version.clone(), p.hw_revision.clone());
+    match device {
+        Some(d) if d.id == file.id => None,
+        Some(d) if hardware(d) == hardware(file) && hardware(file) != (None, None) => None,
+        Some(d) => Some(format!(
+            "hardware {:?} rev {:?} (profile {}); the file is for {:?} rev {:?} (profile {})",
+            d.hw_version, d.hw_revision, d.name, file.hw_version, file.hw_revision, file.name
+        )),
+        None => Some(format!("no device profile: the file is for the hardware of profile {}", file.name)),
     }
 }
 
