@@ -292,6 +292,9 @@ impl<N: Network> Engine<N> {
                 return Err(EngineError::Invalid(format!("backend instance {} sends no unicast downlinks, which the device library's plan needs", campaign.backend_instance)));
             }
         }
+        // Indexed first: a crash before the run is stored leaves an entry
+        // readers skip, never a run that cannot be found.
+        self.store.index_running(&run.campaign_id, devices.iter().map(|d| d.to_string()))?;
         let file_hardware = self.file_hardware(&campaign)?;
         for dev in &devices {
             let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
@@ -360,6 +363,7 @@ impl<N: Network> Engine<N> {
         run.finished_ms = Some(self.now());
         self.store.put(&run)?;
         self.set_campaign_status(campaign_id, CampaignStatus::Stopped)?;
+        self.unindex(&run)?;
         self.store.flush()?;
         Ok(Some(run))
     }
@@ -432,9 +436,35 @@ impl<N: Network> Engine<N> {
         Ok(DeviceRun::all_of(&self.store, &run)?)
     }
 
-    /// Every running campaign.
+    /// Every running campaign, from the running index: campaigns that are
+    /// over cost nothing here.
     pub fn running(&self) -> Result<Vec<CampaignRun>, EngineError> {
-        Ok(self.store.list::<CampaignRun>(false)?.into_iter().filter(|r| r.status == RunStatus::Running).collect())
+        let mut running = Vec::new();
+        for id in self.store.running_campaigns()? {
+            match self.store.get::<CampaignRun>(&id)? {
+                Some(run) if run.status == RunStatus::Running => running.push(run),
+                // Left by a crash between a run's end and its unindexing.
+                Some(run) => self.unindex(&run)?,
+                None => self.store.unindex_running(&id, [])?,
+            }
+        }
+        Ok(running)
+    }
+
+    /// Index the running campaigns a store from before the running index
+    /// holds (once, when a host starts; indexing is idempotent).
+    pub fn index_running_runs(&self) -> Result<(), EngineError> {
+        for run in self.store.list::<CampaignRun>(false)?.into_iter().filter(|r| r.status == RunStatus::Running) {
+            let devices = DeviceRun::all_of(&self.store, &run)?;
+            self.store.index_running(&run.campaign_id, devices.iter().map(|d| d.dev_eui.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Drop a run that is over from the running index.
+    fn unindex(&self, run: &CampaignRun) -> Result<(), EngineError> {
+        let devices = DeviceRun::all_of(&self.store, run)?;
+        Ok(self.store.unindex_running(&run.campaign_id, devices.iter().map(|d| d.dev_eui.to_string()))?)
     }
 
     /// An uplink from a device: parsed by each running campaign's library
@@ -446,20 +476,17 @@ impl<N: Network> Engine<N> {
     pub async fn on_uplink(&self, via: Option<&str>, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<Vec<String>, EngineError> {
         let mut answered = Vec::new();
         let mut replies_due = Vec::new();
-        for run in self.running()? {
-            let backend = self.campaign(&run.campaign_id)?.backend_instance;
+        // The index names the running campaigns that have this device:
+        // no other campaign is looked at, let alone waited on.
+        for campaign_id in self.store.running_campaigns_of(&dev_eui.to_string())? {
+            let backend = self.campaign(&campaign_id)?.backend_instance;
             if via.is_some_and(|v| v != backend) {
                 continue;
             }
-            // A campaign's devices are fixed at its start: one without this
-            // device is never waited on.
-            let key = DeviceRun::key(&run.campaign_id, dev_eui);
-            if self.store.get::<DeviceRun>(&key)?.is_none() {
-                continue;
-            }
-            let _held = self.lock(&run.campaign_id).await;
+            let key = DeviceRun::key(&campaign_id, dev_eui);
+            let _held = self.lock(&campaign_id).await;
             // Read again under the lock: a step may have moved it on.
-            let Some(run) = self.store.get::<CampaignRun>(&run.campaign_id)?.filter(|r| r.status == RunStatus::Running) else { continue };
+            let Some(run) = self.store.get::<CampaignRun>(&campaign_id)?.filter(|r| r.status == RunStatus::Running) else { continue };
             let Some(mut dev_run) = self.store.get::<DeviceRun>(&key)? else { continue };
             let Some(device) = self.store.get::<Device>(&dev_eui.to_string())? else { continue };
             let library = self.library(&run).await?;

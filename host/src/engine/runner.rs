@@ -32,6 +32,7 @@ impl<N: Network> Runner<N> {
 
     /// Pick up every campaign the store says is running.
     pub fn resume_all(&self) -> Result<usize, EngineError> {
+        self.engine.index_running_runs()?;
         let running = self.engine.running()?;
         for run in &running {
             tracing::info!(campaign = %run.campaign_id, stage = run.stage, "resuming campaign");

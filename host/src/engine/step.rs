@@ -819,6 +819,7 @@ impl<N: Network> Engine<N> {
         run.finished_ms = Some(self.now());
         self.store.put(&run)?;
         self.set_campaign_status(&run.campaign_id, if run.status == RunStatus::Succeeded { CampaignStatus::Succeeded } else { CampaignStatus::Failed })?;
+        self.unindex(&run)?;
         self.store.flush()?;
         tracing::info!(campaign = %run.campaign_id, status = ?run.status, succeeded, "campaign finished");
         Ok(Next::Closed(run))

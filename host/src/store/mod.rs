@@ -2,6 +2,7 @@
 //! content-addressed blob directory for files and plugin components.
 
 mod blobs;
+mod running_index;
 
 pub use blobs::{BlobWriter, Blobs, TooLarge};
 

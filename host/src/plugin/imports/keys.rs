@@ -47,9 +47,11 @@ impl CallState {
     /// a campaign on that group.
     fn require_serves_group(&self, group: u64) -> Result<(), KeyError> {
         let grant = self.grant.as_ref().ok_or_else(|| KeyError::Denied("no backend instance".into()))?;
-        let runs = self.host.store.list::<crate::engine::CampaignRun>(false).map_err(|e| KeyError::Unknown(e.to_string()))?;
-        let serves = runs.iter().filter(|r| r.group == Eui(group) && r.status == crate::engine::RunStatus::Running).any(|r| {
-            self.host.store.get::<crate::model::Campaign>(&r.campaign_id).ok().flatten().is_some_and(|c| c.backend_instance == grant.instance_id)
+        let running = self.host.store.running_campaigns().map_err(|e| KeyError::Unknown(e.to_string()))?;
+        let serves = running.iter().filter_map(|id| self.host.store.get::<crate::engine::CampaignRun>(id).ok().flatten()).any(|r| {
+            r.group == Eui(group)
+                && r.status == crate::engine::RunStatus::Running
+                && self.host.store.get::<crate::model::Campaign>(&r.campaign_id).ok().flatten().is_some_and(|c| c.backend_instance == grant.instance_id)
         });
         if serves {
             Ok(())
