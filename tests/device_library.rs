@@ -53,22 +53,10 @@ fn setup_only() -> CampaignContext {
 }
 
 fn campaign(kind: CampaignKind, payload: &[u8], payload_sha256: String, layout: Option<Fragmentation>) -> CampaignContext {
+    let base = campaign_context();
     CampaignContext {
-        campaign_id: "1".into(),
         kind,
-        group: MulticastGroup {
-            group_eui: GROUP,
-            group_id: 1,
-            mc_addr: 0x01ffffff,
-            session_class: SessionClass::ClassC,
-            ism_band: IsmBand::Eu868,
-            dl_dwell_time: false,
-            frequency_hz: 869_525_000,
-            data_rate: 5,
-            ping_slot_periodicity: 0,
-            min_fcnt: 0,
-            max_fcnt: 65_535,
-        },
+        group: MulticastGroup { group_eui: GROUP, ..base.group },
         session_start_gps: unix_ms_to_gps_seconds(NOW_MS) + 600,
         session_timeout: 10,
         file_size: payload.len() as u32,
@@ -76,8 +64,7 @@ fn campaign(kind: CampaignKind, payload: &[u8], payload_sha256: String, layout: 
         fragmentation: layout,
         reboot_gps: Some(unix_ms_to_gps_seconds(NOW_MS) + 7200),
         target_firmware: Some(0x0102_0000),
-        base_firmware: None,
-        cancelling: false,
+        ..base
     }
 }
 

@@ -35,6 +35,23 @@ fn run_of(s: &Scenario) -> CampaignRun {
     s.engine.store.get::<CampaignRun>(&s.campaign_id).unwrap().unwrap()
 }
 
+/// A host with `library` loaded and `config`'s fleet and campaign
+/// provisioned, in virtual time. The directory lives as long as the host.
+async fn fixture(library: &str, config: &ScenarioConfig) -> (tempfile::TempDir, Arc<ManualClock>, TestHost, Scenario) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), library).await;
+    let s = scenario(&h, clock.clone(), config);
+    (dir, clock, h, s)
+}
+
+/// Start the campaign and drive it to its end: its run.
+async fn run_through(s: &Scenario, clock: &ManualClock, options: RunOptions) -> CampaignRun {
+    s.engine.start(&s.campaign_id, options).await.unwrap();
+    assert!(drive(&s.engine, clock, &s.campaign_id, |_| true).await.unwrap());
+    run_of(s)
+}
+
 fn campaign_status(s: &Scenario) -> CampaignStatus {
     s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap().status
 }
@@ -499,12 +516,9 @@ async fn a_network_that_hangs_keeps_neither_another_campaign_nor_a_stop_waiting(
 
 #[tokio::test]
 async fn a_campaign_needs_what_its_devices_and_network_can_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
     let mut config = ScenarioConfig::new(5);
     config.success_threshold = 50;
-    let s = scenario(&h, clock.clone(), &config);
+    let (_dir, clock, _h, s) = fixture("lorawan-v1", &config).await;
     let instance = s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap().backend_instance;
 
     // A network that cannot send class C refuses a class C campaign at start.
@@ -520,9 +534,8 @@ async fn a_campaign_needs_what_its_devices_and_network_can_do() {
     let mut device = s.engine.store.get::<airlift::model::Device>(&s.devices[0].dev_eui.to_string()).unwrap().unwrap();
     device.multicast_classes = vec![airlift::model::SessionClass::B];
     s.engine.store.put(&device).unwrap();
-    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
-    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
-    assert_eq!(run_of(&s).status, RunStatus::Succeeded, "{:?}", run_of(&s).error);
+    let run = run_through(&s, &clock, options(&config)).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     let devices = s.engine.device_runs(&s.campaign_id).unwrap();
     let left_out = devices.iter().find(|d| d.dev_eui == s.devices[0].dev_eui).unwrap();
     assert!(left_out.failed.as_deref().is_some_and(|f| f.contains("cannot join a class C")), "{:?}", left_out.failed);
@@ -531,11 +544,8 @@ async fn a_campaign_needs_what_its_devices_and_network_can_do() {
 
 #[tokio::test]
 async fn the_session_starts_at_the_campaign_s_own_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
     let config = ScenarioConfig::new(5);
-    let s = scenario(&h, clock.clone(), &config);
+    let (_dir, clock, _h, s) = fixture("lorawan-v1", &config).await;
     let mut campaign = s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap();
     // Past the maximum duration: refused at start, with why.
     campaign.session_start = chrono::DateTime::from_timestamp_millis((START_MS + 25 * 3_600_000) as i64);
@@ -545,9 +555,7 @@ async fn the_session_starts_at_the_campaign_s_own_time() {
     let at_ms = START_MS + 3 * 3_600_000;
     campaign.session_start = chrono::DateTime::from_timestamp_millis(at_ms as i64);
     s.engine.store.put(&campaign).unwrap();
-    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
-    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
-    let run = run_of(&s);
+    let run = run_through(&s, &clock, options(&config)).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     assert_eq!(run.session_start_gps, airlift::clock::unix_ms_to_gps_seconds(at_ms), "devices were told the campaign's time");
     assert!(run.finished_ms.unwrap() > at_ms);
@@ -555,16 +563,11 @@ async fn the_session_starts_at_the_campaign_s_own_time() {
 
 #[tokio::test]
 async fn a_binary_transfer_delivers_the_file_without_firmware_stages() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
     let mut config = ScenarioConfig::new(20);
     config.campaign_type = airlift::model::CampaignType::BinaryTransfer;
     config.fleet.loss = 0.1;
-    let s = scenario(&h, clock.clone(), &config);
-    s.engine.start(&s.campaign_id, RunOptions::default()).await.unwrap();
-    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
-    let run = run_of(&s);
+    let (_dir, clock, _h, s) = fixture("lorawan-v1", &config).await;
+    let run = run_through(&s, &clock, RunOptions::default()).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     assert!(s.engine.device_runs(&s.campaign_id).unwrap().iter().all(|d| d.succeeded));
     for p in &s.devices {
@@ -577,15 +580,10 @@ async fn a_binary_transfer_delivers_the_file_without_firmware_stages() {
 
 #[tokio::test]
 async fn a_multicast_setup_campaign_sets_the_group_up_and_sends_no_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
     let mut config = ScenarioConfig::new(10);
     config.campaign_type = airlift::model::CampaignType::MulticastSetup;
-    let s = scenario(&h, clock.clone(), &config);
-    s.engine.start(&s.campaign_id, RunOptions::default()).await.unwrap();
-    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
-    let run = run_of(&s);
+    let (_dir, clock, _h, s) = fixture("lorawan-v1", &config).await;
+    let run = run_through(&s, &clock, RunOptions::default()).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     assert!(s.engine.device_runs(&s.campaign_id).unwrap().iter().all(|d| d.succeeded));
     assert!(s.engine.network.unicast_requests(200, 0x02) >= 10, "McGroupSetupReq to every device");
@@ -597,17 +595,12 @@ async fn a_multicast_setup_campaign_sets_the_group_up_and_sends_no_file() {
 #[tokio::test]
 async fn a_group_s_redundancy_sends_fixed_coded_fragments_and_none_means_the_closed_loop() {
     for (redundancy, extra_pct) in [(Some(50u8), Some(100u32)), (Some(1), Some(34)), (None, None)] {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(START_MS));
-        let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
         let config = ScenarioConfig::new(5);
-        let s = scenario(&h, clock.clone(), &config);
+        let (_dir, clock, _h, s) = fixture("lorawan-v1", &config).await;
         let mut group = s.engine.store.get::<airlift::model::MulticastGroup>(&airlift::model::Eui(config.group_eui).to_string()).unwrap().unwrap();
         group.redundancy = redundancy.map(|r| if r <= 4 { [50, 75, 83, 88, 100][r as usize] } else { r });
         s.engine.store.put(&group).unwrap();
-        s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
-        assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
-        let run = run_of(&s);
+        let run = run_through(&s, &clock, options(&config)).await;
         assert_eq!(run.fixed_redundancy_pct, extra_pct, "redundancy {redundancy:?}");
         let m = run.layout.unwrap().nb_frag;
         match extra_pct {
@@ -622,18 +615,13 @@ async fn a_group_s_redundancy_sends_fixed_coded_fragments_and_none_means_the_clo
 
 #[tokio::test]
 async fn devices_that_uplink_every_half_hour_are_asked_once_per_stage() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
     let mut config = ScenarioConfig::new(10);
     // Class A devices hear a request only after their next uplink, up to
     // 30 minutes on; their profile says so.
     config.fleet.uplink_period_s = 1800;
     config.max_duration_minutes = 3 * 24 * 60;
-    let s = scenario(&h, clock.clone(), &config);
-    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
-    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
-    let run = run_of(&s);
+    let (_dir, clock, _h, s) = fixture("lorawan-v1", &config).await;
+    let run = run_through(&s, &clock, options(&config)).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     assert!(s.engine.device_runs(&s.campaign_id).unwrap().iter().all(|d| d.succeeded));
     assert_eq!(s.engine.network.unicast_requests(200, 0x02), 10, "one McGroupSetupReq each, no retry while the answer was on its way");
@@ -641,12 +629,9 @@ async fn devices_that_uplink_every_half_hour_are_asked_once_per_stage() {
 
 #[tokio::test]
 async fn a_device_whose_hardware_is_not_the_file_s_is_left_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
     let mut config = ScenarioConfig::new(4);
     config.success_threshold = 25;
-    let s = scenario(&h, clock.clone(), &config);
+    let (_dir, clock, h, s) = fixture("lorawan-v1", &config).await;
     // The file is for rev B boards; one device is one, the others rev A.
     let (_, rev_b) = h.post("/api/device-profiles", serde_json::json!({"name": "board rev B", "hwVersion": "2", "hwRevision": "B", "defaultUlPeriod": 60})).await;
     let rev_b = rev_b["id"].as_str().unwrap().to_string();
@@ -660,8 +645,7 @@ async fn a_device_whose_hardware_is_not_the_file_s_is_left_out() {
     campaign.success_threshold = 25;
     s.engine.store.put(&campaign).unwrap();
 
-    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
-    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
+    run_through(&s, &clock, options(&config)).await;
     let devices = s.engine.device_runs(&s.campaign_id).unwrap();
     for d in &devices {
         if d.dev_eui == s.devices[0].dev_eui {

@@ -2,7 +2,7 @@
 //! hot swap changes the next call without a restart; compiled components
 //! are reused after a restart.
 
-use airlift::plugin::device_library::{CampaignContext, CampaignKind, DeviceContext, IsmBand, LorawanVersion, MulticastGroup, SessionClass, UplinkEvent};
+use airlift::plugin::device_library::{DeviceContext, LorawanVersion, UplinkEvent};
 use airlift::plugin::{Plugin, PluginError, PluginRuntime};
 use airlift_e2e::*;
 use reqwest::StatusCode;
@@ -21,37 +21,8 @@ fn device() -> DeviceContext {
     }
 }
 
-fn campaign() -> CampaignContext {
-    CampaignContext {
-        campaign_id: "1".into(),
-        kind: CampaignKind::MulticastSetup,
-        group: MulticastGroup {
-            group_eui: 0x70b3d57ed0ff0000,
-            group_id: 0,
-            mc_addr: 0x01ffffff,
-            session_class: SessionClass::ClassC,
-            ism_band: IsmBand::Eu868,
-            dl_dwell_time: false,
-            frequency_hz: 869_525_000,
-            data_rate: 5,
-            ping_slot_periodicity: 0,
-            min_fcnt: 0,
-            max_fcnt: u32::MAX,
-        },
-        session_start_gps: 0,
-        session_timeout: 0,
-        file_size: 0,
-        payload_sha256: String::new(),
-        fragmentation: None,
-        reboot_gps: None,
-        target_firmware: None,
-        base_firmware: None,
-        cancelling: false,
-    }
-}
-
 async fn parse(runtime: &PluginRuntime, plugin: &Arc<Plugin>, fport: u8) -> Result<Vec<UplinkEvent>, PluginError> {
-    runtime.device_library(plugin).parse_uplink(fport, vec![1, 2, 3], device(), campaign()).await.map(|r| r.expect("fixture never returns a parse error"))
+    runtime.device_library(plugin).parse_uplink(fport, vec![1, 2, 3], device(), campaign_context()).await.map(|r| r.expect("fixture never returns a parse error"))
 }
 
 fn note(events: &[UplinkEvent]) -> String {

@@ -86,3 +86,35 @@ impl TestHost {
         self.get("/api/health").await.0 == StatusCode::OK
     }
 }
+
+/// A multicast-setup campaign as a device library sees it, on group 1 of
+/// EU868 class C; tests change the fields they care about.
+pub fn campaign_context() -> airlift::plugin::device_library::CampaignContext {
+    use airlift::plugin::device_library::{CampaignContext, CampaignKind, IsmBand, MulticastGroup, SessionClass};
+    CampaignContext {
+        campaign_id: "1".into(),
+        kind: CampaignKind::MulticastSetup,
+        group: MulticastGroup {
+            group_eui: 0x70b3_d57e_d0ff_0000,
+            group_id: 1,
+            mc_addr: 0x01ff_ffff,
+            session_class: SessionClass::ClassC,
+            ism_band: IsmBand::Eu868,
+            dl_dwell_time: false,
+            frequency_hz: 869_525_000,
+            data_rate: 5,
+            ping_slot_periodicity: 0,
+            min_fcnt: 0,
+            max_fcnt: 65_535,
+        },
+        session_start_gps: 0,
+        session_timeout: 0,
+        file_size: 0,
+        payload_sha256: String::new(),
+        fragmentation: None,
+        reboot_gps: None,
+        target_firmware: None,
+        base_firmware: None,
+        cancelling: false,
+    }
+}
