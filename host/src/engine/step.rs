@@ -303,7 +303,7 @@ impl<N: Network> Engine<N> {
             }
             StageMode::Fragments => self.fragment_stage(&mut run, &backend, now, &mut outbox).await?,
             StageMode::Multicast => self.status_stage(&mut run, &group, now, &mut outbox).await?,
-            StageMode::Offloaded => unreachable!("handled above"),
+            StageMode::Offloaded => return Err(EngineError::Invalid("an offloaded stage is run by the network".into())),
         };
         let next = self.settle(run, wake)?;
         Ok(match next {

@@ -83,29 +83,23 @@ impl Backend<'_> {
     }
 
     pub async fn describe(&self) -> Result<BackendInfo, PluginError> {
-        let answer = self
-            .call(|s, pre, _| {
-                Ok(Ok(match instantiate(s, pre)? {
-                    Exports::Current(p) => p.airlift_plugin_backend().call_describe(s)?,
-                    Exports::Old(p) => same_shape(&p.airlift_plugin_backend().call_describe(s)?)?,
-                }))
+        self.runtime
+            .call_backend(&self.plugin, self.grant.clone(), |s, pre| match instantiate(s, pre)? {
+                Exports::Current(p) => p.airlift_plugin_backend().call_describe(s),
+                Exports::Old(p) => same_shape(&p.airlift_plugin_backend().call_describe(s)?),
             })
-            .await?;
-        Ok(answer.result.expect("describe cannot fail"))
+            .await
     }
 
     /// The network runs whole sessions itself: a 0.2.0 plugin exports
     /// `offload`; a 0.1.0 one said so in its capabilities.
     pub async fn offloads(&self) -> Result<bool, PluginError> {
-        let answer = self
-            .call(|s, pre, _| {
-                Ok(Ok(match pre {
-                    BackendPre::V0_2 { offload, .. } => offload.is_some(),
-                    BackendPre::V0_1(p) => p.instantiate(&mut *s)?.airlift_plugin_backend().call_describe(s)?.capabilities.offload,
-                }))
+        self.runtime
+            .call_backend(&self.plugin, self.grant.clone(), |s, pre| match pre {
+                BackendPre::V0_2 { offload, .. } => Ok(offload.is_some()),
+                BackendPre::V0_1(p) => Ok(p.instantiate(&mut *s)?.airlift_plugin_backend().call_describe(s)?.capabilities.offload),
             })
-            .await?;
-        Ok(answer.result.unwrap_or(false))
+            .await
     }
 
     pub async fn validate(&self) -> Result<Answer<()>, PluginError> {
