@@ -418,12 +418,14 @@ struct TestNetwork {
     hanging: Option<String>,
     gate: tokio::sync::watch::Sender<bool>,
     waiting: std::sync::atomic::AtomicUsize,
+    /// Sessions ended on the hanging instance.
+    ended: std::sync::atomic::AtomicUsize,
     can: Capabilities,
 }
 
 impl TestNetwork {
     fn new(fleets: Vec<(String, Arc<SimFleet>)>) -> Self {
-        Self { fleets, hanging: None, gate: tokio::sync::watch::channel(true).0, waiting: Default::default(), can: Capabilities::ALL }
+        Self { fleets, hanging: None, gate: tokio::sync::watch::channel(true).0, waiting: Default::default(), ended: Default::default(), can: Capabilities::ALL }
     }
 
     async fn fleet(&self, backend: &str) -> &SimFleet {
@@ -465,6 +467,9 @@ impl Network for TestNetwork {
         self.fleet(backend).await.offload_cancel(backend, handle).await
     }
     async fn end_session(&self, backend: &str, group: &MulticastGroup) {
+        if self.hanging.as_deref() == Some(backend) {
+            self.ended.fetch_add(1, Ordering::SeqCst);
+        }
         self.fleet(backend).await.end_session(backend, group).await
     }
 }
@@ -512,6 +517,7 @@ async fn a_network_that_hangs_keeps_neither_another_campaign_nor_a_stop_waiting(
     assert_eq!(stuck_step.await.unwrap().unwrap(), None, "the step answered after the stop leaves the campaign over");
     assert_eq!(run_of(&hanging).status, RunStatus::Stopped);
     assert_eq!(run_of(&hanging).group_backend, None, "a group answered after the stop is not recorded");
+    assert_eq!(network.ended.load(Ordering::SeqCst), 1, "the group the network made after the stop had its session ended");
 }
 
 #[tokio::test]

@@ -74,6 +74,17 @@ enum Next {
     At(Option<u64>),
     /// The run has just closed; its network side follows, unlocked.
     Closed(CampaignRun),
+    /// The run ended (a stop) while the network was being asked, and what
+    /// the network did meanwhile must be undone, unlocked.
+    Undo(Undo),
+}
+
+/// What a network did for a run that ended in the meantime.
+enum Undo {
+    /// A gateway took a session the stop could not cancel yet.
+    CancelOffload { backend: String, handle: String },
+    /// A multicast group was made after the stop ended the session.
+    EndSession { backend: String, group: MulticastGroup },
 }
 
 /// The outcome of a step's locked first part.
@@ -244,13 +255,23 @@ impl<N: Network> Engine<N> {
             Decided::Ask { backend, group, call, now, wake } => {
                 let answer = self.ask(&backend, &group, call).await;
                 let _held = self.lock(campaign_id).await;
-                self.take_answer(campaign_id, &backend, now, wake, answer).await?
+                self.take_answer(campaign_id, &backend, &group, now, wake, answer).await?
             }
         };
         match next {
             Next::At(at) => Ok(at),
             Next::Closed(run) => {
                 self.after_close(&run).await;
+                Ok(None)
+            }
+            Next::Undo(Undo::CancelOffload { backend, handle }) => {
+                if let Err(e) = self.network.offload_cancel(&backend, &handle).await {
+                    tracing::warn!(campaign = %campaign_id, error = %e, "the gateway's session, started as the campaign stopped, could not be cancelled");
+                }
+                Ok(None)
+            }
+            Next::Undo(Undo::EndSession { backend, group }) => {
+                self.network.end_session(&backend, &group).await;
                 Ok(None)
             }
         }
@@ -337,8 +358,16 @@ impl<N: Network> Engine<N> {
 
     /// The locked last part of a step: what the network answered, recorded
     /// in the run as it is now (a stop may have come meanwhile).
-    async fn take_answer(&self, campaign_id: &str, backend: &str, now: u64, wake: Option<u64>, answer: NetworkAnswer) -> Result<Next, EngineError> {
-        let Some(mut run) = self.store.get::<CampaignRun>(campaign_id)?.filter(|r| r.status == RunStatus::Running) else { return Ok(Next::At(None)) };
+    async fn take_answer(&self, campaign_id: &str, backend: &str, group: &MulticastGroup, now: u64, wake: Option<u64>, answer: NetworkAnswer) -> Result<Next, EngineError> {
+        let Some(mut run) = self.store.get::<CampaignRun>(campaign_id)?.filter(|r| r.status == RunStatus::Running) else {
+            // Stopped meanwhile: the stop's wind-down could not see what
+            // the network has just done.
+            return Ok(match answer {
+                NetworkAnswer::Offload(Ok(OffloadReply::Started(handle))) => Next::Undo(Undo::CancelOffload { backend: backend.to_string(), handle }),
+                NetworkAnswer::GroupCreated(Ok(())) => Next::Undo(Undo::EndSession { backend: backend.to_string(), group: group.clone() }),
+                _ => Next::At(None),
+            });
+        };
         match answer {
             NetworkAnswer::GroupCreated(Ok(())) => {
                 run.group_backend = Some(backend.to_string());
