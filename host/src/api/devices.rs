@@ -4,11 +4,9 @@
 use super::{ApiError, AppState};
 use crate::model::FieldError;
 use crate::backend::{bind, outcome};
-use super::objects::MAX_PAGE;
 use crate::engine::{CampaignRun, DeviceRun};
-use crate::model::{public_view, Device, DeviceSet, DeviceUplinks, Eui};
+use crate::model::{Device, DeviceSet, DeviceUplinks, Eui};
 use axum::extract::Query;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
 use std::collections::HashSet;
 use crate::plugin::backend::UnicastDownlink;
@@ -104,7 +102,7 @@ async fn list(state: State<AppState>, Query(f): Query<DeviceFilter>) -> Result<a
                 })
             })
     };
-    let limit = f.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let limit = super::objects::page_size(f.limit);
     let mut page: Vec<Device> = s
         .store
         .list::<Device>(f.archived)?
@@ -117,12 +115,7 @@ async fn list(state: State<AppState>, Query(f): Query<DeviceFilter>) -> Result<a
         page.truncate(limit);
         page.last().map(|d| d.dev_eui.to_string()).unwrap_or_default()
     });
-    let body = Json(page.iter().map(public_view).collect::<Vec<_>>());
-    let mut headers = HeaderMap::new();
-    if let Some(n) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
-        headers.insert(HeaderName::from_static("x-next-after"), n);
-    }
-    Ok((headers, body).into_response())
+    Ok(super::objects::page_answer(&page, next).into_response())
 }
 
 fn device(s: &AppState, id: &str) -> Result<Device, ApiError> {

@@ -41,11 +41,21 @@ pub fn read_update_routes<T: Editable>() -> Router<AppState> {
 }
 
 pub async fn list<T: Object>(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<impl IntoResponse, ApiError> {
-    let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
-    let (page, next) = s.store.list_page::<T>(q.archived, q.after.as_deref(), limit)?;
+    let (page, next) = s.store.list_page::<T>(q.archived, q.after.as_deref(), page_size(q.limit))?;
+    Ok(page_answer(&page, next))
+}
+
+/// A page's size: as asked, within 1 and [`MAX_PAGE`].
+pub(super) fn page_size(limit: Option<usize>) -> usize {
+    limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE)
+}
+
+/// A page of objects as the API answers it, with where the next page
+/// starts in `x-next-after`.
+pub(super) fn page_answer<T: Object>(page: &[T], next: Option<String>) -> impl IntoResponse {
     let body = Json(page.iter().map(public_view).collect::<Vec<_>>());
     let next = next.and_then(|n| HeaderValue::from_str(&n).ok()).map(|n| [(HeaderName::from_static("x-next-after"), n)]);
-    Ok((next.into_iter().flatten().collect::<HeaderMap>(), body))
+    (next.into_iter().flatten().collect::<HeaderMap>(), body)
 }
 
 pub fn load<T: Object>(s: &AppState, id: &str) -> Result<T, ApiError> {

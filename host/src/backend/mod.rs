@@ -81,11 +81,16 @@ pub fn network_error(e: wit::BackendError) -> NetworkError {
     }
 }
 
+/// A plugin that trapped or timed out may do better after a swap or later.
+fn plugin_error(e: PluginError) -> NetworkError {
+    NetworkError::Unavailable(format!("backend plugin: {e}"))
+}
+
 /// A backend call's outcome as the engine sees it. A plugin that trapped
 /// or timed out may do better after a swap or later; a failure the host
 /// knows will not heal is the operator's, whatever the plugin calls it.
 pub fn outcome<R>(answer: Result<Answer<R>, PluginError>) -> Result<R, NetworkError> {
-    match answer.map_err(|e| NetworkError::Unavailable(format!("backend plugin: {e}")))? {
+    match answer.map_err(plugin_error)? {
         Answer { result: Ok(r), .. } => Ok(r),
         Answer { result: Err(_), lasting_network_failure: Some(why) } => Err(NetworkError::Misconfigured(why)),
         Answer { result: Err(e), lasting_network_failure: None } => Err(network_error(e)),
@@ -108,7 +113,7 @@ impl PluginNetwork {
     }
 
     async fn declared(&self, backend: &str) -> Result<wit::Capabilities, NetworkError> {
-        let info = self.backend(backend)?.describe().await.map_err(|e| NetworkError::Unavailable(format!("backend plugin: {e}")))?;
+        let info = self.backend(backend)?.describe().await.map_err(plugin_error)?;
         Ok(info.capabilities)
     }
 }
@@ -151,7 +156,7 @@ impl Network for PluginNetwork {
     }
 
     async fn offloads(&self, backend: &str) -> Result<bool, NetworkError> {
-        self.backend(backend)?.offloads().await.map_err(|e| NetworkError::Unavailable(format!("backend plugin: {e}")))
+        self.backend(backend)?.offloads().await.map_err(plugin_error)
     }
 
     async fn offload_start(&self, backend: &str, job: OffloadJob) -> Result<String, NetworkError> {

@@ -98,8 +98,9 @@ impl<N: Network> Engine<N> {
         Ok(self.runtime.load_pinned(version.manifest.clone(), &run.library_sha256, &wasm)?)
     }
 
-    fn profile(&self, device: &Device) -> Result<Option<DeviceProfile>, EngineError> {
-        Ok(match &device.device_profile {
+    /// A profile named by a device or a file, if there is one.
+    fn profile(&self, id: Option<&String>) -> Result<Option<DeviceProfile>, EngineError> {
+        Ok(match id {
             Some(p) => self.store.get::<DeviceProfile>(p)?,
             None => None,
         })
@@ -110,15 +111,12 @@ impl<N: Network> Engine<N> {
     fn file_hardware(&self, campaign: &Campaign) -> Result<Option<DeviceProfile>, EngineError> {
         let Some(file) = &campaign.file else { return Ok(None) };
         let Some(file) = self.store.get::<crate::model::StoredFile>(file)? else { return Ok(None) };
-        Ok(match &file.device_profile {
-            Some(p) => self.store.get::<DeviceProfile>(p)?,
-            None => None,
-        })
+        self.profile(file.device_profile.as_ref())
     }
 
     /// FPort overrides from a device's profile.
     fn profile_fports(&self, device: &Device) -> Result<BTreeMap<String, u8>, EngineError> {
-        Ok(self.profile(device)?.map(|p| p.fports).unwrap_or_default())
+        Ok(self.profile(device.device_profile.as_ref())?.map(|p| p.fports).unwrap_or_default())
     }
 
     /// The run's FPort translation (checked when the run started).
@@ -299,7 +297,7 @@ impl<N: Network> Engine<N> {
         for dev in &devices {
             let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
             let mut dev_run = DeviceRun::new(&run.campaign_id, *dev);
-            let profile = self.profile(&device)?;
+            let profile = self.profile(device.device_profile.as_ref())?;
             dev_run.uplink_period_s = profile.as_ref().and_then(|p| p.default_ul_period).unwrap_or(0);
             if let Some(why) = file_hardware.as_ref().and_then(|hw| other_hardware(hw, profile.as_ref())) {
                 dev_run.failed = Some(why);
@@ -479,7 +477,8 @@ impl<N: Network> Engine<N> {
         // The index names the running campaigns that have this device:
         // no other campaign is looked at, let alone waited on.
         for campaign_id in self.store.running_campaigns_of(&dev_eui.to_string())? {
-            let backend = self.campaign(&campaign_id)?.backend_instance;
+            let campaign = self.campaign(&campaign_id)?;
+            let backend = campaign.backend_instance;
             if via.is_some_and(|v| v != backend) {
                 continue;
             }
@@ -492,7 +491,7 @@ impl<N: Network> Engine<N> {
             let library = self.library(&run).await?;
             let ports = Self::ports(&run);
             let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? else { continue };
-            let campaign_ctx = context::campaign(&run, context::kind(self.campaign_type(&run)?), &group, false);
+            let campaign_ctx = context::campaign(&run, context::kind(campaign.campaign_type), &group, false);
             let device_ctx = context::device(&device, &dev_run);
             let fport = ports.to_library(fport);
             let parsed = self.runtime.device_library(&library).parse_uplink(fport, payload.clone(), device_ctx, campaign_ctx).await;
