@@ -3,7 +3,8 @@
 
 use super::objects::load;
 use super::{ApiError, AppState};
-use crate::engine::{progress, CampaignRun, DeviceRun, EngineError, RunOptions, RunStatus};
+use crate::engine::run::{self, Part};
+use crate::engine::{progress, EngineError, RunOptions, RunStatus};
 use crate::model::{public_view, Campaign, CampaignStatus, DeviceSet};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -40,8 +41,8 @@ impl From<EngineError> for ApiError {
 /// report the file's firmware version at the end.
 async fn start(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     load::<Campaign>(&s, &id)?;
-    let run = s.runner.start(&id, RunOptions::default()).await?;
-    Ok(Json(progress::campaign_message(&run, &DeviceRun::all_of(&s.store, &run)?, s.clock.now_unix_ms())))
+    s.runner.start(&id, RunOptions::default()).await?;
+    Ok(Json(progress::campaign_message(&parts_of(&s, &id)?, s.clock.now_unix_ms())))
 }
 
 #[derive(serde::Deserialize)]
@@ -55,7 +56,7 @@ struct SwitchBackend {
 async fn switch_backend(State(s): State<AppState>, Path(id): Path<String>, Json(body): Json<SwitchBackend>) -> Result<Json<Value>, ApiError> {
     load::<Campaign>(&s, &id)?;
     let campaign = s.runner.engine.switch_backend(&id, &body.backend_instance).await?;
-    s.runner.poke(&id);
+    s.runner.poke_campaign(&id);
     Ok(Json(public_view(&campaign)))
 }
 
@@ -63,45 +64,42 @@ async fn switch_backend(State(s): State<AppState>, Path(id): Path<String>, Json(
 async fn stop(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     load::<Campaign>(&s, &id)?;
     s.runner.stop(&id).await?;
-    let (run, devices) = run_of(&s, &id)?;
-    Ok(Json(progress::campaign_message(&run, &devices, s.clock.now_unix_ms())))
+    Ok(Json(progress::campaign_message(&parts_of(&s, &id)?, s.clock.now_unix_ms())))
 }
 
-fn run_of(s: &AppState, id: &str) -> Result<(CampaignRun, Vec<DeviceRun>), ApiError> {
+/// Every run of a campaign (one per multicast group) with its devices.
+fn parts_of(s: &AppState, id: &str) -> Result<Vec<Part>, ApiError> {
     load::<Campaign>(s, id)?;
-    let run = s.store.get::<CampaignRun>(id)?.ok_or_else(|| ApiError::not_found("run of campaign", id))?;
-    let devices = DeviceRun::all_of(&s.store, &run)?;
-    Ok((run, devices))
+    run::parts_of(&s.store, id)?.ok_or_else(|| ApiError::not_found("run of campaign", id))
 }
 
 async fn campaign_progress(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (run, devices) = run_of(&s, &id)?;
-    Ok(Json(progress::campaign_message(&run, &devices, s.clock.now_unix_ms())))
+    Ok(Json(progress::campaign_message(&parts_of(&s, &id)?, s.clock.now_unix_ms())))
 }
 
 async fn device_progress(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<Value>>, ApiError> {
-    let (run, devices) = run_of(&s, &id)?;
     let now = s.clock.now_unix_ms();
-    Ok(Json(devices.iter().map(|d| progress::device_message(&run, d, now)).collect()))
+    let parts = parts_of(&s, &id)?;
+    Ok(Json(parts.iter().flat_map(|p| p.devices.iter().map(|d| progress::device_message(&p.run, d, now))).collect()))
 }
 
 /// Progress as server-sent events: a `progress` event whenever the message
 /// changes (checked every second), ending after the campaign ends.
 async fn progress_stream(State(s): State<AppState>, Path(id): Path<String>) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
-    run_of(&s, &id)?;
+    parts_of(&s, &id)?;
     let stream = futures_util::stream::unfold((s, id, None::<String>, false), |(s, id, last, done)| async move {
         if done {
             return None;
         }
         loop {
-            let Ok((run, devices)) = run_of(&s, &id) else { return None };
-            let msg = progress::campaign_message(&run, &devices, s.clock.now_unix_ms());
+            let Ok(parts) = parts_of(&s, &id) else { return None };
+            let msg = progress::campaign_message(&parts, s.clock.now_unix_ms());
             // The timestamp alone changing is no news.
             let mut untimed = msg.clone();
             untimed.as_object_mut().map(|m| m.remove("time"));
             let key = untimed.to_string();
             if last.as_deref() != Some(key.as_str()) {
-                let finished = run.status != RunStatus::Running;
+                let finished = msg["campaignStatus"] != "RUNNING";
                 let event = Event::default().event("progress").data(msg.to_string());
                 return Some((Ok(event), (s, id, Some(key), finished)));
             }
@@ -118,11 +116,12 @@ async fn retry_failed(State(s): State<AppState>, Path(id): Path<String>) -> Resu
     if campaign.archived {
         return Err(ApiError::new(StatusCode::CONFLICT, "the campaign is archived: restore it before retrying its devices"));
     }
-    let (run, devices) = run_of(&s, &id)?;
-    if run.status == RunStatus::Running {
+    let parts = parts_of(&s, &id)?;
+    if parts.iter().any(|p| p.run.status == RunStatus::Running) {
         return Err(ApiError::new(StatusCode::CONFLICT, "the campaign is still running"));
     }
-    let failed: Vec<_> = devices.iter().filter(|d| !d.succeeded).map(|d| d.dev_eui).collect();
+    let mut failed: Vec<_> = parts.iter().flat_map(|p| &p.devices).filter(|d| !d.succeeded).map(|d| d.dev_eui).collect();
+    failed.sort();
     if failed.is_empty() {
         return Err(ApiError::bad_request("every device succeeded: nothing to retry"));
     }

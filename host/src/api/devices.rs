@@ -4,7 +4,7 @@
 use super::{ApiError, AppState};
 use crate::model::FieldError;
 use crate::backend::{bind, outcome};
-use crate::engine::{CampaignRun, DeviceRun};
+use crate::engine::DeviceRun;
 use crate::model::{Device, DeviceSet, DeviceUplinks, Eui};
 use axum::extract::Query;
 use axum::response::IntoResponse;
@@ -79,10 +79,7 @@ async fn list(state: State<AppState>, Query(f): Query<DeviceFilter>) -> Result<a
         return Err(FieldError::new("campaignState", "needs a campaign").into());
     }
     let in_campaign: Option<Vec<DeviceRun>> = match &f.campaign {
-        Some(id) => Some(match s.store.get::<CampaignRun>(id)? {
-            Some(run) => DeviceRun::all_of(&s.store, &run)?,
-            None => vec![],
-        }),
+        Some(id) => Some(crate::engine::run::parts_of(&s.store, id)?.into_iter().flatten().flat_map(|p| p.devices).collect()),
         None => None,
     };
     let matches = |d: &Device| {

@@ -4,6 +4,7 @@
 
 use airlift::clock::{Clock, ManualClock, SystemClock};
 use airlift::engine::{progress, RunOptions, RunStatus};
+use airlift::model::CampaignStatus;
 use airlift::server::{Server, ServerConfig};
 use airlift::sim::fleet::drive;
 use airlift::sim::scenario::{provision, Scenario, ScenarioConfig};
@@ -42,6 +43,14 @@ pub struct DemoArgs {
     /// basics-modem (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "spec")]
     stacks: Vec<Stack>,
+    /// Multicast groups the fleet is spread over (round robin); each runs
+    /// its own session, in parallel.
+    #[arg(long, default_value_t = 1)]
+    groups: usize,
+    /// Simulated network backend instances the groups are sent through
+    /// (round robin).
+    #[arg(long, default_value_t = 1)]
+    networks: usize,
     /// Print one JSON line with the result instead of progress bars.
     #[arg(long)]
     json: bool,
@@ -49,6 +58,8 @@ pub struct DemoArgs {
 
 /// Largest simulated fleet the demo builds.
 const MAX_DEVICES: usize = 100_000;
+/// Most multicast groups the demo makes.
+const MAX_GROUPS: usize = 64;
 /// Largest image: 8,191 fragments of 239 B (EU868 DR5 less the header).
 const MAX_FILE_SIZE: usize = 8_191 * 239;
 
@@ -66,6 +77,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "--file-size must be 1..={MAX_FILE_SIZE} bytes: the device library sends at most 8,191 uncoded fragments (half the 16,383 TS004 numbers, the rest for coded ones) of 239 B at the demo's DR5"
     );
     anyhow::ensure!(!args.stacks.is_empty(), "--stacks names at least one device stack");
+    anyhow::ensure!((1..=MAX_GROUPS).contains(&args.groups), "--groups must be 1..={MAX_GROUPS}");
+    anyhow::ensure!((1..=args.groups).contains(&args.networks), "--networks must be 1..=--groups: each network sends at least one group");
     let data_dir = tempfile::tempdir()?;
     let clock = Arc::new(ManualClock::new(SystemClock.now_unix_ms()));
     let mut config = ServerConfig::new(data_dir.path().to_path_buf());
@@ -87,6 +100,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     scenario.fleet.stacks = args.stacks.clone();
     scenario.file_size = args.file_size;
     scenario.library = args.library.clone();
+    scenario.groups = args.groups;
+    scenario.networks = args.networks;
     if let Some(update_type) = &args.update_type {
         // The fleet runs a base image: the new one is a release built from it.
         const DEMO_KEY: [u8; 32] = [0x42; 32];
@@ -99,12 +114,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Raw images install as the fleet's configured version; packages carry theirs.
     let target_firmware = args.update_type.is_none().then_some(scenario.fleet.installed_firmware);
     let options = RunOptions { fixed_redundancy_pct: args.fixed_redundancy, target_firmware };
-    let run = engine.start(&campaign_id, options).await?;
+    let runs = engine.start(&campaign_id, options).await?;
     if !args.json {
+        let run = &runs[0];
         let l = run.layout.unwrap();
         eprintln!(
-            "{} devices, {} B image as a {} B {} payload in {} fragments of {} B, loss {:.0} %, library {}",
+            "{} devices in {} multicast group(s) over {} network(s), {} B image as a {} B {} payload in {} fragments of {} B, loss {:.0} %, library {}",
             args.devices,
+            runs.len(),
+            args.networks,
             image.len(),
             run.payload_size,
             args.update_type.as_deref().unwrap_or("raw"),
@@ -122,27 +140,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         if quiet {
             return true;
         }
-        let (Ok(Some(run)), Ok(devices)) = (e.store.get::<airlift::engine::CampaignRun>(&campaign_id), e.device_runs(&campaign_id)) else { return true };
-        let (done, total) = progress::stage_operations(&run, &devices);
-        if shown == (run.stage, done, total) {
+        // The stage of the group furthest behind, its operations summed over the groups there.
+        let Ok(parts) = e.parts(&campaign_id) else { return true };
+        let Some(lead) = parts.iter().filter(|p| p.run.status == RunStatus::Running).map(|p| &p.run).min_by_key(|r| r.stage).or(parts.first().map(|p| &p.run)) else { return true };
+        let (done, total) = parts.iter().filter(|p| p.run.stage == lead.stage).map(|p| progress::stage_operations(&p.run, &p.devices)).fold((0, 0), |(d, t), (pd, pt)| (d + pd, t + pt));
+        if shown == (lead.stage, done, total) {
             return true;
         }
-        shown = (run.stage, done, total);
-        if run.stage != shown_stage {
+        shown = (lead.stage, done, total);
+        if lead.stage != shown_stage {
             if shown_stage != usize::MAX {
                 eprintln!();
             }
-            shown_stage = run.stage;
+            shown_stage = lead.stage;
         }
-        let name = run.current().map(|s| s.name.as_str()).unwrap_or("done");
-        eprint!("\r  {:>2}/{} {:<22} {}", (run.stage + 1).min(run.stages.len()), run.stages.len(), name, bar(done, total));
+        let name = lead.current().map(|s| s.name.as_str()).unwrap_or("done");
+        eprint!("\r  {:>2}/{} {:<22} {}", (lead.stage + 1).min(lead.stages.len()), lead.stages.len(), name, bar(done, total));
         let _ = std::io::stderr().flush();
         true
     })
     .await?;
 
-    let run = engine.store.get::<airlift::engine::CampaignRun>(&campaign_id)?.context("run vanished")?;
-    let devices = engine.device_runs(&campaign_id)?;
+    let parts = engine.parts(&campaign_id)?;
+    let campaign = engine.store.get::<airlift::model::Campaign>(&campaign_id)?.context("campaign vanished")?;
+    let run = &parts[0].run;
+    let devices: Vec<_> = parts.iter().flat_map(|p| p.devices.iter().cloned()).collect();
+    let fragments_sent: u32 = parts.iter().map(|p| p.run.fragments_sent).sum();
     let succeeded = devices.iter().filter(|d| d.succeeded).count();
     let exact = provisioned
         .iter()
@@ -154,17 +177,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let lower_bound = engine.network.fragments_lower_bound();
     let sim_seconds = (clock.now_unix_ms() - started_ms) as f64 / 1000.0;
     let summary = serde_json::json!({
-        "campaign_status": match run.status { RunStatus::Succeeded => "SUCCEEDED", RunStatus::Stopped => "STOPPED", _ => "FAILED" },
+        "campaign_status": match campaign.status { CampaignStatus::Succeeded => "SUCCEEDED", CampaignStatus::Stopped => "STOPPED", _ => "FAILED" },
         "devices_total": devices.len(),
         "devices_succeeded": succeeded,
         "devices_holding_exact_file": exact,
         "payload_bytes": run.payload_size,
         "fragments_uncoded": run.layout.map(|l| l.nb_frag),
-        "fragments_sent": run.fragments_sent,
+        "fragments_sent": fragments_sent,
         "fragments_lower_bound": lower_bound,
-        "extra_rounds": run.extra_rounds,
+        "extra_rounds": parts.iter().map(|p| p.run.extra_rounds).max(),
         "sim_seconds": sim_seconds,
-        "error": run.error,
+        "error": parts.iter().find_map(|p| p.run.error.clone()),
+        "groups": parts.iter().map(|p| serde_json::json!({
+            "mc_group": p.run.group.to_string(),
+            "backend_instance": p.run.group_backend,
+            "status": format!("{:?}", p.run.status).to_uppercase(),
+            "devices_total": p.devices.len(),
+            "devices_succeeded": p.devices.iter().filter(|d| d.succeeded).count(),
+            "fragments_sent": p.run.fragments_sent,
+            "extra_rounds": p.run.extra_rounds,
+            "f_cnt_down": p.run.next_fcnt,
+            "error": p.run.error,
+        })).collect::<Vec<_>>(),
     });
     if args.json {
         println!("{summary}");
@@ -172,13 +206,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         eprintln!();
         eprintln!("campaign {}: {succeeded}/{} devices updated, {exact} hold the exact image", summary["campaign_status"].as_str().unwrap(), devices.len());
         eprintln!(
-            "{} fragments sent for M = {} (lower bound {lower_bound}, ratio {:.3}), {} closed-loop rounds, {:.0} s of simulated time",
-            run.fragments_sent,
+            "{fragments_sent} fragments sent for M = {} (lower bound {lower_bound}, ratio {:.3}), {} closed-loop rounds, {:.0} s of simulated time",
             run.layout.map(|l| l.nb_frag).unwrap_or(0),
-            run.fragments_sent as f64 / lower_bound.max(1) as f64,
-            run.extra_rounds,
+            fragments_sent as f64 / lower_bound.max(1) as f64,
+            summary["extra_rounds"],
             sim_seconds
         );
+        if parts.len() > 1 {
+            for p in &parts {
+                let ok = p.devices.iter().filter(|d| d.succeeded).count();
+                eprintln!("  group {} via {}: {ok}/{} devices, {} fragments", p.run.group, p.run.group_backend.as_deref().unwrap_or("?"), p.devices.len(), p.run.fragments_sent);
+            }
+        }
         for d in devices.iter().filter(|d| !d.succeeded).take(5) {
             eprintln!("  {}: {}", d.dev_eui, d.failed.as_deref().unwrap_or("unknown"));
         }
@@ -186,3 +225,4 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     server.stop().await;
     Ok(())
 }
+

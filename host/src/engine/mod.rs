@@ -62,6 +62,24 @@ pub struct RunOptions {
     pub target_firmware: Option<u32>,
 }
 
+/// What every run of a starting campaign shares.
+struct Planning {
+    payload: Option<payload::Payload>,
+    info: lib::LibraryInfo,
+    library: Arc<Plugin>,
+    options: RunOptions,
+    parts: u32,
+    campaign_devices: usize,
+    now: u64,
+    deadline_ms: u64,
+}
+
+/// The backend instance a group is sent through: its own, else the
+/// campaign's.
+pub fn backend_of<'a>(campaign: &'a Campaign, group: &'a MulticastGroup) -> &'a str {
+    group.backend_instance.as_deref().unwrap_or(&campaign.backend_instance)
+}
+
 pub struct Engine<N: Network> {
     pub store: Store,
     pub runtime: Arc<PluginRuntime>,
@@ -139,8 +157,10 @@ impl<N: Network> Engine<N> {
         Ok(())
     }
 
-    /// Plan and record a run, then mark the campaign RUNNING.
-    pub async fn start(&self, campaign_id: &str, options: RunOptions) -> Result<CampaignRun, EngineError> {
+    /// Plan and record a campaign's runs, one per multicast group, then
+    /// mark the campaign RUNNING. Every run is planned before any is
+    /// stored: a refusal leaves nothing behind.
+    pub async fn start(&self, campaign_id: &str, options: RunOptions) -> Result<Vec<CampaignRun>, EngineError> {
         let _held = self.lock(campaign_id).await;
         let campaign = self.campaign(campaign_id)?;
         if campaign.status != CampaignStatus::Configured {
@@ -156,32 +176,118 @@ impl<N: Network> Engine<N> {
         if devices.is_empty() {
             return Err(EngineError::Invalid("no devices".into()));
         }
-        let region = self.store.get::<Region>(&campaign.regions[0])?.ok_or_else(|| EngineError::Invalid("region is gone".into()))?;
-        let group_eui = *region.multicast_groups.first().ok_or_else(|| EngineError::Invalid("the region has no multicast group".into()))?;
-        let group = self.store.get::<MulticastGroup>(&group_eui.to_string())?.ok_or_else(|| EngineError::Invalid("multicast group is gone".into()))?;
-        // A device, and a multicast group, serve one running campaign at a time.
-        for other in self.running()?.iter().filter(|r| r.campaign_id != campaign.id) {
-            if other.group == group_eui {
-                return Err(EngineError::Invalid(format!("multicast group {group_eui} is in use by running campaign {}", other.campaign_id)));
-            }
-            if let Some(d) = self.device_runs(&other.campaign_id)?.iter().find(|d| d.active() && devices.binary_search(&d.dev_eui).is_ok()) {
-                return Err(EngineError::Invalid(format!("device {} is in running campaign {}", d.dev_eui, other.campaign_id)));
-            }
-        }
-
+        let groups = self.partition(&campaign, &devices)?;
+        self.check_conflicts(&campaign, &groups, &devices)?;
         let library = self.runtime.active(&campaign.device_library)?;
         if library.manifest.kind != PluginKind::DeviceLibrary {
             return Err(EngineError::Invalid(format!("{} is not a device library", campaign.device_library)));
         }
-        let payload = self.payload(&campaign).await?;
-        let file_size = payload.as_ref().map_or(0, |p| p.size);
-        let layout = match payload {
+        let now = self.now();
+        let deadline_ms = now + campaign.max_duration_minutes as u64 * 60_000;
+        if let Some(at) = campaign.session_start.filter(|t| t.timestamp_millis() >= deadline_ms as i64) {
+            return Err(EngineError::Invalid(format!("the session start {at} is after the campaign's maximum duration ({} minutes from now)", campaign.max_duration_minutes)));
+        }
+        let planning = Planning {
+            payload: self.payload(&campaign).await?,
+            info: self.runtime.device_library(&library).describe().await?,
+            library: library.clone(),
+            options,
+            parts: groups.len() as u32,
+            campaign_devices: devices.len(),
+            now,
+            deadline_ms,
+        };
+        let mut planned = Vec::with_capacity(groups.len());
+        for (part, (group, members)) in groups.into_iter().enumerate() {
+            let run = self.plan_part(&campaign, &planning, part as u32, &group, &members).await?;
+            planned.push((run, group, members));
+        }
+        let file_hardware = self.file_hardware(&campaign)?;
+        let mut runs = Vec::with_capacity(planned.len());
+        for (run, group, members) in planned {
+            // Indexed first: a crash before the run is stored leaves an
+            // entry readers skip, never a run that cannot be found.
+            self.store.index_running(&run.id(), members.iter().map(|d| d.to_string()))?;
+            for dev in &members {
+                let dev_run = self.enrol(&run, &group, *dev, file_hardware.as_ref())?;
+                self.store.put(&dev_run)?;
+            }
+            self.store.put(&run)?;
+            tracing::info!(campaign = %run.campaign_id, part = run.part, group = %run.group, devices = members.len(), stages = run.stages.len(), "campaign run planned");
+            runs.push(run);
+        }
+        self.set_campaign_status(campaign_id, CampaignStatus::Running)?;
+        self.store.flush()?;
+        tracing::info!(campaign = %campaign_id, devices = devices.len(), groups = runs.len(), "campaign started");
+        Ok(runs)
+    }
+
+    /// The campaign's devices by multicast group: the group a device
+    /// names (seed 002's `mcGroup`), else the first group of the
+    /// campaign's first region. A named group must be one of the
+    /// campaign's regions.
+    fn partition(&self, campaign: &Campaign, devices: &[Eui]) -> Result<Vec<(MulticastGroup, Vec<Eui>)>, EngineError> {
+        let mut in_regions: Vec<Eui> = Vec::new();
+        for id in &campaign.regions {
+            let region = self.store.get::<Region>(id)?.ok_or_else(|| EngineError::Invalid(format!("region {id} is gone")))?;
+            in_regions.extend(region.multicast_groups);
+        }
+        let default = *in_regions.first().ok_or_else(|| EngineError::Invalid("the campaign's regions have no multicast group".into()))?;
+        let mut by_group: BTreeMap<Eui, Vec<Eui>> = BTreeMap::new();
+        for dev in devices {
+            let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
+            let group = device.mc_group.unwrap_or(default);
+            if !in_regions.contains(&group) {
+                return Err(EngineError::Invalid(format!("device {dev} names multicast group {group}, which is in none of the campaign's regions")));
+            }
+            by_group.entry(group).or_default().push(*dev);
+        }
+        // The default group first: a one-group campaign's run keeps the campaign's id.
+        let mut order: Vec<Eui> = by_group.keys().copied().collect();
+        order.sort_by_key(|g| (*g != default, in_regions.iter().position(|r| r == g)));
+        order
+            .into_iter()
+            .map(|eui| {
+                let group = self.store.get::<MulticastGroup>(&eui.to_string())?.ok_or_else(|| EngineError::Invalid(format!("multicast group {eui} is gone")))?;
+                Ok((group, by_group.remove(&eui).unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// A device, and a multicast group, serve one running campaign at a
+    /// time; the refusal names what is held and by which campaign.
+    fn check_conflicts(&self, campaign: &Campaign, groups: &[(MulticastGroup, Vec<Eui>)], devices: &[Eui]) -> Result<(), EngineError> {
+        let mut held = Vec::new();
+        for other in self.running()?.iter().filter(|r| r.campaign_id != campaign.id) {
+            if groups.iter().any(|(g, _)| g.dev_eui == other.group) {
+                held.push(format!("multicast group {} (group id and FragIndex slots) is in use by running campaign {}", other.group, other.campaign_id));
+            }
+            let busy: Vec<String> = DeviceRun::all_of(&self.store, other)?.iter().filter(|d| d.active() && devices.binary_search(&d.dev_eui).is_ok()).map(|d| d.dev_eui.to_string()).collect();
+            if !busy.is_empty() {
+                const NAMED: usize = 10;
+                let more = if busy.len() > NAMED { format!(" and {} more", busy.len() - NAMED) } else { String::new() };
+                held.push(format!("device {}{more} in running campaign {}", busy[..busy.len().min(NAMED)].join(", "), other.campaign_id));
+            }
+        }
+        match held.is_empty() {
+            true => Ok(()),
+            false => Err(EngineError::Invalid(held.join("; "))),
+        }
+    }
+
+    /// Plan one group's run: its fragment layout (the group's data rate
+    /// sets the fragment size), the library's stages, and what its network
+    /// can do.
+    async fn plan_part(&self, campaign: &Campaign, p: &Planning, part: u32, group: &MulticastGroup, members: &[Eui]) -> Result<CampaignRun, EngineError> {
+        let library = &p.library;
+        let file_size = p.payload.as_ref().map_or(0, |p| p.size);
+        let layout = match &p.payload {
             Some(_) => {
                 let max = lorawan_fuota::region::max_app_payload(context::band(group.ism_band), group.data_rate, group.dl_dwell_time)
                     .ok_or_else(|| EngineError::Invalid(format!("DR{} is not a downlink data rate of {:?}", group.data_rate, group.ism_band)))?;
                 let l = self
                     .runtime
-                    .device_library(&library)
+                    .device_library(library)
                     .fragment_layout(file_size, max)
                     .await?
                     .map_err(|e| EngineError::Library(format!("{e:?}")))?;
@@ -190,58 +296,56 @@ impl<N: Network> Engine<N> {
             None => None,
         };
         // The operator's fixed redundancy for the group, else the closed loop.
-        let fixed_redundancy_pct = options.fixed_redundancy_pct.or(group.fixed_redundancy_pct());
+        let fixed_redundancy_pct = p.options.fixed_redundancy_pct.or(group.fixed_redundancy_pct());
         if let Some(l) = &layout {
             // Refused now, with the reason, rather than mid-session.
             step::fixed_fragment_count(l.nb_frag, fixed_redundancy_pct)?;
         }
-        let info = self.runtime.device_library(&library).describe().await?;
-        if let Some(l) = layout.as_ref().filter(|l| l.nb_frag > info.max_fragments) {
-            return Err(EngineError::Invalid(format!("the file makes {} fragments; {} takes at most {}", l.nb_frag, info.name, info.max_fragments)));
+        if let Some(l) = layout.as_ref().filter(|l| l.nb_frag > p.info.max_fragments) {
+            return Err(EngineError::Invalid(format!("the file makes {} fragments at group {}'s DR{}; {} takes at most {}", l.nb_frag, group.dev_eui, group.data_rate, p.info.name, p.info.max_fragments)));
         }
-        let library_ports: Vec<(String, u8)> = info.ports.into_iter().map(|p| (p.package_name, p.fport)).collect();
-        // One multicast group means one set of FPorts: every device must agree.
+        let library_ports: Vec<(String, u8)> = p.info.ports.iter().map(|p| (p.package_name.clone(), p.fport)).collect();
+        // One multicast group means one set of FPorts: its devices must agree.
         let mut fports: Option<BTreeMap<String, u8>> = None;
-        for dev in &devices {
+        for dev in members {
             let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
             let overrides = self.profile_fports(&device)?;
             PortMap::new(&library_ports, &overrides).map_err(|e| EngineError::Invalid(format!("device {dev}: {e}")))?;
             match &fports {
-                Some(f) if *f != overrides => return Err(EngineError::Invalid("devices of one multicast group use different FPorts".into())),
+                Some(f) if *f != overrides => return Err(EngineError::Invalid(format!("devices of multicast group {} use different FPorts", group.dev_eui))),
                 _ => fports = Some(overrides),
             }
         }
-        let now = self.now();
-        let deadline_ms = now + campaign.max_duration_minutes as u64 * 60_000;
-        if let Some(at) = campaign.session_start.filter(|t| t.timestamp_millis() >= deadline_ms as i64) {
-            return Err(EngineError::Invalid(format!("the session start {at} is after the campaign's maximum duration ({} minutes from now)", campaign.max_duration_minutes)));
-        }
+        let payload = p.payload.as_ref();
         let mut run = CampaignRun {
             campaign_id: campaign.id.clone(),
+            part,
+            parts: p.parts,
+            campaign_device_count: p.campaign_devices,
             stages: vec![],
             stage: 0,
-            stage_started_ms: now,
+            stage_started_ms: p.now,
             round: 0,
             round_sent_ms: None,
-            started_ms: now,
-            deadline_ms,
+            started_ms: p.now,
+            deadline_ms: p.deadline_ms,
             library_sha256: library.sha256.clone(),
             library_name: library.manifest.name.clone(),
             library_ports,
             fports: fports.unwrap_or_default(),
             group: group.dev_eui,
             group_backend: None,
-            device_count: devices.len(),
+            device_count: members.len(),
             success_threshold: campaign.success_threshold,
-            payload_sha256: payload.as_ref().map(|p| p.sha256.clone()),
+            payload_sha256: payload.map(|p| p.sha256.clone()),
             payload_size: file_size,
-            base_firmware: payload.as_ref().and_then(|p| p.base_firmware),
+            base_firmware: payload.and_then(|p| p.base_firmware),
             layout,
             session_start_gps: 0,
             scheduled_session_gps: campaign.session_start.map(|t| crate::clock::unix_ms_to_gps_seconds(t.timestamp_millis().max(0) as u64)),
             session_timeout: 0,
-            reboot_gps: campaign.reboot_at.map(|t| crate::clock::unix_ms_to_gps_seconds(t.timestamp_millis() as u64)),
-            target_firmware: options.target_firmware.or(payload.as_ref().and_then(|p| p.firmware)),
+            reboot_gps: campaign.reboot_at.map(|t| crate::clock::unix_ms_to_gps_seconds(t.timestamp_millis().max(0) as u64)),
+            target_firmware: p.options.target_firmware.or(payload.and_then(|p| p.firmware)),
             next_fcnt: 0,
             next_fragment: 1,
             fragments_target: 0,
@@ -258,10 +362,10 @@ impl<N: Network> Engine<N> {
             archived: false,
             answer_rate: None,
         };
-        let ctx = context::campaign(&run, context::kind(campaign.campaign_type), &group, false);
+        let ctx = context::campaign(&run, context::kind(campaign.campaign_type), group, false);
         let plan = self
             .runtime
-            .device_library(&library)
+            .device_library(library)
             .plan(ctx)
             .await?
             .map_err(|e| EngineError::Library(format!("{e:?}")))?;
@@ -271,54 +375,50 @@ impl<N: Network> Engine<N> {
             .collect();
         check_plan(&run.stages)?;
         // A network that runs whole sessions itself (a gateway) gets the
-        // campaign as one offloaded stage; it checks the image itself.
-        if self.network.offloads(&campaign.backend_instance).await? {
+        // group as one offloaded stage; it checks the image itself.
+        let backend = backend_of(campaign, group);
+        if self.network.offloads(backend).await? {
             run.stages = vec![Stage { name: OFFLOADED_STAGE.into(), mode: StageMode::Offloaded, retry_limit: 0, answer_timeout_s: 0, required: true }];
             run.target_firmware = None;
         } else if campaign.campaign_type == CampaignType::Message {
             return Err(EngineError::Invalid("a message campaign needs a network that sends multicast messages itself (gateway-rest)".into()));
         } else {
-            let can = self.network.capabilities(&campaign.backend_instance).await?;
+            let can = self.network.capabilities(backend).await?;
             let class_ok = match group.session_class {
                 SessionClass::B => can.multicast_class_b,
                 SessionClass::C => can.multicast_class_c,
             };
             if !class_ok {
-                return Err(EngineError::Invalid(format!("backend instance {} cannot send class {:?} multicast", campaign.backend_instance, group.session_class)));
+                return Err(EngineError::Invalid(format!("backend instance {backend} cannot send class {:?} multicast", group.session_class)));
             }
             if !can.unicast && run.stages.iter().any(|s| matches!(s.mode, StageMode::Unicast | StageMode::DeviceInitiated)) {
-                return Err(EngineError::Invalid(format!("backend instance {} sends no unicast downlinks, which the device library's plan needs", campaign.backend_instance)));
+                return Err(EngineError::Invalid(format!("backend instance {backend} sends no unicast downlinks, which the device library's plan needs")));
             }
         }
-        // Indexed first: a crash before the run is stored leaves an entry
-        // readers skip, never a run that cannot be found.
-        self.store.index_running(&run.campaign_id, devices.iter().map(|d| d.to_string()))?;
-        let file_hardware = self.file_hardware(&campaign)?;
-        for dev in &devices {
-            let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
-            let mut dev_run = DeviceRun::new(&run.campaign_id, *dev);
-            let profile = self.profile(device.device_profile.as_ref())?;
-            dev_run.uplink_period_s = profile.as_ref().and_then(|p| p.default_ul_period).unwrap_or(0);
-            if let Some(why) = file_hardware.as_ref().and_then(|hw| other_hardware(hw, profile.as_ref())) {
-                dev_run.failed = Some(why);
-            }
-            if !device.multicast_classes.contains(&group.session_class) {
-                dev_run.failed = Some(format!("cannot join a class {:?} multicast session (its multicastClasses)", group.session_class));
-            }
-            // A delta only fits its base: refuse devices known to run another version.
-            if let (Some(base), Some(running)) = (run.base_firmware, device.firmware.as_deref().and_then(|v| crate::model::parse_firmware_version("firmware", v).ok())) {
-                if running != base {
-                    dev_run.firmware_version = Some(running);
-                    dev_run.failed = Some(step::wrong_base(running, base));
-                }
-            }
-            self.store.put(&dev_run)?;
-        }
-        self.store.put(&run)?;
-        self.set_campaign_status(&run.campaign_id, CampaignStatus::Running)?;
-        self.store.flush()?;
-        tracing::info!(campaign = %run.campaign_id, devices = devices.len(), stages = run.stages.len(), "campaign started");
         Ok(run)
+    }
+
+    /// A device's record in a new run; refused (with the reason) when its
+    /// hardware, multicast classes or running firmware do not fit.
+    fn enrol(&self, run: &CampaignRun, group: &MulticastGroup, dev: Eui, file_hardware: Option<&DeviceProfile>) -> Result<DeviceRun, EngineError> {
+        let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
+        let mut dev_run = DeviceRun::new(run, dev);
+        let profile = self.profile(device.device_profile.as_ref())?;
+        dev_run.uplink_period_s = device.uplink_rate.or(profile.as_ref().and_then(|p| p.default_ul_period)).unwrap_or(0);
+        if let Some(why) = file_hardware.and_then(|hw| other_hardware(hw, profile.as_ref())) {
+            dev_run.failed = Some(why);
+        }
+        if !device.multicast_classes.contains(&group.session_class) {
+            dev_run.failed = Some(format!("cannot join a class {:?} multicast session (its multicastClasses)", group.session_class));
+        }
+        // A delta only fits its base: refuse devices known to run another version.
+        if let (Some(base), Some(running)) = (run.base_firmware, device.firmware.as_deref().and_then(|v| crate::model::parse_firmware_version("firmware", v).ok())) {
+            if running != base {
+                dev_run.firmware_version = Some(running);
+                dev_run.failed = Some(step::wrong_base(running, base));
+            }
+        }
+        Ok(dev_run)
     }
 
     /// Move a campaign to another backend instance, even while it runs: the
@@ -343,35 +443,39 @@ impl<N: Network> Engine<N> {
 
     /// Stop a running campaign; devices fall back to class A.
     pub async fn stop(&self, campaign_id: &str) -> Result<(), EngineError> {
-        match self.mark_stopped(campaign_id).await? {
-            Some(run) => self.wind_down(&run).await,
-            None => Ok(()),
+        for run in self.mark_stopped(campaign_id).await? {
+            self.wind_down(&run).await?;
         }
+        Ok(())
     }
 
-    /// The first half of a stop: the campaign is STOPPED on disk. Returns
-    /// the run to [`Self::wind_down`], or None when it was not running.
-    pub async fn mark_stopped(&self, campaign_id: &str) -> Result<Option<CampaignRun>, EngineError> {
-        let _held = self.lock(campaign_id).await;
-        let mut run = self.store.get::<CampaignRun>(campaign_id)?.ok_or_else(|| EngineError::NotFound(campaign_id.into()))?;
-        if run.status != RunStatus::Running {
-            return Ok(None);
+    /// The first half of a stop: every run of the campaign is STOPPED on
+    /// disk. Returns the runs that were running, for [`Self::wind_down`].
+    pub async fn mark_stopped(&self, campaign_id: &str) -> Result<Vec<CampaignRun>, EngineError> {
+        let first = self.store.get::<CampaignRun>(campaign_id)?.ok_or_else(|| EngineError::NotFound(campaign_id.into()))?;
+        let mut stopped = Vec::new();
+        for id in first.sibling_ids() {
+            let _held = self.lock(&id).await;
+            let Some(mut run) = self.store.get::<CampaignRun>(&id)?.filter(|r| r.status == RunStatus::Running) else { continue };
+            run.status = RunStatus::Stopped;
+            run.finished_ms = Some(self.now());
+            self.store.put(&run)?;
+            self.unindex(&run)?;
+            stopped.push(run);
         }
-        run.status = RunStatus::Stopped;
-        run.finished_ms = Some(self.now());
-        self.store.put(&run)?;
-        self.set_campaign_status(campaign_id, CampaignStatus::Stopped)?;
-        self.unindex(&run)?;
+        if !stopped.is_empty() {
+            self.set_campaign_status(campaign_id, CampaignStatus::Stopped)?;
+        }
         self.store.flush()?;
-        Ok(Some(run))
+        Ok(stopped)
     }
 
-    /// The second half, on the network and without the campaign's lock:
+    /// The second half, on the network and without the run's lock:
     /// cancel a gateway's session, end the multicast session, and tell the
     /// devices to drop what they were set up for.
     pub async fn wind_down(&self, run: &CampaignRun) -> Result<(), EngineError> {
         if let Some(handle) = &run.offload_handle {
-            let backend = self.campaign(&run.campaign_id)?.backend_instance;
+            let (backend, _) = self.network_of(run)?;
             if let Err(e) = self.network.offload_cancel(&backend, handle).await {
                 tracing::warn!(campaign = %run.campaign_id, error = %e, "the gateway's session could not be cancelled");
             }
@@ -380,17 +484,23 @@ impl<N: Network> Engine<N> {
         self.tear_down(run).await
     }
 
+    /// A run's backend instance and multicast group, as stored now.
+    fn network_of(&self, run: &CampaignRun) -> Result<(String, MulticastGroup), EngineError> {
+        let group = self.store.get::<MulticastGroup>(&run.group.to_string())?.ok_or_else(|| EngineError::Invalid(format!("multicast group {} is gone", run.group)))?;
+        let campaign = self.campaign(&run.campaign_id)?;
+        Ok((backend_of(&campaign, &group).to_string(), group))
+    }
+
     /// Undo what the devices of a stopped or failed run were set up for,
     /// once and without retries (see `campaign-context.cancelling`).
     async fn tear_down(&self, run: &CampaignRun) -> Result<(), EngineError> {
-        let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? else { return Ok(()) };
-        let backend = self.campaign(&run.campaign_id)?.backend_instance;
+        let (backend, group) = self.network_of(run)?;
         let library = self.library(run).await?;
         let ctx = context::campaign(run, context::kind(self.campaign_type(run)?), &group, true);
         let ports = Self::ports(run);
         let last = run.stages.len().saturating_sub(1);
         // A device that succeeded or runs the new image is never torn back.
-        for dev in self.device_runs(&run.campaign_id)?.into_iter().filter(|d| d.stage > 0 && !d.succeeded && !step::runs_new_image(run, d)) {
+        for dev in self.members(run)?.into_iter().filter(|d| d.stage > 0 && !d.succeeded && !step::runs_new_image(run, d)) {
             let Some(device) = self.store.get::<Device>(&dev.dev_eui.to_string())? else { continue };
             let mut stages: Vec<usize> = (0..dev.stage.min(run.stages.len())).rev().collect();
             if !stages.contains(&last) {
@@ -420,22 +530,30 @@ impl<N: Network> Engine<N> {
         Ok(())
     }
 
-    /// Tell the campaign's network that its multicast session is over.
+    /// Tell the run's network that its multicast session is over.
     async fn end_session(&self, run: &CampaignRun) -> Result<(), EngineError> {
-        let backend = self.campaign(&run.campaign_id)?.backend_instance;
-        if let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? {
-            self.network.end_session(&backend, &group).await;
-        }
+        let (backend, group) = self.network_of(run)?;
+        self.network.end_session(&backend, &group).await;
         Ok(())
     }
 
-    pub fn device_runs(&self, campaign_id: &str) -> Result<Vec<DeviceRun>, EngineError> {
-        let run = self.store.get::<CampaignRun>(campaign_id)?.ok_or_else(|| EngineError::NotFound(campaign_id.into()))?;
-        Ok(DeviceRun::all_of(&self.store, &run)?)
+    /// The device records of one run.
+    fn members(&self, run: &CampaignRun) -> Result<Vec<DeviceRun>, EngineError> {
+        Ok(DeviceRun::all_of(&self.store, run)?)
     }
 
-    /// Every running campaign, from the running index: campaigns that are
-    /// over cost nothing here.
+    /// Every run of a campaign with its devices.
+    pub fn parts(&self, campaign_id: &str) -> Result<Vec<run::Part>, EngineError> {
+        run::parts_of(&self.store, campaign_id)?.ok_or_else(|| EngineError::NotFound(campaign_id.into()))
+    }
+
+    /// The device records of every run of a campaign.
+    pub fn device_runs(&self, campaign_id: &str) -> Result<Vec<DeviceRun>, EngineError> {
+        Ok(self.parts(campaign_id)?.into_iter().flat_map(|p| p.devices).collect())
+    }
+
+    /// Every running campaign run, from the running index: campaigns that
+    /// are over cost nothing here.
     pub fn running(&self) -> Result<Vec<CampaignRun>, EngineError> {
         let mut running = Vec::new();
         for id in self.store.running_campaigns()? {
@@ -454,7 +572,7 @@ impl<N: Network> Engine<N> {
     pub fn index_running_runs(&self) -> Result<(), EngineError> {
         for run in self.store.list::<CampaignRun>(false)?.into_iter().filter(|r| r.status == RunStatus::Running) {
             let devices = DeviceRun::all_of(&self.store, &run)?;
-            self.store.index_running(&run.campaign_id, devices.iter().map(|d| d.dev_eui.to_string()))?;
+            self.store.index_running(&run.id(), devices.iter().map(|d| d.dev_eui.to_string()))?;
         }
         Ok(())
     }
@@ -462,35 +580,34 @@ impl<N: Network> Engine<N> {
     /// Drop a run that is over from the running index.
     fn unindex(&self, run: &CampaignRun) -> Result<(), EngineError> {
         let devices = DeviceRun::all_of(&self.store, run)?;
-        Ok(self.store.unindex_running(&run.campaign_id, devices.iter().map(|d| d.dev_eui.to_string()))?)
+        Ok(self.store.unindex_running(&run.id(), devices.iter().map(|d| d.dev_eui.to_string()))?)
     }
 
-    /// An uplink from a device: parsed by each running campaign's library
-    /// that has the device, answers recorded, replies sent once the
-    /// campaign's lock is released. `via`: the backend instance the uplink
-    /// came through; only campaigns running on it take it (`None`: the
-    /// engine's own in-process network). Returns the campaigns that
-    /// recorded an answer.
+    /// An uplink from a device: parsed by the library of each running
+    /// campaign run that has the device, answers recorded, replies sent
+    /// once the run's lock is released. `via`: the backend instance the
+    /// uplink came through; only runs sent through it take it (`None`: the
+    /// engine's own in-process network). Returns the runs that recorded
+    /// an answer.
     pub async fn on_uplink(&self, via: Option<&str>, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<Vec<String>, EngineError> {
         let mut answered = Vec::new();
         let mut replies_due = Vec::new();
-        // The index names the running campaigns that have this device:
-        // no other campaign is looked at, let alone waited on.
-        for campaign_id in self.store.running_campaigns_of(&dev_eui.to_string())? {
-            let campaign = self.campaign(&campaign_id)?;
-            let backend = campaign.backend_instance;
+        // The index names the running runs that have this device: no
+        // other campaign is looked at, let alone waited on.
+        for run_id in self.store.running_campaigns_of(&dev_eui.to_string())? {
+            let _held = self.lock(&run_id).await;
+            // Read under the lock: a step may have moved it on.
+            let Some(run) = self.store.get::<CampaignRun>(&run_id)?.filter(|r| r.status == RunStatus::Running) else { continue };
+            let campaign = self.campaign(&run.campaign_id)?;
+            let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? else { continue };
+            let backend = backend_of(&campaign, &group).to_string();
             if via.is_some_and(|v| v != backend) {
                 continue;
             }
-            let key = DeviceRun::key(&campaign_id, dev_eui);
-            let _held = self.lock(&campaign_id).await;
-            // Read again under the lock: a step may have moved it on.
-            let Some(run) = self.store.get::<CampaignRun>(&campaign_id)?.filter(|r| r.status == RunStatus::Running) else { continue };
-            let Some(mut dev_run) = self.store.get::<DeviceRun>(&key)? else { continue };
+            let Some(mut dev_run) = self.store.get::<DeviceRun>(&DeviceRun::key(&run_id, dev_eui))? else { continue };
             let Some(device) = self.store.get::<Device>(&dev_eui.to_string())? else { continue };
             let library = self.library(&run).await?;
             let ports = Self::ports(&run);
-            let Some(group) = self.store.get::<MulticastGroup>(&run.group.to_string())? else { continue };
             let campaign_ctx = context::campaign(&run, context::kind(campaign.campaign_type), &group, false);
             let device_ctx = context::device(&device, &dev_run);
             let fport = ports.to_library(fport);
@@ -511,8 +628,8 @@ impl<N: Network> Engine<N> {
                 match event {
                     lib::UplinkEvent::Answer(a) => {
                         step::record_answer(&run, &mut dev_run, a);
-                        if answered.last() != Some(&run.campaign_id) {
-                            answered.push(run.campaign_id.clone());
+                        if answered.last() != Some(&run_id) {
+                            answered.push(run_id.clone());
                         }
                     }
                     lib::UplinkEvent::Reply(d) => replies.push(d),

@@ -1,7 +1,7 @@
 //! Progress in the shape of the RMC Agent's progress messages (seed
 //! `002_…`): campaign, current stage, and per-device state.
 
-use super::run::{CampaignRun, DeviceRun, RunStatus, StageMode};
+use super::run::{overall_status, CampaignRun, DeviceRun, Part, RunStatus, StageMode};
 use serde_json::{json, Value};
 
 /// Message format version, as in the RMC.AGENT topic name.
@@ -11,8 +11,8 @@ fn time(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3f%z").to_string()
 }
 
-fn campaign_status(run: &CampaignRun) -> &'static str {
-    match run.status {
+fn status_text(status: RunStatus) -> &'static str {
+    match status {
         RunStatus::Running | RunStatus::Stopping => "RUNNING",
         RunStatus::Stopped => "STOPPED",
         RunStatus::Failed => "ERROR",
@@ -37,14 +37,14 @@ pub fn stage_operations(run: &CampaignRun, devices: &[DeviceRun]) -> (u64, u64) 
 }
 
 /// Fields every progress message carries.
-fn header(run: &CampaignRun, now_ms: u64) -> Value {
+fn header(run: &CampaignRun, status: RunStatus, now_ms: u64) -> Value {
     json!({
         "version": FORMAT_VERSION,
         "time": time(now_ms),
         "campaignId": run.campaign_id,
         "campaignStagesCount": run.stages.len(),
         "campaignStagesCompleted": run.stage.min(run.stages.len()),
-        "campaignStatus": campaign_status(run),
+        "campaignStatus": status_text(status),
     })
 }
 
@@ -56,12 +56,13 @@ fn with(mut msg: Value, fields: Value) -> Value {
     msg
 }
 
-/// The campaign-level progress message.
-pub fn campaign_message(run: &CampaignRun, devices: &[DeviceRun], now_ms: u64) -> Value {
+/// A run's current stage, its multicast group and its devices' figures.
+fn run_fields(part: &Part) -> Value {
+    let (run, devices) = (&part.run, &part.devices);
     let (done, total) = stage_operations(run, devices);
     let stage_index = run.stage.min(run.stages.len().saturating_sub(1));
     let stage = run.stages.get(stage_index);
-    let fields = json!({
+    json!({
         "stage": {
             "stageId": stage_index + 1,
             "stageName": stage.map(|s| s.name.as_str()).unwrap_or(""),
@@ -77,13 +78,53 @@ pub fn campaign_message(run: &CampaignRun, devices: &[DeviceRun], now_ms: u64) -
         "fragmentsSent": run.fragments_sent,
         "mcGroupEui": run.group.to_string(),
         "mcGroupState": { "fCntDown": run.next_fcnt },
-    });
-    let mut msg = with(header(run, now_ms), fields);
+    })
+}
+
+/// A run's errors: the campaign-level one and the network's.
+fn with_errors(mut msg: Value, run: &CampaignRun) -> Value {
     if let Some(e) = &run.error {
         msg["error"] = json!({"source": "AGENT", "text": e});
     }
     if let Some(t) = &run.network_trouble {
         msg["networkError"] = json!({"text": t.error, "since": time(t.since_ms), "failuresInARow": run.network_failures});
+    }
+    msg
+}
+
+/// One multicast group's progress message (seed 002's `mcgroup` form):
+/// its run's stage, `mcGroupEui` and `mcGroupState`.
+pub fn group_message(part: &Part, now_ms: u64) -> Value {
+    with_errors(with(header(&part.run, part.run.status, now_ms), run_fields(part)), &part.run)
+}
+
+/// The campaign-level progress message, over every run of the campaign:
+/// the stage and group shown are those of the run furthest behind, the
+/// device figures are the campaign's, and `groups` has each group's
+/// message.
+pub fn campaign_message(parts: &[Part], now_ms: u64) -> Value {
+    let runs: Vec<&CampaignRun> = parts.iter().map(|p| &p.run).collect();
+    let succeeded = parts.iter().flat_map(|p| &p.devices).filter(|d| d.succeeded).count();
+    let status = overall_status(&runs, succeeded);
+    let Some(lead) = parts.iter().filter(|p| p.run.status == RunStatus::Running).min_by_key(|p| p.run.stage).or(parts.first()) else {
+        return json!({ "version": FORMAT_VERSION, "time": time(now_ms) });
+    };
+    let devices = || parts.iter().flat_map(|p| &p.devices);
+    let mut msg = with(header(&lead.run, status, now_ms), run_fields(lead));
+    msg["devicesTotal"] = json!(devices().count());
+    msg["devicesSucceeded"] = json!(succeeded);
+    msg["devicesFailed"] = json!(devices().filter(|d| !d.active()).count());
+    msg["fragmentsSent"] = json!(parts.iter().map(|p| p.run.fragments_sent as u64).sum::<u64>());
+    msg["groups"] = parts.iter().map(|p| group_message(p, now_ms)).collect();
+    // The first error of any group, as the campaign's.
+    for part in parts {
+        msg = with_errors(msg, &part.run);
+        if msg.get("error").is_some() {
+            break;
+        }
+    }
+    if status == RunStatus::Failed && msg.get("error").is_none() {
+        msg["error"] = json!({"source": "AGENT", "text": format!("{succeeded} of {} devices succeeded", devices().count())});
     }
     msg
 }
@@ -110,7 +151,7 @@ pub fn device_message(run: &CampaignRun, device: &DeviceRun, now_ms: u64) -> Val
             "holdsFile": device.holds_file,
         },
     });
-    let mut msg = with(header(run, now_ms), fields);
+    let mut msg = with(header(run, run.status, now_ms), fields);
     if let Some(p) = device.offload_percent {
         msg["deviceState"]["gatewayProgress"] = json!(p);
     }

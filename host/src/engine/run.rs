@@ -49,10 +49,35 @@ pub enum RunStatus {
     Succeeded,
 }
 
+/// The run of a campaign's `part`-th multicast group: the campaign's own
+/// id for the first, so a one-group campaign's run is found by it.
+pub fn run_id(campaign_id: &str, part: u32) -> String {
+    match part {
+        0 => campaign_id.to_string(),
+        n => format!("{campaign_id}-{n}"),
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One multicast group's run of a campaign. A campaign runs one per group
+/// (its `parts`), each with its own session, network and pace; the
+/// campaign's outcome is over all of them ([`overall_status`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CampaignRun {
     pub campaign_id: String,
+    /// Which of the campaign's runs this is (0-based).
+    #[serde(default)]
+    pub part: u32,
+    /// How many runs the campaign has, one per multicast group.
+    #[serde(default = "one")]
+    pub parts: u32,
+    /// Devices in the whole campaign (all parts): thresholds are over them.
+    #[serde(default)]
+    pub campaign_device_count: usize,
     pub stages: Vec<Stage>,
     /// Index of the stage being run.
     pub stage: usize,
@@ -126,7 +151,7 @@ pub struct CampaignRun {
     #[serde(default)]
     pub answer_rate: Option<f64>,
 }
-object!(CampaignRun, "campaign-runs", |s| s.campaign_id.clone());
+object!(CampaignRun, "campaign-runs", |s| s.id());
 
 /// The network has been failing since `since_ms`, the latest time with
 /// `error`.
@@ -140,6 +165,21 @@ pub struct NetworkTrouble {
 const MAX_ATTEMPTS: u32 = 16;
 
 impl CampaignRun {
+    pub fn id(&self) -> String {
+        run_id(&self.campaign_id, self.part)
+    }
+
+    /// The ids of every run of this run's campaign.
+    pub fn sibling_ids(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.parts.max(1)).map(|p| run_id(&self.campaign_id, p))
+    }
+
+    /// Devices of the whole campaign (runs stored before campaigns had
+    /// several parts count their own).
+    pub fn campaign_devices(&self) -> usize {
+        self.campaign_device_count.max(self.device_count)
+    }
+
     pub fn current(&self) -> Option<&Stage> {
         self.stages.get(self.stage)
     }
@@ -167,6 +207,9 @@ impl CampaignRun {
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRun {
     pub campaign_id: String,
+    /// The campaign's run (its multicast group) the device is in.
+    #[serde(default)]
+    pub part: u32,
     pub dev_eui: Eui,
     /// Stage the device is in (answered stages are below it).
     pub stage: usize,
@@ -203,16 +246,17 @@ pub struct DeviceRun {
     #[serde(default)]
     pub last_report: Option<(u32, u32, u32)>,
 }
-object!(DeviceRun, "device-runs", |s| DeviceRun::key(&s.campaign_id, s.dev_eui));
+object!(DeviceRun, "device-runs", |s| DeviceRun::key(&run_id(&s.campaign_id, s.part), s.dev_eui));
 
 impl DeviceRun {
-    pub fn key(campaign_id: &str, dev_eui: Eui) -> String {
-        format!("{campaign_id}/{dev_eui}")
+    pub fn key(run_id: &str, dev_eui: Eui) -> String {
+        format!("{run_id}/{dev_eui}")
     }
 
-    pub fn new(campaign_id: &str, dev_eui: Eui) -> Self {
+    pub fn new(run: &CampaignRun, dev_eui: Eui) -> Self {
         Self {
-            campaign_id: campaign_id.into(),
+            campaign_id: run.campaign_id.clone(),
+            part: run.part,
             dev_eui,
             stage: 0,
             attempts: 0,
@@ -239,6 +283,43 @@ impl DeviceRun {
 
     /// Every device's record of a run, in DevEUI order.
     pub fn all_of(store: &crate::store::Store, run: &CampaignRun) -> Result<Vec<DeviceRun>, crate::store::StoreError> {
-        store.list_prefix::<DeviceRun>(&format!("{}/", run.campaign_id))
+        store.list_prefix::<DeviceRun>(&format!("{}/", run.id()))
     }
+}
+
+/// One run of a campaign with its devices.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub run: CampaignRun,
+    pub devices: Vec<DeviceRun>,
+}
+
+/// Every run of a campaign, in part order, with its devices; None when the
+/// campaign never ran.
+pub fn parts_of(store: &crate::store::Store, campaign_id: &str) -> Result<Option<Vec<Part>>, crate::store::StoreError> {
+    let Some(first) = store.get::<CampaignRun>(campaign_id)? else { return Ok(None) };
+    let mut parts = Vec::with_capacity(first.parts as usize);
+    for id in first.sibling_ids().skip(1) {
+        if let Some(run) = store.get::<CampaignRun>(&id)? {
+            let devices = DeviceRun::all_of(store, &run)?;
+            parts.push(Part { run, devices });
+        }
+    }
+    let devices = DeviceRun::all_of(store, &first)?;
+    parts.insert(0, Part { run: first, devices });
+    Ok(Some(parts))
+}
+
+/// The campaign's outcome over all its runs: running while one runs;
+/// stopped if stopped; else succeeded when enough of all its devices did.
+pub fn overall_status(runs: &[&CampaignRun], succeeded: usize) -> RunStatus {
+    if runs.iter().any(|r| matches!(r.status, RunStatus::Running | RunStatus::Stopping)) {
+        return RunStatus::Running;
+    }
+    if runs.iter().any(|r| r.status == RunStatus::Stopped) {
+        return RunStatus::Stopped;
+    }
+    let Some(first) = runs.first() else { return RunStatus::Failed };
+    let met = succeeded * 100 >= first.success_threshold as usize * first.campaign_devices();
+    if met && (runs.len() > 1 || first.status == RunStatus::Succeeded) { RunStatus::Succeeded } else { RunStatus::Failed }
 }

@@ -1,4 +1,5 @@
-//! Runs campaigns in a serving host: one task per running campaign steps
+//! Runs campaigns in a serving host: one task per running campaign run
+//! (one per multicast group) steps
 //! the engine at the time it asks for, or soon after answers arrive.
 //! Campaigns that were running when the host stopped resume at start.
 
@@ -35,57 +36,70 @@ impl<N: Network> Runner<N> {
         self.engine.index_running_runs()?;
         let running = self.engine.running()?;
         for run in &running {
-            tracing::info!(campaign = %run.campaign_id, stage = run.stage, "resuming campaign");
-            self.spawn(&run.campaign_id);
+            tracing::info!(campaign = %run.campaign_id, part = run.part, stage = run.stage, "resuming campaign");
+            self.spawn(&run.id());
         }
         Ok(running.len())
     }
 
-    pub async fn start(&self, campaign_id: &str, options: RunOptions) -> Result<CampaignRun, EngineError> {
-        let run = self.engine.start(campaign_id, options).await?;
-        self.spawn(campaign_id);
-        Ok(run)
+    /// Start a campaign: a task per run (per multicast group).
+    pub async fn start(&self, campaign_id: &str, options: RunOptions) -> Result<Vec<CampaignRun>, EngineError> {
+        let runs = self.engine.start(campaign_id, options).await?;
+        for run in &runs {
+            self.spawn(&run.id());
+        }
+        Ok(runs)
     }
 
     /// Stop a campaign: STOPPED is on disk when this returns; the network
     /// side (cancel, teardown downlinks) goes on in the background, so a
     /// slow or hanging network does not hold the caller.
     pub async fn stop(&self, campaign_id: &str) -> Result<(), EngineError> {
-        if let Some(run) = self.engine.mark_stopped(campaign_id).await? {
+        for run in self.engine.mark_stopped(campaign_id).await? {
+            self.poke(&run.id());
             let engine = self.engine.clone();
             tokio::spawn(async move {
                 if let Err(e) = engine.wind_down(&run).await {
-                    tracing::warn!(campaign = %run.campaign_id, error = %e, "winding the stopped campaign down failed");
+                    tracing::warn!(campaign = %run.campaign_id, part = run.part, error = %e, "winding the stopped campaign down failed");
                 }
             });
         }
-        self.poke(campaign_id);
         Ok(())
     }
 
-    /// An uplink that came through backend instance `via`; the campaigns
-    /// it answered step soon.
+    /// An uplink that came through backend instance `via`; the runs it
+    /// answered step soon.
     pub async fn on_uplink(&self, via: &str, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<(), EngineError> {
-        for campaign in self.engine.on_uplink(Some(via), dev_eui, fport, payload).await? {
-            self.poke(&campaign);
+        for run_id in self.engine.on_uplink(Some(via), dev_eui, fport, payload).await? {
+            self.poke(&run_id);
         }
         Ok(())
     }
 
-    pub fn poke(&self, campaign_id: &str) {
-        if let Some(t) = self.tasks.lock().unwrap().get(campaign_id) {
+    /// Step a run soon.
+    pub fn poke(&self, run_id: &str) {
+        if let Some(t) = self.tasks.lock().unwrap().get(run_id) {
             t.wake.notify_one();
         }
     }
 
-    fn spawn(&self, campaign_id: &str) {
+    /// Step every run of a campaign soon (its network changed, say).
+    pub fn poke_campaign(&self, campaign_id: &str) {
+        if let Ok(Some(first)) = self.engine.store.get::<CampaignRun>(campaign_id) {
+            for id in first.sibling_ids() {
+                self.poke(&id);
+            }
+        }
+    }
+
+    fn spawn(&self, run_id: &str) {
         let mut tasks = self.tasks.lock().unwrap();
-        if tasks.get(campaign_id).is_some_and(|t| !t.handle.is_finished()) {
+        if tasks.get(run_id).is_some_and(|t| !t.handle.is_finished()) {
             return;
         }
         let wake = Arc::new(Notify::new());
-        let handle = tokio::spawn(drive(self.engine.clone(), campaign_id.to_string(), wake.clone()));
-        tasks.insert(campaign_id.to_string(), Task { wake, handle });
+        let handle = tokio::spawn(drive(self.engine.clone(), run_id.to_string(), wake.clone()));
+        tasks.insert(run_id.to_string(), Task { wake, handle });
     }
 
     /// Stop every task (the campaigns stay RUNNING in the store).
@@ -102,14 +116,14 @@ impl<N: Network> Drop for Runner<N> {
     }
 }
 
-async fn drive<N: Network>(engine: Arc<Engine<N>>, campaign_id: String, wake: Arc<Notify>) {
+async fn drive<N: Network>(engine: Arc<Engine<N>>, run_id: String, wake: Arc<Notify>) {
     let clock = engine.clock.clone();
     loop {
-        let next = match engine.step(&campaign_id).await {
+        let next = match engine.step(&run_id).await {
             Ok(Some(at)) => at,
             Ok(None) => return,
             Err(e) => {
-                tracing::error!(campaign = %campaign_id, error = %e, "campaign step failed; trying again later");
+                tracing::error!(run = %run_id, error = %e, "campaign step failed; trying again later");
                 clock.now_unix_ms() + STEP_RETRY_MS
             }
         };

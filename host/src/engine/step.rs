@@ -5,7 +5,7 @@
 //! network, without the campaign's lock: a crash at any point re-sends at
 //! most one step's downlinks and never reuses an FCnt.
 
-use super::{context, status_report};
+use super::{context, run, status_report};
 use super::run::{CampaignRun, DeviceRun, NetworkTrouble, RunStatus, Stage, StageMode};
 use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadPayload, OffloadState, OffloadStatus};
 use crate::clock::unix_ms_to_gps_seconds;
@@ -245,17 +245,17 @@ impl<N: Network> Engine<N> {
     /// Three parts: under the campaign's lock, decide and store; without
     /// it, ask the network; under the lock again, record what it answered.
     /// A slow or hanging network so never keeps uplinks or a stop waiting.
-    pub async fn step(&self, campaign_id: &str) -> Result<Option<u64>, EngineError> {
+    pub async fn step(&self, run_id: &str) -> Result<Option<u64>, EngineError> {
         let decided = {
-            let _held = self.lock(campaign_id).await;
-            self.decide(campaign_id).await?
+            let _held = self.lock(run_id).await;
+            self.decide(run_id).await?
         };
         let next = match decided {
             Decided::Done(next) => next,
             Decided::Ask { backend, group, call, now, wake } => {
                 let answer = self.ask(&backend, &group, call).await;
-                let _held = self.lock(campaign_id).await;
-                self.take_answer(campaign_id, &backend, &group, now, wake, answer).await?
+                let _held = self.lock(run_id).await;
+                self.take_answer(run_id, &backend, &group, now, wake, answer).await?
             }
         };
         match next {
@@ -266,7 +266,7 @@ impl<N: Network> Engine<N> {
             }
             Next::Undo(Undo::CancelOffload { backend, handle }) => {
                 if let Err(e) = self.network.offload_cancel(&backend, &handle).await {
-                    tracing::warn!(campaign = %campaign_id, error = %e, "the gateway's session, started as the campaign stopped, could not be cancelled");
+                    tracing::warn!(run = %run_id, error = %e, "the gateway's session, started as the campaign stopped, could not be cancelled");
                 }
                 Ok(None)
             }
@@ -278,8 +278,8 @@ impl<N: Network> Engine<N> {
     }
 
     /// The locked first part of a step: what is due, stored and flushed.
-    async fn decide(&self, campaign_id: &str) -> Result<Decided, EngineError> {
-        let Some(mut run) = self.store.get::<CampaignRun>(campaign_id)? else { return Err(EngineError::NotFound(campaign_id.into())) };
+    async fn decide(&self, run_id: &str) -> Result<Decided, EngineError> {
+        let Some(mut run) = self.store.get::<CampaignRun>(run_id)? else { return Err(EngineError::NotFound(run_id.into())) };
         if run.status != RunStatus::Running {
             return Ok(Decided::Done(Next::At(None)));
         }
@@ -293,13 +293,9 @@ impl<N: Network> Engine<N> {
         let Some(stage) = run.current().cloned() else {
             return self.close(run, None).map(Decided::Done);
         };
-        let group = self
-            .store
-            .get::<MulticastGroup>(&run.group.to_string())?
-            .ok_or_else(|| EngineError::Invalid("multicast group is gone".into()))?;
-        let backend = self.campaign(&run.campaign_id)?.backend_instance;
+        let (backend, group) = self.network_of(&run)?;
         if run.group_backend.as_deref() != Some(backend.as_str()) {
-            let devices: Vec<Eui> = self.device_runs(&run.campaign_id)?.iter().map(|d| d.dev_eui).collect();
+            let devices: Vec<Eui> = self.members(&run)?.iter().map(|d| d.dev_eui).collect();
             let call = NetworkCall::CreateGroup { devices, next_fcnt: run.next_fcnt };
             return Ok(Decided::Ask { backend, group, call, now, wake: Some(now) });
         }
@@ -358,8 +354,8 @@ impl<N: Network> Engine<N> {
 
     /// The locked last part of a step: what the network answered, recorded
     /// in the run as it is now (a stop may have come meanwhile).
-    async fn take_answer(&self, campaign_id: &str, backend: &str, group: &MulticastGroup, now: u64, wake: Option<u64>, answer: NetworkAnswer) -> Result<Next, EngineError> {
-        let Some(mut run) = self.store.get::<CampaignRun>(campaign_id)?.filter(|r| r.status == RunStatus::Running) else {
+    async fn take_answer(&self, run_id: &str, backend: &str, group: &MulticastGroup, now: u64, wake: Option<u64>, answer: NetworkAnswer) -> Result<Next, EngineError> {
+        let Some(mut run) = self.store.get::<CampaignRun>(run_id)?.filter(|r| r.status == RunStatus::Running) else {
             // Stopped meanwhile: the stop's wind-down could not see what
             // the network has just done.
             return Ok(match answer {
@@ -393,7 +389,7 @@ impl<N: Network> Engine<N> {
             return self.close(run, Some(e));
         }
         for (eui, why) in &unsent.refused {
-            if let Some(mut dev) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.campaign_id, *eui))? {
+            if let Some(mut dev) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.id(), *eui))? {
                 dev.failed = Some(format!("the network refused its downlink: {why}"));
                 self.store.put(&dev)?;
             }
@@ -471,7 +467,7 @@ impl<N: Network> Engine<N> {
             "network unavailable; the step's downlinks wait"
         );
         for eui in unsent.unicasts {
-            if let Some(mut dev) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.campaign_id, eui))? {
+            if let Some(mut dev) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.id(), eui))? {
                 dev.attempts = dev.attempts.saturating_sub(1);
                 dev.next_retry_ms = retry_at;
                 self.store.put(&dev)?;
@@ -499,7 +495,7 @@ impl<N: Network> Engine<N> {
     /// backoff; the stage ends when every device answered or gave up.
     async fn unicast_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
         let stage = run.current().cloned().unwrap();
-        let devices = self.device_runs(&run.campaign_id)?;
+        let devices = self.members(run)?;
         if session_setup_stage(&run.stages) == Some(run.stage) && run.session_start_gps == 0 {
             // The session starts once every device had all its chances to
             // answer, backoff included: the slowest to uplink sets it.
@@ -628,7 +624,7 @@ impl<N: Network> Engine<N> {
     /// more coded ones sized from what they report (closed loop).
     async fn status_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
         let stage = run.current().cloned().unwrap();
-        let devices = self.device_runs(&run.campaign_id)?;
+        let devices = self.members(run)?;
         let waiting = |d: &DeviceRun| d.active() && !d.holds_file && !d.answered;
         let Some(sent_ms) = run.round_sent_ms else {
             // A new round: ask everyone still unsure.
@@ -706,8 +702,8 @@ impl<N: Network> Engine<N> {
         let data = self.store.blobs().read(run.payload_sha256.as_deref().unwrap_or("")).map_err(|e| EngineError::Invalid(format!("payload: {e}")))?;
         let message = self.campaign(&run.campaign_id)?.message;
         Ok(OffloadJob {
-            name: format!("airlift-{}", run.campaign_id),
-            devices: self.device_runs(&run.campaign_id)?.iter().filter(|d| d.active()).map(|d| d.dev_eui).collect(),
+            name: format!("airlift-{}", run.id()),
+            devices: self.members(run)?.iter().filter(|d| d.active()).map(|d| d.dev_eui).collect(),
             group: group.clone(),
             data,
             // The campaign's own session start, when it has one: the
@@ -744,7 +740,7 @@ impl<N: Network> Engine<N> {
         run.network_failures = 0;
         run.network_trouble = None;
         let Some(status) = status else { return Ok(Some(now + OFFLOAD_POLL_MS)) };
-        let mut devices = self.device_runs(&run.campaign_id)?;
+        let mut devices = self.members(run)?;
         for o in &status.devices {
             let Some(d) = devices.iter_mut().find(|d| d.dev_eui == o.dev_eui && d.active()) else { continue };
             d.offload_percent = Some(o.percent);
@@ -780,11 +776,30 @@ impl<N: Network> Engine<N> {
         }
     }
 
+    /// Whether the campaign can still meet its success threshold, with
+    /// `active` devices of this run still in. Thresholds are over all the
+    /// campaign's devices: a group that lost many goes on while the others
+    /// make up for it (their records are read only then).
+    fn threshold_reachable(&self, run: &CampaignRun, active: usize) -> Result<bool, EngineError> {
+        let locally = active * 100 >= run.success_threshold as usize * run.device_count;
+        if locally || run.parts <= 1 {
+            return Ok(locally);
+        }
+        let needed = run.success_threshold as usize * run.campaign_devices();
+        let mut in_campaign = active;
+        for id in run.sibling_ids().filter(|id| *id != run.id()) {
+            if let Some(other) = self.store.get::<CampaignRun>(&id)? {
+                in_campaign += DeviceRun::all_of(&self.store, &other)?.iter().filter(|d| d.active()).count();
+            }
+        }
+        Ok(in_campaign * 100 >= needed)
+    }
+
     /// Move to the next stage if enough devices are still in.
     fn advance(&self, run: &mut CampaignRun, now: u64, check_threshold: bool) -> Result<(), EngineError> {
-        let devices = self.device_runs(&run.campaign_id)?;
+        let devices = self.members(run)?;
         let active = devices.iter().filter(|d| d.active()).count();
-        if check_threshold && active * 100 < run.success_threshold as usize * run.device_count {
+        if check_threshold && !self.threshold_reachable(run, active)? {
             let name = run.current().map(|s| s.name.clone()).unwrap_or_default();
             run.status = RunStatus::Failed;
             run.error = Some(format!("success threshold not met at {name}: {active} of {} devices", run.device_count));
@@ -813,7 +828,7 @@ impl<N: Network> Engine<N> {
     fn close(&self, mut run: CampaignRun, error: Option<String>) -> Result<Next, EngineError> {
         let kind = self.campaign_type(&run)?;
         let mut succeeded = 0;
-        for mut d in self.device_runs(&run.campaign_id)? {
+        for mut d in self.members(&run)? {
             // A device that got the file (and, for an update, reports the
             // new firmware) succeeded even when the campaign as a whole
             // did not; a setup only counts when every stage ran.
@@ -847,11 +862,29 @@ impl<N: Network> Engine<N> {
         }
         run.finished_ms = Some(self.now());
         self.store.put(&run)?;
-        self.set_campaign_status(&run.campaign_id, if run.status == RunStatus::Succeeded { CampaignStatus::Succeeded } else { CampaignStatus::Failed })?;
         self.unindex(&run)?;
+        tracing::info!(campaign = %run.campaign_id, part = run.part, status = ?run.status, succeeded, "campaign run finished");
+        self.close_campaign_when_done(&run.campaign_id)?;
         self.store.flush()?;
-        tracing::info!(campaign = %run.campaign_id, status = ?run.status, succeeded, "campaign finished");
         Ok(Next::Closed(run))
+    }
+
+    /// Once its last run is over, the campaign's status: over all its
+    /// devices. Runs closing at once may both get here; they write the
+    /// same outcome.
+    fn close_campaign_when_done(&self, campaign_id: &str) -> Result<(), EngineError> {
+        let parts = self.parts(campaign_id)?;
+        let runs: Vec<&CampaignRun> = parts.iter().map(|p| &p.run).collect();
+        let succeeded = parts.iter().flat_map(|p| &p.devices).filter(|d| d.succeeded).count();
+        let status = match run::overall_status(&runs, succeeded) {
+            RunStatus::Running | RunStatus::Stopping => return Ok(()),
+            RunStatus::Stopped => CampaignStatus::Stopped,
+            RunStatus::Succeeded => CampaignStatus::Succeeded,
+            RunStatus::Failed => CampaignStatus::Failed,
+        };
+        self.set_campaign_status(campaign_id, status)?;
+        tracing::info!(campaign = %campaign_id, status = ?status, succeeded, groups = runs.len(), "campaign finished");
+        Ok(())
     }
 
     /// The inventory follows what a device last reported running, so the

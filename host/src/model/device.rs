@@ -42,6 +42,15 @@ pub struct Device {
     /// when an operator entered it).
     #[serde(default)]
     pub firmware_changed_by: Option<String>,
+    /// The multicast group a campaign reaches the device through (seed
+    /// 002's per-device `mcGroup`); without one, the first group of the
+    /// campaign's first region.
+    #[serde(default)]
+    pub mc_group: Option<Eui>,
+    /// Seconds between the device's uplinks (seed 002's `uplinkRate`);
+    /// before its profile's uplink period.
+    #[serde(default)]
+    pub uplink_rate: Option<u32>,
     pub archived: bool,
 }
 
@@ -61,6 +70,11 @@ pub struct DeviceInput {
     pub device_key: Option<String>,
     pub device_profile: Option<String>,
     pub firmware: Option<String>,
+    #[serde(default)]
+    pub mc_group: Option<Eui>,
+    /// Seconds, 1 or more.
+    #[serde(default)]
+    pub uplink_rate: Option<u32>,
 }
 
 fn default_classes() -> Vec<SessionClass> {
@@ -105,6 +119,12 @@ impl Editable for Device {
         if let Some(f) = &input.firmware {
             super::parse_firmware_version("firmware", f)?;
         }
+        if let Some(group) = &input.mc_group {
+            require_ref::<super::MulticastGroup>(ctx, "mcGroup", &group.to_string())?;
+        }
+        if input.uplink_rate == Some(0) {
+            return Err(FieldError::new("uplinkRate", "must be 1 second or more"));
+        }
         let (firmware_changed, firmware_changed_by) = match prior {
             Some(p) if p.firmware == input.firmware => (p.firmware_changed, p.firmware_changed_by.clone()),
             _ if input.firmware.is_some() => (Some(ctx.now), None),
@@ -121,6 +141,8 @@ impl Editable for Device {
             firmware: input.firmware,
             firmware_changed,
             firmware_changed_by,
+            mc_group: input.mc_group,
+            uplink_rate: input.uplink_rate,
             archived: prior.is_some_and(|p| p.archived),
         })
     }

@@ -111,6 +111,11 @@ pub struct MulticastGroup {
     pub ping_slot_periodicity: u8,
     pub session_class: SessionClass,
     pub mc_key: Option<Sealed>,
+    /// The network the group is sent through; without one, the
+    /// campaign's backend instance. Groups on different instances let one
+    /// campaign reach devices behind several networks.
+    #[serde(default)]
+    pub backend_instance: Option<String>,
     pub archived: bool,
 }
 object!(MulticastGroup, "multicast-groups", |s| s.dev_eui.to_string(), secrets = ["mcKey"]);
@@ -143,6 +148,8 @@ pub struct MulticastGroupInput {
     pub session_class: SessionClass,
     /// 32 hex digits; a random key is generated when absent. Write-only.
     pub mc_key: Option<String>,
+    #[serde(default)]
+    pub backend_instance: Option<String>,
 }
 
 /// A group's redundancy as the percent of uncoded fragments in all sent:
@@ -189,6 +196,9 @@ impl Editable for MulticastGroup {
         if !(100_000_000..=1_000_000_000).contains(&input.frequency) {
             return Err(FieldError::new("frequency", "must be in Hz (100 MHz to 1 GHz)"));
         }
+        if let Some(instance) = &input.backend_instance {
+            super::require_ref::<super::BackendInstance>(ctx, "backendInstance", instance)?;
+        }
         let mc_key = match (&input.mc_key, prior) {
             (Some(k), _) => ctx.vault.seal(&parse_key128("mcKey", k)?),
             (None, Some(p)) if p.mc_key.is_some() => p.mc_key.clone().unwrap(),
@@ -212,6 +222,7 @@ impl Editable for MulticastGroup {
             ping_slot_periodicity: input.ping_slot_periodicity,
             session_class: input.session_class,
             mc_key: Some(mc_key),
+            backend_instance: input.backend_instance,
             archived: prior.is_some_and(|p| p.archived),
         })
     }

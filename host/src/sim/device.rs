@@ -235,9 +235,13 @@ impl DeviceModel {
         self.received_file = Some(file);
     }
 
-    /// The session is over: back to class A.
-    pub fn end_session(&mut self) {
-        self.session = None;
+    /// The session of the group at `mc_addr` is over: back to class A.
+    /// A session of another group goes on; one whose group the device
+    /// deleted (McGroupDeleteReq) ends too.
+    pub fn end_session(&mut self, mc_addr: u32) {
+        if self.session.is_some_and(|s| self.group(s.group).is_none_or(|(addr, _, _)| addr == mc_addr)) {
+            self.session = None;
+        }
     }
 
     /// M of a fragmentation session.

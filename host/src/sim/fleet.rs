@@ -14,7 +14,7 @@ use crate::model::{Eui, MulticastGroup};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// How a simulated device misbehaves.
@@ -84,7 +84,8 @@ struct SimDevice {
     /// Fragments of the current session heard, and at which multicast
     /// transmission the device had heard M of them.
     fragments_heard: u32,
-    heard_m_at: Option<u32>,
+    /// (the group's McAddr, that transmission's number in its group)
+    heard_m_at: Option<(u32, u32)>,
 }
 
 struct State {
@@ -93,8 +94,8 @@ struct State {
     /// Uplinks in flight: (due ms, sequence, device, fport, payload).
     uplinks: BinaryHeap<Reverse<(u64, u64, Eui, u8, Vec<u8>)>>,
     seq: u64,
-    /// DataFragment transmissions so far.
-    fragment_transmissions: u32,
+    /// DataFragment transmissions so far, per multicast group (McAddr).
+    fragment_transmissions: HashMap<u32, u32>,
     /// Unicast requests delivered, by (FPort, CID).
     unicast_requests: BTreeMap<(u8, u8), usize>,
     /// Uplinks handed to the server.
@@ -109,8 +110,9 @@ struct State {
     down_until_ms: u64,
     /// Calls refused that way.
     refused_calls: u64,
-    /// DataFragment numbers sent, and how many went out twice.
-    fragment_numbers: BTreeSet<u16>,
+    /// DataFragment numbers sent per group (McAddr), and how many went
+    /// out twice.
+    fragment_numbers: BTreeSet<(u32, u16)>,
     repeated_fragments: u64,
 }
 
@@ -166,7 +168,7 @@ impl SimFleet {
             rng,
             uplinks: BinaryHeap::new(),
             seq: 0,
-            fragment_transmissions: 0,
+            fragment_transmissions: HashMap::new(),
             unicast_requests: BTreeMap::new(),
             uplinks_delivered: 0,
             acknowledged: BTreeSet::new(),
@@ -310,10 +312,16 @@ impl SimFleet {
         self.state.lock().unwrap().devices.get(&eui).is_some_and(|d| d.model.session.is_some())
     }
 
-    /// For each device that heard M fragments, the transmission at which it
-    /// did; the maximum is the least any sender could have sent.
+    /// For each device that heard M fragments, the transmission of its
+    /// group at which it did; the maximum per group is the least any
+    /// sender could have sent it, and the bound is their sum.
     pub fn fragments_lower_bound(&self) -> u32 {
-        self.state.lock().unwrap().devices.values().filter_map(|d| d.heard_m_at).max().unwrap_or(0)
+        let mut per_group: HashMap<u32, u32> = HashMap::new();
+        for (group, at) in self.state.lock().unwrap().devices.values().filter_map(|d| d.heard_m_at) {
+            let most = per_group.entry(group).or_default();
+            *most = (*most).max(at);
+        }
+        per_group.values().sum()
     }
 }
 
@@ -344,7 +352,7 @@ impl SimFleet {
     /// as a network server does; each device hears it unless lost.
     pub fn deliver_multicast(&self, keys: &GroupSessionKeys, fcnt: u32, fport: u8, payload: &[u8]) {
         let phy = frame::encode(&keys.app_s_key, &keys.net_s_key, keys.dev_addr, fcnt, fport, payload);
-        self.transmit_multicast(phy, payload);
+        self.transmit_multicast(keys.dev_addr, phy, payload);
     }
 
     /// A multicast frame whose FRMPayload the application encrypted goes
@@ -353,22 +361,25 @@ impl SimFleet {
     /// devices as garbage.
     pub fn deliver_multicast_encrypted(&self, keys: &GroupSessionKeys, fcnt: u32, fport: u8, frm_payload: &[u8]) {
         let phy = frame::encode_encrypted(&keys.net_s_key, keys.dev_addr, fcnt, fport, frm_payload);
-        self.transmit_multicast(phy, &frame::decrypt(&keys.app_s_key, keys.dev_addr, fcnt, frm_payload));
+        self.transmit_multicast(keys.dev_addr, phy, &frame::decrypt(&keys.app_s_key, keys.dev_addr, fcnt, frm_payload));
     }
 
     /// Every device hears `phy` unless lost; `payload` is what it carries.
-    fn transmit_multicast(&self, phy: Vec<u8>, payload: &[u8]) {
+    fn transmit_multicast(&self, mc_addr: u32, phy: Vec<u8>, payload: &[u8]) {
         let is_fragment = payload.first() == Some(&0x08);
         let (now, gps) = (self.clock.now_unix_ms(), self.gps());
         let mut st = self.state.lock().unwrap();
-        if is_fragment {
-            st.fragment_transmissions += 1;
+        let transmission = if is_fragment {
             let number = payload.get(1..3).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) & 0x3fff);
-            if !st.fragment_numbers.insert(number) {
+            if !st.fragment_numbers.insert((mc_addr, number)) {
                 st.repeated_fragments += 1;
             }
-        }
-        let transmission = st.fragment_transmissions;
+            let sent = st.fragment_transmissions.entry(mc_addr).or_default();
+            *sent += 1;
+            *sent
+        } else {
+            0
+        };
         let euis: Vec<Eui> = st.devices.keys().copied().collect();
         for eui in euis {
             let State { devices, rng, .. } = &mut *st;
@@ -381,7 +392,7 @@ impl SimFleet {
                 device.fragments_heard += 1;
                 let m = device.model.frag_nb(0).unwrap_or(u32::MAX);
                 if device.heard_m_at.is_none() && device.fragments_heard >= m {
-                    device.heard_m_at = Some(transmission);
+                    device.heard_m_at = Some((mc_addr, transmission));
                 }
             }
             self.queue_replies(&mut st, eui, replies, now);
@@ -402,10 +413,11 @@ impl SimFleet {
         }
     }
 
-    /// Every device leaves its multicast session (class A again).
-    pub fn end_sessions(&self) {
+    /// The group at `mc_addr` is done: its devices leave its multicast
+    /// session (class A again).
+    pub fn end_sessions(&self, mc_addr: u32) {
         for d in self.state.lock().unwrap().devices.values_mut() {
-            d.model.end_session();
+            d.model.end_session(mc_addr);
         }
     }
 }
@@ -457,8 +469,8 @@ impl Network for SimFleet {
         Ok(None)
     }
 
-    async fn end_session(&self, _backend: &str, _group: &MulticastGroup) {
-        self.end_sessions();
+    async fn end_session(&self, _backend: &str, group: &MulticastGroup) {
+        self.end_sessions(crate::engine::context::mc_addr(group));
     }
 
     async fn offloads(&self, _backend: &str) -> Result<bool, NetworkError> {
@@ -490,7 +502,7 @@ pub async fn drive(engine: &Engine<SimFleet>, clock: &ManualClock, campaign_id: 
 /// (a wrapper, or one network of several).
 pub async fn drive_fleet<N: Network>(engine: &Engine<N>, fleet: &SimFleet, clock: &ManualClock, campaign_id: &str, mut keep_going: impl FnMut(&Engine<N>) -> bool) -> Result<bool, EngineError> {
     loop {
-        let wake = engine.step(campaign_id).await?;
+        let wake = step_all(engine, campaign_id).await?;
         let go_on = keep_going(engine);
         let Some(wake) = wake else { return Ok(true) };
         if !go_on {
@@ -517,6 +529,22 @@ pub async fn drive_fleet<N: Network>(engine: &Engine<N>, fleet: &SimFleet, clock
             clock.advance_to(next_uplink.max(now + 1_000));
         }
     }
+}
+
+/// Step every run of a campaign (one per multicast group); the earliest
+/// wake of those still going, None once all are over.
+async fn step_all<N: Network>(engine: &Engine<N>, campaign_id: &str) -> Result<Option<u64>, EngineError> {
+    let ids: Vec<String> = match engine.store.get::<crate::engine::CampaignRun>(campaign_id)? {
+        Some(first) => first.sibling_ids().collect(),
+        None => return Err(EngineError::NotFound(campaign_id.into())),
+    };
+    let mut wake: Option<u64> = None;
+    for id in ids {
+        if let Some(at) = engine.step(&id).await? {
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
+    }
+    Ok(wake)
 }
 
 /// How long uplinks may accumulate before the driver steps the engine.

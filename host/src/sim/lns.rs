@@ -105,8 +105,8 @@ async fn create_group(State(s): State<Arc<Shared>>, headers: HeaderMap, Json(g):
 
 async fn delete_group(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(group): Path<String>) -> ApiResult {
     s.check_token(&headers)?;
-    s.groups.lock().unwrap().remove(&eui(&group)?).ok_or((StatusCode::NOT_FOUND, format!("no group {group}")))?;
-    s.fleet.end_sessions();
+    let removed = s.groups.lock().unwrap().remove(&eui(&group)?).ok_or((StatusCode::NOT_FOUND, format!("no group {group}")))?;
+    s.fleet.end_sessions(removed.dev_addr);
     Ok(Json(serde_json::json!({})))
 }
 

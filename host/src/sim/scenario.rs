@@ -46,6 +46,12 @@ pub struct ScenarioConfig {
     pub signing_key: Option<[u8; 32]>,
     /// Class of the multicast session.
     pub session_class: SessionClass,
+    /// Multicast groups the devices are spread over (round robin, each
+    /// device naming its group), one after another from `group_eui`.
+    pub groups: usize,
+    /// Simulated backend instances the groups are sent through (round
+    /// robin), all reaching the one fleet ([`provision`] only).
+    pub networks: usize,
 }
 
 impl ScenarioConfig {
@@ -65,6 +71,8 @@ impl ScenarioConfig {
             message: None,
             signing_key: None,
             session_class: SessionClass::C,
+            groups: 1,
+            networks: 1,
         }
     }
 }
@@ -85,8 +93,10 @@ fn hex(b: &[u8]) -> String {
 /// in process (the fleet is the engine's network).
 pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>, clock: Arc<ManualClock>, config: &ScenarioConfig) -> Result<Scenario, ScenarioError> {
     let (fleet, devices) = SimFleet::new(config.fleet.clone(), clock.clone(), vault.clone(), config.first_eui, &config.behaviours);
-    let backend = BackendInstanceInput { name: "simulated network".into(), plugin: "simulated".into(), settings: Default::default(), secrets: Default::default(), allowed_hosts: vec![], transport: Default::default() };
-    let objects = provision_objects(store, vault, clock.now_unix_ms(), config, &devices, backend)?;
+    let backends = (1..=config.networks.max(1))
+        .map(|n| BackendInstanceInput { name: format!("simulated network {n}"), plugin: "simulated".into(), settings: Default::default(), secrets: Default::default(), allowed_hosts: vec![], transport: Default::default() })
+        .collect();
+    let objects = provision_objects(store, vault, clock.now_unix_ms(), config, &devices, backends)?;
     let engine = Engine::new(store.clone(), runtime.clone(), clock.clone(), Arc::new(fleet));
     Ok(Scenario { engine, clock, campaign_id: objects.campaign_id, image: objects.image, devices })
 }
@@ -94,15 +104,38 @@ pub fn provision(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
 /// What [`provision_objects`] created.
 pub struct Objects {
     pub campaign_id: String,
+    /// The campaign's backend instance (the first).
     pub backend_instance: String,
+    /// Every backend instance, in the order given.
+    pub backend_instances: Vec<String>,
+    /// The multicast groups, in order.
+    pub groups: Vec<Eui>,
     pub image: Vec<u8>,
 }
 
+/// The multicast group of device number `i` of a scenario.
+pub fn group_of(config: &ScenarioConfig, i: usize) -> Eui {
+    Eui(config.group_eui + (i % config.groups.max(1)) as u64)
+}
+
 /// The server's side of a scenario: profile, devices with the keys the
-/// server holds, group, set, region, file, backend instance and campaign.
-pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config: &ScenarioConfig, devices: &[Provisioned], backend: BackendInstanceInput) -> Result<Objects, ScenarioError> {
+/// server holds, groups, set, region, file, backend instances and
+/// campaign. With several groups each device names its own (round robin);
+/// with several backend instances each group is sent through one of them
+/// (round robin), the first being the campaign's.
+pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config: &ScenarioConfig, devices: &[Provisioned], backends: Vec<BackendInstanceInput>) -> Result<Objects, ScenarioError> {
     let now = chrono::DateTime::from_timestamp_millis(now_ms as i64).unwrap_or_default();
     let ctx = InputContext { store, vault, now };
+    let mut backend_instances = Vec::with_capacity(backends.len());
+    for input in backends {
+        let backend = BackendInstance::from_input(input, None, &ctx)?;
+        store.put(&backend)?;
+        backend_instances.push(backend.id);
+    }
+    let Some(campaign_backend) = backend_instances.first().cloned() else {
+        return Err(FieldError::new("backendInstance", "a scenario needs a backend instance").into());
+    };
+    let groups = config.groups.max(1);
     let profile = DeviceProfileInput {
         name: "simulated device".into(),
         description: String::new(),
@@ -119,7 +152,7 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
     };
     let profile = DeviceProfile::from_input(profile, None, &ctx)?;
     store.put(&profile)?;
-    for p in devices {
+    for (i, p) in devices.iter().enumerate() {
         let input = DeviceInput {
             dev_eui: p.dev_eui,
             name: format!("sim-{}", p.dev_eui),
@@ -129,29 +162,35 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
             device_key: Some(hex(&p.server_key)),
             device_profile: Some(profile.id.clone()),
             firmware: Some("1.0.0.0".into()),
+            mc_group: (groups > 1).then(|| group_of(config, i)),
+            uplink_rate: None,
         };
+        // The groups come first: a device names its own.
+        if i < groups {
+            let group = MulticastGroupInput {
+                dev_eui: group_of(config, i),
+                name: format!("simulated group {}", i + 1),
+                tag: String::new(),
+                ism_band: IsmBand::EU868,
+                dl_dwell_time: false,
+                dev_addr: format!("{:08x}", 0x01ff_ffff - i as u32),
+                group_id: 0,
+                frequency: 869_525_000,
+                data_rate: 5,
+                redundancy: None,
+                ping_slot_periodicity: if config.session_class == SessionClass::B { 4 } else { 0 },
+                session_class: config.session_class,
+                mc_key: None,
+                backend_instance: (backend_instances.len() > 1).then(|| backend_instances[i % backend_instances.len()].clone()),
+            };
+            store.put(&MulticastGroup::from_input(group, None, &ctx)?)?;
+        }
         store.put(&Device::from_input(input, None, &ctx)?)?;
     }
-    let group_eui = Eui(config.group_eui);
-    let group = MulticastGroupInput {
-        dev_eui: group_eui,
-        name: "simulated group".into(),
-        tag: String::new(),
-        ism_band: IsmBand::EU868,
-        dl_dwell_time: false,
-        dev_addr: "01ffffff".into(),
-        group_id: 0,
-        frequency: 869_525_000,
-        data_rate: 5,
-        redundancy: None,
-        ping_slot_periodicity: if config.session_class == SessionClass::B { 4 } else { 0 },
-        session_class: config.session_class,
-        mc_key: None,
-    };
-    store.put(&MulticastGroup::from_input(group, None, &ctx)?)?;
+    let group_euis: Vec<Eui> = (0..groups.min(devices.len()).max(1)).map(|i| group_of(config, i)).collect();
     let set = DeviceSet::from_input(DeviceSetInput { name: "fleet".into(), description: String::new(), devices: devices.iter().map(|p| p.dev_eui).collect() }, None, &ctx)?;
     store.put(&set)?;
-    let region = Region::from_input(RegionInput { name: "region".into(), description: String::new(), multicast_groups: vec![group_eui] }, None, &ctx)?;
+    let region = Region::from_input(RegionInput { name: "region".into(), description: String::new(), multicast_groups: group_euis.clone() }, None, &ctx)?;
     store.put(&region)?;
     let smart_delta_key = match &config.signing_key {
         Some(secret) => {
@@ -185,8 +224,6 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
         store.put(&StoredFile::with_metadata(id.clone(), image.len() as u64, input, None, &ctx)?)?;
         Some(id)
     };
-    let backend = BackendInstance::from_input(backend, None, &ctx)?;
-    store.put(&backend)?;
     let campaign = CampaignInput {
         name: "simulated campaign".into(),
         description: String::new(),
@@ -199,13 +236,13 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
         max_duration_minutes: config.max_duration_minutes,
         success_threshold: config.success_threshold,
         device_library: config.library.clone(),
-        backend_instance: backend.id.clone(),
+        backend_instance: campaign_backend.clone(),
         update_type: config.update_type.clone(),
         message: config.message.clone(),
     };
     let campaign = Campaign::from_input(campaign, None, &ctx)?;
     store.put(&campaign)?;
-    Ok(Objects { campaign_id: campaign.id, backend_instance: backend.id, image })
+    Ok(Objects { campaign_id: campaign.id, backend_instance: campaign_backend, backend_instances, groups: group_euis, image })
 }
 
 /// The new firmware: random bytes, or (when devices run a base image) the

@@ -52,7 +52,7 @@ impl SimSetup {
         setup.run_campaigns = false;
         setup.auth = Some(Auth::default());
         let server = Server::start(setup).await?;
-        let objects = provision_objects(&server.state.store, &vault, clock.now_unix_ms(), config, &devices, backend)?;
+        let objects = provision_objects(&server.state.store, &vault, clock.now_unix_ms(), config, &devices, vec![backend])?;
         let group = server.state.store.get::<MulticastGroup>(&Eui(config.group_eui).to_string())?.ok_or_else(|| anyhow::anyhow!("no group"))?;
         let group = (group.dev_eui, GroupSessionKeys::of(&group, &vault).map_err(anyhow::Error::msg)?);
         server.state.store.flush()?;

@@ -48,10 +48,11 @@ impl CallState {
     fn require_serves_group(&self, group: u64) -> Result<(), KeyError> {
         let grant = self.grant.as_ref().ok_or_else(|| KeyError::Denied("no backend instance".into()))?;
         let running = self.host.store.running_campaigns().map_err(|e| KeyError::Unknown(e.to_string()))?;
+        let g: MulticastGroup = self.object(group)?;
         let serves = running.iter().filter_map(|id| self.host.store.get::<crate::engine::CampaignRun>(id).ok().flatten()).any(|r| {
             r.group == Eui(group)
                 && r.status == crate::engine::RunStatus::Running
-                && self.host.store.get::<crate::model::Campaign>(&r.campaign_id).ok().flatten().is_some_and(|c| c.backend_instance == grant.instance_id)
+                && self.host.store.get::<crate::model::Campaign>(&r.campaign_id).ok().flatten().is_some_and(|c| crate::engine::backend_of(&c, &g) == grant.instance_id)
         });
         if serves {
             Ok(())
@@ -183,6 +184,8 @@ mod tests {
                 firmware: None,
                 firmware_changed: None,
                 firmware_changed_by: None,
+                mc_group: None,
+                uplink_rate: None,
                 archived: false,
             })
             .unwrap();
@@ -201,6 +204,7 @@ mod tests {
                 ping_slot_periodicity: 0,
                 session_class: SessionClass::C,
                 mc_key: Some(vault.seal(&[5; 16])),
+                backend_instance: None,
                 archived: false,
             })
             .unwrap();

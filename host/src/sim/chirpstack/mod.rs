@@ -228,9 +228,9 @@ impl Shared {
             }
             "api.MulticastGroupService/Delete" => {
                 let r = decode::<api::DeleteMulticastGroupRequest>(req)?;
-                self.groups.lock().unwrap().remove(&r.id).ok_or_else(|| not_found(&r.id))?;
+                let removed = self.groups.lock().unwrap().remove(&r.id).ok_or_else(|| not_found(&r.id))?;
                 // The group's session is over for its devices.
-                self.fleet.end_sessions();
+                self.fleet.end_sessions(u32::from_str_radix(&removed.group.mc_addr, 16).unwrap_or(0));
                 encode(&())
             }
             "api.MulticastGroupService/List" => {
