@@ -662,3 +662,85 @@ async fn a_device_whose_hardware_is_not_the_file_s_is_left_out() {
         }
     }
 }
+
+/// 60 devices over three multicast groups (device i in group i % 3), the
+/// third group's devices all silent.
+fn three_groups_one_silent(threshold: u8) -> ScenarioConfig {
+    let mut config = ScenarioConfig::new(60);
+    config.groups = 3;
+    config.success_threshold = threshold;
+    config.fleet.loss = 0.05;
+    config.fleet.seed = 21;
+    for (i, b) in config.behaviours.iter_mut().enumerate() {
+        if i % 3 == 2 {
+            *b = Behaviour::Silent;
+        }
+    }
+    config
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_multicast_group_runs_its_own_session_and_the_threshold_is_over_all_devices() {
+    let config = three_groups_one_silent(60);
+    let (_dir, clock, h, s) = fixture("lorawan-v1", &config).await;
+    let runs = s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    assert_eq!(runs.len(), 3, "one run per group");
+    assert!(drive(&s.engine, &clock, &s.campaign_id, |_| true).await.unwrap());
+
+    let parts = s.engine.parts(&s.campaign_id).unwrap();
+    let groups: Vec<Eui> = parts.iter().map(|p| p.run.group).collect();
+    assert_eq!(groups, (0..3).map(|i| Eui(config.group_eui + i)).collect::<Vec<_>>());
+    for (i, part) in parts.iter().enumerate() {
+        assert_eq!(part.devices.len(), 20);
+        // Each device is in the group it names.
+        assert!(part.devices.iter().all(|d| s.devices.iter().position(|p| p.dev_eui == d.dev_eui).unwrap() % 3 == i));
+    }
+    // The silent group ends at its first stage, with nobody left; the
+    // others are not held back and deliver the image.
+    assert_eq!(parts[2].run.status, RunStatus::Failed);
+    assert_eq!(parts[2].run.fragments_sent, 0, "no fragment goes to a group with nobody left");
+    for part in &parts[..2] {
+        assert_eq!(part.run.status, RunStatus::Succeeded, "{:?}", part.run.error);
+        assert!(part.run.fragments_sent >= part.run.layout.unwrap().nb_frag);
+        assert!(part.devices.iter().filter(|d| d.succeeded).count() >= 18, "a lost answer may fail a device, not more");
+        for d in part.devices.iter().filter(|d| d.succeeded) {
+            assert!(s.engine.network.received_file(d.dev_eui).as_deref() == Some(s.image.as_slice()), "{} lacks the image", d.dev_eui);
+        }
+    }
+    assert!(s.devices.iter().all(|p| !s.engine.network.in_session(p.dev_eui)), "every group's session ended");
+    // 36 or more of 60 devices meet the campaign's 60 %.
+    assert_eq!(campaign_status(&s), CampaignStatus::Succeeded);
+    let (status, msg) = h.get(&format!("/api/campaigns/{}/progress", s.campaign_id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(msg["campaignStatus"], "COMPLETED");
+    let succeeded = parts.iter().flat_map(|p| &p.devices).filter(|d| d.succeeded).count();
+    assert!(succeeded >= 36);
+    assert_eq!((msg["devicesTotal"].as_u64(), msg["devicesSucceeded"].as_u64()), (Some(60), Some(succeeded as u64)));
+    let per_group = msg["groups"].as_array().unwrap();
+    assert_eq!(per_group.len(), 3);
+    for (g, part) in per_group.iter().zip(&parts) {
+        assert_eq!(g["mcGroupEui"], part.run.group.to_string());
+        assert_eq!(g["mcGroupState"]["fCntDown"], part.run.next_fcnt);
+    }
+    assert!(per_group[0]["mcGroupState"]["fCntDown"].as_u64().unwrap() > 0);
+    let (_, devices) = h.get(&format!("/api/campaigns/{}/devices", s.campaign_id)).await;
+    assert_eq!(devices.as_array().unwrap().len(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_group_that_sinks_the_campaign_s_threshold_stops_the_others() {
+    // 40 of 60 can never reach 80 %: once the silent group is out, the
+    // others stop at the end of their stage rather than run to the end.
+    let config = three_groups_one_silent(80);
+    let (_dir, clock, _h, s) = fixture("lorawan-v1", &config).await;
+    run_through(&s, &clock, options(&config)).await;
+    let parts = s.engine.parts(&s.campaign_id).unwrap();
+    assert_eq!(campaign_status(&s), CampaignStatus::Failed);
+    assert_eq!(parts[2].run.fragments_sent, 0);
+    for part in &parts {
+        assert_eq!(part.run.status, RunStatus::Failed);
+        assert!(part.run.error.as_deref().is_some_and(|e| e.contains("success threshold not met")), "{:?}", part.run.error);
+        assert!(part.run.stage + 1 < part.run.stages.len(), "{} stopped at stage {} of {}", part.run.group, part.run.stage, part.run.stages.len());
+        assert!(part.devices.iter().all(|d| !d.succeeded));
+    }
+}

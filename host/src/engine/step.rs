@@ -779,11 +779,13 @@ impl<N: Network> Engine<N> {
     /// Whether the campaign can still meet its success threshold, with
     /// `active` devices of this run still in. Thresholds are over all the
     /// campaign's devices: a group that lost many goes on while the others
-    /// make up for it (their records are read only then).
+    /// make up for it, and a group with none left ends.
     fn threshold_reachable(&self, run: &CampaignRun, active: usize) -> Result<bool, EngineError> {
-        let locally = active * 100 >= run.success_threshold as usize * run.device_count;
-        if locally || run.parts <= 1 {
-            return Ok(locally);
+        if run.parts <= 1 {
+            return Ok(active * 100 >= run.success_threshold as usize * run.device_count);
+        }
+        if active == 0 {
+            return Ok(false);
         }
         let needed = run.success_threshold as usize * run.campaign_devices();
         let mut in_campaign = active;
