@@ -213,11 +213,24 @@ impl SimFleet {
 
     /// Uplinks due by now, in order, with the lost ones dropped.
     pub fn take_due_uplinks(&self) -> Vec<(Eui, u8, Vec<u8>)> {
+        self.take_due_uplinks_heard_by(|_| true)
+    }
+
+    /// [`Self::take_due_uplinks`] for a network that hears only the
+    /// devices `hears` names (the others are behind another network; their
+    /// uplinks stay for it).
+    pub fn take_due_uplinks_heard_by(&self, hears: impl Fn(Eui) -> bool) -> Vec<(Eui, u8, Vec<u8>)> {
         let now = self.clock.now_unix_ms();
         let mut st = self.state.lock().unwrap();
         let mut due = Vec::new();
+        let mut elsewhere = Vec::new();
         while st.uplinks.peek().is_some_and(|Reverse(u)| u.0 <= now) {
-            let Reverse((_, _, eui, fport, payload)) = st.uplinks.pop().unwrap();
+            let Reverse(uplink) = st.uplinks.pop().unwrap();
+            if !hears(uplink.2) {
+                elsewhere.push(Reverse(uplink));
+                continue;
+            }
+            let (_, _, eui, fport, payload) = uplink;
             let State { devices, rng, .. } = &mut *st;
             let Some(d) = devices.get_mut(&eui) else { continue };
             // LoRa Basics Modem repeats FragDataBlockReceivedReq until answered.
@@ -231,6 +244,7 @@ impl SimFleet {
                 due.push((eui, fport, payload));
             }
         }
+        st.uplinks.extend(elsewhere);
         st.uplinks_delivered += due.len() as u64;
         due
     }

@@ -36,6 +36,8 @@ struct Shared {
     as_key: String,
     multicast_devices: Mutex<HashMap<Eui, GroupSessionKeys>>,
     uplink_url: Arc<Mutex<Option<String>>>,
+    /// The devices this network hears (None: the whole fleet).
+    coverage: super::uplink_pump::Coverage,
     /// Answer this many next downlinks with a 500.
     fail_next: AtomicU64,
     /// While set, every downlink request waits this long (ms, real time)
@@ -217,6 +219,7 @@ impl ThingParkPeer {
             as_key: as_key.into(),
             multicast_devices: Default::default(),
             uplink_url: Default::default(),
+            coverage: Default::default(),
             fail_next: AtomicU64::new(0),
             hang_ms: AtomicU64::new(0),
             hanging: AtomicU64::new(0),
@@ -229,7 +232,7 @@ impl ThingParkPeer {
         let app = Router::new().route("/thingpark/lrc/rest/downlink", post(downlink)).with_state(shared.clone());
         let listening = listen::serve(app, listen, "ThingPark peer").await?;
         let (as_id, as_key) = (shared.as_id.clone(), shared.as_key.clone());
-        let pump = tokio::spawn(post_each(shared.fleet.clone(), shared.uplink_url.clone(), move |http, url, up| report(http, url, up, &as_id, &as_key)));
+        let pump = tokio::spawn(post_each(shared.fleet.clone(), shared.uplink_url.clone(), shared.coverage.clone(), move |http, url, up| report(http, url, up, &as_id, &as_key)));
         Ok(Self { listening, shared, tasks: vec![pump] })
     }
 
@@ -246,6 +249,12 @@ impl ThingParkPeer {
     /// Where DevEUI_uplink reports go: the host's `/backends/{id}/uplink`.
     pub fn post_uplinks_to(&self, url: &str) {
         *self.shared.uplink_url.lock().unwrap() = Some(url.to_string());
+    }
+
+    /// Hear only these devices' uplinks: the rest of the fleet is behind
+    /// another network.
+    pub fn covers(&self, devices: impl IntoIterator<Item = Eui>) {
+        *self.shared.coverage.lock().unwrap() = Some(devices.into_iter().collect());
     }
 
     /// Answer the next `n` downlinks with HTTP 500.

@@ -5,7 +5,7 @@
 
 use super::fleet::SimFleet;
 use crate::model::Eui;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,11 +24,16 @@ pub struct PendingUplink {
     pub fcnt: u32,
 }
 
-/// Post the fleet's uplinks to the URL in `url` (nothing while it is None),
-/// each as the request `request` builds.
+/// The devices a network hears; None: all of the fleet.
+pub type Coverage = Arc<Mutex<Option<BTreeSet<Eui>>>>;
+
+/// Post the fleet's uplinks from the devices `coverage` names to the URL
+/// in `url` (nothing while it is None), each as the request `request`
+/// builds.
 pub async fn post_each(
     fleet: Arc<SimFleet>,
     url: Arc<Mutex<Option<String>>>,
+    coverage: Coverage,
     request: impl Fn(&reqwest::Client, &str, &PendingUplink) -> reqwest::RequestBuilder,
 ) {
     let http = reqwest::Client::new();
@@ -39,7 +44,8 @@ pub async fn post_each(
         // Uplinks stay with the fleet until there is a host to post them to.
         let Some(url) = url.lock().unwrap().clone() else { continue };
         let now = fleet.now_unix_ms();
-        for (dev_eui, fport, payload) in fleet.take_due_uplinks() {
+        let heard = coverage.lock().unwrap().clone();
+        for (dev_eui, fport, payload) in fleet.take_due_uplinks_heard_by(|d| heard.as_ref().is_none_or(|h| h.contains(&d))) {
             let fcnt = *fcnt_up.entry(dev_eui).and_modify(|f| *f += 1).or_insert(0);
             pending.push(PendingUplink { dev_eui, fport, payload, received_ms: now, fcnt });
         }

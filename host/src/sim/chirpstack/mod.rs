@@ -80,6 +80,8 @@ struct Shared {
     multicast_unsent: AtomicU64,
     next_id: AtomicU64,
     uplink_url: Arc<Mutex<Option<String>>>,
+    /// The devices this network hears (None: the whole fleet).
+    coverage: super::uplink_pump::Coverage,
     /// Calls answered, by gRPC status.
     statuses: Mutex<HashMap<u32, u64>>,
     /// Answer this many next calls with UNAVAILABLE.
@@ -529,6 +531,7 @@ impl ChirpStackPeer {
             multicast_unsent: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             uplink_url: Default::default(),
+            coverage: Default::default(),
             statuses: Default::default(),
             fail_next: AtomicU64::new(0),
             members_added: Default::default(),
@@ -540,7 +543,7 @@ impl ChirpStackPeer {
         let app = Router::new().route("/{service}/{method}", post(grpc_web)).with_state(shared.clone());
         let listening = listen::serve(app, listen, "ChirpStack peer").await?;
         let peer = shared.clone();
-        let pump = tokio::spawn(post_each(shared.fleet.clone(), shared.uplink_url.clone(), move |http, url, up| up_event(&peer, http, url, up)));
+        let pump = tokio::spawn(post_each(shared.fleet.clone(), shared.uplink_url.clone(), shared.coverage.clone(), move |http, url, up| up_event(&peer, http, url, up)));
         Ok(Self { listening, shared, tasks: vec![pump] })
     }
 
@@ -551,6 +554,12 @@ impl ChirpStackPeer {
     /// Where the HTTP integration posts: the host's `/backends/{id}/uplink`.
     pub fn post_uplinks_to(&self, url: &str) {
         *self.shared.uplink_url.lock().unwrap() = Some(url.to_string());
+    }
+
+    /// Hear only these devices' uplinks: the rest of the fleet is behind
+    /// another network.
+    pub fn covers(&self, devices: impl IntoIterator<Item = Eui>) {
+        *self.shared.coverage.lock().unwrap() = Some(devices.into_iter().collect());
     }
 
     /// Answer the next `n` calls with UNAVAILABLE.
