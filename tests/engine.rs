@@ -744,3 +744,90 @@ async fn a_dead_group_that_sinks_the_campaign_s_threshold_stops_the_others() {
         assert!(part.devices.iter().all(|d| !d.succeeded));
     }
 }
+
+/// The estimate before the run, and the virtual run's duration after.
+async fn estimate_then_run(library: &str, config: &ScenarioConfig, loss: f64) -> (airlift::engine::estimate::DurationEstimate, u64, Vec<(String, u64)>) {
+    let (_dir, clock, _h, s) = fixture(library, config).await;
+    let campaign = s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap();
+    let estimate = s.engine.estimate(&campaign, airlift::engine::estimate::Assumptions { loss }).await.unwrap();
+    let started = clock.now_unix_ms();
+    let mut stage_started: Vec<(String, u64)> = Vec::new();
+    s.engine.start(&s.campaign_id, options(config)).await.unwrap();
+    assert!(drive(&s.engine, &clock, &s.campaign_id, |e| {
+        let run = e.store.get::<CampaignRun>(&s.campaign_id).unwrap().unwrap();
+        let name = run.current().map(|st| st.name.clone()).unwrap_or_else(|| "end".into());
+        if stage_started.last().map(|(n, _)| n) != Some(&name) {
+            stage_started.push((name, (clock.now_unix_ms() - started) / 1000));
+        }
+        true
+    })
+    .await
+    .unwrap());
+    assert_eq!(campaign_status(&s), CampaignStatus::Succeeded);
+    let took_s = (s.engine.parts(&s.campaign_id).unwrap().iter().filter_map(|p| p.run.finished_ms).max().unwrap() - started) / 1000;
+    (estimate, took_s, stage_started)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_duration_estimate_is_within_a_quarter_of_the_virtual_run() {
+    // Lossy and lossless links, one group and two in parallel.
+    for (devices, loss, groups) in [(100usize, 0.1f64, 1usize), (30, 0.0, 1), (100, 0.1, 2)] {
+        let mut config = ScenarioConfig::new(devices);
+        config.fleet.loss = loss;
+        config.groups = groups;
+        let (estimate, took, stages) = estimate_then_run("lorawan-v1", &config, loss).await;
+        let ratio = estimate.seconds as f64 / took as f64;
+        assert!((0.75..=1.25).contains(&ratio), "{devices} devices, loss {loss}, {groups} group(s): estimated {} s, ran {took} s; stages began at {stages:?}", estimate.seconds);
+        assert_eq!(estimate.groups.len(), groups);
+        let group = &estimate.groups[0];
+        assert_eq!(group.devices, devices / groups);
+        assert!(group.fragments >= 84, "M and the closed loop's extra: {}", group.fragments);
+        // 0.4 s frames at 869.525 MHz (10 % duty cycle) go every 4 s, not at the network's 2 s.
+        assert!(group.fragment_interval_ms > 3_500, "{}", group.fragment_interval_ms);
+        let names: Vec<&str> = group.stages.iter().map(|s| s.stage_name.as_str()).collect();
+        assert!(names.starts_with(&["PackageVersion", "McGroupSetup", "FragSessionSetup"]) && names.contains(&"DataFragment"), "{names:?}");
+        assert!(group.stages.iter().map(|s| s.seconds).sum::<u64>().abs_diff(group.seconds) <= group.stages.len() as u64, "the stages add up to the group's total");
+    }
+}
+
+#[tokio::test]
+async fn the_duration_is_served_for_a_campaign_and_for_a_draft_and_a_schedule_it_cannot_meet_is_refused() {
+    let config = ScenarioConfig::new(20);
+    let (_dir, _clock, h, s) = fixture("lorawan-v1", &config).await;
+    // The served API plans through the campaign's backend plugin.
+    assert_eq!(h.load_plugin("simulated").await.0, StatusCode::CREATED);
+    let (status, resp) = h.get(&format!("/api/campaigns/{}/duration?loss=0.05", s.campaign_id)).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!((resp["action"].as_str(), resp["targetType"].as_str(), resp["campaignType"].as_str()), (Some("RESP"), Some("CAMPAIGN"), Some("FOTA")));
+    let seconds = resp["duration"].as_u64().unwrap();
+    assert!(seconds > 0 && resp["durationMinutes"].as_u64() == Some(seconds.div_ceil(60)), "{resp}");
+    assert_eq!(resp["groups"][0]["mcGroupEui"], Eui(config.group_eui).to_string());
+    // Lossier links take longer.
+    let (_, lossy) = h.get(&format!("/api/campaigns/{}/duration?loss=0.3", s.campaign_id)).await;
+    assert!(lossy["duration"].as_u64().unwrap() > seconds, "{lossy}");
+    let (status, bad) = h.get(&format!("/api/campaigns/{}/duration?loss=2", s.campaign_id)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+
+    // A draft: the campaign's fields, not stored.
+    let mut campaign = s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap();
+    let draft = serde_json::json!({
+        "name": "draft", "campaignType": "FOTA", "deviceSets": campaign.device_sets, "regions": campaign.regions, "file": campaign.file,
+        "maxDurationMinutes": 600, "successThreshold": 90, "deviceLibrary": "lorawan-v1", "backendInstance": campaign.backend_instance,
+    });
+    let (status, resp) = h.post("/api/campaigns/duration?loss=0.05", draft.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["duration"].as_u64(), Some(seconds), "the draft is the stored campaign's twin");
+    let (_, list) = h.get("/api/campaigns").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "nothing was stored: {list}");
+    let mut unknown_set = draft;
+    unknown_set["deviceSets"] = serde_json::json!(["nope"]);
+    let (status, resp) = h.post("/api/campaigns/duration", unknown_set).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+
+    // A session start sooner than the setup can end is refused at start, with why.
+    campaign.session_start = chrono::DateTime::from_timestamp_millis((START_MS + 10 * 60_000) as i64);
+    s.engine.store.put(&campaign).unwrap();
+    let refused = s.engine.start(&s.campaign_id, options(&config)).await;
+    assert!(matches!(&refused, Err(airlift::engine::EngineError::Invalid(why)) if why.contains("too early") && why.contains("setup")), "{:?}", refused.map(|r| r.len()));
+    assert_eq!(campaign_status(&s), CampaignStatus::Configured, "nothing started");
+}

@@ -85,6 +85,33 @@ pub fn downlink_time_on_air_us(band: Band, dr: u8, app_len: u16) -> Option<u64> 
     Some(time_on_air_us(sf, bw, app_len + FRAME_OVERHEAD, false))
 }
 
+/// Share of time a transmitter may be on the air at `frequency_hz`: the
+/// ETSI EN 300 220 sub-bands the EU868 parameters point to (g1 868.0-868.6
+/// MHz 1 %, g2 868.7-869.2 MHz 0.1 %, g3 869.4-869.65 MHz 10 %, g4
+/// 869.7-870.0 MHz 1 %); AS923's common 1 % (local rules may differ);
+/// none for US915, whose limit is dwell time, not duty cycle.
+pub fn duty_cycle(band: Band, frequency_hz: u32) -> f64 {
+    match band {
+        Band::US915 => 1.0,
+        Band::AS923 => 0.01,
+        Band::EU868 => match frequency_hz {
+            868_000_000..=868_600_000 => 0.01,
+            868_700_000..=869_200_000 => 0.001,
+            869_400_000..=869_650_000 => 0.10,
+            869_700_000..=870_000_000 => 0.01,
+            // Outside the sub-bands LoRaWAN uses: the strictest common rule.
+            _ => 0.001,
+        },
+    }
+}
+
+/// Shortest wait between two downlinks of `app_len` bytes at `dr` and
+/// `frequency_hz` that the band's duty cycle allows, in milliseconds.
+pub fn duty_cycle_interval_ms(band: Band, dr: u8, frequency_hz: u32, app_len: u16) -> Option<u64> {
+    let toa_us = downlink_time_on_air_us(band, dr, app_len)?;
+    Some((toa_us as f64 / duty_cycle(band, frequency_hz) / 1000.0).ceil() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +133,15 @@ mod tests {
         // SF12/125 kHz, 51+13 bytes, CRC on, low data rate optimisation: 2793.472 ms.
         assert_eq!(time_on_air_us(12, 125, 64, true), 2_793_472);
         assert!(downlink_time_on_air_us(Band::EU868, 5, 242).unwrap() > downlink_time_on_air_us(Band::EU868, 5, 100).unwrap());
+    }
+
+    #[test]
+    fn duty_cycle_follows_the_eu868_sub_band() {
+        // 869.525 MHz (RX2, g3) allows 10 %: a 0.4 s frame every 4 s.
+        let toa = downlink_time_on_air_us(Band::EU868, 5, 242).unwrap();
+        assert_eq!(duty_cycle_interval_ms(Band::EU868, 5, 869_525_000, 242), Some((toa as f64 / 100.0).ceil() as u64));
+        assert_eq!(duty_cycle(Band::EU868, 868_100_000), 0.01);
+        assert_eq!(duty_cycle(Band::EU868, 868_900_000), 0.001);
+        assert_eq!(duty_cycle(Band::US915, 923_300_000), 1.0);
     }
 }

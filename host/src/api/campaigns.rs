@@ -4,9 +4,11 @@
 use super::objects::load;
 use super::{ApiError, AppState};
 use crate::engine::run::{self, Part};
+use super::json::JsonBody;
+use crate::engine::estimate::{Assumptions, DurationEstimate};
 use crate::engine::{progress, EngineError, RunOptions, RunStatus};
-use crate::model::{public_view, Campaign, CampaignStatus, DeviceSet};
-use axum::extract::{Path, State};
+use crate::model::{public_view, Campaign, CampaignInput, CampaignStatus, DeviceSet, Editable, FieldError};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
@@ -24,6 +26,58 @@ pub fn routes() -> Router<AppState> {
         .route("/api/campaigns/{id}/start", post(start))
         .route("/api/campaigns/{id}/stop", post(stop))
         .route("/api/campaigns/{id}/backend-instance", axum::routing::put(switch_backend))
+        .route("/api/campaigns/{id}/duration", get(duration))
+        .route("/api/campaigns/duration", post(draft_duration))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EstimateQuery {
+    /// Probability that one frame, down or up, is lost (default 0.1).
+    loss: Option<f64>,
+}
+
+impl EstimateQuery {
+    fn assumptions(&self) -> Result<Assumptions, ApiError> {
+        match self.loss {
+            None => Ok(Assumptions::default()),
+            Some(loss) if (0.0..0.95).contains(&loss) => Ok(Assumptions { loss }),
+            Some(_) => Err(FieldError::new("loss", "must be a probability below 0.95").into()),
+        }
+    }
+}
+
+/// The estimate in the shape of seed 002's RESP to a GET: the campaign's
+/// total (seconds, and minutes as seed 004's Duration), each group's, and
+/// each stage's.
+fn estimate_response(campaign: &Campaign, assumptions: Assumptions, estimate: &DurationEstimate) -> Value {
+    serde_json::json!({
+        "action": "RESP",
+        "targetType": "CAMPAIGN",
+        "campaignId": campaign.id,
+        "campaignType": campaign.campaign_type.seed_name(),
+        "duration": estimate.seconds,
+        "durationMinutes": estimate.seconds.div_ceil(60),
+        "groups": estimate.groups,
+        "assumptions": { "loss": assumptions.loss },
+    })
+}
+
+/// How long a stored campaign will take.
+async fn duration(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<EstimateQuery>) -> Result<Json<Value>, ApiError> {
+    let campaign = load::<Campaign>(&s, &id)?;
+    let assumptions = q.assumptions()?;
+    let estimate = s.runner.engine.estimate(&campaign, assumptions).await?;
+    Ok(Json(estimate_response(&campaign, assumptions, &estimate)))
+}
+
+/// How long a campaign not yet saved would take: the body is what
+/// creating it takes, validated the same way, and nothing is stored.
+async fn draft_duration(State(s): State<AppState>, Query(q): Query<EstimateQuery>, JsonBody(input): JsonBody<CampaignInput>) -> Result<Json<Value>, ApiError> {
+    let campaign = Campaign::from_input(input, None, &s.input_context())?;
+    let assumptions = q.assumptions()?;
+    let estimate = s.runner.engine.estimate(&campaign, assumptions).await?;
+    Ok(Json(estimate_response(&campaign, assumptions, &estimate)))
 }
 
 impl From<EngineError> for ApiError {
@@ -31,6 +85,8 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             EngineError::Invalid(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            // A network set up wrong (a plugin missing, credentials refused) is the operator's to fix.
+            EngineError::Network(ref n) if n.needs_operator() => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             EngineError::Store(e) => e.into(),
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }

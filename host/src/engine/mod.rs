@@ -9,9 +9,11 @@
 //! - [`context`]: WIT records built from stored objects.
 //! - [`payload`]: what goes on the air, through the update-type plugin.
 //! - [`progress`]: progress in the RMC message shape.
+//! - [`estimate`]: how long a campaign will take, before it runs.
 //! - [`runner`]: a task per running campaign in a serving host.
 
 pub(crate) mod context;
+pub mod estimate;
 pub mod network;
 mod payload;
 pub mod progress;
@@ -166,40 +168,17 @@ impl<N: Network> Engine<N> {
         if campaign.status != CampaignStatus::Configured {
             return Err(EngineError::Invalid(format!("status is {:?}, not CONFIGURED", campaign.status)));
         }
-        let mut devices: Vec<Eui> = Vec::new();
-        for set in &campaign.device_sets {
-            let set = self.store.get::<DeviceSet>(set)?.ok_or_else(|| EngineError::Invalid(format!("device set {set} is gone")))?;
-            devices.extend(set.devices);
-        }
-        devices.sort();
-        devices.dedup();
-        if devices.is_empty() {
-            return Err(EngineError::Invalid("no devices".into()));
-        }
+        let devices = self.campaign_devices(&campaign)?;
         let groups = self.partition(&campaign, &devices)?;
         self.check_conflicts(&campaign, &groups, &devices)?;
-        let library = self.runtime.active(&campaign.device_library)?;
-        if library.manifest.kind != PluginKind::DeviceLibrary {
-            return Err(EngineError::Invalid(format!("{} is not a device library", campaign.device_library)));
-        }
-        let now = self.now();
-        let deadline_ms = now + campaign.max_duration_minutes as u64 * 60_000;
-        if let Some(at) = campaign.session_start.filter(|t| t.timestamp_millis() >= deadline_ms as i64) {
+        let planning = self.planning(&campaign, options, groups.len() as u32, devices.len()).await?;
+        if let Some(at) = campaign.session_start.filter(|t| t.timestamp_millis() >= planning.deadline_ms as i64) {
             return Err(EngineError::Invalid(format!("the session start {at} is after the campaign's maximum duration ({} minutes from now)", campaign.max_duration_minutes)));
         }
-        let planning = Planning {
-            payload: self.payload(&campaign).await?,
-            info: self.runtime.device_library(&library).describe().await?,
-            library: library.clone(),
-            options,
-            parts: groups.len() as u32,
-            campaign_devices: devices.len(),
-            now,
-            deadline_ms,
-        };
         let mut planned = Vec::with_capacity(groups.len());
         for (part, (group, members)) in groups.into_iter().enumerate() {
             let run = self.plan_part(&campaign, &planning, part as u32, &group, &members).await?;
+            self.check_schedule(&campaign, &run, &group, &members, planning.now).await?;
             planned.push((run, group, members));
         }
         let file_hardware = self.file_hardware(&campaign)?;
@@ -220,6 +199,41 @@ impl<N: Network> Engine<N> {
         self.store.flush()?;
         tracing::info!(campaign = %campaign_id, devices = devices.len(), groups = runs.len(), "campaign started");
         Ok(runs)
+    }
+
+    /// Every device of the campaign's sets, once each, in DevEUI order.
+    fn campaign_devices(&self, campaign: &Campaign) -> Result<Vec<Eui>, EngineError> {
+        let mut devices: Vec<Eui> = Vec::new();
+        for set in &campaign.device_sets {
+            let set = self.store.get::<DeviceSet>(set)?.ok_or_else(|| EngineError::Invalid(format!("device set {set} is gone")))?;
+            devices.extend(set.devices);
+        }
+        devices.sort();
+        devices.dedup();
+        if devices.is_empty() {
+            return Err(EngineError::Invalid("no devices".into()));
+        }
+        Ok(devices)
+    }
+
+    /// What every run of the campaign shares: its payload, its library
+    /// and what the library says of itself, its deadline from now.
+    async fn planning(&self, campaign: &Campaign, options: RunOptions, parts: u32, campaign_devices: usize) -> Result<Planning, EngineError> {
+        let library = self.runtime.active(&campaign.device_library)?;
+        if library.manifest.kind != PluginKind::DeviceLibrary {
+            return Err(EngineError::Invalid(format!("{} is not a device library", campaign.device_library)));
+        }
+        let now = self.now();
+        Ok(Planning {
+            payload: self.payload(campaign).await?,
+            info: self.runtime.device_library(&library).describe().await?,
+            library,
+            options,
+            parts,
+            campaign_devices,
+            now,
+            deadline_ms: now + campaign.max_duration_minutes as u64 * 60_000,
+        })
     }
 
     /// The campaign's devices by multicast group: the group a device
@@ -273,6 +287,23 @@ impl<N: Network> Engine<N> {
             true => Ok(()),
             false => Err(EngineError::Invalid(held.join("; "))),
         }
+    }
+
+    /// A campaign's own session start must leave its setup time to end
+    /// first, even with no frame lost: else it is refused, with why.
+    async fn check_schedule(&self, campaign: &Campaign, run: &CampaignRun, group: &MulticastGroup, members: &[Eui], now: u64) -> Result<(), EngineError> {
+        let Some(at) = campaign.session_start else { return Ok(()) };
+        let fastest = self.estimate_run(campaign, run, group, members, estimate::Assumptions { loss: 0.0 }).await?;
+        let Some(setup_s) = fastest.session_starts_after_s else { return Ok(()) };
+        let ready_ms = now + setup_s * 1000;
+        if (at.timestamp_millis().max(0) as u64) < ready_ms {
+            let ready = chrono::DateTime::from_timestamp_millis(ready_ms as i64).unwrap_or_default();
+            return Err(EngineError::Invalid(format!(
+                "the session start {at} is too early: multicast group {}'s setup (its retries and its devices' uplink period included) ends at {ready} at the earliest",
+                group.dev_eui
+            )));
+        }
+        Ok(())
     }
 
     /// Plan one group's run: its fragment layout (the group's data rate
@@ -398,13 +429,21 @@ impl<N: Network> Engine<N> {
         Ok(run)
     }
 
+    /// How often a device sends uplinks (its own rate, else its
+    /// profile's), seconds; 0 if unknown.
+    fn uplink_period_s(&self, dev: Eui) -> Result<u32, EngineError> {
+        let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
+        let profile = self.profile(device.device_profile.as_ref())?;
+        Ok(device.uplink_rate.or(profile.and_then(|p| p.default_ul_period)).unwrap_or(0))
+    }
+
     /// A device's record in a new run; refused (with the reason) when its
     /// hardware, multicast classes or running firmware do not fit.
     fn enrol(&self, run: &CampaignRun, group: &MulticastGroup, dev: Eui, file_hardware: Option<&DeviceProfile>) -> Result<DeviceRun, EngineError> {
         let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
         let mut dev_run = DeviceRun::new(run, dev);
         let profile = self.profile(device.device_profile.as_ref())?;
-        dev_run.uplink_period_s = device.uplink_rate.or(profile.as_ref().and_then(|p| p.default_ul_period)).unwrap_or(0);
+        dev_run.uplink_period_s = self.uplink_period_s(dev)?;
         if let Some(why) = file_hardware.and_then(|hw| other_hardware(hw, profile.as_ref())) {
             dev_run.failed = Some(why);
         }

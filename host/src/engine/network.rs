@@ -90,6 +90,17 @@ pub struct Pacing {
     pub unicast_interval_ms: u64,
 }
 
+impl Pacing {
+    /// Wait after a multicast frame of `app_len` bytes to `group`: the
+    /// network's pacing, and never less than the band's duty cycle allows
+    /// at the group's frequency and data rate.
+    pub fn multicast_interval_for(&self, group: &MulticastGroup, app_len: usize) -> u64 {
+        let band = super::context::band(group.ism_band);
+        let duty = lorawan_fuota::region::duty_cycle_interval_ms(band, group.data_rate, group.frequency, app_len.min(u16::MAX as usize) as u16).unwrap_or(0);
+        self.multicast_interval_ms.max(duty)
+    }
+}
+
 /// What a network can send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {

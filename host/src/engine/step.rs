@@ -17,16 +17,16 @@ const MAX_BACKOFF_MS: u64 = 30 * 60_000;
 /// DataFragments requested from the library per call.
 const FRAGMENT_BATCH: u32 = 16;
 /// Closed-loop rounds of extra fragments before giving up on the rest.
-const MAX_EXTRA_ROUNDS: u32 = 12;
+pub(super) const MAX_EXTRA_ROUNDS: u32 = 12;
 /// Margin before the multicast session starts, after its setup stage.
 /// Covers device clock error and the last answer's way back.
-const SESSION_SETUP_MARGIN_S: u64 = 60;
+pub(super) const SESSION_SETUP_MARGIN_S: u64 = 60;
 /// Wait before asking an unavailable network again, doubled after each
 /// failure in a row up to the maximum.
 const NETWORK_RETRY_MS: u64 = 30_000;
 const MAX_NETWORK_RETRY_MS: u64 = 10 * 60_000;
 /// Class B beacon period, seconds.
-const BEACON_PERIOD_S: u64 = 128;
+pub(super) const BEACON_PERIOD_S: u64 = 128;
 /// How often a session a gateway runs is polled.
 const OFFLOAD_POLL_MS: u64 = 10_000;
 
@@ -234,7 +234,7 @@ fn answer_timeout_s(stage: &Stage, device: &DeviceRun) -> u32 {
 /// Wait after request number `attempt` before the next: doubling from the
 /// answer timeout up to 8 timeouts, so a lossy link's many retries still
 /// fit the campaign, and never above the maximum.
-fn backoff_ms(timeout_s: u32, attempt: u32) -> u64 {
+pub(super) fn backoff_ms(timeout_s: u32, attempt: u32) -> u64 {
     (timeout_s as u64 * 1000).saturating_mul(1 << attempt.saturating_sub(1).min(3)).min(MAX_BACKOFF_MS)
 }
 
@@ -318,7 +318,7 @@ impl<N: Network> Engine<N> {
                     Some(start_ms)
                 }
             }
-            StageMode::Fragments => self.fragment_stage(&mut run, &backend, now, &mut outbox).await?,
+            StageMode::Fragments => self.fragment_stage(&mut run, &backend, &group, now, &mut outbox).await?,
             StageMode::Multicast => self.status_stage(&mut run, &group, now, &mut outbox).await?,
             StageMode::Offloaded => return Err(EngineError::Invalid("an offloaded stage is run by the network".into())),
         };
@@ -581,7 +581,7 @@ impl<N: Network> Engine<N> {
     }
 
     /// Paced multicast DataFragments up to the current target.
-    async fn fragment_stage(&self, run: &mut CampaignRun, backend: &str, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
+    async fn fragment_stage(&self, run: &mut CampaignRun, backend: &str, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
         let layout = run.layout.ok_or_else(|| EngineError::Invalid("no fragmentation layout".into()))?;
         if run.fragments_target == 0 {
             run.fragments_target = fixed_fragment_count(layout.nb_frag, run.fixed_redundancy_pct)?;
@@ -615,7 +615,7 @@ impl<N: Network> Engine<N> {
         };
         run.next_fragment += count;
         run.fragments_sent += downlinks.len() as u32;
-        run.next_action_ms = now + pacing.multicast_interval_ms * downlinks.len() as u64;
+        run.next_action_ms = now + downlinks.iter().map(|d| pacing.multicast_interval_for(group, d.payload.len())).sum::<u64>();
         self.queue_multicast(run, downlinks, Some(first), outbox);
         Ok(Some(run.next_action_ms))
     }

@@ -22,6 +22,18 @@ pub enum CampaignType {
     Message,
 }
 
+impl CampaignType {
+    /// The name seed 002's messages give the type.
+    pub fn seed_name(self) -> &'static str {
+        match self {
+            CampaignType::MulticastSetup => "MCGROUP",
+            CampaignType::BinaryTransfer => "BINARY",
+            CampaignType::FirmwareUpdate => "FOTA",
+            CampaignType::Message => "MESSAGE",
+        }
+    }
+}
+
 /// How a message campaign's payload is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageFormat {
