@@ -57,6 +57,9 @@ async fn a_campaign_runs_offloaded_on_the_gateway_with_per_device_results() {
     let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
     assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
     assert_eq!(gw.jobs(), [(format!("airlift-{id}"), "FOTA", 10)]);
+    // Without a session start of its own, broadcasting follows the gateway's setup time.
+    let [_, setup, launch] = gw.job_timing(&format!("airlift-{id}")).unwrap();
+    assert_eq!((setup, launch), (300, 0));
     let devices = api.call(reqwest::Method::GET, &format!("/api/campaigns/{id}/devices")).await;
     for (i, d) in sim.devices.iter().enumerate() {
         let file = sim.lns.fleet.received_file(d.dev_eui);
@@ -178,6 +181,8 @@ async fn starting_a_job_the_gateway_already_has_does_not_schedule_it_twice() {
         devices: sim.devices.iter().map(|d| d.dev_eui).collect(),
         group,
         data: vec![7; 1000],
+        scheduled_unix_ms: sim.lns.fleet.now_unix_ms(),
+        setup_seconds: 0,
         start_unix_ms: sim.lns.fleet.now_unix_ms(),
         payload: OffloadPayload::File { descriptor: 0, session_timeout_exponent: 10 },
     };
@@ -205,10 +210,38 @@ async fn the_descriptor_reaches_the_gateway_most_significant_byte_first() {
         devices: vec![sim.devices[0].dev_eui],
         group,
         data: vec![7; 500],
+        scheduled_unix_ms: server.state.clock.now_unix_ms(),
+        setup_seconds: 0,
         start_unix_ms: server.state.clock.now_unix_ms(),
         payload: OffloadPayload::File { descriptor: 16_909_060, session_timeout_exponent: 10 },
     };
     network.offload_start(&instance, job).await.unwrap();
     assert_eq!(gw.descriptor("descriptor-check"), Some(16_909_060));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_job_takes_its_schedule_from_the_campaign() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, gw, server, api) = setup(dir.path(), PASSWORD, vec![Behaviour::Normal; 2], 20_000).await;
+    let id = &sim.objects.campaign_id;
+    // The campaign's session starts two hours from now (fleet time).
+    let session_start_s = sim.lns.fleet.now_unix_ms() / 1000 + 2 * 3600;
+    let mut campaign = api.call(reqwest::Method::GET, &format!("/api/campaigns/{id}")).await;
+    for field in ["id", "created", "started", "lastChanged", "status", "archived"] {
+        campaign.as_object_mut().unwrap().remove(field);
+    }
+    campaign["sessionStart"] = json!(chrono::DateTime::from_timestamp(session_start_s as i64, 0).unwrap().to_rfc3339());
+    api.send_json(reqwest::Method::PUT, &format!("/api/campaigns/{id}"), campaign).await;
+    let started_s = sim.lns.fleet.now_unix_ms() / 1000;
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
+    let name = format!("airlift-{id}");
+    common::eventually(std::time::Duration::from_secs(30), || gw.job_timing(&name).is_some()).await;
+    let [scheduled, setup, launch] = gw.job_timing(&name).expect("the job was scheduled");
+    // Taken up as the campaign starts; set up for the gateway's setup time; launched at the campaign's time.
+    assert!(scheduled >= started_s && scheduled < started_s + 600, "scheduled at {scheduled}, started at {started_s}");
+    assert_eq!(setup, 300);
+    assert_eq!(scheduled + setup + launch, session_start_s);
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/stop")).await;
     server.stop().await;
 }

@@ -165,6 +165,8 @@ impl Network for PluginNetwork {
             devices: job.devices.iter().map(|d| d.0).collect(),
             group: multicast_group(&job.group),
             data: job.data,
+            scheduled_unix_ms: job.scheduled_unix_ms,
+            setup_seconds: job.setup_seconds,
             start_unix_ms: job.start_unix_ms,
             payload: match job.payload {
                 OffloadPayload::File { descriptor, session_timeout_exponent } => wit::OffloadPayload::File(wit::FileSession { descriptor, session_timeout_exponent }),

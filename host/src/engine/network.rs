@@ -45,6 +45,10 @@ pub struct OffloadJob {
     pub group: MulticastGroup,
     /// The file, or the message's payload.
     pub data: Vec<u8>,
+    /// When the network takes the job up, how long its setup of the
+    /// devices gets, and when broadcasting starts (never before both).
+    pub scheduled_unix_ms: u64,
+    pub setup_seconds: u32,
     pub start_unix_ms: u64,
     pub payload: OffloadPayload,
 }

@@ -27,6 +27,9 @@ const NETWORK_RETRY_MS: u64 = 30_000;
 const MAX_NETWORK_RETRY_MS: u64 = 10 * 60_000;
 /// Class B beacon period, seconds.
 pub(super) const BEACON_PERIOD_S: u64 = 128;
+/// What a gateway running a session itself gets for its own unicast setup
+/// of the devices before it broadcasts (seed 000's example schedule).
+pub(super) const GATEWAY_SETUP_S: u32 = 300;
 /// How often a session a gateway runs is polled.
 const OFFLOAD_POLL_MS: u64 = 10_000;
 
@@ -701,14 +704,18 @@ impl<N: Network> Engine<N> {
     fn offload_job(&self, run: &CampaignRun, group: &MulticastGroup, now: u64) -> Result<OffloadJob, EngineError> {
         let data = self.store.blobs().read(run.payload_sha256.as_deref().unwrap_or("")).map_err(|e| EngineError::Invalid(format!("payload: {e}")))?;
         let message = self.campaign(&run.campaign_id)?.message;
+        // The network takes the job up now, sets the devices up for its
+        // setup time, and broadcasts at the campaign's own session start
+        // (or right after setup).
+        let earliest_ms = now + GATEWAY_SETUP_S as u64 * 1000;
         Ok(OffloadJob {
             name: format!("airlift-{}", run.id()),
             devices: self.members(run)?.iter().filter(|d| d.active()).map(|d| d.dev_eui).collect(),
             group: group.clone(),
             data,
-            // The campaign's own session start, when it has one: the
-            // gateway schedules the job for then.
-            start_unix_ms: run.scheduled_session_gps.map_or(now, |gps| crate::clock::gps_seconds_to_unix_ms(gps).max(now)),
+            scheduled_unix_ms: now,
+            setup_seconds: GATEWAY_SETUP_S,
+            start_unix_ms: run.scheduled_session_gps.map_or(earliest_ms, |gps| crate::clock::gps_seconds_to_unix_ms(gps).max(earliest_ms)),
             payload: match message {
                 Some(m) => OffloadPayload::Message { fport: m.message_port, timeout_minutes: m.multicast_session_timeout as u32 },
                 None => OffloadPayload::File { descriptor: run.layout.map_or(0, |l| l.descriptor), session_timeout_exponent: run.session_timeout },

@@ -52,6 +52,8 @@ struct Job {
     descriptor: Option<u32>,
     /// When the broadcast starts (scheduled + setup + launch).
     start_ms: u64,
+    /// The schedule as asked: scheduled (Unix s), setup and launch (s).
+    timing: [u64; 3],
     /// Fragments each device needs (None: it never completes).
     needs: Vec<Option<u64>>,
     finished: bool,
@@ -161,7 +163,8 @@ impl Shared {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn schedule(&self, name: String, kind: &'static str, devices: Vec<Eui>, file: Vec<u8>, input_filename: String, descriptor: Option<u32>, start_ms: u64) {
+    fn schedule(&self, name: String, kind: &'static str, devices: Vec<Eui>, file: Vec<u8>, input_filename: String, descriptor: Option<u32>, timing: [u64; 3]) {
+        let start_ms = timing.iter().sum::<u64>() * 1000;
         let nb = file.len().div_ceil(FRAGMENT_SIZE).max(1) as u64;
         let needs = self
             .fleet
@@ -169,7 +172,7 @@ impl Shared {
             .into_iter()
             .map(|(eui, silent, loss)| (!silent).then(|| ((nb as f64 / (1.0 - loss)).ceil() as u64) + eui.0 % 3))
             .collect();
-        self.jobs.lock().unwrap().push(Job { name, kind, devices, file, input_filename, descriptor, start_ms, needs, finished: false });
+        self.jobs.lock().unwrap().push(Job { name, kind, devices, file, input_filename, descriptor, start_ms, timing, needs, finished: false });
     }
 }
 
@@ -197,10 +200,14 @@ fn targets(s: &Shared, body: &Value) -> Result<Vec<Eui>, (StatusCode, Json<Value
     }
 }
 
-/// When the broadcast starts: scheduled + setup + launch (seed 000).
-fn start_ms(s: &Shared, body: &Value) -> u64 {
-    let scheduled = body["scheduledTimeSinceUnixEpoch"].as_u64().map(|t| t * 1000).unwrap_or_else(|| s.fleet.now_unix_ms());
-    scheduled + (body["setupTimeFromScheduledTime"].as_u64().unwrap_or(0) + body["launchTimeFromSetupTime"].as_u64().unwrap_or(DEFAULT_LAUNCH_S)) * 1000
+/// The schedule asked for, with seed 000's defaults: scheduled (Unix s,
+/// now), setup and launch (s); the broadcast starts at their sum.
+fn timing(s: &Shared, body: &Value) -> [u64; 3] {
+    [
+        body["scheduledTimeSinceUnixEpoch"].as_u64().unwrap_or_else(|| s.fleet.now_unix_ms() / 1000),
+        body["setupTimeFromScheduledTime"].as_u64().unwrap_or(0),
+        body["launchTimeFromSetupTime"].as_u64().unwrap_or(DEFAULT_LAUNCH_S),
+    ]
 }
 
 /// The schedule's name: the one asked for (seed shape), else the
@@ -294,7 +301,7 @@ async fn fota(State(s): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json
     let file_name = body["fotaFile"].as_str().map(String::from).or_else(|| s.last_upload.lock().unwrap().clone()).unwrap_or_default();
     let file = s.files.lock().unwrap().get(&file_name).cloned().ok_or_else(|| s.fail(StatusCode::NOT_FOUND, "FOTA file not found. Upload file first."))?;
     let name = schedule_name(&s, &body, "fota");
-    s.schedule(name, "FOTA", devices, file, file_name, descriptor, start_ms(&s, &body));
+    s.schedule(name, "FOTA", devices, file, file_name, descriptor, timing(&s, &body));
     ok(json!({ "status": "success" }))
 }
 
@@ -318,7 +325,7 @@ async fn mcm(State(s): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<
     }
     let input_filename = m["messagePayloadFile"].as_str().unwrap_or("").to_string();
     let name = schedule_name(&s, &body, "mcm");
-    s.schedule(name, "Message", devices, payload, input_filename, None, start_ms(&s, &body));
+    s.schedule(name, "Message", devices, payload, input_filename, None, timing(&s, &body));
     ok(json!({ "status": "success" }))
 }
 
@@ -480,5 +487,10 @@ impl GatewayPeer {
     /// Sessions scheduled so far: (name, kind, devices).
     pub fn jobs(&self) -> Vec<(String, &'static str, usize)> {
         self.shared.jobs.lock().unwrap().iter().map(|j| (j.name.clone(), j.kind, j.devices.len())).collect()
+    }
+
+    /// A job's schedule as asked: scheduled (Unix s), setup and launch (s).
+    pub fn job_timing(&self, name: &str) -> Option<[u64; 3]> {
+        self.shared.jobs.lock().unwrap().iter().find(|j| j.name == name).map(|j| j.timing)
     }
 }

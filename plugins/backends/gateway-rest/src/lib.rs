@@ -39,9 +39,6 @@ airlift_plugin_sdk_offload::export!(Gateway);
 const PASSWORD: &str = "password";
 /// Seed 000: "Timeout: 10 minutes (600 seconds) recommended for large files".
 const UPLOAD_TIMEOUT_MS: u32 = 600_000;
-/// Between the setup downlinks and the broadcast (the web UI's default):
-/// class A devices fetch their setup on their next uplink.
-const LAUNCH_AFTER_SETUP_S: u64 = 60;
 
 /// The gateway writes EUIs dash-separated: `00-80-00-ff-00-00-00-02`.
 fn dashed(eui: u64) -> String {
@@ -276,12 +273,12 @@ impl offload::Guest for Gateway {
         let devices: Vec<String> = job.devices.iter().map(|d| dashed(*d)).collect();
         let file = file_name(&job.name);
         // Broadcasting starts at scheduled + setup + launch (seed 000).
-        let start_s = job.start_unix_ms / 1000;
-        let scheduled_s = start_s.saturating_sub(LAUNCH_AFTER_SETUP_S).max(airlift_plugin_sdk::backend::airlift::plugin::clock::now_unix_ms() / 1000);
+        let scheduled_s = job.scheduled_unix_ms / 1000;
+        let setup_s = job.setup_seconds as u64;
         let timing = json!({
             "scheduledTimeSinceUnixEpoch": scheduled_s,
-            "setupTimeFromScheduledTime": 0,
-            "launchTimeFromSetupTime": start_s.saturating_sub(scheduled_s),
+            "setupTimeFromScheduledTime": setup_s,
+            "launchTimeFromSetupTime": (job.start_unix_ms / 1000).saturating_sub(scheduled_s + setup_s),
         });
         let mut body = match job.payload {
             OffloadPayload::Message(m) => {
