@@ -175,12 +175,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .count();
     let lower_bound = engine.network.fragments_lower_bound();
+    // The inventory follows: stored devices report the firmware they now run.
+    let new_firmware = target_firmware.or(run.target_firmware).map(airlift::model::firmware_version_text);
+    let inventory_updated = provisioned
+        .iter()
+        .filter(|p| engine.store.get::<airlift::model::Device>(&p.dev_eui.to_string()).ok().flatten().is_some_and(|d| d.firmware.is_some() && d.firmware == new_firmware))
+        .count();
     let sim_seconds = (clock.now_unix_ms() - started_ms) as f64 / 1000.0;
     let summary = serde_json::json!({
         "campaign_status": match campaign.status { CampaignStatus::Succeeded => "SUCCEEDED", CampaignStatus::Stopped => "STOPPED", _ => "FAILED" },
         "devices_total": devices.len(),
         "devices_succeeded": succeeded,
         "devices_holding_exact_file": exact,
+        "devices_stored_with_new_firmware": inventory_updated,
         "payload_bytes": run.payload_size,
         "fragments_uncoded": run.layout.map(|l| l.nb_frag),
         "fragments_sent": fragments_sent,

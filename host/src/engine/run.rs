@@ -161,6 +161,9 @@ pub struct NetworkTrouble {
     pub since_ms: u64,
 }
 
+/// How often a stage may leave one device of the run unanswered.
+const LEFT_BEHIND_PER_STAGE: f64 = 0.001;
+
 /// Most requests one device is sent in a stage, whatever the loss.
 const MAX_ATTEMPTS: u32 = 16;
 
@@ -187,7 +190,9 @@ impl CampaignRun {
     /// Times a silent device is asked again in `stage`: the plan's limit,
     /// or more when the answer rate seen so far makes that limit leave
     /// devices behind: enough that, of all the devices, one is left
-    /// unanswered in fewer than 1 stage in 20.
+    /// unanswered in fewer than 1 stage in [`LEFT_BEHIND_PER_STAGE`]⁻¹.
+    /// A retry costs only the silent device's airtime; losing the device
+    /// costs its update.
     pub fn retry_limit(&self, stage: &Stage) -> u32 {
         self.retry_limit_at(stage, self.answer_rate)
     }
@@ -195,7 +200,7 @@ impl CampaignRun {
     /// [`Self::retry_limit`] at a given answer rate.
     pub fn retry_limit_at(&self, stage: &Stage, rate: Option<f64>) -> u32 {
         let Some(rate) = rate.filter(|r| *r > 0.0 && *r < 1.0) else { return stage.retry_limit };
-        let attempts = ((0.05 / self.device_count.max(1) as f64).ln() / (1.0 - rate).ln()).ceil();
+        let attempts = ((LEFT_BEHIND_PER_STAGE / self.device_count.max(1) as f64).ln() / (1.0 - rate).ln()).ceil();
         // Never below the plan's limit; above it, at most MAX_ATTEMPTS requests.
         let cap = stage.retry_limit.max(MAX_ATTEMPTS - 1);
         stage.retry_limit.max((attempts as u32).saturating_sub(1)).min(cap)
