@@ -663,6 +663,34 @@ async fn a_device_whose_hardware_is_not_the_file_s_is_left_out() {
     }
 }
 
+#[tokio::test]
+async fn a_file_s_hardware_type_refuses_devices_of_another() {
+    let mut config = ScenarioConfig::new(4);
+    config.success_threshold = 25;
+    let (_dir, clock, h, s) = fixture("lorawan-v1", &config).await;
+    let campaign = s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap();
+    let file = campaign.file.clone().unwrap();
+    // Seed 002's hwTarget on the file; the profile of device 0 names the same type (written another way).
+    let (status, meta) = h.put(&format!("/api/files/{file}"), serde_json::json!({"name": "fw.bin", "firmwareVersion": "2.0.0.0", "firmwareBaseVersion": null, "hwTarget": "0a:0b:0c:0d:0e:0f"})).await;
+    assert_eq!(status, StatusCode::OK, "{meta}");
+    assert_eq!(meta["hwTarget"], "0A:0B:0C:0D:0E:0F");
+    let (status, bad) = h.post("/api/device-profiles", serde_json::json!({"name": "bad", "hwTarget": "0a:0b"})).await;
+    assert_eq!((status, bad["field"].as_str()), (StatusCode::BAD_REQUEST, Some("hwTarget")), "{bad}");
+    let (_, board) = h.post("/api/device-profiles", serde_json::json!({"name": "board", "hwTarget": "0A0B0C0D0E0F", "defaultUlPeriod": 60})).await;
+    let mut fitting = s.engine.store.get::<airlift::model::Device>(&s.devices[0].dev_eui.to_string()).unwrap().unwrap();
+    fitting.device_profile = Some(board["id"].as_str().unwrap().to_string());
+    s.engine.store.put(&fitting).unwrap();
+
+    run_through(&s, &clock, options(&config)).await;
+    for d in s.engine.device_runs(&s.campaign_id).unwrap() {
+        if d.dev_eui == s.devices[0].dev_eui {
+            assert!(d.succeeded, "{:?}", d.failed);
+        } else {
+            assert!(d.failed.as_deref().is_some_and(|f| f.contains("the file is for 0A:0B:0C:0D:0E:0F")), "{:?}", d.failed);
+        }
+    }
+}
+
 /// 60 devices over three multicast groups (device i in group i % 3), the
 /// third group's devices all silent.
 fn three_groups_one_silent(threshold: u8) -> ScenarioConfig {

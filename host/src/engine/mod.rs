@@ -126,12 +126,13 @@ impl<N: Network> Engine<N> {
         })
     }
 
-    /// The hardware a campaign's file is for: its device profile, when the
-    /// file names one (seed 004).
-    fn file_hardware(&self, campaign: &Campaign) -> Result<Option<DeviceProfile>, EngineError> {
-        let Some(file) = &campaign.file else { return Ok(None) };
-        let Some(file) = self.store.get::<crate::model::StoredFile>(file)? else { return Ok(None) };
-        self.profile(file.device_profile.as_ref())
+    /// The hardware a campaign's file is for: its device profile's (seed
+    /// 004) and its hardware type (seed 002's `hwTarget`), where it names
+    /// them.
+    fn file_hardware(&self, campaign: &Campaign) -> Result<FileHardware, EngineError> {
+        let Some(file) = &campaign.file else { return Ok(FileHardware::default()) };
+        let Some(file) = self.store.get::<crate::model::StoredFile>(file)? else { return Ok(FileHardware::default()) };
+        Ok(FileHardware { profile: self.profile(file.device_profile.as_ref())?, target: file.hw_target })
     }
 
     /// FPort overrides from a device's profile.
@@ -188,7 +189,7 @@ impl<N: Network> Engine<N> {
             // entry readers skip, never a run that cannot be found.
             self.store.index_running(&run.id(), members.iter().map(|d| d.to_string()))?;
             for dev in &members {
-                let dev_run = self.enrol(&run, &group, *dev, file_hardware.as_ref())?;
+                let dev_run = self.enrol(&run, &group, *dev, &file_hardware)?;
                 self.store.put(&dev_run)?;
             }
             self.store.put(&run)?;
@@ -439,12 +440,12 @@ impl<N: Network> Engine<N> {
 
     /// A device's record in a new run; refused (with the reason) when its
     /// hardware, multicast classes or running firmware do not fit.
-    fn enrol(&self, run: &CampaignRun, group: &MulticastGroup, dev: Eui, file_hardware: Option<&DeviceProfile>) -> Result<DeviceRun, EngineError> {
+    fn enrol(&self, run: &CampaignRun, group: &MulticastGroup, dev: Eui, file_hardware: &FileHardware) -> Result<DeviceRun, EngineError> {
         let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
         let mut dev_run = DeviceRun::new(run, dev);
         let profile = self.profile(device.device_profile.as_ref())?;
         dev_run.uplink_period_s = self.uplink_period_s(dev)?;
-        if let Some(why) = file_hardware.and_then(|hw| other_hardware(hw, profile.as_ref())) {
+        if let Some(why) = file_hardware.refuses(profile.as_ref()) {
             dev_run.failed = Some(why);
         }
         if !device.multicast_classes.contains(&group.session_class) {
@@ -693,6 +694,26 @@ impl<N: Network> Engine<N> {
 
     fn campaign_type(&self, run: &CampaignRun) -> Result<CampaignType, EngineError> {
         Ok(self.campaign(&run.campaign_id)?.campaign_type)
+    }
+}
+
+/// The hardware a file is for.
+#[derive(Default)]
+struct FileHardware {
+    profile: Option<DeviceProfile>,
+    target: Option<String>,
+}
+
+impl FileHardware {
+    /// Why a device of `device`'s profile does not take the file; None
+    /// when it does.
+    fn refuses(&self, device: Option<&DeviceProfile>) -> Option<String> {
+        if let Some(why) = self.profile.as_ref().and_then(|file| other_hardware(file, device)) {
+            return Some(why);
+        }
+        let target = self.target.as_ref()?;
+        let theirs = device.and_then(|d| d.hw_target.as_ref());
+        (theirs != Some(target)).then(|| format!("hardware type {}; the file is for {target} (hwTarget)", theirs.map_or("unknown (no hwTarget in its profile)", String::as_str)))
     }
 }
 

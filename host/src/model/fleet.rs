@@ -288,6 +288,11 @@ pub struct StoredFile {
     pub default_ul_period: Option<u32>,
     pub fuota_library: Option<String>,
     pub smart_delta_key: Option<String>,
+    /// The hardware type the image is for (seed 002's `hwTarget`,
+    /// `AA:BB:CC:DD:EE:FF`): devices whose profile names another are
+    /// refused at start.
+    #[serde(default)]
+    pub hw_target: Option<String>,
     pub archived: bool,
 }
 object!(StoredFile, "files", |s| s.id.clone());
@@ -308,6 +313,17 @@ pub struct FileInput {
     pub default_ul_period: Option<u32>,
     pub fuota_library: Option<String>,
     pub smart_delta_key: Option<String>,
+    pub hw_target: Option<String>,
+}
+
+/// A hardware type as seed 002 writes it, six bytes in hex
+/// (`AA:BB:CC:DD:EE:FF`; `:`, `-` or no separators taken), normalised.
+pub fn parse_hw_target(field: &str, text: &str) -> Result<String, FieldError> {
+    let clean: String = text.chars().filter(|c| !matches!(c, ':' | '-')).collect();
+    match hex::decode(&clean) {
+        Ok(bytes) if bytes.len() == 6 => Ok(bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")),
+        _ => Err(FieldError::new(field, "must be a hardware type of six hex bytes, AA:BB:CC:DD:EE:FF")),
+    }
 }
 
 /// X.Y.Z.P of a 32-bit firmware version (TS006 packs it that way).
@@ -358,6 +374,7 @@ impl StoredFile {
         if let Some(k) = &input.smart_delta_key {
             require_ref::<SmartDeltaKey>(ctx, "smartDeltaKey", k)?;
         }
+        let hw_target = input.hw_target.as_deref().map(|t| parse_hw_target("hwTarget", t)).transpose()?;
         let file_type = input.file_type.unwrap_or(if input.firmware_version.is_some() { FileType::Firmware } else { FileType::Binary });
         if file_type == FileType::Firmware && input.firmware_version.is_none() {
             return Err(FieldError::new("firmwareVersion", "is required for a firmware file"));
@@ -376,6 +393,7 @@ impl StoredFile {
             default_ul_period: input.default_ul_period,
             fuota_library: input.fuota_library,
             smart_delta_key: input.smart_delta_key,
+            hw_target,
             archived: prior.is_some_and(|p| p.archived),
         })
     }
@@ -410,6 +428,9 @@ pub struct DeviceProfile {
     /// off the library's default port.
     #[serde(default)]
     pub fports: BTreeMap<String, u8>,
+    /// The devices' hardware type (seed 002's `hwTarget` form).
+    #[serde(default)]
+    pub hw_target: Option<String>,
     pub archived: bool,
 }
 object!(DeviceProfile, "device-profiles", |s| s.id.clone());
@@ -431,6 +452,7 @@ pub struct DeviceProfileInput {
     pub smart_delta_key: Option<String>,
     #[serde(default)]
     pub fports: BTreeMap<String, u8>,
+    pub hw_target: Option<String>,
 }
 
 impl Editable for DeviceProfile {
@@ -457,6 +479,7 @@ impl Editable for DeviceProfile {
             fuota_library: i.fuota_library,
             smart_delta_key: i.smart_delta_key,
             fports: i.fports,
+            hw_target: i.hw_target.as_deref().map(|t| parse_hw_target("hwTarget", t)).transpose()?,
             archived: prior.is_some_and(|p| p.archived),
         })
     }

@@ -149,6 +149,7 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
         fuota_library: Some(config.library.clone()),
         smart_delta_key: None,
         fports: config.fports.clone(),
+        hw_target: None,
     };
     let profile = DeviceProfile::from_input(profile, None, &ctx)?;
     store.put(&profile)?;
