@@ -10,7 +10,6 @@ use airlift::sim::fleet::drive;
 use airlift::sim::scenario::{provision, Scenario, ScenarioConfig};
 use airlift::sim::{PackageVersion, Stack};
 use anyhow::Context;
-use std::io::Write;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
@@ -63,12 +62,6 @@ const MAX_GROUPS: usize = 64;
 /// Largest image: 8,191 fragments of 239 B (EU868 DR5 less the header).
 const MAX_FILE_SIZE: usize = 8_191 * 239;
 
-fn bar(done: u64, total: u64) -> String {
-    let width = 30;
-    let filled = if total == 0 { width } else { (done * width as u64 / total) as usize }.min(width);
-    format!("[{}{}] {done}/{total}", "#".repeat(filled), "-".repeat(width - filled))
-}
-
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!((0.0..1.0).contains(&args.loss), "--loss must be in [0, 1)");
     anyhow::ensure!((1..=MAX_DEVICES).contains(&args.devices), "--devices must be 1..={MAX_DEVICES}: the simulated fleet holds every device model in memory");
@@ -88,7 +81,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.run_campaigns = false;
     let server = Server::start(config).await.context("starting the server")?;
     if !args.json {
-        eprintln!("Airlift API on http://{} (token in {}/admin.token)", server.addr, data_dir.path().display());
+        println!("Airlift API on http://{} (token in {}/admin.token)", server.addr, data_dir.path().display());
     }
     let state = server.state.clone();
 
@@ -118,7 +111,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !args.json {
         let run = &runs[0];
         let l = run.layout.unwrap();
-        eprintln!(
+        println!(
             "{} devices in {} multicast group(s) over {} network(s), {} B image as a {} B {} payload in {} fragments of {} B, loss {:.0} %, library {}",
             args.devices,
             runs.len(),
@@ -133,8 +126,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     let started_ms = clock.now_unix_ms();
-    let mut shown_stage = usize::MAX;
-    let mut shown = (usize::MAX, u64::MAX, u64::MAX);
+    let mut progress_bar = super::progress::StageProgress::new();
     let quiet = args.json;
     drive(&engine, &clock, &campaign_id, |e| {
         if quiet {
@@ -144,22 +136,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let Ok(parts) = e.parts(&campaign_id) else { return true };
         let Some(lead) = parts.iter().filter(|p| p.run.status == RunStatus::Running).map(|p| &p.run).min_by_key(|r| r.stage).or(parts.first().map(|p| &p.run)) else { return true };
         let (done, total) = parts.iter().filter(|p| p.run.stage == lead.stage).map(|p| progress::stage_operations(&p.run, &p.devices)).fold((0, 0), |(d, t), (pd, pt)| (d + pd, t + pt));
-        if shown == (lead.stage, done, total) {
-            return true;
-        }
-        shown = (lead.stage, done, total);
-        if lead.stage != shown_stage {
-            if shown_stage != usize::MAX {
-                eprintln!();
-            }
-            shown_stage = lead.stage;
-        }
         let name = lead.current().map(|s| s.name.as_str()).unwrap_or("done");
-        eprint!("\r  {:>2}/{} {:<22} {}", (lead.stage + 1).min(lead.stages.len()), lead.stages.len(), name, bar(done, total));
-        let _ = std::io::stderr().flush();
+        progress_bar.update(lead.stage, lead.stages.len(), name, done, total);
         true
     })
     .await?;
+    progress_bar.finish();
 
     let parts = engine.parts(&campaign_id)?;
     let campaign = engine.store.get::<airlift::model::Campaign>(&campaign_id)?.context("campaign vanished")?;
@@ -210,9 +192,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{summary}");
     } else {
-        eprintln!();
-        eprintln!("campaign {}: {succeeded}/{} devices updated, {exact} hold the exact image", summary["campaign_status"].as_str().unwrap(), devices.len());
-        eprintln!(
+        println!("campaign {}: {succeeded}/{} devices updated, {exact} hold the exact image", summary["campaign_status"].as_str().unwrap(), devices.len());
+        println!(
             "{fragments_sent} fragments sent for M = {} (lower bound {lower_bound}, ratio {:.3}), {} closed-loop rounds, {:.0} s of simulated time",
             run.layout.map(|l| l.nb_frag).unwrap_or(0),
             fragments_sent as f64 / lower_bound.max(1) as f64,
@@ -222,11 +203,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         if parts.len() > 1 {
             for p in &parts {
                 let ok = p.devices.iter().filter(|d| d.succeeded).count();
-                eprintln!("  group {} via {}: {ok}/{} devices, {} fragments", p.run.group, p.run.group_backend.as_deref().unwrap_or("?"), p.devices.len(), p.run.fragments_sent);
+                println!("  group {} via {}: {ok}/{} devices, {} fragments", p.run.group, p.run.group_backend.as_deref().unwrap_or("?"), p.devices.len(), p.run.fragments_sent);
             }
         }
         for d in devices.iter().filter(|d| !d.succeeded).take(5) {
-            eprintln!("  {}: {}", d.dev_eui, d.failed.as_deref().unwrap_or("unknown"));
+            println!("  {}: {}", d.dev_eui, d.failed.as_deref().unwrap_or("unknown"));
         }
     }
     server.stop().await;

@@ -2,6 +2,7 @@
 
 mod client;
 mod demo;
+mod progress;
 
 use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::server::{Server, ServerConfig};
