@@ -11,6 +11,7 @@
 //! - [`api`]: the REST API (axum) with bearer-token roles.
 //! - [`server`]: assembling the pieces into a running host.
 //! - [`clock`]: injectable time.
+//! - [`metrics`]: Prometheus metrics.
 
 pub mod api;
 pub mod backend;
@@ -18,6 +19,7 @@ pub mod blob_gc;
 pub mod clock;
 pub mod engine;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod plugin;
 pub mod server;

@@ -7,14 +7,16 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // The demo draws progress bars on stderr: keep its logs to warnings.
-    let default_filter = if std::env::args().nth(1).as_deref() == Some("demo") { "warn" } else { "info,sled=warn,cranelift=warn,wasmtime=warn" };
+    let cli = cli::Cli::parse();
+    // The demo draws progress: keep its logs to warnings.
+    let default_filter = if cli.is_demo() { "warn" } else { "info,sled=warn,cranelift=warn,wasmtime=warn" };
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter);
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| default_filter.into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match cli::run(cli::Cli::parse()).await {
+    let logs = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| default_filter.into())).with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Json => logs.json().with_current_span(true).init(),
+        cli::LogFormat::Text => logs.init(),
+    }
+    match cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub uplink_window: crate::api::UplinkWindow,
     /// Requests a second each API token may make (None: no limit).
     pub rate_limit_per_token: Option<std::num::NonZeroU32>,
+    /// Serve `/metrics` without a token.
+    pub metrics_public: bool,
 }
 
 impl ServerConfig {
@@ -55,6 +57,7 @@ impl ServerConfig {
             run_campaigns: true,
             uplink_window: Default::default(),
             rate_limit_per_token: None,
+            metrics_public: false,
         }
     }
 }
@@ -96,6 +99,8 @@ impl Server {
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
 
+        // Counters count from the first server on (one recorder per process).
+        crate::metrics::recorder();
         let network = Arc::new(PluginNetwork::new(store.clone(), runtime.clone()));
         let engine = Arc::new(Engine::new(store.clone(), runtime.clone(), config.clock.clone(), network));
         let runner = Arc::new(Runner::new(engine));
@@ -105,6 +110,7 @@ impl Server {
         let state = AppState { store, vault, runtime, auth: Arc::new(auth), clock: config.clock, upload_limit: config.upload_limit, runner,
             uplink_window: config.uplink_window,
             rate_limit: config.rate_limit_per_token.map(|n| Arc::new(crate::api::TokenRateLimit::new(n))),
+            metrics_public: config.metrics_public,
         };
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;

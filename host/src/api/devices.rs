@@ -151,7 +151,9 @@ async fn downlink(State(s): State<AppState>, Path(id): Path<String>, body: axum:
     }
     let bound = bind(&s.store, &s.runtime, &request.backend_instance).map_err(|e| FieldError::new("backendInstance", e.to_string()))?;
     let downlink = UnicastDownlink { dev_eui: device.dev_eui.0, fport: request.fport, payload, confirmed: request.confirmed, flush_queue: false, correlation_id: String::new() };
-    let receipt = outcome(bound.on(&s.runtime).send_unicast(downlink).await).map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    let sent = outcome(bound.on(&s.runtime).send_unicast(downlink).await);
+    crate::backend::record_downlink(&request.backend_instance, "unicast", &sent);
+    let receipt = sent.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
     tracing::info!(device = %device.dev_eui, fport = request.fport, instance = %request.backend_instance, "unicast message sent");
     Ok(Json(json!({ "sent": true, "fcnt": receipt.fcnt })))
 }

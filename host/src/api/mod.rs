@@ -46,6 +46,8 @@ pub struct AppState {
     pub uplink_window: UplinkWindow,
     /// Requests per second per token, when limited.
     pub rate_limit: Option<Arc<TokenRateLimit>>,
+    /// `/metrics` without a token.
+    pub metrics_public: bool,
 }
 
 impl AppState {
@@ -80,9 +82,11 @@ pub fn router(state: AppState) -> Router {
         .merge(files::routes())
         .merge(campaigns::routes())
         .merge(plugins::routes())
+        .merge(if state.metrics_public { Router::new() } else { metrics_route() })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_role));
     Router::new()
         .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .merge(if state.metrics_public { metrics_route() } else { Router::new() })
         .merge(uplinks::routes())
         .merge(protected)
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
@@ -92,6 +96,18 @@ pub fn router(state: AppState) -> Router {
         // bounds everything else, with room for multipart framing.
         .layer(DefaultBodyLimit::max(upload_limit.saturating_add(64 * 1024)))
         .with_state(state)
+}
+
+/// Prometheus metrics: behind an API token (any role) unless the host
+/// serves them openly (`--metrics-public`).
+fn metrics_route() -> Router<AppState> {
+    Router::new().route(
+        "/metrics",
+        get(|axum::extract::State(s): axum::extract::State<AppState>| async move {
+            let text = crate::metrics::render(&s.store)?;
+            Ok::<_, ApiError>(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+        }),
+    )
 }
 
 /// A 2xx to a request that may have written means the write is on disk:

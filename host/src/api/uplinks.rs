@@ -122,6 +122,9 @@ async fn receive(
         }
     }
     s.store.flush()?;
+    for (result, n) in [("taken", uplinks), ("replay", replays), ("outside_time_window", outside_window)] {
+        metrics::counter!("airlift_uplinks_total", "backend_instance" => id.clone(), "result" => result).increment(n as u64);
+    }
     Ok(Json(serde_json::json!({ "uplinks": uplinks, "replays": replays, "outsideTimeWindow": outside_window })))
 }
 

@@ -97,6 +97,21 @@ pub fn outcome<R>(answer: Result<Answer<R>, PluginError>) -> Result<R, NetworkEr
     }
 }
 
+/// A downlink in the metrics, and the network's error if it failed.
+pub fn record_downlink<R>(backend: &str, kind: &'static str, sent: &Result<R, NetworkError>) {
+    let result = if sent.is_ok() { "sent" } else { "failed" };
+    metrics::counter!("airlift_downlinks_total", "backend_instance" => backend.to_string(), "kind" => kind, "result" => result).increment(1);
+    if let Err(e) = sent {
+        let error = match e {
+            NetworkError::Unavailable(_) => "unavailable",
+            NetworkError::Refused(_) => "refused",
+            NetworkError::Unauthorized(_) => "unauthorized",
+            NetworkError::Misconfigured(_) => "misconfigured",
+        };
+        metrics::counter!("airlift_network_errors_total", "backend_instance" => backend.to_string(), "error" => error).increment(1);
+    }
+}
+
 pub struct PluginNetwork {
     store: Store,
     runtime: Arc<PluginRuntime>,
@@ -139,7 +154,9 @@ impl Network for PluginNetwork {
         // The engine has one request outstanding per device: a new one
         // replaces any unanswered copy still queued on the network.
         let downlink = wit::UnicastDownlink { dev_eui: dev_eui.0, fport, payload, confirmed: false, flush_queue: true, correlation_id: String::new() };
-        outcome(self.backend(backend)?.send_unicast(downlink).await).map(drop)
+        let sent = outcome(self.backend(backend)?.send_unicast(downlink).await).map(drop);
+        record_downlink(backend, "unicast", &sent);
+        sent
     }
 
     async fn send_multicast(&self, backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<Option<u32>, NetworkError> {
@@ -151,8 +168,9 @@ impl Network for PluginNetwork {
             }
         };
         let downlink = wit::MulticastDownlink { group: multicast_group(group), fport, payload, fcnt, correlation_id: String::new() };
-        let receipt = outcome(bound.on(&self.runtime).send_multicast(downlink).await)?;
-        Ok(receipt.fcnt)
+        let sent = outcome(bound.on(&self.runtime).send_multicast(downlink).await).map(|receipt| receipt.fcnt);
+        record_downlink(backend, "multicast", &sent);
+        sent
     }
 
     async fn offloads(&self, backend: &str) -> Result<bool, NetworkError> {

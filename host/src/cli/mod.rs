@@ -25,8 +25,24 @@ pub struct Cli {
     /// Bearer token for client commands; defaults to <data-dir>/admin.token.
     #[arg(long, global = true, env = "AIRLIFT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Logs as text lines, or as one JSON object per event (with the
+    /// campaign of the span it happened in).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    pub fn is_demo(&self) -> bool {
+        matches!(self.command, Command::Demo(_))
+    }
 }
 
 #[derive(Subcommand)]
@@ -50,6 +66,10 @@ enum Command {
         /// give the same origin to every process of one simulation.
         #[arg(long, requires = "time_speed")]
         time_origin: Option<u64>,
+        /// Serve `/metrics` without an API token (for a scraper on a
+        /// trusted network).
+        #[arg(long)]
+        metrics_public: bool,
     },
     /// The main job: server plus a simulated fleet running a firmware campaign.
     Demo(demo::DemoArgs),
@@ -129,9 +149,10 @@ fn body(arg: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Serve { bind, upload_limit_mib, rate_limit_per_token, time_speed, time_origin } = cli.command {
+    if let Command::Serve { bind, upload_limit_mib, rate_limit_per_token, time_speed, time_origin, metrics_public } = cli.command {
         let mut config = ServerConfig::new(cli.data_dir);
         config.bind = bind;
+        config.metrics_public = metrics_public;
         config.upload_limit = upload_limit_mib * 1024 * 1024;
         config.rate_limit_per_token = rate_limit_per_token;
         if let Some(speed) = time_speed {

@@ -629,6 +629,7 @@ impl<N: Network> Engine<N> {
     /// uplink came through; only runs sent through it take it (`None`: the
     /// engine's own in-process network). Returns the runs that recorded
     /// an answer.
+    #[tracing::instrument(level = "debug", skip(self, payload), fields(device = %dev_eui))]
     pub async fn on_uplink(&self, via: Option<&str>, dev_eui: Eui, fport: u8, payload: Vec<u8>) -> Result<Vec<String>, EngineError> {
         let mut answered = Vec::new();
         let mut replies_due = Vec::new();

@@ -249,6 +249,14 @@ impl<N: Network> Engine<N> {
     /// it, ask the network; under the lock again, record what it answered.
     /// A slow or hanging network so never keeps uplinks or a stop waiting.
     pub async fn step(&self, run_id: &str) -> Result<Option<u64>, EngineError> {
+        let started = std::time::Instant::now();
+        let stepped = self.step_timed(run_id).await;
+        metrics::histogram!("airlift_engine_step_seconds").record(started.elapsed().as_secs_f64());
+        stepped
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(campaign = %run_id))]
+    async fn step_timed(&self, run_id: &str) -> Result<Option<u64>, EngineError> {
         let decided = {
             let _held = self.lock(run_id).await;
             self.decide(run_id).await?

@@ -153,7 +153,9 @@ impl PluginRuntime {
     /// A runtime caching compiled plugins in `cache_dir`.
     pub fn new(cache_dir: PathBuf, host: Arc<HostServices>) -> Result<Self, PluginError> {
         let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
+        // Epochs bound a call's time; fuel only measures the work done
+        // (each call starts with more than it can use).
+        config.wasm_component_model(true).epoch_interruption(true).consume_fuel(true);
         let engine = Engine::new(&config).map_err(|e| PluginError::Invalid(format!("engine: {e}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Invalid(format!("wasi: {e}")))?;
@@ -335,10 +337,12 @@ impl PluginRuntime {
         let engine = self.engine.clone();
         let plugin = plugin.clone();
         let ticks = (limits.timeout_ms as u64).div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+        let started = Instant::now();
         let job = tokio::task::spawn_blocking(move || {
             let mut store = Store::new(&engine, state);
             store.limiter(|s| &mut s.limiter);
             store.set_epoch_deadline(ticks);
+            let _ = store.set_fuel(u64::MAX);
             // Past the deadline, credit the time spent waiting in host
             // imports (a 600 s upload) before trapping.
             store.epoch_deadline_callback(|mut ctx| {
@@ -352,16 +356,32 @@ impl PluginRuntime {
                 Ok(wasmtime::UpdateDeadline::Continue(ticks))
             });
             let result = f(&mut store, &plugin.typed);
-            (result, store.data().limiter.refused)
+            let fuel_used = u64::MAX - store.get_fuel().unwrap_or(u64::MAX);
+            (result, store.data().limiter.refused, fuel_used)
         });
-        let (result, memory_refused) = match tokio::time::timeout(outer, job).await {
-            Ok(Ok(done)) => done,
-            Ok(Err(join)) => {
-                return Err(PluginError::Trap { name: manifest.name.clone(), message: format!("host thread failed: {join}") })
-            }
-            Err(_) => return Err(PluginError::Timeout { name: manifest.name.clone(), timeout_ms: limits.timeout_ms }),
+        let (result, fuel_used) = match tokio::time::timeout(outer, job).await {
+            Ok(Ok((result, memory_refused, fuel_used))) => (result.map_err(|e| classify(&manifest, &limits, memory_refused, e)), Some(fuel_used)),
+            Ok(Err(join)) => (Err(PluginError::Trap { name: manifest.name.clone(), message: format!("host thread failed: {join}") }), None),
+            Err(_) => (Err(PluginError::Timeout { name: manifest.name.clone(), timeout_ms: limits.timeout_ms }), None),
         };
-        result.map_err(|e| classify(&manifest, &limits, memory_refused, e))
+        record_call(&manifest.name, &result, started.elapsed(), fuel_used);
+        result
+    }
+}
+
+/// A plugin call in the metrics: its outcome, time and the work it did.
+fn record_call<R>(plugin: &str, result: &Result<R, PluginError>, took: Duration, fuel_used: Option<u64>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(PluginError::Trap { .. }) => "trap",
+        Err(PluginError::Timeout { .. }) => "timeout",
+        Err(PluginError::OutOfMemory { .. }) => "out_of_memory",
+        Err(_) => "error",
+    };
+    metrics::counter!("airlift_plugin_calls_total", "plugin" => plugin.to_string(), "outcome" => outcome).increment(1);
+    metrics::histogram!("airlift_plugin_call_seconds", "plugin" => plugin.to_string()).record(took.as_secs_f64());
+    if let Some(fuel) = fuel_used {
+        metrics::histogram!("airlift_plugin_fuel_used", "plugin" => plugin.to_string()).record(fuel as f64);
     }
 }
 

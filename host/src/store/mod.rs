@@ -165,6 +165,11 @@ impl Store {
     /// (sled's own `flush_async` can wait for ever under concurrent
     /// writers: the load benchmark hung after ~1,400 creates from 8
     /// clients. A blocking flush on the blocking pool does not.)
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     pub async fn flush_async(&self) -> Result<(), StoreError> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush()).await.map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
