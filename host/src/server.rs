@@ -111,6 +111,7 @@ impl Server {
             uplink_window: config.uplink_window,
             rate_limit: config.rate_limit_per_token.map(|n| Arc::new(crate::api::TokenRateLimit::new(n))),
             metrics_public: config.metrics_public,
+            openapi: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;

@@ -1,6 +1,8 @@
 //! Campaign progress and per-device results, in the RMC progress message
 //! shape, read from the engine's stored run state.
 
+use super::openapi::{Doc, Routes};
+use axum::http::Method;
 use super::objects::load;
 use super::{ApiError, AppState};
 use crate::engine::run::{self, Part};
@@ -11,23 +13,22 @@ use crate::model::{public_view, Campaign, CampaignInput, CampaignStatus, DeviceS
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::Stream;
 use serde_json::Value;
 use std::time::Duration;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/campaigns/{id}/progress", get(campaign_progress))
-        .route("/api/campaigns/{id}/progress/stream", get(progress_stream))
-        .route("/api/campaigns/{id}/devices", get(device_progress))
-        .route("/api/campaigns/{id}/retry-failed", post(retry_failed))
-        .route("/api/campaigns/{id}/start", post(start))
-        .route("/api/campaigns/{id}/stop", post(stop))
-        .route("/api/campaigns/{id}/backend-instance", axum::routing::put(switch_backend))
-        .route("/api/campaigns/{id}/duration", get(duration))
-        .route("/api/campaigns/duration", post(draft_duration))
+pub fn routes() -> Routes {
+    Routes::new()
+        .route(Method::GET, "/api/campaigns/{id}/progress", campaign_progress, Doc::new("The campaign's progress (RMC progress message, each group's in `groups`)"))
+        .route(Method::GET, "/api/campaigns/{id}/progress/stream", progress_stream, Doc::new("The same as server-sent events, one per change"))
+        .route(Method::GET, "/api/campaigns/{id}/devices", device_progress, Doc::new("Each device's progress"))
+        .route(Method::POST, "/api/campaigns/{id}/retry-failed", retry_failed, Doc::new("A new campaign for the devices that did not succeed"))
+        .route(Method::POST, "/api/campaigns/{id}/start", start, Doc::new("Start a CONFIGURED campaign"))
+        .route(Method::POST, "/api/campaigns/{id}/stop", stop, Doc::new("Stop a running campaign"))
+        .route(Method::PUT, "/api/campaigns/{id}/backend-instance", switch_backend, Doc::new("Move the campaign to another backend instance, also while it runs").json::<SwitchBackend>())
+        .route(Method::GET, "/api/campaigns/{id}/duration", duration, Doc::new("How long the campaign will take (seed 002's RESP)").query(&["loss"]))
+        .route(Method::POST, "/api/campaigns/duration", draft_duration, Doc::new("How long a campaign not yet saved would take").json::<CampaignInput>().query(&["loss"]))
 }
 
 #[derive(serde::Deserialize)]
@@ -101,7 +102,7 @@ async fn start(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json
     Ok(Json(progress::campaign_message(&parts_of(&s, &id)?, s.clock.now_unix_ms())))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SwitchBackend {
     backend_instance: String,

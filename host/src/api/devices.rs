@@ -1,6 +1,8 @@
 //! Devices: the object routes, a list filtered as seed 004's device page
 //! filters, a device's latest uplinks, and one unicast message to it.
 
+use super::openapi::{Doc, Routes};
+use axum::http::Method;
 use super::{ApiError, AppState};
 use crate::model::FieldError;
 use crate::backend::{bind, outcome};
@@ -12,8 +14,7 @@ use std::collections::HashSet;
 use crate::plugin::backend::UnicastDownlink;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -21,13 +22,17 @@ use serde_json::{json, Value};
 /// largest payload, no FOpts).
 const MAX_DOWNLINK_PAYLOAD: usize = 242;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Routes {
     use super::objects::{archive, create, read, update};
-    Router::new()
-        .route("/api/devices", get(list).post(create::<Device>))
-        .route("/api/devices/{id}", get(read::<Device>).put(update::<Device>).delete(archive::<Device>))
-        .route("/api/devices/{id}/uplinks", get(uplinks))
-        .route("/api/devices/{id}/downlink", post(downlink))
+    use crate::model::DeviceInput;
+    Routes::new()
+        .route(Method::GET, "/api/devices", list, Doc::new("List or search devices, in pages").query(&["tag", "deviceSet", "firmware", "deviceProfile", "campaign", "campaignState", "archived", "limit", "after"]))
+        .route(Method::POST, "/api/devices", create::<Device>, Doc::new("Create a device").json::<DeviceInput>())
+        .route(Method::GET, "/api/devices/{id}", read::<Device>, Doc::new("Read a device"))
+        .route(Method::PUT, "/api/devices/{id}", update::<Device>, Doc::new("Change a device").json::<DeviceInput>())
+        .route(Method::DELETE, "/api/devices/{id}", archive::<Device>, Doc::new("Archive a device"))
+        .route(Method::GET, "/api/devices/{id}/uplinks", uplinks, Doc::new("The device's last uplinks, newest first"))
+        .route(Method::POST, "/api/devices/{id}/downlink", downlink, Doc::new("Send the device one unicast message").json::<DownlinkRequest>())
 }
 
 /// Where a device stands in a campaign.
@@ -126,7 +131,7 @@ async fn uplinks(State(s): State<AppState>, Path(id): Path<String>) -> Result<Js
     Ok(Json(json!(kept)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct DownlinkRequest {
     backend_instance: String,

@@ -1,6 +1,8 @@
 //! File upload (multipart, streamed to a content-addressed blob with a size
 //! limit), download, and Smart Delta public keys.
 
+use super::openapi::{Doc, Routes};
+use axum::http::Method;
 use super::json::parse_json;
 use super::objects::load;
 use super::{ApiError, AppState};
@@ -8,15 +10,14 @@ use crate::model::{public_view, FileInput, SmartDeltaKey, StoredFile};
 use axum::extract::{Multipart, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::Value;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/files", post(upload))
-        .route("/api/files/{id}/content", get(download))
-        .route("/api/smart-delta-keys/{id}/public-key", get(public_key))
+pub fn routes() -> Routes {
+    Routes::new()
+        .route(Method::POST, "/api/files", upload, Doc::new("Upload a file").multipart("`file`: the content; `metadata`: optional JSON (FileInput)"))
+        .route(Method::GET, "/api/files/{id}/content", download, Doc::new("Download a file's content"))
+        .route(Method::GET, "/api/smart-delta-keys/{id}/public-key", public_key, Doc::new("A Smart Delta key's public part (raw X‖Y hex and PEM)"))
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {

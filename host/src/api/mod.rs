@@ -9,6 +9,7 @@ mod error;
 mod files;
 mod json;
 mod objects;
+pub mod openapi;
 mod plugins;
 mod rate_limit;
 mod uplinks;
@@ -26,7 +27,8 @@ use crate::model::{BackendInstance, Campaign, DeviceProfile, DeviceSet, Multicas
 use crate::plugin::PluginRuntime;
 use crate::store::Store;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::http::Method;
+use openapi::{Doc, Routes};
 use axum::response::IntoResponse;
 use axum::{middleware, Json, Router};
 use std::sync::Arc;
@@ -48,6 +50,9 @@ pub struct AppState {
     pub rate_limit: Option<Arc<TokenRateLimit>>,
     /// `/metrics` without a token.
     pub metrics_public: bool,
+    /// The OpenAPI document of this host's routes, as JSON (set when its
+    /// router is made).
+    pub openapi: Arc<std::sync::OnceLock<String>>,
 }
 
 impl AppState {
@@ -61,11 +66,12 @@ impl AppState {
 /// thousands of DevEUIs fits).
 const MAX_OBJECT_BODY: usize = 4 * 1024 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    let upload_limit = state.upload_limit as usize;
+/// Every route with its documentation, and the document.
+pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let metrics_public = state.metrics_public;
     // Objects are small JSON documents: bound their bodies well below the
     // upload limit that files and plugins need.
-    let objects = Router::new()
+    let objects = Routes::new()
         .merge(devices::routes())
         .merge(objects::routes::<DeviceSet>())
         .merge(objects::routes::<MulticastGroup>())
@@ -76,19 +82,29 @@ pub fn router(state: AppState) -> Router {
         .merge(objects::routes::<BackendInstance>())
         .merge(tokens::routes())
         .merge(objects::read_update_routes::<StoredFile>())
-        .layer(DefaultBodyLimit::max(MAX_OBJECT_BODY));
-    let protected = Router::new()
-        .merge(objects)
-        .merge(files::routes())
-        .merge(campaigns::routes())
-        .merge(plugins::routes())
-        .merge(if state.metrics_public { Router::new() } else { metrics_route() })
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_role));
-    Router::new()
-        .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .merge(if state.metrics_public { metrics_route() } else { Router::new() })
-        .merge(uplinks::routes())
-        .merge(protected)
+        .map(|r| r.layer(DefaultBodyLimit::max(MAX_OBJECT_BODY)));
+    let protected = objects.merge(files::routes()).merge(campaigns::routes()).merge(plugins::routes());
+    let protected = if metrics_public { protected } else { protected.merge(metrics_route()) };
+    let public = Routes::new()
+        .route(Method::GET, "/api/health", || async { Json(serde_json::json!({"status": "ok"})) }, Doc::new("Whether the host serves"))
+        .route(Method::GET, OPENAPI_PATH, openapi_json, Doc::new("This document"))
+        .merge(uplinks::routes());
+    let public = if metrics_public { public.merge(metrics_route()) } else { public };
+    Routes::new().merge(protected).map(|r| r.route_layer(middleware::from_fn_with_state(state.clone(), auth::require_role))).merge(public.public()).finish()
+}
+
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/api/openapi.json";
+
+async fn openapi_json(axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], s.openapi.get().cloned().unwrap_or_default()).into_response()
+}
+
+pub fn router(state: AppState) -> Router {
+    let upload_limit = state.upload_limit as usize;
+    let (routes, document) = routes(&state);
+    let _ = state.openapi.set(document.to_json().unwrap_or_default());
+    routes
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::map_response(errors_as_json))
         .layer(middleware::from_fn_with_state(state.clone(), durable_writes))
@@ -100,14 +116,13 @@ pub fn router(state: AppState) -> Router {
 
 /// Prometheus metrics: behind an API token (any role) unless the host
 /// serves them openly (`--metrics-public`).
-fn metrics_route() -> Router<AppState> {
-    Router::new().route(
-        "/metrics",
-        get(|axum::extract::State(s): axum::extract::State<AppState>| async move {
-            let text = crate::metrics::render(&s.store)?;
-            Ok::<_, ApiError>(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
-        }),
-    )
+fn metrics_route() -> Routes {
+    Routes::new().route(Method::GET, "/metrics", metrics, Doc::new("Prometheus metrics (text format)"))
+}
+
+async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> Result<axum::response::Response, ApiError> {
+    let text = crate::metrics::render(&s.store)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 /// A 2xx to a request that may have written means the write is on disk:

@@ -7,8 +7,10 @@ use crate::model::{public_view, BackendInstance, Campaign, CampaignStatus, Edita
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use super::openapi::{Doc, Routes};
+use axum::http::Method;
+use utoipa::ToSchema;
+use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -27,17 +29,24 @@ pub struct ListQuery {
 pub const MAX_PAGE: usize = 1000;
 
 /// All routes of an object kind: `/api/{kind}` and `/api/{kind}/{id}`.
-pub fn routes<T: Editable>() -> Router<AppState> {
-    Router::new()
-        .route(&format!("/api/{}", T::KIND), get(list::<T>).post(create::<T>))
-        .route(&format!("/api/{}/{{id}}", T::KIND), get(read::<T>).put(update::<T>).delete(archive::<T>))
+pub fn routes<T: Editable>() -> Routes
+where
+    T::Input: ToSchema,
+{
+    read_update_routes::<T>().route(Method::POST, &format!("/api/{}", T::KIND), create::<T>, Doc::new("Create an object").json::<T::Input>())
 }
 
 /// Kinds created elsewhere (files, by upload).
-pub fn read_update_routes<T: Editable>() -> Router<AppState> {
-    Router::new()
-        .route(&format!("/api/{}", T::KIND), get(list::<T>))
-        .route(&format!("/api/{}/{{id}}", T::KIND), get(read::<T>).put(update::<T>).delete(archive::<T>))
+pub fn read_update_routes<T: Editable>() -> Routes
+where
+    T::Input: ToSchema,
+{
+    let (list_path, one) = (format!("/api/{}", T::KIND), format!("/api/{}/{{id}}", T::KIND));
+    Routes::new()
+        .route(Method::GET, &list_path, list::<T>, Doc::new("List objects, in pages").query(&["archived", "limit", "after"]))
+        .route(Method::GET, &one, read::<T>, Doc::new("Read an object"))
+        .route(Method::PUT, &one, update::<T>, Doc::new("Change an object").json::<T::Input>())
+        .route(Method::DELETE, &one, archive::<T>, Doc::new("Archive an object"))
 }
 
 pub async fn list<T: Object>(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<impl IntoResponse, ApiError> {

@@ -1,21 +1,23 @@
 //! Plugins: list, load or hot-swap (multipart manifest + wasm), describe.
 
+use super::openapi::{Doc, Routes};
+use axum::http::Method;
 use super::json::parse_json;
 use super::{ApiError, AppState};
 use crate::model::{PluginKind, PluginManifest, PluginRecord};
 use crate::plugin::Plugin;
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/plugins", get(list).post(load))
-        .route("/api/plugins/{name}", get(read))
-        .route("/api/plugins/{name}/describe", get(describe))
+pub fn routes() -> Routes {
+    Routes::new()
+        .route(Method::GET, "/api/plugins", list, Doc::new("List the plugins and their versions"))
+        .route(Method::POST, "/api/plugins", load, Doc::new("Load a plugin, or a new version of one (hot swap)").multipart("`manifest`: JSON; `wasm`: the component"))
+        .route(Method::GET, "/api/plugins/{name}", read, Doc::new("A plugin and its versions"))
+        .route(Method::GET, "/api/plugins/{name}/describe", describe, Doc::new("What the active version says of itself"))
 }
 
 fn view(record: &PluginRecord, loaded: Option<&Arc<Plugin>>) -> Value {

@@ -1,22 +1,26 @@
 //! API tokens for admins: list (names and roles), create (the token is
 //! shown once), revoke. Tokens from the environment are fixed.
 
+use super::openapi::{Doc, Routes};
+use axum::http::Method;
 use super::auth::{Role, TokenError};
 use super::json::JsonBody;
 use super::{ApiError, AppState};
 use crate::model::FieldError;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/tokens", get(list).post(create)).route("/api/tokens/{name}", delete(revoke))
+pub fn routes() -> Routes {
+    Routes::new()
+        .route(Method::GET, "/api/tokens", list, Doc::new("List the API tokens' names and roles"))
+        .route(Method::POST, "/api/tokens", create, Doc::new("Make an API token (answered once)").json::<NewToken>())
+        .route(Method::DELETE, "/api/tokens/{name}", revoke, Doc::new("Revoke an API token"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
     name: String,

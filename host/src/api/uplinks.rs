@@ -5,6 +5,7 @@
 //! the engine; the answer is 200 only once everything is on disk, so a
 //! network that retries on error loses nothing.
 
+use super::openapi::{Doc, Routes};
 use super::{ApiError, AppState};
 use crate::backend::{bind, outcome};
 use crate::engine::NetworkError;
@@ -13,8 +14,7 @@ use crate::plugin::backend::{self as wit, Header};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::routing::any;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::Value;
 
 /// Largest request a network may post.
@@ -50,13 +50,14 @@ impl UplinkWindow {
     }
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/backends/{id}/uplink", any(receive_root))
-        .route("/backends/{id}/uplink/{*path}", any(receive))
+pub fn routes() -> Routes {
+    Routes::new()
+        .any("/backends/{id}/uplink", receive_root, Doc::new("A network posts uplinks (the instance's backend plugin authenticates them)"))
+        .any("/backends/{id}/uplink/{*path}", receive, Doc::new("A network posts uplinks on a path of its own"))
         // Anyone may post here: a body over the limit is refused while it
         // streams in (413), never buffered whole first.
-        .layer(DefaultBodyLimit::max(MAX_UPLINK_REQUEST))
+        .map(|r| r.layer(DefaultBodyLimit::max(MAX_UPLINK_REQUEST)))
+        .public()
 }
 
 async fn receive_root(state: State<AppState>, Path(id): Path<String>, method: Method, query: RawQuery, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {

@@ -38,7 +38,7 @@ object!(BackendInstance, "backend-instances", |s| s.id.clone(), secrets = ["secr
 /// How the host reaches the instance's network. Gateways ship self-signed
 /// certificates, so an operator may trust an extra CA or pin the server's
 /// certificate; the platform's web PKI roots apply otherwise.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Transport {
     /// PEM certificates trusted besides the platform's roots.
@@ -84,7 +84,7 @@ impl Transport {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendInstanceInput {
     pub name: String,

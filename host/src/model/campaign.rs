@@ -5,7 +5,7 @@ use super::{require_ref, require_text, BackendInstance, DeviceSet, Editable, Fie
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CampaignType {
     /// Configure multicast groups and sessions only ("MCGROUP").
@@ -35,14 +35,14 @@ impl CampaignType {
 }
 
 /// How a message campaign's payload is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum MessageFormat {
     Hexadecimal,
     Base64,
 }
 
 /// The payload of a message campaign.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MulticastMessage {
     pub message_format: MessageFormat,
@@ -119,7 +119,7 @@ pub struct Campaign {
 }
 object!(Campaign, "campaigns", |s| s.id.clone());
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CampaignInput {
     pub name: String,

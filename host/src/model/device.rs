@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// LoRaWAN version of the device's unicast identity; decides whether the
 /// device key is a GenAppKey (1.0) or an AppKey (1.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub enum LorawanVersion {
     #[default]
     #[serde(rename = "1.0")]
@@ -17,7 +17,7 @@ pub enum LorawanVersion {
 }
 
 /// Class of a temporary multicast session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum SessionClass {
     B,
     C,
@@ -54,7 +54,7 @@ pub struct Device {
     pub archived: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceInput {
     pub dev_eui: Eui,

@@ -67,3 +67,16 @@ mod tests {
         }
     }
 }
+
+/// In the OpenAPI document: a string of 16 hex digits.
+impl utoipa::PartialSchema for Eui {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9a-fA-F]{2}([-:]?[0-9a-fA-F]{2}){7}$"))
+            .description(Some("64-bit EUI in 16 hex digits (`-` or `:` separators taken)"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Eui {}

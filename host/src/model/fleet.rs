@@ -46,7 +46,7 @@ pub struct DeviceSet {
 }
 object!(DeviceSet, "device-sets", |s| s.id.clone());
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceSetInput {
     pub name: String,
@@ -81,7 +81,7 @@ fn live_refs<T: Object>(ctx: &InputContext, field: &str, mut euis: Vec<Eui>) -> 
 }
 
 /// ISM band; bounds the fragment size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum IsmBand {
     EU868,
     US915,
@@ -120,7 +120,7 @@ pub struct MulticastGroup {
 }
 object!(MulticastGroup, "multicast-groups", |s| s.dev_eui.to_string(), secrets = ["mcKey"]);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MulticastGroupInput {
     pub dev_eui: Eui,
@@ -240,7 +240,7 @@ pub struct Region {
 }
 object!(Region, "regions", |s| s.id.clone());
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegionInput {
     pub name: String,
@@ -264,7 +264,7 @@ impl Editable for Region {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FileType {
     Binary,
@@ -298,7 +298,7 @@ pub struct StoredFile {
 object!(StoredFile, "files", |s| s.id.clone());
 
 /// File metadata as clients send it (upload form fields, or JSON on update).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileInput {
     #[serde(default)]
@@ -435,7 +435,7 @@ pub struct DeviceProfile {
 }
 object!(DeviceProfile, "device-profiles", |s| s.id.clone());
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceProfileInput {
     pub name: String,
@@ -498,7 +498,7 @@ pub struct SmartDeltaKey {
 }
 object!(SmartDeltaKey, "smart-delta-keys", |s| s.id.clone(), secrets = ["privateKey"]);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SmartDeltaKeyInput {
     pub name: String,
