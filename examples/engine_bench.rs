@@ -3,7 +3,10 @@
 //! Prints process CPU per uplink handled (engine + device-library plugin +
 //! simulated fleet, all in this process) and resident memory per device.
 //!
-//!     cargo run -p airlift-examples --bin engine-bench -- [DEVICES] [CAMPAIGNS]
+//!     cargo run --release -p airlift-examples --bin engine-bench -- [DEVICES] [CAMPAIGNS]
+//!
+//! With `--campaigns N --devices-per-campaign M` it runs N campaigns of M
+//! devices concurrently instead ([`concurrent`]).
 
 use airlift::clock::{Clock, ManualClock, SystemClock};
 use airlift::engine::RunOptions;
@@ -14,6 +17,9 @@ use airlift::sim::scenario::{provision, ScenarioConfig};
 use airlift::store::Store;
 use std::sync::Arc;
 use std::time::Instant;
+
+#[path = "concurrent_campaigns.rs"]
+mod concurrent;
 
 /// Process CPU seconds (user + system) from /proc.
 fn cpu_seconds() -> f64 {
@@ -56,7 +62,12 @@ async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>, de
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    // Plugin calls are counted through the metrics.
+    airlift::metrics::recorder();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| raw.iter().position(|a| a == name).and_then(|i| raw.get(i + 1)).and_then(|v| v.parse::<usize>().ok());
+    let concurrent = flag("--campaigns").map(|n| (n, flag("--devices-per-campaign").unwrap_or(100)));
+    let args: Vec<usize> = raw.iter().filter_map(|a| a.parse().ok()).collect();
     let (big, campaigns) = (args.first().copied().unwrap_or(10_000), args.get(1).copied().unwrap_or(100));
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
@@ -65,6 +76,12 @@ async fn main() -> anyhow::Result<()> {
     let runtime = Arc::new(PluginRuntime::new(dir.path().join("compiled"), host)?);
     let b = bundled::bundled("lorawan-v1")?;
     install(&runtime, &store, b.manifest.clone(), b.wasm())?;
+    if let Some((campaigns, per_campaign)) = concurrent {
+        let b = bundled::bundled("simulated")?;
+        install(&runtime, &store, b.manifest.clone(), b.wasm())?;
+        println!("{campaigns} campaigns of {per_campaign} devices at once, 10 % loss:");
+        return concurrent::run(&store, &vault, &runtime, campaigns, per_campaign, rss_kib).await;
+    }
     let rss0 = rss_kib();
 
     let one = run(&store, &vault, &runtime, big, 0).await?;

@@ -235,6 +235,12 @@ impl DeviceModel {
         self.received_file = Some(file);
     }
 
+    /// Whether the device is in the multicast session of the group at
+    /// `mc_addr` (whether its time has come or not).
+    pub fn listens_to(&self, mc_addr: u32) -> bool {
+        self.session.is_some_and(|s| self.group(s.group).is_some_and(|(addr, _, _)| addr == mc_addr))
+    }
+
     /// The session of the group at `mc_addr` is over: back to class A.
     /// A session of another group goes on; one whose group the device
     /// deleted (McGroupDeleteReq) ends too.

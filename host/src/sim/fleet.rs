@@ -394,7 +394,9 @@ impl SimFleet {
         } else {
             0
         };
-        let euis: Vec<Eui> = st.devices.keys().copied().collect();
+        // Only devices in this group's session hear it (a large fleet has
+        // many groups on the air at once).
+        let euis: Vec<Eui> = st.devices.iter().filter(|(_, d)| d.model.listens_to(mc_addr)).map(|(e, _)| *e).collect();
         for eui in euis {
             let State { devices, rng, .. } = &mut *st;
             let device = devices.get_mut(&eui).unwrap();

@@ -174,7 +174,8 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
                 tag: String::new(),
                 ism_band: IsmBand::EU868,
                 dl_dwell_time: false,
-                dev_addr: format!("{:08x}", 0x01ff_ffff - i as u32),
+                // One McAddr per group, also across scenarios sharing a fleet.
+                dev_addr: format!("{:08x}", 0x0100_0000 | (group_of(config, i).0 as u32 & 0x00ff_ffff)),
                 group_id: 0,
                 frequency: 869_525_000,
                 data_rate: 5,

@@ -1,0 +1,171 @@
+//! Many campaigns at once on one engine, in virtual time: `engine-bench
+//! --campaigns N --devices-per-campaign M`. One simulated fleet of N·M
+//! devices, one store, N campaigns started together and stepped as each
+//! asks, uplinks delivered as they fall due. The fleet's own work (the
+//! network calls the engine makes into it, and its uplink queue) is timed
+//! apart and left out of the engine's figures.
+
+use airlift::clock::{Clock, ManualClock, SystemClock};
+use airlift::engine::{Capabilities, Engine, Network, NetworkError, OffloadJob, OffloadStatus, Pacing, RunOptions};
+use airlift::keys::Vault;
+use airlift::model::{Eui, MulticastGroup};
+use airlift::plugin::PluginRuntime;
+use airlift::sim::fleet::{FleetConfig, SimFleet};
+use airlift::sim::scenario::{provision_objects, ScenarioConfig};
+use airlift::store::Store;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The simulated fleet, with the time spent in it counted.
+struct TimedFleet {
+    fleet: SimFleet,
+    spent_ns: AtomicU64,
+}
+
+impl TimedFleet {
+    fn time<R>(&self, f: impl FnOnce() -> R) -> R {
+        let started = Instant::now();
+        let r = f();
+        self.spent_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+
+    async fn time_async<R>(&self, f: impl std::future::Future<Output = R>) -> R {
+        let started = Instant::now();
+        let r = f.await;
+        self.spent_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+
+    fn spent(&self) -> Duration {
+        Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed))
+    }
+}
+
+impl Network for TimedFleet {
+    async fn pacing(&self, b: &str) -> Result<Pacing, NetworkError> {
+        self.time_async(self.fleet.pacing(b)).await
+    }
+    async fn capabilities(&self, b: &str) -> Result<Capabilities, NetworkError> {
+        self.time_async(self.fleet.capabilities(b)).await
+    }
+    async fn create_group(&self, b: &str, g: &MulticastGroup, d: &[Eui], f: u32) -> Result<(), NetworkError> {
+        self.time_async(self.fleet.create_group(b, g, d, f)).await
+    }
+    async fn send_unicast(&self, b: &str, d: Eui, p: u8, x: Vec<u8>) -> Result<(), NetworkError> {
+        self.time_async(self.fleet.send_unicast(b, d, p, x)).await
+    }
+    async fn send_multicast(&self, b: &str, g: &MulticastGroup, f: u32, p: u8, x: Vec<u8>) -> Result<Option<u32>, NetworkError> {
+        self.time_async(self.fleet.send_multicast(b, g, f, p, x)).await
+    }
+    async fn end_session(&self, b: &str, g: &MulticastGroup) {
+        self.time_async(self.fleet.end_session(b, g)).await
+    }
+    async fn offloads(&self, b: &str) -> Result<bool, NetworkError> {
+        self.fleet.offloads(b).await
+    }
+    async fn offload_start(&self, b: &str, j: OffloadJob) -> Result<String, NetworkError> {
+        self.fleet.offload_start(b, j).await
+    }
+    async fn offload_poll(&self, b: &str, h: &str) -> Result<OffloadStatus, NetworkError> {
+        self.fleet.offload_poll(b, h).await
+    }
+    async fn offload_cancel(&self, b: &str, h: &str) -> Result<(), NetworkError> {
+        self.fleet.offload_cancel(b, h).await
+    }
+}
+
+/// A sample of a Prometheus family in the process's metrics.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().filter(|l| l.split(['{', ' ']).next() == Some(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
+}
+
+pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>, campaigns: usize, per_campaign: usize, rss_kib: fn() -> u64) -> anyhow::Result<()> {
+    let clock = Arc::new(ManualClock::new(SystemClock.now_unix_ms()));
+    let rss0 = rss_kib();
+    let store0 = store.size_on_disk()?;
+    let total = campaigns * per_campaign;
+    let fleet_config = FleetConfig { loss: 0.1, seed: 7, ..FleetConfig::default() };
+    let first_eui = 0x70b3_d57e_1000_0000;
+    let (fleet, devices) = SimFleet::new(fleet_config.clone(), clock.clone(), vault.clone(), first_eui, &vec![airlift::sim::fleet::Behaviour::Normal; total]);
+    let mut ids = Vec::with_capacity(campaigns);
+    let provisioning = Instant::now();
+    for c in 0..campaigns {
+        let mut config = ScenarioConfig::new(per_campaign);
+        config.fleet = fleet_config.clone();
+        config.group_eui = 0x70b3_d57e_f000_0000 + c as u64;
+        let backend = airlift::model::BackendInstanceInput {
+            name: format!("simulated {c}"),
+            plugin: "simulated".into(),
+            settings: Default::default(),
+            secrets: Default::default(),
+            allowed_hosts: vec![],
+            transport: Default::default(),
+        };
+        let objects = provision_objects(store, vault, clock.now_unix_ms(), &config, &devices[c * per_campaign..(c + 1) * per_campaign], vec![backend])?;
+        ids.push(objects.campaign_id);
+    }
+    println!("  provisioned {campaigns} campaigns of {per_campaign} devices in {:.1} s", provisioning.elapsed().as_secs_f64());
+    let timed = Arc::new(TimedFleet { fleet, spent_ns: AtomicU64::new(0) });
+    let engine = Engine::new(store.clone(), runtime.clone(), clock.clone(), timed.clone());
+    let options = RunOptions { fixed_redundancy_pct: None, target_firmware: Some(fleet_config.installed_firmware) };
+    // Each run and when it asked to be stepped.
+    let mut due: BTreeMap<String, u64> = BTreeMap::new();
+    for id in &ids {
+        for run in engine.start(id, options.clone()).await? {
+            due.insert(run.id(), clock.now_unix_ms());
+        }
+    }
+    let metrics_before = airlift::metrics::recorder().render();
+    let (started, fleet0, virtual0) = (Instant::now(), timed.spent(), clock.now_unix_ms());
+    let (mut engine_time, mut uplinks, mut steps) = (Duration::ZERO, 0u64, Vec::new());
+    while !due.is_empty() {
+        let now = clock.now_unix_ms();
+        let ready: Vec<String> = due.iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect();
+        for id in ready {
+            let (t, spent) = (Instant::now(), timed.spent());
+            let next = engine.step(&id).await?;
+            let took = t.elapsed().saturating_sub(timed.spent() - spent);
+            engine_time += took;
+            steps.push(took);
+            match next {
+                Some(at) => due.insert(id, at),
+                None => due.remove(&id),
+            };
+        }
+        for (eui, fport, payload) in timed.time(|| timed.fleet.take_due_uplinks()) {
+            let (t, spent) = (Instant::now(), timed.spent());
+            let answered = engine.on_uplink(None, eui, fport, payload).await?;
+            engine_time += t.elapsed().saturating_sub(timed.spent() - spent);
+            uplinks += 1;
+            // Answers are let in for a moment before the run steps.
+            for id in answered {
+                if let Some(at) = due.get_mut(&id) {
+                    *at = (*at).min(now + 2_000);
+                }
+            }
+        }
+        let Some(next_step) = due.values().min().copied() else { break };
+        let next_uplink = timed.fleet.next_uplink_ms().unwrap_or(u64::MAX);
+        clock.advance_to(next_step.min(next_uplink).max(now + 1_000));
+    }
+    let wall = started.elapsed();
+    let fleet_time = timed.spent() - fleet0;
+    let metrics_after = airlift::metrics::recorder().render();
+    let plugin_calls = metric(&metrics_after, "airlift_plugin_calls_total") - metric(&metrics_before, "airlift_plugin_calls_total");
+    steps.sort();
+    let succeeded = ids.iter().filter(|id| engine.store.get::<airlift::model::Campaign>(id).ok().flatten().is_some_and(|c| c.status == airlift::model::CampaignStatus::Succeeded)).count();
+    println!("  {succeeded} of {campaigns} campaigns succeeded; {uplinks} uplinks; {:.0} s of virtual time in {:.1} s wall", (clock.now_unix_ms() - virtual0) as f64 / 1000.0, wall.as_secs_f64());
+    println!("  engine time per uplink: {:.1} µs (the fleet's own time, {:.1} s, left out)", engine_time.as_secs_f64() * 1e6 / uplinks.max(1) as f64, fleet_time.as_secs_f64());
+    println!("  plugin calls per uplink: {:.2}; instantiations per second: {:.0}", plugin_calls / uplinks.max(1) as f64, plugin_calls / wall.as_secs_f64());
+    println!("  step latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} steps", percentile(&steps, 0.5).as_secs_f64() * 1e3, percentile(&steps, 0.99).as_secs_f64() * 1e3, steps.last().copied().unwrap_or_default().as_secs_f64() * 1e3, steps.len());
+    println!("  RSS per device: {:.2} KiB; store per device: {:.2} KiB", rss_kib().saturating_sub(rss0) as f64 / total as f64, store.size_on_disk()?.saturating_sub(store0) as f64 / 1024.0 / total as f64);
+    Ok(())
+}
+
