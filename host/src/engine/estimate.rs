@@ -96,7 +96,8 @@ impl<N: Network> Engine<N> {
         let pacing = self.network.pacing(&backend).await.unwrap_or(Pacing { multicast_interval_ms: 0, unicast_interval_ms: 0 });
         let mut uplink_periods: BTreeMap<u32, usize> = BTreeMap::new();
         for dev in members {
-            *uplink_periods.entry(self.uplink_period_s(*dev)?).or_default() += 1;
+            let (device, profile) = self.device_and_profile(*dev)?;
+            *uplink_periods.entry(super::uplink_period_s(&device, profile.as_ref())).or_default() += 1;
         }
         let model = GroupModel { run, group, pacing, uplink_periods, loss: assumptions.loss.clamp(0.0, 0.95) };
         Ok(GroupEstimate { backend_instance: backend, ..model.estimate() })

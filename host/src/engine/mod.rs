@@ -430,21 +430,19 @@ impl<N: Network> Engine<N> {
         Ok(run)
     }
 
-    /// How often a device sends uplinks (its own rate, else its
-    /// profile's), seconds; 0 if unknown.
-    fn uplink_period_s(&self, dev: Eui) -> Result<u32, EngineError> {
+    /// A device and its profile, if it names one.
+    fn device_and_profile(&self, dev: Eui) -> Result<(Device, Option<DeviceProfile>), EngineError> {
         let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
         let profile = self.profile(device.device_profile.as_ref())?;
-        Ok(device.uplink_rate.or(profile.and_then(|p| p.default_ul_period)).unwrap_or(0))
+        Ok((device, profile))
     }
 
     /// A device's record in a new run; refused (with the reason) when its
     /// hardware, multicast classes or running firmware do not fit.
     fn enrol(&self, run: &CampaignRun, group: &MulticastGroup, dev: Eui, file_hardware: &FileHardware) -> Result<DeviceRun, EngineError> {
-        let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
+        let (device, profile) = self.device_and_profile(dev)?;
         let mut dev_run = DeviceRun::new(run, dev);
-        let profile = self.profile(device.device_profile.as_ref())?;
-        dev_run.uplink_period_s = self.uplink_period_s(dev)?;
+        dev_run.uplink_period_s = uplink_period_s(&device, profile.as_ref());
         if let Some(why) = file_hardware.refuses(profile.as_ref()) {
             dev_run.failed = Some(why);
         }
@@ -696,6 +694,12 @@ impl<N: Network> Engine<N> {
     fn campaign_type(&self, run: &CampaignRun) -> Result<CampaignType, EngineError> {
         Ok(self.campaign(&run.campaign_id)?.campaign_type)
     }
+}
+
+/// How often a device sends uplinks: its own rate, else its profile's
+/// period; 0 if unknown.
+fn uplink_period_s(device: &Device, profile: Option<&DeviceProfile>) -> u32 {
+    device.uplink_rate.or(profile.and_then(|p| p.default_ul_period)).unwrap_or(0)
 }
 
 /// The hardware a file is for.
