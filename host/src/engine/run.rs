@@ -190,7 +190,8 @@ impl CampaignRun {
     /// Times a silent device is asked again in `stage`: the plan's limit,
     /// or more when the answer rate seen so far makes that limit leave
     /// devices behind: enough that, of all the devices, one is left
-    /// unanswered in fewer than 1 stage in [`LEFT_BEHIND_PER_STAGE`]⁻¹.
+    /// unanswered in fewer than one stage in a thousand
+    /// ([`LEFT_BEHIND_PER_STAGE`]).
     /// A retry costs only the silent device's airtime; losing the device
     /// costs its update.
     pub fn retry_limit(&self, stage: &Stage) -> u32 {
