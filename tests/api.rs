@@ -508,3 +508,21 @@ async fn the_openapi_document_describes_every_route() {
         assert_eq!(direct, 0, "{} adds routes without their documentation", path.display());
     }
 }
+
+/// What a GET answers can be PUT back changed: the fields an object only
+/// shows (archived, a secret's `…Set` flag, a campaign's dates and status)
+/// are dropped, while a misspelt field is still refused.
+#[tokio::test]
+async fn an_object_read_can_be_written_back() {
+    let (h, _dir) = host().await;
+    assert_eq!(h.post("/api/multicast-groups", group(GROUP)).await.0, StatusCode::CREATED);
+    let (_, mut shown) = h.get(&format!("/api/multicast-groups/{GROUP}")).await;
+    assert_eq!(shown["mcKeySet"], true, "{shown}");
+    shown["name"] = json!("renamed");
+    let (status, changed) = h.put(&format!("/api/multicast-groups/{GROUP}"), shown.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["name"], "renamed");
+    assert_eq!(changed["mcKeySet"], true, "the key is kept");
+    shown["nmae"] = json!("typo");
+    assert_field_error(h.put(&format!("/api/multicast-groups/{GROUP}"), shown).await, "nmae");
+}

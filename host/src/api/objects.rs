@@ -109,14 +109,37 @@ pub(super) async fn create<T: Editable>(State(s): State<AppState>, JsonBody(inpu
     Ok((StatusCode::CREATED, Json(public_view(&obj))))
 }
 
-pub(super) async fn update<T: Editable>(State(s): State<AppState>, Path(id): Path<String>, JsonBody(input): JsonBody<T::Input>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn update<T: Editable>(State(s): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError>
+where
+    T::Input: ToSchema,
+{
     let prior = load::<T>(&s, &normalise_id(&id))?;
+    let input = parse_edit::<T>(&body, &prior)?;
     check_not_in_use(&s, &prior)?;
     let obj = T::from_input(input, Some(&prior), &s.input_context())?;
     check_with_plugin(&s, &obj).await?;
     s.store.put(&obj)?;
     tracing::info!(kind = T::KIND, id = %obj.id(), "updated");
     Ok(Json(public_view(&obj)))
+}
+
+/// An edit's body. What a GET answered may come back as it was: fields
+/// the object only shows (its id, dates, status, archived flag, the `…Set`
+/// flags of its secrets) are dropped; any other field the input does not
+/// take is still an error, so a misspelt one is never ignored.
+fn parse_edit<T: Editable>(body: &[u8], prior: &T) -> Result<T::Input, ApiError>
+where
+    T::Input: ToSchema,
+{
+    let mut value: Value = super::json::parse_json(body)?;
+    let taken: std::collections::BTreeSet<String> = match <T::Input as utoipa::PartialSchema>::schema() {
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(o)) => o.properties.keys().cloned().collect(),
+        _ => Default::default(),
+    };
+    if let (Some(fields), Value::Object(shown)) = (value.as_object_mut(), public_view(prior)) {
+        fields.retain(|name, _| taken.contains(name) || !shown.contains_key(name));
+    }
+    super::json::parse_json(&serde_json::to_vec(&value).unwrap_or_default())
 }
 
 pub(super) async fn archive<T: Object>(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
