@@ -6,7 +6,6 @@ use axum::http::Method;
 use super::{ApiError, AppState};
 use crate::model::FieldError;
 use crate::backend::{bind, outcome};
-use crate::engine::DeviceRun;
 use crate::model::{Device, DeviceSet, DeviceUplinks, Eui};
 use axum::extract::Query;
 use axum::response::IntoResponse;
@@ -83,8 +82,22 @@ async fn list(state: State<AppState>, Query(f): Query<DeviceFilter>) -> Result<a
     if f.campaign_state.is_some() && f.campaign.is_none() {
         return Err(FieldError::new("campaignState", "needs a campaign").into());
     }
-    let in_campaign: Option<Vec<DeviceRun>> = match &f.campaign {
-        Some(id) => Some(crate::engine::run::parts_of(&s.store, id)?.into_iter().flatten().flat_map(|p| p.devices).collect()),
+    // The campaign's devices in the asked state, looked up per device.
+    let in_campaign: Option<HashSet<Eui>> = match &f.campaign {
+        Some(id) => Some(
+            crate::engine::run::parts_of(&s.store, id)?
+                .into_iter()
+                .flatten()
+                .flat_map(|p| p.devices)
+                .filter(|r| match f.campaign_state {
+                    None => true,
+                    Some(CampaignState::Active) => r.active() && !r.succeeded,
+                    Some(CampaignState::Succeeded) => r.succeeded,
+                    Some(CampaignState::Failed) => r.failed.is_some(),
+                })
+                .map(|r| r.dev_eui)
+                .collect(),
+        ),
         None => None,
     };
     let matches = |d: &Device| {
@@ -92,17 +105,7 @@ async fn list(state: State<AppState>, Query(f): Query<DeviceFilter>) -> Result<a
             && f.firmware.as_ref().is_none_or(|v| d.firmware.as_ref() == Some(v))
             && f.device_profile.as_ref().is_none_or(|p| d.device_profile.as_ref() == Some(p))
             && in_set.as_ref().is_none_or(|set| set.contains(&d.dev_eui))
-            && in_campaign.as_ref().is_none_or(|runs| {
-                runs.iter().any(|r| {
-                    r.dev_eui == d.dev_eui
-                        && match f.campaign_state {
-                            None => true,
-                            Some(CampaignState::Active) => r.active() && !r.succeeded,
-                            Some(CampaignState::Succeeded) => r.succeeded,
-                            Some(CampaignState::Failed) => r.failed.is_some(),
-                        }
-                })
-            })
+            && in_campaign.as_ref().is_none_or(|set| set.contains(&d.dev_eui))
     };
     let limit = super::objects::page_size(f.limit);
     let mut page: Vec<Device> = s

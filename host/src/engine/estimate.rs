@@ -20,9 +20,9 @@
 //! Groups run in parallel: the campaign lasts as long as its slowest group.
 
 use super::run::{CampaignRun, Stage, StageMode};
-use super::step::{backoff_ms, fixed_fragment_count, session_setup_stage, BEACON_PERIOD_S, MAX_EXTRA_ROUNDS, SESSION_SETUP_MARGIN_S};
+use super::step::{backoff_ms, fixed_fragment_count, session_setup_stage, setup_window_s, BEACON_PERIOD_S, MAX_EXTRA_ROUNDS};
 use super::{Engine, EngineError, Network, Pacing};
-use crate::model::{Campaign, Eui, MulticastGroup, SessionClass};
+use crate::model::{Campaign, Device, MulticastGroup, SessionClass};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -90,14 +90,14 @@ impl<N: Network> Engine<N> {
     }
 
     /// Estimate one planned run of `campaign`.
-    pub(super) async fn estimate_run(&self, campaign: &Campaign, run: &CampaignRun, group: &MulticastGroup, members: &[Eui], assumptions: Assumptions) -> Result<GroupEstimate, EngineError> {
+    pub(super) async fn estimate_run(&self, campaign: &Campaign, run: &CampaignRun, group: &MulticastGroup, members: &[Device], assumptions: Assumptions) -> Result<GroupEstimate, EngineError> {
         let backend = super::backend_of(campaign, group).to_string();
         // A network that cannot say now is taken at the band's pace.
         let pacing = self.network.pacing(&backend).await.unwrap_or(Pacing { multicast_interval_ms: 0, unicast_interval_ms: 0 });
         let mut uplink_periods: BTreeMap<u32, usize> = BTreeMap::new();
-        for dev in members {
-            let (device, profile) = self.device_and_profile(*dev)?;
-            *uplink_periods.entry(super::uplink_period_s(&device, profile.as_ref())).or_default() += 1;
+        for device in members {
+            let profile = self.profile(device.device_profile.as_ref())?;
+            *uplink_periods.entry(super::uplink_period_s(device, profile.as_ref())).or_default() += 1;
         }
         let model = GroupModel { run, group, pacing, uplink_periods, loss: assumptions.loss.clamp(0.0, 0.95) };
         Ok(GroupEstimate { backend_instance: backend, ..model.estimate() })
@@ -225,9 +225,7 @@ impl GroupModel<'_> {
     /// campaign's own time (taken as reached).
     fn session_start_after_s(&self, stage: &Stage, limit: u32) -> f64 {
         let slowest = self.uplink_periods.keys().max().copied().unwrap_or(0);
-        let timeout = stage.answer_timeout_s.saturating_add(slowest);
-        let window_ms: u64 = (1..=limit + 1).map(|a| backoff_ms(timeout, a)).sum();
-        let mut after = (window_ms / 1000 + SESSION_SETUP_MARGIN_S) as f64;
+        let mut after = setup_window_s(stage.answer_timeout_s.saturating_add(slowest), limit) as f64;
         if self.group.session_class == SessionClass::B {
             after += BEACON_PERIOD_S as f64 / 2.0;
         }

@@ -187,9 +187,9 @@ impl<N: Network> Engine<N> {
         for (run, group, members) in planned {
             // Indexed first: a crash before the run is stored leaves an
             // entry readers skip, never a run that cannot be found.
-            self.store.index_running(&run.id(), members.iter().map(|d| d.to_string()))?;
-            for dev in &members {
-                let dev_run = self.enrol(&run, &group, *dev, &file_hardware)?;
+            self.store.index_running(&run.id(), members.iter().map(|d| d.dev_eui.to_string()))?;
+            for device in &members {
+                let dev_run = self.enrol(&run, &group, device, &file_hardware)?;
                 self.store.put(&dev_run)?;
             }
             self.store.put(&run)?;
@@ -240,22 +240,23 @@ impl<N: Network> Engine<N> {
     /// The campaign's devices by multicast group: the group a device
     /// names (seed 002's `mcGroup`), else the first group of the
     /// campaign's first region. A named group must be one of the
-    /// campaign's regions.
-    fn partition(&self, campaign: &Campaign, devices: &[Eui]) -> Result<Vec<(MulticastGroup, Vec<Eui>)>, EngineError> {
+    /// campaign's regions. The devices are read once, here, for all that
+    /// planning needs of them.
+    fn partition(&self, campaign: &Campaign, devices: &[Eui]) -> Result<Vec<(MulticastGroup, Vec<Device>)>, EngineError> {
         let mut in_regions: Vec<Eui> = Vec::new();
         for id in &campaign.regions {
             let region = self.store.get::<Region>(id)?.ok_or_else(|| EngineError::Invalid(format!("region {id} is gone")))?;
             in_regions.extend(region.multicast_groups);
         }
         let default = *in_regions.first().ok_or_else(|| EngineError::Invalid("the campaign's regions have no multicast group".into()))?;
-        let mut by_group: BTreeMap<Eui, Vec<Eui>> = BTreeMap::new();
+        let mut by_group: BTreeMap<Eui, Vec<Device>> = BTreeMap::new();
         for dev in devices {
             let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
             let group = device.mc_group.unwrap_or(default);
             if !in_regions.contains(&group) {
                 return Err(EngineError::Invalid(format!("device {dev} names multicast group {group}, which is in none of the campaign's regions")));
             }
-            by_group.entry(group).or_default().push(*dev);
+            by_group.entry(group).or_default().push(device);
         }
         // The default group first: a one-group campaign's run keeps the campaign's id.
         let mut order: Vec<Eui> = by_group.keys().copied().collect();
@@ -271,7 +272,7 @@ impl<N: Network> Engine<N> {
 
     /// A device, and a multicast group, serve one running campaign at a
     /// time; the refusal names what is held and by which campaign.
-    fn check_conflicts(&self, campaign: &Campaign, groups: &[(MulticastGroup, Vec<Eui>)], devices: &[Eui]) -> Result<(), EngineError> {
+    fn check_conflicts(&self, campaign: &Campaign, groups: &[(MulticastGroup, Vec<Device>)], devices: &[Eui]) -> Result<(), EngineError> {
         let mut held = Vec::new();
         for other in self.running()?.iter().filter(|r| r.campaign_id != campaign.id) {
             if groups.iter().any(|(g, _)| g.dev_eui == other.group) {
@@ -292,7 +293,7 @@ impl<N: Network> Engine<N> {
 
     /// A campaign's own session start must leave its setup time to end
     /// first, even with no frame lost: else it is refused, with why.
-    async fn check_schedule(&self, campaign: &Campaign, run: &CampaignRun, group: &MulticastGroup, members: &[Eui], now: u64) -> Result<(), EngineError> {
+    async fn check_schedule(&self, campaign: &Campaign, run: &CampaignRun, group: &MulticastGroup, members: &[Device], now: u64) -> Result<(), EngineError> {
         let Some(at) = campaign.session_start else { return Ok(()) };
         let fastest = self.estimate_run(campaign, run, group, members, estimate::Assumptions { loss: 0.0 }).await?;
         let Some(setup_s) = fastest.session_starts_after_s else { return Ok(()) };
@@ -310,7 +311,7 @@ impl<N: Network> Engine<N> {
     /// Plan one group's run: its fragment layout (the group's data rate
     /// sets the fragment size), the library's stages, and what its network
     /// can do.
-    async fn plan_part(&self, campaign: &Campaign, p: &Planning, part: u32, group: &MulticastGroup, members: &[Eui]) -> Result<CampaignRun, EngineError> {
+    async fn plan_part(&self, campaign: &Campaign, p: &Planning, part: u32, group: &MulticastGroup, members: &[Device]) -> Result<CampaignRun, EngineError> {
         let library = &p.library;
         let file_size = p.payload.as_ref().map_or(0, |p| p.size);
         let layout = match &p.payload {
@@ -339,10 +340,9 @@ impl<N: Network> Engine<N> {
         let library_ports: Vec<(String, u8)> = p.info.ports.iter().map(|p| (p.package_name.clone(), p.fport)).collect();
         // One multicast group means one set of FPorts: its devices must agree.
         let mut fports: Option<BTreeMap<String, u8>> = None;
-        for dev in members {
-            let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
-            let overrides = self.profile_fports(&device)?;
-            PortMap::new(&library_ports, &overrides).map_err(|e| EngineError::Invalid(format!("device {dev}: {e}")))?;
+        for device in members {
+            let overrides = self.profile_fports(device)?;
+            PortMap::new(&library_ports, &overrides).map_err(|e| EngineError::Invalid(format!("device {}: {e}", device.dev_eui)))?;
             match &fports {
                 Some(f) if *f != overrides => return Err(EngineError::Invalid(format!("devices of multicast group {} use different FPorts", group.dev_eui))),
                 _ => fports = Some(overrides),
@@ -430,19 +430,12 @@ impl<N: Network> Engine<N> {
         Ok(run)
     }
 
-    /// A device and its profile, if it names one.
-    fn device_and_profile(&self, dev: Eui) -> Result<(Device, Option<DeviceProfile>), EngineError> {
-        let device = self.store.get::<Device>(&dev.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {dev} is gone")))?;
-        let profile = self.profile(device.device_profile.as_ref())?;
-        Ok((device, profile))
-    }
-
     /// A device's record in a new run; refused (with the reason) when its
     /// hardware, multicast classes or running firmware do not fit.
-    fn enrol(&self, run: &CampaignRun, group: &MulticastGroup, dev: Eui, file_hardware: &FileHardware) -> Result<DeviceRun, EngineError> {
-        let (device, profile) = self.device_and_profile(dev)?;
-        let mut dev_run = DeviceRun::new(run, dev);
-        dev_run.uplink_period_s = uplink_period_s(&device, profile.as_ref());
+    fn enrol(&self, run: &CampaignRun, group: &MulticastGroup, device: &Device, file_hardware: &FileHardware) -> Result<DeviceRun, EngineError> {
+        let profile = self.profile(device.device_profile.as_ref())?;
+        let mut dev_run = DeviceRun::new(run, device.dev_eui);
+        dev_run.uplink_period_s = uplink_period_s(device, profile.as_ref());
         if let Some(why) = file_hardware.refuses(profile.as_ref()) {
             dev_run.failed = Some(why);
         }

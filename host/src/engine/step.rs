@@ -20,7 +20,7 @@ const FRAGMENT_BATCH: u32 = 16;
 pub(super) const MAX_EXTRA_ROUNDS: u32 = 12;
 /// Margin before the multicast session starts, after its setup stage.
 /// Covers device clock error and the last answer's way back.
-pub(super) const SESSION_SETUP_MARGIN_S: u64 = 60;
+const SESSION_SETUP_MARGIN_S: u64 = 60;
 /// Wait before asking an unavailable network again, doubled after each
 /// failure in a row up to the maximum.
 const NETWORK_RETRY_MS: u64 = 30_000;
@@ -232,6 +232,14 @@ fn observed_answer_rate(seen: Option<f64>, devices: &[DeviceRun]) -> Option<f64>
 /// hear a request only then).
 fn answer_timeout_s(stage: &Stage, device: &DeviceRun) -> u32 {
     stage.answer_timeout_s.saturating_add(device.uplink_period_s)
+}
+
+/// From the start of the session's setup stage to the session: every
+/// request of the retry limit with its backoff (`timeout_s` the slowest
+/// device's answer timeout), and a margin.
+pub(super) fn setup_window_s(timeout_s: u32, retry_limit: u32) -> u64 {
+    let window_ms: u64 = (1..=retry_limit + 1).map(|a| backoff_ms(timeout_s, a)).sum();
+    window_ms / 1000 + SESSION_SETUP_MARGIN_S
 }
 
 /// Wait after request number `attempt` before the next: doubling from the
@@ -511,8 +519,7 @@ impl<N: Network> Engine<N> {
             // The session starts once every device had all its chances to
             // answer, backoff included: the slowest to uplink sets it.
             let slowest = devices.iter().filter(|d| d.active()).map(|d| answer_timeout_s(&stage, d)).max().unwrap_or(stage.answer_timeout_s);
-            let window_ms: u64 = (1..=run.retry_limit(&stage) + 1).map(|a| backoff_ms(slowest, a)).sum();
-            let window_s = window_ms / 1000 + SESSION_SETUP_MARGIN_S;
+            let window_s = setup_window_s(slowest, run.retry_limit(&stage));
             run.session_start_gps = (unix_ms_to_gps_seconds(now) + window_s).max(run.scheduled_session_gps.unwrap_or(0));
             if group.session_class == crate::model::SessionClass::B {
                 // Class B sessions start on a beacon period (TS005: a
@@ -802,14 +809,9 @@ impl<N: Network> Engine<N> {
         if active == 0 {
             return Ok(false);
         }
-        let needed = run.success_threshold as usize * run.campaign_devices();
-        let mut in_campaign = active;
-        for id in run.sibling_ids().filter(|id| *id != run.id()) {
-            if let Some(other) = self.store.get::<CampaignRun>(&id)? {
-                in_campaign += DeviceRun::all_of(&self.store, &other)?.iter().filter(|d| d.active()).count();
-            }
-        }
-        Ok(in_campaign * 100 >= needed)
+        let others = self.parts(&run.campaign_id)?.into_iter().filter(|p| p.run.part != run.part);
+        let in_campaign = active + others.flat_map(|p| p.devices).filter(|d| d.active()).count();
+        Ok(in_campaign * 100 >= run.success_threshold as usize * run.campaign_devices())
     }
 
     /// Move to the next stage if enough devices are still in.
