@@ -19,6 +19,28 @@ pub enum StoreError {
     AlreadyExists { kind: &'static str, id: String },
     #[error("blob storage: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the data directory {0} is in use by another process")]
+    InUse(PathBuf),
+}
+
+/// How long opening waits for a previous owner of the data directory to let
+/// go of it.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Wait until sled's lock file (`dir/db/db`) is free. sled's background
+/// threads keep the lock for a moment after the last handle is dropped
+/// (spacejam/sled#1234), and sled itself fails at once on a held lock.
+fn wait_for_lock(db_file: &Path) -> Result<(), StoreError> {
+    let Ok(file) = std::fs::File::open(db_file) else { return Ok(()) }; // a new store
+    let until = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()), // released when `file` is dropped
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < until => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::InUse(db_file.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+    }
 }
 
 /// The tree of the last uplink frame counter per network instance and device.
@@ -36,6 +58,7 @@ impl Store {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
+        wait_for_lock(&dir.join("db").join("db"))?;
         let db = sled::Config::new().path(dir.join("db")).open()?;
         Ok(Self { db, blobs: Blobs::open(&dir.join("blobs"))?, dir: dir.to_path_buf() })
     }
@@ -184,6 +207,25 @@ fn decode<T: Object>(id: &str, bytes: &[u8]) -> Result<T, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_waits_for_the_previous_owner_and_names_a_directory_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        // A second owner is refused by type, with the directory named.
+        match Store::open(dir.path()) {
+            Err(StoreError::InUse(path)) => assert!(path.starts_with(dir.path())),
+            other => panic!("expected InUse, got {:?}", other.map(|_| ())),
+        }
+        // One that comes while the first is letting go gets the store.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = Store::open(dir.path());
+        releaser.join().unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
+    }
 
     #[test]
     fn a_frame_counter_must_rise_and_restarts_when_forgotten() {
