@@ -482,6 +482,22 @@ async fn the_openapi_document_describes_every_route() {
         assert!(schemas.contains_key(input), "{input} described");
     }
     assert!(doc["components"]["schemas"]["DeviceInput"]["properties"]["mcGroup"].is_object(), "fields as the API names them");
+    // Every `$ref` resolves: forms (the console's among them) are built
+    // from these schemas, enums included.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, v)| if k == "$ref" { out.push(v.as_str().unwrap_or_default().to_string()) } else { refs(v, out) }),
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.iter().any(|r| r == "#/components/schemas/CampaignType"), "nested schemas are referred to");
+    for r in found {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r} is not a schema reference"));
+        assert!(schemas.contains_key(name), "{r} does not resolve");
+    }
 
     // Every documented operation is served: none falls through to the
     // fallback or gets 405, whatever it answers to a made-up id.

@@ -18,8 +18,8 @@ use utoipa::ToSchema;
 /// What a route takes in its body.
 enum Body {
     None,
-    /// JSON of a named schema.
-    Json { name: String, schema: RefOr<Schema> },
+    /// JSON of a named schema, with the schemas it refers to.
+    Json { name: String, schema: RefOr<Schema>, referred: Vec<(String, RefOr<Schema>)> },
     /// A multipart form, described in words.
     Multipart(&'static str),
 }
@@ -38,7 +38,9 @@ impl Doc {
 
     /// The body is JSON of type `T`.
     pub fn json<T: ToSchema>(mut self) -> Self {
-        self.body = Body::Json { name: T::name().into_owned(), schema: T::schema() };
+        let mut referred = Vec::new();
+        T::schemas(&mut referred);
+        self.body = Body::Json { name: T::name().into_owned(), schema: T::schema(), referred };
         self
     }
 
@@ -192,8 +194,8 @@ fn document(operations: &[Operation]) -> OpenApi {
             }
             operation = match &op.doc.body {
                 Body::None => operation,
-                Body::Json { name, schema } => {
-                    components = components.schema(name.clone(), schema.clone());
+                Body::Json { name, schema, referred } => {
+                    components = components.schema(name.clone(), schema.clone()).schemas_from_iter(referred.iter().cloned());
                     let content = ContentBuilder::new().schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(name.clone())))).build();
                     operation.request_body(Some(RequestBodyBuilder::new().content("application/json", content).required(Some(Required::True)).build()))
                 }
