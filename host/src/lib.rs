@@ -17,6 +17,7 @@ pub mod api;
 pub mod backend;
 pub mod blob_gc;
 pub mod clock;
+pub mod console;
 pub mod engine;
 pub mod keys;
 pub mod metrics;

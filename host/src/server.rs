@@ -112,6 +112,7 @@ impl Server {
             rate_limit: config.rate_limit_per_token.map(|n| Arc::new(crate::api::TokenRateLimit::new(n))),
             metrics_public: config.metrics_public,
             openapi: Default::default(),
+            console: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;

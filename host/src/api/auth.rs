@@ -106,8 +106,12 @@ impl Auth {
 
     /// The name and role of a token.
     pub fn identify(&self, token: &str) -> Option<(String, Role)> {
-        let h = hash(token);
-        self.read().iter().find(|t| t.sha256 == h).map(|t| (t.name.clone(), t.role))
+        self.identify_sha256(&hash(token))
+    }
+
+    /// The name and role of the token whose SHA-256 hex is `sha256`.
+    pub fn identify_sha256(&self, sha256: &str) -> Option<(String, Role)> {
+        self.read().iter().find(|t| t.sha256 == sha256).map(|t| (t.name.clone(), t.role))
     }
 
     /// Names and roles (never the hashes).
@@ -183,15 +187,31 @@ fn bearer_token(header: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-pub async fn require_role(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    let token = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    let Some((name, role)) = token.and_then(|t| state.auth.identify(t)) else {
+/// The header the console sends with every request it makes. A cross-site
+/// form cannot set it, and a cross-site script may not without a CORS
+/// preflight this host never grants: with the SameSite cookie, this keeps
+/// other sites from acting with an operator's session.
+pub const CONSOLE_HEADER: &str = "x-airlift-console";
+
+/// Who makes a request: a bearer token, else the console's session cookie
+/// (with the console's header on anything that may write).
+fn caller(state: &AppState, req: &Request) -> Result<(String, Role), ApiError> {
+    let headers = req.headers();
+    if let Some(token) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token) {
+        return state.auth.identify(token).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"));
+    }
+    let Some(who) = crate::console::session_cookie(headers).and_then(|id| state.console.identify(&state.auth, id)) else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"));
     };
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !reads && !headers.contains_key(CONSOLE_HEADER) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("a request with the console's session must carry {CONSOLE_HEADER}")));
+    }
+    Ok(who)
+}
+
+pub async fn require_role(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let (name, role) = caller(&state, &req)?;
     if let Some(limit) = &state.rate_limit {
         if let Err(too_many) = limit.check(&name) {
             return Ok(too_many);

@@ -30,6 +30,7 @@ pub fn routes() -> Routes {
         .route(Method::GET, "/api/devices/{id}", read::<Device>, Doc::new("Read a device"))
         .route(Method::PUT, "/api/devices/{id}", update::<Device>, Doc::new("Change a device").json::<DeviceInput>())
         .route(Method::DELETE, "/api/devices/{id}", archive::<Device>, Doc::new("Archive a device"))
+        .route(Method::GET, "/api/devices/{id}/campaigns", campaign_history, Doc::new("The campaigns that ran on the device, with its state in each (device progress messages), newest first"))
         .route(Method::GET, "/api/devices/{id}/uplinks", uplinks, Doc::new("The device's last uplinks, newest first"))
         .route(Method::POST, "/api/devices/{id}/downlink", downlink, Doc::new("Send the device one unicast message").json::<DownlinkRequest>())
 }
@@ -132,6 +133,29 @@ async fn uplinks(State(s): State<AppState>, Path(id): Path<String>) -> Result<Js
     let device = device(&s, &id)?;
     let kept = s.store.get::<DeviceUplinks>(&device.dev_eui.to_string())?.map(|d| d.uplinks).unwrap_or_default();
     Ok(Json(json!(kept)))
+}
+
+/// `GET /api/devices/{id}/campaigns`: each campaign run the device took
+/// part in, as its device progress message plus the campaign's name.
+async fn campaign_history(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    use crate::engine::run::{CampaignRun, DeviceRun};
+    let device = device(&s, &id)?;
+    let now = s.clock.now_unix_ms();
+    let mut history = Vec::new();
+    for campaign in s.store.list::<crate::model::Campaign>(true)? {
+        let Some(first) = s.store.get::<CampaignRun>(&campaign.id)? else { continue };
+        for run_id in first.sibling_ids() {
+            let Some(run) = (if run_id == first.id() { Some(first.clone()) } else { s.store.get::<CampaignRun>(&run_id)? }) else { continue };
+            if let Some(dev) = s.store.get::<DeviceRun>(&DeviceRun::key(&run_id, device.dev_eui))? {
+                let mut msg = crate::engine::progress::device_message(&run, &dev, now);
+                msg["campaignName"] = json!(campaign.name);
+                msg["startedAt"] = json!(run.started_ms);
+                history.push(msg);
+            }
+        }
+    }
+    history.sort_by_key(|m| std::cmp::Reverse(m["startedAt"].as_u64()));
+    Ok(Json(json!(history)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -53,6 +53,8 @@ pub struct AppState {
     /// The OpenAPI document of this host's routes, as JSON (set when its
     /// router is made).
     pub openapi: Arc<std::sync::OnceLock<String>>,
+    /// The web console's sign-in sessions.
+    pub console: Arc<crate::console::Sessions>,
 }
 
 impl AppState {
@@ -105,6 +107,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, document) = routes(&state);
     let _ = state.openapi.set(document.to_json().unwrap_or_default());
     routes
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::map_response(errors_as_json))
         .layer(middleware::from_fn_with_state(state.clone(), durable_writes))
@@ -143,9 +146,11 @@ async fn durable_writes(axum::extract::State(s): axum::extract::State<AppState>,
 /// parse, a method the route lacks, a body over the limit) come as plain
 /// text or empty: give them the API's JSON error shape.
 async fn errors_as_json(response: axum::response::Response) -> axum::response::Response {
-    let is_json = response.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let content_type = response.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+    // JSON is the API's own; HTML is the console's sign-in page.
+    let answered = content_type.starts_with(b"application/json") || content_type.starts_with(b"text/html");
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    if !(status.is_client_error() || status.is_server_error()) || answered {
         return response;
     }
     // These bodies are short messages; anything longer is cut.

@@ -45,7 +45,25 @@ fn header(run: &CampaignRun, status: RunStatus, now_ms: u64) -> Value {
         "campaignStagesCount": run.stages.len(),
         "campaignStagesCompleted": run.stage.min(run.stages.len()),
         "campaignStatus": status_text(status),
+        "campaignStages": run.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
     })
+}
+
+/// The fewest fragments an ideal sender could have sent for every device
+/// that reported to rebuild the file at the loss it reported: for each, M
+/// times the fragments sent over those it had heard when its report first
+/// read so; M when none reported.
+fn fragments_lower_bound(run: &CampaignRun, devices: &[DeviceRun]) -> Option<u64> {
+    let m = run.layout?.nb_frag as u64;
+    let worst = devices
+        .iter()
+        .filter_map(|d| {
+            let (_, _, sent) = d.last_report?;
+            let heard = d.received_fragments.filter(|h| *h > 0)? as u64;
+            Some((m * sent as u64).div_ceil(heard))
+        })
+        .max();
+    Some(worst.unwrap_or(m).max(m))
 }
 
 /// Add `fields` to a message.
@@ -76,6 +94,8 @@ fn run_fields(part: &Part) -> Value {
         "devicesSucceeded": devices.iter().filter(|d| d.succeeded).count(),
         "devicesFailed": devices.iter().filter(|d| !d.active()).count(),
         "fragmentsSent": run.fragments_sent,
+        "fragmentsUncoded": run.layout.map(|l| l.nb_frag),
+        "fragmentsLowerBound": fragments_lower_bound(run, devices),
         "mcGroupEui": run.group.to_string(),
         "mcGroupState": { "fCntDown": run.next_fcnt },
     })
@@ -115,6 +135,8 @@ pub fn campaign_message(parts: &[Part], now_ms: u64) -> Value {
     msg["devicesSucceeded"] = json!(succeeded);
     msg["devicesFailed"] = json!(devices().filter(|d| !d.active()).count());
     msg["fragmentsSent"] = json!(parts.iter().map(|p| p.run.fragments_sent as u64).sum::<u64>());
+    msg["fragmentsUncoded"] = json!(parts.iter().filter_map(|p| p.run.layout.map(|l| l.nb_frag as u64)).sum::<u64>());
+    msg["fragmentsLowerBound"] = json!(parts.iter().filter_map(|p| fragments_lower_bound(&p.run, &p.devices)).sum::<u64>());
     msg["groups"] = parts.iter().map(|p| group_message(p, now_ms)).collect();
     // The first error of any group, as the campaign's.
     for part in parts {
