@@ -117,6 +117,34 @@ async fn wait_text(c: &Client, css: &str, limit: Duration, ok: impl Fn(&str) -> 
     }
 }
 
+/// Save a screenshot as a test artifact (under the target directory).
+async fn screenshot(c: &Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+/// Controls without an accessible name (label, aria-label, text or title).
+async fn unnamed_controls(c: &Client) -> Vec<String> {
+    let found = c
+        .execute(
+            "return [...document.querySelectorAll('button, input, select, textarea, a[href]')].filter(e => e.offsetParent !== null && e.type !== 'hidden')
+               .filter(e => !(e.getAttribute('aria-label') || (e.labels && e.labels.length) || e.textContent.trim() || e.title || e.getAttribute('aria-labelledby')))
+               .map(e => e.outerHTML.slice(0, 80));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(found).unwrap()
+}
+
+/// Whether the page is wider than the window (a horizontal scroll).
+async fn overflows(c: &Client) -> bool {
+    c.execute("return document.documentElement.scrollWidth > window.innerWidth + 1", vec![]).await.unwrap() == serde_json::json!(true)
+}
+
 async fn go(c: &Client, base: &str, hash: &str) {
     // Through a blank page: a new hash alone would keep the old view
     // around while the new one loads.
@@ -174,7 +202,7 @@ async fn an_operator_runs_a_campaign_from_the_console_and_a_viewer_cannot_start_
     lns.post_uplinks_to(&format!("{base}/backends/{instance}/uplink"));
 
     // The firmware file, uploaded with its metadata.
-    let image: Vec<u8> = (0..3000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+    let image: Vec<u8> = (0..12_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
     let path = dir.path().join("firmware-2.0.0.0.bin");
     std::fs::write(&path, &image).unwrap();
     go(c, &base, "#/firmware").await;
@@ -216,6 +244,8 @@ async fn an_operator_runs_a_campaign_from_the_console_and_a_viewer_cannot_start_
     fill(c, "#filter-tag", "meters").await;
     let rows = wait_text(c, "#view tbody", Duration::from_secs(10), |t| devices.iter().all(|d| t.contains(&d.dev_eui.to_string()))).await;
     assert!(devices.iter().all(|d| rows.contains(&d.dev_eui.to_string())), "{rows}");
+    screenshot(c, "devices").await;
+    assert_eq!(unnamed_controls(c).await, Vec::<String>::new(), "every control on the device list has a name");
     fill(c, "#filter-tag", "nothing-tagged-so").await;
     let rows = wait_text(c, "#view tbody", Duration::from_secs(10), |t| t.is_empty()).await;
     assert!(rows.is_empty(), "the filter leaves out other tags: {rows}");
@@ -251,6 +281,8 @@ async fn an_operator_runs_a_campaign_from_the_console_and_a_viewer_cannot_start_
     assert!(options.contains("closed loop"), "{options}");
     let estimate = wait_text(c, "#estimate", Duration::from_secs(10), |t| t.contains("about")).await;
     assert!(estimate.contains("about"), "the duration estimate shows: {estimate}");
+    screenshot(c, "campaign-form").await;
+    assert_eq!(unnamed_controls(c).await, Vec::<String>::new(), "every control on the campaign form has a name");
     click(c, "#CampaignInput-submit").await;
 
     // The campaign page: start, and watch it to the end.
@@ -259,6 +291,19 @@ async fn an_operator_runs_a_campaign_from_the_console_and_a_viewer_cannot_start_
     assert!(campaign_url.contains("#/campaigns/"), "{campaign_url}");
     assert!(find(c, "#start").await.is_enabled().await.unwrap(), "an admin may start");
     click(c, "#start").await;
+    // While fragments go out: a screenshot, and from here on nothing on
+    // the page may move as progress updates arrive.
+    let running = wait_text(c, "#campaign-status", Duration::from_secs(60), |t| t == "RUNNING").await;
+    assert_eq!(running, "RUNNING");
+    find(c, "#timeline li.done").await;
+    // Start is for a configured campaign only; stop for a running one.
+    assert!(!find(c, "#start").await.is_enabled().await.unwrap(), "a running campaign cannot be started again");
+    assert!(find(c, "#stop").await.is_enabled().await.unwrap(), "a running campaign can be stopped");
+    wait_text(c, "#fig-fragments", Duration::from_secs(60), |t| t.parse::<u32>().is_ok_and(|n| n > 0)).await;
+    screenshot(c, "campaign-running").await;
+    c.execute("window.shifted = 0; new PerformanceObserver(l => { for (const e of l.getEntries()) if (!e.hadRecentInput) window.shifted += e.value; }).observe({type: 'layout-shift'});", vec![])
+        .await
+        .unwrap();
     let status = wait_text(c, "#campaign-status", Duration::from_secs(180), |t| t == "COMPLETED" || t == "ERROR" || t == "STOPPED").await;
     assert_eq!(status, "COMPLETED", "the campaign completes");
     // Every stage of the timeline done, every device green.
@@ -281,12 +326,26 @@ async fn an_operator_runs_a_campaign_from_the_console_and_a_viewer_cannot_start_
         assert!(Instant::now() < until, "device grid: {statuses:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let shifted = c.execute("return window.shifted", vec![]).await.unwrap().as_f64().unwrap();
+    assert!(shifted < 0.01, "layout shift while progress updated: {shifted}");
+    assert_eq!(unnamed_controls(c).await, Vec::<String>::new(), "every control on the campaign page has a name");
     let fragments = text_of(c, "#fig-fragments").await;
     assert!(fragments.parse::<u32>().unwrap_or(0) > 0, "fragments sent: {fragments}");
     assert!(find(c, "#sent-line").await.attr("points").await.unwrap().is_some_and(|p| !p.is_empty()), "the chart drew the fragments sent");
     for d in &devices {
         assert_eq!(lns.fleet.received_file(d.dev_eui).as_deref(), Some(image.as_slice()), "device {} holds the exact file", d.dev_eui);
     }
+    // At a phone's width no page scrolls sideways.
+    c.set_window_size(390, 844).await.unwrap();
+    for page in [campaign_url.clone(), format!("{base}/#/devices"), format!("{base}/#/campaigns/new"), format!("{base}/#/plugins"), format!("{base}/#/firmware")] {
+        c.goto("about:blank").await.unwrap();
+        c.goto(&page).await.unwrap();
+        find(c, "#view > div").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!overflows(c).await, "{page} scrolls sideways at 390 px");
+    }
+    screenshot(c, "campaign-phone").await;
+    c.set_window_size(1280, 900).await.unwrap();
     // The device page: its campaign history.
     go(c, &base, &format!("#/devices/{}", devices[0].dev_eui)).await;
     let history = wait_text(c, "#view", Duration::from_secs(10), |t| t.contains("meters to 2.0")).await;

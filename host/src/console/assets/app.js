@@ -166,7 +166,10 @@ async function objectForm(schemaName, initial, submit, opts) {
   const readers = {};
   const errors = {};
   const form = h('form', { class: 'object', novalidate: true, 'aria-label': opts?.title || schemaName });
-  for (const [name, prop] of Object.entries(schema.properties || {})) {
+  // Names first, then the schema's order.
+  const FIRST = ['name', 'devEui', 'description'];
+  const fields = Object.entries(schema.properties || {}).sort(([a], [b]) => (FIRST.includes(b) - FIRST.includes(a)) || (FIRST.indexOf(a) - FIRST.indexOf(b)));
+  for (const [name, prop] of fields) {
     if (opts?.omit?.includes(name)) continue;
     const [input, read] = await fieldInput(name, prop, initial?.[name] ?? opts?.defaults?.[name], editing, prefix + name);
     const desc = resolve(prop).description || prop.description;
@@ -313,7 +316,7 @@ async function campaignPage(root, id) {
       moveTo, act('Move to instance', () => api('PUT', `/api/campaigns/${encodeURIComponent(id)}/backend-instance`, { backendInstance: moveTo.value }), { id: 'move', class: 'secondary' })),
     message);
   const figures = {};
-  const figure = (key, text) => (figures[key] = h('div', { class: 'value', id: `fig-${key}` }, '—')) && h('div', { class: 'figure' }, h('div', { class: 'label' }, text), figures[key]);
+  const figure = (key, text) => (figures[key] = h('div', { class: 'value', id: `fig-${key}` }, '—')) && h('div', { class: `figure fig-${key}` }, h('div', { class: 'label' }, text), figures[key]);
   root.append(h('div', { class: 'figures' }, figure('stage', 'Stage'), figure('devices', 'Devices succeeded / failed / total'), figure('fragments', 'Fragments sent'), figure('fcnt', 'Multicast frame counter')));
   const timeline = h('div', { class: 'timeline', id: 'timeline', 'aria-label': 'Stage timeline' });
   const grid = h('div', { class: 'grid', id: 'device-grid', role: 'list', 'aria-label': 'Devices by state' });
@@ -323,8 +326,18 @@ async function campaignPage(root, id) {
     h('h2', {}, 'Fragments'), chart, h('div', { class: 'legend' }, h('span', {}, '— sent'), h('span', {}, '- - lower bound (worst device at its reported loss)'), h('span', {}, '··· uncoded')));
   const samples = [];
   let devicesDue = 0;
+  // What each button may do in each state (and only with the role).
+  const enable = (campaignStatus) => {
+    const allowed = { start: campaignStatus === 'CONFIGURED', stop: campaignStatus === 'RUNNING', 'retry-failed': ['COMPLETED', 'ERROR', 'STOPPED'].includes(campaignStatus), move: true };
+    for (const [id, ok] of Object.entries(allowed)) {
+      const b = root.querySelector(`#${id}`);
+      if (b && can('operator')) b.disabled = !ok;
+    }
+  };
+  enable(campaign.status);
   const show = async (p) => {
     statusBox.replaceChildren(status(p.campaignStatus));
+    enable(p.campaignStatus);
     figures.stage.textContent = p.stage ? `${p.stage.stageName} ${p.stage.stageProgress} %` : '—';
     figures.devices.textContent = `${p.devicesSucceeded ?? 0} / ${p.devicesFailed ?? 0} / ${p.devicesTotal ?? 0}`;
     figures.fragments.textContent = `${p.fragmentsSent ?? 0}`;
@@ -385,11 +398,12 @@ function drawChart(chart, samples, bound, uncoded) {
   const x = (t) => pad + ((t - t0) / (t1 - t0)) * (W - 2 * pad);
   const y = (v) => H - pad - (v / top) * (H - 2 * pad);
   const items = [svg('line', { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad, stroke: '#ccc' })];
-  const hline = (v, cls, text) => { if (v) { items.push(svg('line', { x1: pad, x2: W - pad, y1: y(v), y2: y(v), class: cls })); const t = svg('text', { x: W - pad, y: y(v) - 3, 'text-anchor': 'end' }); t.textContent = `${text} ${v}`; items.push(t); } };
-  hline(uncoded, 'uncoded', 'uncoded');
-  hline(bound, 'bound', 'lower bound');
+  // Labels at opposite ends: the two lines are often close or equal.
+  const hline = (v, cls, text, end) => { if (v) { items.push(svg('line', { x1: pad, x2: W - pad, y1: y(v), y2: y(v), class: cls })); const t = svg('text', { x: end ? W - pad : pad, y: y(v) - 3, 'text-anchor': end ? 'end' : 'start' }); t.textContent = `${text} ${v}`; items.push(t); } };
+  hline(uncoded, 'uncoded', 'uncoded', false);
+  hline(bound, 'bound', 'lower bound', true);
   items.push(svg('polyline', { class: 'sent', points: samples.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(' '), id: 'sent-line' }));
-  const last = svg('text', { x: pad, y: 14 }); last.textContent = `sent ${samples[samples.length - 1][1]}`; items.push(last);
+  const last = svg('text', { x: W / 2, y: 14, 'text-anchor': 'middle' }); last.textContent = `sent ${samples[samples.length - 1][1]}`; items.push(last);
   chart.replaceChildren(...items);
 }
 
@@ -401,7 +415,10 @@ async function devicesPage(root) {
   const set = h('select', { id: 'filter-set', 'aria-label': 'Device set' }, h('option', { value: '' }, 'any'), sets.map((s) => h('option', { value: s.id }, s.name)));
   const profile = h('select', { id: 'filter-profile', 'aria-label': 'Device profile' }, h('option', { value: '' }, 'any'), profiles.map((p) => h('option', { value: p.id }, p.name)));
   const body = h('tbody', {});
+  let asked = 0;
   const load = async () => {
+    // Each keystroke asks again; only the latest answer is shown.
+    const mine = ++asked;
     const q = new URLSearchParams();
     if (tag.value) q.set('tag', tag.value);
     if (firmware.value) q.set('firmware', firmware.value);
@@ -409,7 +426,9 @@ async function devicesPage(root) {
     if (profile.value) q.set('deviceProfile', profile.value);
     q.set('limit', '1000');
     const text = search.value.trim().toLowerCase();
-    const devices = (await list(`/api/devices?${q}`)).filter((d) => !text || d.devEui.toLowerCase().includes(text) || (d.name || '').toLowerCase().includes(text));
+    const found = await list(`/api/devices?${q}`);
+    if (mine !== asked) return;
+    const devices = found.filter((d) => !text || d.devEui.toLowerCase().includes(text) || (d.name || '').toLowerCase().includes(text));
     body.replaceChildren(...devices.map((d) => h('tr', {}, h('td', { class: 'mono' }, h('a', { href: `#/devices/${d.devEui}` }, d.devEui)), h('td', {}, d.name), h('td', {}, d.tag),
       h('td', {}, d.firmware || ''), h('td', { class: 'hide-narrow' }, d.deviceProfile || ''))));
   };
