@@ -346,10 +346,13 @@ async fn an_operator_runs_a_campaign_from_the_console_and_a_viewer_cannot_start_
     }
     screenshot(c, "campaign-phone").await;
     c.set_window_size(1280, 900).await.unwrap();
-    // The device page: its campaign history.
+    // The device page: its last uplinks (from the network) and its
+    // campaign history.
     go(c, &base, &format!("#/devices/{}", devices[0].dev_eui)).await;
     let history = wait_text(c, "#view", Duration::from_secs(10), |t| t.contains("meters to 2.0")).await;
     assert!(history.contains("meters to 2.0"), "the campaign is in the device's history");
+    let uplinks = c.find_all(Locator::Css("#uplinks tbody tr")).await.unwrap();
+    assert!(!uplinks.is_empty(), "the device's last uplinks are listed");
 
     // Sign out; a viewer sees the campaign but cannot start it.
     click(c, "#sign-out").await;
@@ -377,6 +380,125 @@ async fn an_operator_runs_a_campaign_from_the_console_and_a_viewer_cannot_start_
         .await
         .unwrap();
     assert_eq!(answer, serde_json::json!(403), "a write without the console's header is refused");
+    b.client.clone().close().await.unwrap();
+    server.stop().await;
+}
+
+/// What the first test does not press: editing and archiving a device,
+/// a delta key generated and exported, a plugin's capabilities, a plugin
+/// loaded through the page (a 0.1.0 build), an instance edited with its
+/// secret kept, and a campaign moved to another instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_edits_archives_exports_loads_and_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, lns, _) = host_and_fleet(dir.path(), 1).await;
+    let base = format!("http://{}", server.addr);
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        async move { http.get(path).bearer_auth(ADMIN).send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let b = browser(1280, 900).await;
+    let c = &b.client;
+    sign_in(c, &base, ADMIN).await;
+
+    // A device: created, renamed, archived.
+    go(c, &base, "#/devices/new").await;
+    fill(c, "#f-devEui", "70b3d57ed0000999").await;
+    fill(c, "#f-name", "first name").await;
+    submit(c, "#DeviceInput-submit").await;
+    find(c, "#archive-device").await;
+    fill(c, "#f-name", "second name").await;
+    submit(c, "#DeviceInput-submit").await;
+    let title = wait_text(c, "h1", Duration::from_secs(10), |t| t.contains("second name")).await;
+    assert!(title.contains("second name"), "{title}");
+    assert_eq!(get(format!("{base}/api/devices/70b3d57ed0000999")).await["name"], "second name");
+    click(c, "#archive-device").await;
+    wait_text(c, "h1", Duration::from_secs(10), |t| t.contains("ARCHIVED")).await;
+    assert_eq!(get(format!("{base}/api/devices/70b3d57ed0000999")).await["archived"], true);
+
+    // A Smart Delta key generated in the host, its public key exported.
+    go(c, &base, "#/firmware").await;
+    fill(c, "#key-name", "fleet signing").await;
+    submit(c, "#SmartDeltaKeyInput-submit").await;
+    wait_text(c, "#keys", Duration::from_secs(10), |t| t.contains("fleet signing")).await;
+    click(c, "#keys button").await;
+    let exported = wait_text(c, "#public-key", Duration::from_secs(10), |t| t.contains("PUBLIC KEY")).await;
+    assert!(exported.contains("BEGIN PUBLIC KEY") && !exported.contains("PRIVATE"), "{exported}");
+
+    // A plugin's capabilities, and a plugin loaded from the page.
+    go(c, &base, "#/plugins").await;
+    let rows = c.find_all(Locator::Css("#plugins tbody tr")).await.unwrap();
+    let mut described = false;
+    for row in rows {
+        if row.text().await.unwrap().starts_with("simulated") {
+            row.find(Locator::Css("button")).await.unwrap().click().await.unwrap();
+            described = wait_text(c, "#describe", Duration::from_secs(10), |t| t.contains('{')).await.contains('{');
+        }
+    }
+    assert!(described, "the simulated plugin described itself");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/plugins-wit-0.1.0").canonicalize().unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures.join("simulated.json")).unwrap()).unwrap();
+    manifest["name"] = "simulated-first-contract".into();
+    fill(c, "#plugin-manifest", &manifest.to_string()).await;
+    find(c, "#plugin-wasm").await.send_keys(fixtures.join("simulated.wasm").to_str().unwrap()).await.unwrap();
+    submit(c, "#plugin-load").await;
+    let listed = wait_text(c, "#plugins", Duration::from_secs(60), |t| t.contains("simulated-first-contract")).await;
+    assert!(listed.contains("simulated-first-contract"), "{listed}");
+
+    // Two instances; the first edited without its secret, which is kept.
+    for name in ["network one", "network two"] {
+        go(c, &base, "#/plugins").await;
+        fill(c, "#f-name", name).await;
+        choose(c, "#f-plugin", "simulated").await;
+        fill(c, "#f-settings", &format!("url={}", lns.url())).await;
+        fill(c, "#f-secrets", &format!("token={NETWORK_TOKEN}")).await;
+        fill(c, "#f-allowedHosts", &lns.url()).await;
+        submit(c, "#BackendInstanceInput-submit").await;
+        wait_text(c, "#instances", Duration::from_secs(10), |t| t.contains(name)).await;
+    }
+    let instances = get(format!("{base}/api/backend-instances")).await;
+    let id_of = |name: &str| instances.as_array().unwrap().iter().find(|i| i["name"] == name).unwrap()["id"].as_str().unwrap().to_string();
+    let (one, two) = (id_of("network one"), id_of("network two"));
+    click(c, "#instances button").await;
+    let editing = wait_text(c, "#instance-editor h2", Duration::from_secs(10), |t| t.contains("network one")).await;
+    assert!(editing.contains("network one"), "{editing}");
+    assert_eq!(find(c, "#f-secrets").await.prop("value").await.unwrap().unwrap_or_default(), "", "a secret is never shown");
+    fill(c, "#f-settings", &format!("url={}\nnote=edited", lns.url())).await;
+    submit(c, "#BackendInstanceInput-submit").await;
+    let mut edited = serde_json::Value::Null;
+    for _ in 0..50 {
+        edited = get(format!("{base}/api/backend-instances/{one}")).await;
+        if edited["settings"]["note"] == "edited" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(edited["settings"]["note"], "edited", "{edited}");
+    assert_eq!(edited["secretsSet"], true, "the secret left empty is kept: {edited}");
+
+    // A campaign moved to the other instance from its page.
+    let post = |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).bearer_auth(ADMIN).json(&body).send();
+    assert!(post("/api/devices", serde_json::json!({"devEui": "70b3d57ed0000998"})).await.unwrap().status().is_success());
+    let set = post("/api/device-sets", serde_json::json!({"name": "one", "devices": ["70b3d57ed0000998"]})).await.unwrap().json::<serde_json::Value>().await.unwrap()["id"].clone();
+    let group = serde_json::json!({"devEui": "70b3d57ed0ff0999", "ismBand": "EU868", "devAddr": "01ff0999", "frequency": 869525000, "dataRate": 5, "sessionClass": "C"});
+    assert!(post("/api/multicast-groups", group).await.unwrap().status().is_success());
+    let region = post("/api/regions", serde_json::json!({"name": "r", "multicastGroups": ["70b3d57ed0ff0999"]})).await.unwrap().json::<serde_json::Value>().await.unwrap()["id"].clone();
+    let created = http
+        .post(format!("{base}/api/campaigns"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"name": "setup only", "campaignType": "MULTICAST_SETUP", "maxDurationMinutes": 60, "successThreshold": 50, "deviceLibrary": "lorawan-v1", "backendInstance": one, "deviceSets": [set], "regions": [region]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.text().await.unwrap());
+    let campaign = created.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    go(c, &base, &format!("#/campaigns/{campaign}")).await;
+    choose(c, "#move-to", &two).await;
+    click(c, "#move").await;
+    let said = wait_text(c, "#campaign-message", Duration::from_secs(10), |t| !t.is_empty()).await;
+    assert!(said.contains("done"), "{said}");
+    assert_eq!(get(format!("{base}/api/campaigns/{campaign}")).await["backendInstance"], two.as_str());
     b.client.clone().close().await.unwrap();
     server.stop().await;
 }

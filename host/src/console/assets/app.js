@@ -459,7 +459,7 @@ async function devicePage(root, eui) {
     device.archived ? status('ARCHIVED') : roleButton('operator', 'Archive', async () => { const r = await api('DELETE', `/api/devices/${eui}`); if (r.ok) route(); }, { class: 'danger', id: 'archive-device' })),
   h('p', {}, 'Firmware: ', h('strong', { id: 'device-firmware' }, device.firmware || 'unknown')),
   h('div', { class: 'detail' },
-    h('section', { class: 'card' }, h('h2', {}, 'Last uplinks'), uplinks.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Time', 'Port', 'Payload', 'RSSI', 'SNR'].map((t) => h('th', {}, t)))),
+    h('section', { class: 'card' }, h('h2', {}, 'Last uplinks'), uplinks.length ? h('table', { id: 'uplinks' }, h('thead', {}, h('tr', {}, ['Time', 'Port', 'Payload', 'RSSI', 'SNR'].map((t) => h('th', {}, t)))),
       h('tbody', {}, uplinks.map((u) => h('tr', {}, h('td', {}, fmtTime(u.received)), h('td', {}, u.fport), h('td', { class: 'mono' }, u.payloadHex), h('td', {}, u.rssi ?? ''), h('td', {}, u.snr ?? ''))))) : h('p', { class: 'hint' }, 'No uplink yet.'),
     h('h2', {}, 'Campaign history'), history.length ? h('table', {}, h('tbody', {}, history.map((m) => h('tr', {}, h('td', {}, h('a', { href: `#/campaigns/${encodeURIComponent(m.campaignId)}` }, m.campaignName)), h('td', {}, status(m.deviceState?.deviceStatus)), h('td', {}, m.error?.text || ''))))) : h('p', { class: 'hint' }, 'In no campaign yet.')),
     h('section', { class: 'card' }, h('h2', {}, 'Edit'), form)));
@@ -549,7 +549,7 @@ async function pluginsPage(root) {
     loaded.textContent = r.ok ? `loaded ${r.data.name} ${r.data.version}` : r.data?.error;
     if (r.ok) route();
   } }, h('label', { for: 'plugin-manifest' }, 'Manifest'), manifest, h('label', { for: 'plugin-wasm' }, 'Component'), wasm,
-    h('div', { class: 'actions' }, h('button', { type: 'submit', disabled: !can('admin') }, 'Load'), loaded))));
+    h('div', { class: 'actions' }, h('button', { type: 'submit', id: 'plugin-load', disabled: !can('admin') }, 'Load'), loaded))));
   // Backend instances: secrets are write-only (shown only as set).
   const editor = h('section', { class: 'card', id: 'instance-editor' });
   const edit = async (item) => editor.replaceChildren(h('h2', {}, item ? `Edit ${item.name}` : 'New backend instance'),
