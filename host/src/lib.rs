@@ -18,6 +18,7 @@ pub mod backend;
 pub mod blob_gc;
 pub mod clock;
 pub mod console;
+pub mod distributed;
 pub mod engine;
 pub mod keys;
 pub mod metrics;

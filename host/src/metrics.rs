@@ -26,6 +26,12 @@ use std::sync::OnceLock;
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Uplinks taken and downlinks sent by this process, for the RMC metrics
+/// message (`uplinksAbs`, `downlinksAbs`), which needs the totals the
+/// Prometheus counters keep per label.
+pub static UPLINKS_TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static DOWNLINKS_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Latency buckets in seconds: plugin calls and engine steps take from
 /// tens of microseconds to seconds (a backend waiting on its network).
 const SECONDS_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];

@@ -123,6 +123,7 @@ async fn receive(
         }
     }
     s.store.flush()?;
+    crate::metrics::UPLINKS_TAKEN.fetch_add(uplinks as u64, std::sync::atomic::Ordering::Relaxed);
     for (result, n) in [("taken", uplinks), ("replay", replays), ("outside_time_window", outside_window)] {
         metrics::counter!("airlift_uplinks_total", "backend_instance" => id.clone(), "result" => result).increment(n as u64);
     }

@@ -100,6 +100,9 @@ pub fn outcome<R>(answer: Result<Answer<R>, PluginError>) -> Result<R, NetworkEr
 /// A downlink in the metrics, and the network's error if it failed.
 pub fn record_downlink<R>(backend: &str, kind: &'static str, sent: &Result<R, NetworkError>) {
     let result = if sent.is_ok() { "sent" } else { "failed" };
+    if sent.is_ok() {
+        crate::metrics::DOWNLINKS_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     metrics::counter!("airlift_downlinks_total", "backend_instance" => backend.to_string(), "kind" => kind, "result" => result).increment(1);
     if let Err(e) = sent {
         let error = match e {

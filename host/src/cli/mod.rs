@@ -45,6 +45,42 @@ impl Cli {
     }
 }
 
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// This agent's name in metrics and progress (`instanceId`).
+    #[arg(long)]
+    instance_id: String,
+    /// Kafka bootstrap servers, host:port[,host:port…].
+    #[arg(long)]
+    kafka: String,
+    /// librdkafka properties (TLS, SASL…), repeatable: key=value.
+    #[arg(long = "kafka-property", value_parser = key_value)]
+    kafka_properties: Vec<(String, String)>,
+    #[arg(long, default_value = "RMC.CONFIG")]
+    topic_config: String,
+    #[arg(long, default_value = "RMC.AGENT")]
+    topic_progress: String,
+    #[arg(long, default_value = "RMC.METRIC")]
+    topic_metrics: String,
+    /// The consumer group the agents share.
+    #[arg(long, default_value = "airlift-agents")]
+    group: String,
+    /// Device library of campaigns whose ADD names none.
+    #[arg(long, default_value = "lorawan-v1")]
+    device_library: String,
+    /// PEM file of CAs the LRCs of ADD messages are trusted with, besides
+    /// the platform's.
+    #[arg(long)]
+    lrc_ca_file: Option<PathBuf>,
+    /// Uplink endpoints and API.
+    #[arg(long, default_value = "127.0.0.1:8741")]
+    bind: SocketAddr,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| format!("'{text}' is not key=value"))
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the host: REST API, store, plugin runtime.
@@ -71,6 +107,10 @@ enum Command {
         #[arg(long)]
         metrics_public: bool,
     },
+    /// An RMC agent (seed 002): runs the campaigns of configuration
+    /// messages from Kafka, publishes progress and metrics. It also serves
+    /// the uplink endpoints (and the API) on --bind.
+    Agent(AgentArgs),
     /// The main job: server plus a simulated fleet running a firmware campaign.
     Demo(demo::DemoArgs),
     /// Plugins: list, show, describe, load (or hot-swap).
@@ -169,6 +209,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Agent(args) = cli.command {
+        return run_agent(cli.data_dir, args).await;
+    }
     if let Command::Demo(args) = cli.command {
         return demo::run(args).await;
     }
@@ -181,7 +224,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let client = Client::new(&cli.api, &token);
     let out = match cli.command {
-        Command::Serve { .. } | Command::Demo(_) => unreachable!(),
+        Command::Serve { .. } | Command::Demo(_) | Command::Agent(_) => unreachable!(),
         Command::Plugin { action } => match action {
             PluginAction::List => client.get("/api/plugins").await?,
             PluginAction::Show { name } => client.get(&format!("/api/plugins/{name}")).await?,
@@ -215,5 +258,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+async fn run_agent(data_dir: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
+    use airlift::distributed::{agent, bus};
+    let mut config = ServerConfig::new(data_dir);
+    config.bind = args.bind;
+    let server = Server::start(config).await?;
+    let mut kafka = bus::KafkaSettings::new(args.kafka);
+    kafka.properties = args.kafka_properties;
+    kafka.topics = bus::Topics { config: args.topic_config, progress: args.topic_progress, metrics: args.topic_metrics };
+    let mut agent_config = agent::AgentConfig::new(args.instance_id, kafka);
+    agent_config.group = args.group;
+    agent_config.settings.device_library = args.device_library;
+    if let Some(ca) = args.lrc_ca_file {
+        agent_config.settings.lrc_transport.ca_certificates_pem = Some(std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()))?);
+    }
+    eprintln!("Airlift agent {} serving uplinks on http://{}", agent_config.instance_id, server.addr);
+    agent::run(server.state.clone(), agent_config, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    server.stop().await;
     Ok(())
 }

@@ -56,6 +56,13 @@ pub struct Transport {
     /// [`MAX_REQUEST_TIMEOUT_MS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u32>,
+    /// Host names to connect to at a given address instead of resolving
+    /// them (curl's `--resolve`): `{"lrc.example.com": "10.0.0.5:443"}`.
+    /// TLS still checks the certificate against the name. For networks
+    /// whose names their DNS does not serve, and for tests.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub resolve: std::collections::BTreeMap<String, std::net::SocketAddr>,
 }
 
 impl Transport {

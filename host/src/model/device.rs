@@ -34,6 +34,10 @@ pub struct Device {
     pub lorawan_version: LorawanVersion,
     /// GenAppKey (1.0) or AppKey (1.1), sealed.
     pub device_key: Option<Sealed>,
+    /// The McKEKey itself, sealed, for a device given one instead of a
+    /// root key to derive it from (seed 002's `mcKeKey`).
+    #[serde(default)]
+    pub mc_ke_key: Option<Sealed>,
     pub device_profile: Option<String>,
     /// Current firmware version (X.Y.Z.P or a free 32-bit number).
     pub firmware: Option<String>,
@@ -68,6 +72,10 @@ pub struct DeviceInput {
     pub lorawan_version: LorawanVersion,
     /// 32 hex digits; write-only.
     pub device_key: Option<String>,
+    /// 32 hex digits; write-only. The McKEKey itself, for a device given
+    /// one instead of a root key (seed 002's `mcKeKey`).
+    #[serde(default)]
+    pub mc_ke_key: Option<String>,
     pub device_profile: Option<String>,
     pub firmware: Option<String>,
     #[serde(default)]
@@ -83,7 +91,7 @@ fn default_classes() -> Vec<SessionClass> {
 
 impl Object for Device {
     const KIND: &'static str = "devices";
-    const SECRET_FIELDS: &'static [&'static str] = &["deviceKey"];
+    const SECRET_FIELDS: &'static [&'static str] = &["deviceKey", "mcKeKey"];
     fn id(&self) -> String {
         self.dev_eui.to_string()
     }
@@ -113,6 +121,10 @@ impl Editable for Device {
             Some(k) => Some(ctx.vault.seal(&parse_key128("deviceKey", k)?)),
             None => prior.and_then(|p| p.device_key.clone()),
         };
+        let mc_ke_key = match &input.mc_ke_key {
+            Some(k) => Some(ctx.vault.seal(&parse_key128("mcKeKey", k)?)),
+            None => prior.and_then(|p| p.mc_ke_key.clone()),
+        };
         if let Some(profile) = &input.device_profile {
             require_ref::<DeviceProfile>(ctx, "deviceProfile", profile)?;
         }
@@ -137,6 +149,7 @@ impl Editable for Device {
             multicast_classes: input.multicast_classes,
             lorawan_version: input.lorawan_version,
             device_key,
+            mc_ke_key,
             device_profile: input.device_profile,
             firmware: input.firmware,
             firmware_changed,

@@ -120,6 +120,9 @@ pub struct DeviceModel {
     root_key: [u8; 16],
     /// LoRaWAN 1.1 devices derive McRootKey from AppKey, 1.0.x from GenAppKey.
     lorawan_1_1: bool,
+    /// A McKEKey provisioned as such (seed 002's `mcKeKey`), used instead
+    /// of one derived from the root key.
+    pub given_mc_ke_key: Option<[u8; 16]>,
     pub version: PackageVersion,
     /// Device clock minus network clock, seconds.
     pub clock_offset_s: i64,
@@ -176,6 +179,7 @@ impl DeviceModel {
             dev_eui,
             root_key,
             lorawan_1_1,
+            given_mc_ke_key: None,
             version,
             clock_offset_s: 0,
             supports_class_b: true,
@@ -306,7 +310,17 @@ impl DeviceModel {
         false
     }
 
+    /// Provision the device's keys: its root key, and a McKEKey given as
+    /// such (none: derived from the root key).
+    pub fn set_keys(&mut self, root_key: [u8; 16], given_mc_ke_key: Option<[u8; 16]>) {
+        self.root_key = root_key;
+        self.given_mc_ke_key = given_mc_ke_key;
+    }
+
     fn mc_ke_key(&self) -> [u8; 16] {
+        if let Some(key) = self.given_mc_ke_key {
+            return key;
+        }
         let mut block = [0u8; 16];
         if self.lorawan_1_1 {
             block[0] = 0x20;

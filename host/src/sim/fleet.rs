@@ -182,6 +182,14 @@ impl SimFleet {
         (Self { config, clock, vault, state: Mutex::new(state) }, provisioned)
     }
 
+    /// Give a device the keys a server was told of (a seed ADD's), in
+    /// place of those the fleet drew.
+    pub fn set_keys(&self, eui: Eui, root_key: [u8; 16], given_mc_ke_key: Option<[u8; 16]>) {
+        if let Some(d) = self.state.lock().unwrap().devices.get_mut(&eui) {
+            d.model.set_keys(root_key, given_mc_ke_key);
+        }
+    }
+
     /// The fleet's time (the host's, when they share a clock).
     pub fn now_unix_ms(&self) -> u64 {
         self.clock.now_unix_ms()

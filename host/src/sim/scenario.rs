@@ -161,6 +161,7 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
             multicast_classes: vec![config.session_class],
             lorawan_version: LorawanVersion::V1_0,
             device_key: Some(hex(&p.server_key)),
+            mc_ke_key: None,
             device_profile: Some(profile.id.clone()),
             firmware: Some("1.0.0.0".into()),
             mc_group: (groups > 1).then(|| group_of(config, i)),

@@ -221,9 +221,14 @@ pub struct TestPki {
 
 impl TestPki {
     pub fn new() -> Self {
+        Self::for_names(&["127.0.0.1", "localhost"])
+    }
+
+    /// Certificates for these host names (and addresses).
+    pub fn for_names(names: &[&str]) -> Self {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
         use sha2::Digest;
-        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

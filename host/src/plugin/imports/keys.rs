@@ -43,6 +43,16 @@ impl CallState {
         Ok((self.key128(d.device_key.as_ref(), "device key")?, kind))
     }
 
+    /// The device's McKEKey: given as such, else derived from its root key.
+    fn mc_ke_key(&self, device: u64) -> Result<Key128, KeyError> {
+        let d: Device = self.object(device)?;
+        if d.mc_ke_key.is_some() {
+            return self.key128(d.mc_ke_key.as_ref(), "McKEKey");
+        }
+        let (root, kind) = self.device_root(device)?;
+        Ok(lorawan::mc_ke_key(&lorawan::mc_root_key(&root, kind)))
+    }
+
     /// A backend gets a group's session keys only while its instance runs
     /// a campaign on that group.
     fn require_serves_group(&self, group: u64) -> Result<(), KeyError> {
@@ -72,9 +82,8 @@ impl Host for CallState {
     fn mc_key_encrypted(&mut self, device: u64, group: u64) -> KeyResult<Vec<u8>> {
         Ok((|| {
             self.require_kind(PluginKind::DeviceLibrary, "mc-key-encrypted")?;
-            let (root, kind) = self.device_root(device)?;
             let (mc_key, _) = self.group_key(group)?;
-            let kek = lorawan::mc_ke_key(&lorawan::mc_root_key(&root, kind));
+            let kek = self.mc_ke_key(device)?;
             Ok(lorawan::mc_key_encrypted(&kek, &mc_key).to_vec())
         })())
     }
@@ -180,6 +189,7 @@ mod tests {
                 multicast_classes: vec![SessionClass::C],
                 lorawan_version: LorawanVersion::V1_0,
                 device_key: Some(vault.seal(&root)),
+                mc_ke_key: None,
                 device_profile: None,
                 firmware: None,
                 firmware_changed: None,
@@ -214,6 +224,14 @@ mod tests {
         let kek = lorawan::mc_ke_key(&lorawan::mc_root_key(&root, RootKeyKind::GenAppKey));
         assert_eq!(encrypted, lorawan::mc_key_encrypted(&kek, &[5; 16]).to_vec());
         assert!(matches!(library.mc_key_encrypted(1, 99).unwrap(), Err(KeyError::Unknown(_))));
+        // A device given its McKEKey (seed 002's mcKeKey) is sent the
+        // McKey under that key, with no root key to derive one from.
+        let mut given = store.get::<Device>(&Eui(1).to_string()).unwrap().unwrap();
+        given.dev_eui = Eui(3);
+        given.device_key = None;
+        given.mc_ke_key = Some(vault.seal(&[7; 16]));
+        store.put(&given).unwrap();
+        assert_eq!(library.mc_key_encrypted(3, 2).unwrap().unwrap(), lorawan::mc_key_encrypted(&[7; 16], &[5; 16]).to_vec());
         assert!(matches!(library.multicast_session_keys(2).unwrap(), Err(KeyError::Denied(_))));
         assert!(matches!(library.sign("1".into(), vec![]).unwrap(), Err(KeyError::Denied(_))));
         assert!(matches!(library.digest_with_secret("asKey".into(), "x".into()).unwrap(), Err(KeyError::Denied(_))));

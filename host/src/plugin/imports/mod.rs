@@ -48,10 +48,14 @@ impl HostServices {
                 return Ok(client.clone());
             }
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .use_preconfigured_tls(tls::client_config(transport)?)
-            .dns_resolver(Arc::new(tls::Resolver))
+            .dns_resolver(Arc::new(tls::Resolver));
+        for (name, addr) in &transport.resolve {
+            builder = builder.resolve(name, *addr);
+        }
+        let client = builder
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         clients.insert(instance_id.to_string(), (transport.clone(), client.clone()));

@@ -1,0 +1,272 @@
+//! An RMC agent: it takes configuration messages from RMC.CONFIG in a
+//! consumer group, runs their campaigns with this host's engine and
+//! plugins, and publishes progress on RMC.AGENT and metrics on RMC.METRIC.
+//!
+//! A configuration message's offset is committed only once what it asked
+//! is on disk (the campaign stored and started, or stopped), so an agent
+//! killed before that gets the message again, and another agent of the
+//! group gets it when this one is gone.
+
+use super::bus::{publish, BusError, KafkaSettings};
+use super::seed::{self, Action, ConfigMessage, MetricsMessage};
+use super::translate::{self, AgentSettings};
+use crate::api::AppState;
+use crate::engine::progress;
+use crate::engine::run::{parts_of, RunStatus};
+use crate::engine::RunOptions;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This agent's name in metrics and progress (`instanceId`).
+    pub instance_id: String,
+    pub kafka: KafkaSettings,
+    /// The consumer group the agents share.
+    pub group: String,
+    pub settings: AgentSettings,
+    /// How often progress is looked at.
+    pub progress_every: Duration,
+    /// How often metrics are published.
+    pub metrics_every: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(instance_id: impl Into<String>, kafka: KafkaSettings) -> Self {
+        Self {
+            instance_id: instance_id.into(),
+            kafka,
+            group: "airlift-agents".into(),
+            settings: AgentSettings::default(),
+            progress_every: Duration::from_millis(500),
+            metrics_every: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// What the progress publisher last sent for a campaign (messages without
+/// their time), to publish only changes.
+#[derive(Default)]
+struct Published {
+    campaign: String,
+    devices: BTreeMap<String, String>,
+}
+
+/// The campaigns this agent reports on: local id → the seed's campaignId.
+type Watched = Arc<Mutex<BTreeMap<String, Value>>>;
+
+/// The seed's campaignId of a local `rmc-<id>` campaign: a number when it
+/// reads as one (as the seed's examples send it).
+fn seed_id_of(local: &str) -> Value {
+    let id = local.strip_prefix("rmc-").unwrap_or(local);
+    id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(id))
+}
+
+/// Run the agent until `shutdown` resolves.
+pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
+    let producer = config.kafka.producer()?;
+    let consumer: StreamConsumer = config.kafka.consumer(&config.group)?;
+    consumer.subscribe(&[config.kafka.topics.config.as_str()])?;
+    // Campaigns resumed at start are reported on again.
+    let watched: Watched = Default::default();
+    if let Ok(ids) = state.store.running_campaigns() {
+        let mut w = watched.lock().unwrap_or_else(|p| p.into_inner());
+        for run_id in ids {
+            let campaign = run_id.split_once('/').map(|(c, _)| c).unwrap_or(&run_id);
+            let campaign = state.store.get::<crate::engine::CampaignRun>(&run_id).ok().flatten().map(|r| r.campaign_id).unwrap_or_else(|| campaign.to_string());
+            if campaign.starts_with("rmc-") {
+                w.insert(campaign.clone(), seed_id_of(&campaign));
+            }
+        }
+    }
+    let reporter = tokio::spawn(report_progress(state.clone(), config.clone(), producer.clone(), watched.clone()));
+    let metrics = tokio::spawn(report_metrics(state.clone(), config.clone(), producer.clone(), watched.clone()));
+    tokio::pin!(shutdown);
+    let result = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            received = consumer.recv() => {
+                let message = match received {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the configuration topic");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                handle(&state, &config, &producer, &watched, message.payload().unwrap_or_default()).await;
+                if let Err(e) = consumer.commit_message(&message, CommitMode::Sync) {
+                    tracing::warn!(error = %e, "committing a configuration message");
+                }
+            }
+        }
+    };
+    reporter.abort();
+    metrics.abort();
+    result
+}
+
+/// Act on one configuration message. Whatever it holds, the agent goes
+/// on: a message it cannot act on is answered with an error (on the
+/// progress topic for a campaign) and logged.
+async fn handle(state: &AppState, config: &AgentConfig, producer: &FutureProducer, watched: &Watched, payload: &[u8]) {
+    let msg = match ConfigMessage::parse(payload) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "a configuration message that is not one was skipped");
+            return;
+        }
+    };
+    match msg.action {
+        Action::Add => {
+            let seed_id = msg.campaign_id.clone().unwrap_or(Value::Null);
+            let now = chrono::DateTime::from_timestamp_millis(state.clock.now_unix_ms() as i64).unwrap_or_default();
+            let added = translate::store_add(&msg, &config.settings, &state.store, &state.vault, now);
+            let started = match added {
+                Ok(id) => {
+                    let fresh = matches!(parts_of(&state.store, &id), Ok(None));
+                    let start = if fresh { state.runner.start(&id, RunOptions::default()).await.map(drop).map_err(|e| e.to_string()) } else { Ok(()) };
+                    start.map(|()| id)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match started {
+                Ok(id) => {
+                    tracing::info!(campaign = %id, "campaign taken from RMC.CONFIG");
+                    watched.lock().unwrap_or_else(|p| p.into_inner()).insert(id, seed_id);
+                }
+                Err(error) => {
+                    tracing::warn!(campaign = %seed::id_text(&seed_id), %error, "an ADD was refused");
+                    let msg = json!({
+                        "version": seed::PROGRESS_VERSION,
+                        "time": progress_time(state.clock.now_unix_ms()),
+                        "campaignId": seed_id,
+                        "campaignStagesCount": 0,
+                        "campaignStagesCompleted": 0,
+                        "campaignStatus": "ERROR",
+                        "error": {"source": "AGENT", "text": error},
+                        "instanceId": config.instance_id,
+                    });
+                    let _ = publish(producer, &config.kafka.topics.progress, &seed::id_text(&seed_id), msg.to_string().as_bytes()).await;
+                }
+            }
+        }
+        Action::Stop => {
+            let Some(seed_id) = msg.campaign() else { return };
+            let id = translate::local_campaign_id(&seed_id);
+            match state.runner.stop(&id).await {
+                Ok(()) => tracing::info!(campaign = %id, "stopped from RMC.CONFIG"),
+                Err(e) => tracing::warn!(campaign = %id, error = %e, "a STOP could not be applied"),
+            }
+        }
+        // GET is answered by the agents that estimate (not yet this one);
+        // RESP is for the core.
+        Action::Get | Action::Resp => {}
+    }
+}
+
+fn progress_time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3f%z").to_string()
+}
+
+/// A message's content without its time: what makes it news.
+fn untimed(msg: &Value) -> String {
+    let mut m = msg.clone();
+    m.as_object_mut().map(|o| o.remove("time"));
+    m.to_string()
+}
+
+/// Publish each watched campaign's progress when it changed: the campaign
+/// message (keyed by campaignId) and each device's (keyed by DevEUI).
+async fn report_progress(state: AppState, config: AgentConfig, producer: FutureProducer, watched: Watched) {
+    let mut published: BTreeMap<String, Published> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(config.progress_every).await;
+        let campaigns: Vec<(String, Value)> = watched.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (id, seed_id) in campaigns {
+            let Ok(Some(parts)) = parts_of(&state.store, &id) else { continue };
+            let now = state.clock.now_unix_ms();
+            let last = published.entry(id.clone()).or_default();
+            let mut outgoing: Vec<(String, Value)> = Vec::new();
+            for part in &parts {
+                for device in &part.devices {
+                    let mut msg = progress::device_message(&part.run, device, now);
+                    msg["campaignId"] = seed_id.clone();
+                    msg["instanceId"] = json!(config.instance_id);
+                    let eui = device.dev_eui.to_string();
+                    let key = untimed(&msg);
+                    if last.devices.get(&eui) != Some(&key) {
+                        outgoing.push((eui.clone(), msg));
+                        last.devices.insert(eui, key);
+                    }
+                }
+            }
+            let mut msg = progress::campaign_message(&parts, now);
+            msg["campaignId"] = seed_id.clone();
+            msg["instanceId"] = json!(config.instance_id);
+            let finished = msg["campaignStatus"] != "RUNNING";
+            let key = untimed(&msg);
+            if last.campaign != key {
+                outgoing.push((seed::id_text(&seed_id), msg));
+                last.campaign = key;
+            }
+            let mut all_sent = true;
+            for (key, msg) in outgoing {
+                if let Err(e) = publish(&producer, &config.kafka.topics.progress, &key, msg.to_string().as_bytes()).await {
+                    tracing::warn!(campaign = %id, error = %e, "publishing progress");
+                    all_sent = false;
+                }
+            }
+            if !all_sent {
+                // Sent again at the next look.
+                published.remove(&id);
+            } else if finished {
+                watched.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                published.remove(&id);
+            }
+        }
+    }
+}
+
+/// Publish this agent's metrics: the seed's fields, and what a core needs
+/// to choose an agent (campaigns running, devices in them, the plugins it
+/// carries).
+async fn report_metrics(state: AppState, config: AgentConfig, producer: FutureProducer, watched: Watched) {
+    loop {
+        let running: Vec<String> = watched.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let devices: usize = running
+            .iter()
+            .filter_map(|id| parts_of(&state.store, id).ok().flatten())
+            .flat_map(|parts| parts.into_iter().filter(|p| p.run.status == RunStatus::Running).map(|p| p.run.device_count))
+            .sum();
+        let plugins: Vec<Value> = state.runtime.list().iter().map(|p| json!({"name": p.manifest.name, "kind": p.manifest.kind, "version": p.manifest.version})).collect();
+        let msg = MetricsMessage {
+            version: seed::METRICS_VERSION.into(),
+            time: progress_time(state.clock.now_unix_ms()),
+            instance_id: config.instance_id.clone(),
+            uplinks_abs: crate::metrics::UPLINKS_TAKEN.load(Ordering::Relaxed),
+            downlinks_abs: crate::metrics::DOWNLINKS_SENT.load(Ordering::Relaxed),
+            extra: json!({"runningCampaigns": running, "devicesInCampaigns": devices, "plugins": plugins}).as_object().cloned().unwrap_or_default(),
+        };
+        let payload = serde_json::to_vec(&msg).expect("metrics serialize");
+        if let Err(e) = publish(&producer, &config.kafka.topics.metrics, &config.instance_id, &payload).await {
+            tracing::warn!(error = %e, "publishing metrics");
+        }
+        tokio::time::sleep(config.metrics_every).await;
+    }
+}

@@ -1,0 +1,110 @@
+//! The Kafka side of the distributed mode: the topics (seed 002's names by
+//! default), the client settings passed through to librdkafka (TLS and
+//! SASL included), and a producer that waits for the broker's ack.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use std::time::Duration;
+
+/// The topics core and agents talk on.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// ADD, GET, RESP, STOP.
+    pub config: String,
+    /// Progress messages.
+    pub progress: String,
+    /// Metrics messages.
+    pub metrics: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self { config: "RMC.CONFIG".into(), progress: "RMC.AGENT".into(), metrics: "RMC.METRIC".into() }
+    }
+}
+
+/// Where the broker is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    /// librdkafka properties as given (`security.protocol`, `ssl.ca.location`,
+    /// `sasl.mechanism`, `sasl.username`…), applied last.
+    pub properties: Vec<(String, String)>,
+    pub topics: Topics,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("creating topic {topic}: {error}")]
+    Topic { topic: String, error: String },
+    #[error("publishing to {topic}: {error}")]
+    Publish { topic: String, error: rdkafka::error::KafkaError },
+}
+
+impl KafkaSettings {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self { brokers: brokers.into(), properties: Vec::new(), topics: Topics::default() }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// A producer whose sends complete once the broker has the message.
+    pub fn producer(&self) -> Result<FutureProducer, BusError> {
+        let mut config = self.client();
+        config.set("acks", "all").set("message.timeout.ms", "30000");
+        Ok(config.create()?)
+    }
+
+    /// A consumer in `group`, committing only what it has acted on.
+    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, BusError> {
+        let mut config = self.client();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        // Applied again so an operator's settings win over ours.
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        Ok(config.create()?)
+    }
+
+    /// Create the three topics (those that exist stay as they are).
+    pub async fn create_topics(&self, partitions: i32) -> Result<(), BusError> {
+        let admin: AdminClient<DefaultClientContext> = self.client().create()?;
+        let topics = [&self.topics.config, &self.topics.progress, &self.topics.metrics];
+        let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(&new, &options).await? {
+            match result {
+                Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(BusError::Topic { topic, error: code.to_string() }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Publish one message and wait for the broker's ack.
+pub async fn publish(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) -> Result<(), BusError> {
+    producer
+        .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(30))
+        .await
+        .map(drop)
+        .map_err(|(error, _)| BusError::Publish { topic: topic.to_string(), error })
+}

@@ -1,0 +1,13 @@
+//! The distributed mode of seed 002: an RMC core that owns the API and
+//! the database, and RMC agents that run campaigns, talking only over
+//! Kafka topics in the seed's JSON formats.
+//!
+//! - `seed`: the messages (ADD, GET, RESP, STOP, progress, metrics);
+//! - `translate`: an ADD as this host's objects;
+//! - `bus`: topics, client settings, publishing;
+//! - `agent`: `airlift agent`.
+
+pub mod agent;
+pub mod bus;
+pub mod seed;
+pub mod translate;

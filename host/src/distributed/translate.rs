@@ -1,0 +1,311 @@
+//! A seed ADD as this host's objects, each made through its own
+//! validation: a ThingPark backend instance from the `lrc` list, the
+//! multicast groups, the devices with their keys, a device set, a region,
+//! the file and the campaign. An agent stores them and starts the campaign
+//! like any other; a repeated ADD of the same campaign changes nothing.
+//!
+//! Choices where the seed leaves room (also in the README):
+//! - the campaign's id here is `rmc-<campaignId>`; progress carries the
+//!   seed's `campaignId` as it came;
+//! - a session or reboot date and time already past means "as soon as the
+//!   setup allows" (the seed's example gives 1970-01-01); a time without a
+//!   date is its next occurrence;
+//! - `maxDuration` is in seconds, our campaigns count minutes: rounded up;
+//! - a group's `mcKey` (obsolete in the seed) is used when given, else a
+//!   key is generated; `fCntDown` is not honoured yet (our frame counters
+//!   start at 0 and never repeat within a group's run).
+
+use super::seed::{binary_data, eui, id_text, ConfigMessage, SeedError, SeedGroup, SeedLrc};
+use crate::keys::Vault;
+use crate::model::{
+    BackendInstance, BackendInstanceInput, Campaign, CampaignInput, CampaignType, Device, DeviceInput, DeviceSet, DeviceSetInput, Editable, FieldError, FileInput, InputContext, IsmBand,
+    LorawanVersion, MulticastGroup, MulticastGroupInput, Region, RegionInput, SessionClass, StoredFile, Transport,
+};
+use crate::store::Store;
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+
+/// What an agent adds to what the messages say.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// The device library of a campaign whose message names none
+    /// (`deviceLibrary`, our field beside the seed's).
+    pub device_library: String,
+    /// TLS settings of the LRC instances made from `lrc` lists.
+    pub lrc_transport: Transport,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self { device_library: "lorawan-v1".into(), lrc_transport: Transport::default() }
+    }
+}
+
+/// This host's id of a seed campaign.
+pub fn local_campaign_id(seed_id: &str) -> String {
+    let clean: String = seed_id.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).take(64).collect();
+    format!("rmc-{clean}")
+}
+
+fn field(e: FieldError, prefix: &str) -> SeedError {
+    SeedError::field(format!("{prefix}{}", e.field), e.message)
+}
+
+/// The LRC base URL (the plugin adds `/thingpark/lrc/rest/downlink`).
+fn lrc_base(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    url.strip_suffix("/thingpark/lrc/rest/downlink").unwrap_or(url).to_string()
+}
+
+/// `scheme://host[:port]` of a URL, for the instance's allowed hosts.
+fn origin(url: &str) -> Result<String, SeedError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| SeedError::field("lrc.url", e.to_string()))?;
+    let host = parsed.host_str().ok_or_else(|| SeedError::field("lrc.url", "has no host"))?;
+    Ok(match parsed.port() {
+        Some(p) => format!("{}://{host}:{p}", parsed.scheme()),
+        None => format!("{}://{host}", parsed.scheme()),
+    })
+}
+
+fn backend_instance(lrc: &SeedLrc, settings: &AgentSettings, ctx: &InputContext) -> Result<BackendInstance, SeedError> {
+    let base = lrc_base(&lrc.url);
+    let mut values = std::collections::BTreeMap::from([("url".to_string(), base.clone())]);
+    if let Some(as_id) = &lrc.as_id {
+        values.insert("as_id".into(), as_id.clone());
+    }
+    let secrets = lrc.as_key.iter().map(|k| ("as_key".to_string(), k.clone())).collect();
+    // One instance per LRC and AS: repeated ADDs share it.
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(format!("{base}\n{}", lrc.as_id.as_deref().unwrap_or("")).as_bytes());
+    let id = format!("rmc-lrc-{}", &hex::encode(digest)[..12]);
+    let prior = ctx.store.get::<BackendInstance>(&id).map_err(|e| SeedError::field("lrc", e.to_string()))?;
+    let input = BackendInstanceInput {
+        name: format!("ThingPark LRC {base}"),
+        plugin: "thingpark".into(),
+        settings: values,
+        secrets,
+        allowed_hosts: vec![origin(&base)?],
+        transport: settings.lrc_transport.clone(),
+    };
+    let mut instance = BackendInstance::from_input(input, prior.as_ref(), ctx).map_err(|e| field(e, "lrc."))?;
+    instance.id = id;
+    Ok(instance)
+}
+
+fn band(region: Option<&str>) -> Result<IsmBand, SeedError> {
+    match region.unwrap_or("EU868") {
+        "EU868" => Ok(IsmBand::EU868),
+        "US915" => Ok(IsmBand::US915),
+        "AS923" => Ok(IsmBand::AS923),
+        other => Err(SeedError::field("mcGroups.options.rfRegion", format!("'{other}' is not EU868, US915 or AS923"))),
+    }
+}
+
+fn group(g: &SeedGroup, ctx: &InputContext) -> Result<MulticastGroup, SeedError> {
+    let dev_eui = eui("mcGroups.eui", g.eui.as_deref().unwrap_or(""))?;
+    let options = g.options.clone().unwrap_or_default();
+    let ism_band = band(options.rf_region.as_deref())?;
+    let session_class = match g.session_class.as_deref().unwrap_or("C") {
+        "B" => SessionClass::B,
+        "C" => SessionClass::C,
+        other => return Err(SeedError::field("mcGroups.sessionClass", format!("'{other}' is not B or C"))),
+    };
+    let prior = ctx.store.get::<MulticastGroup>(&dev_eui.to_string()).map_err(|e| SeedError::field("mcGroups", e.to_string()))?;
+    let input = MulticastGroupInput {
+        dev_eui,
+        name: format!("RMC group {dev_eui}"),
+        tag: String::new(),
+        ism_band,
+        dl_dwell_time: options.downlink_dwell_time == Some(1),
+        dev_addr: g.net_addr.clone().ok_or_else(|| SeedError::field("mcGroups.netAddr", "is required"))?,
+        group_id: 0,
+        frequency: options.frequency_hz().unwrap_or(869_525_000),
+        data_rate: options.drate.unwrap_or(0),
+        redundancy: options.redundancy,
+        ping_slot_periodicity: 0,
+        session_class,
+        mc_key: g.mc_key.clone(),
+        backend_instance: None,
+    };
+    MulticastGroup::from_input(input, prior.as_ref(), ctx).map_err(|e| field(e, "mcGroups."))
+}
+
+/// A seed date (`YYYY-MM-DD`) and time (`HH:MM[:SS]`), UTC; None when
+/// absent or already past.
+fn schedule(date: Option<&str>, time: Option<&str>, now: DateTime<Utc>, name: &str) -> Result<Option<DateTime<Utc>>, SeedError> {
+    let time = match time {
+        Some(t) => Some(NaiveTime::parse_from_str(t, "%H:%M:%S").or_else(|_| NaiveTime::parse_from_str(t, "%H:%M")).map_err(|_| SeedError::field(format!("options.{name}Time"), format!("'{t}' is not HH:MM:SS")))?),
+        None => None,
+    };
+    let at = match (date, time) {
+        (None, None) => return Ok(None),
+        (Some(d), t) => {
+            let day = NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| SeedError::field(format!("options.{name}Date"), format!("'{d}' is not YYYY-MM-DD")))?;
+            day.and_time(t.unwrap_or_default()).and_utc()
+        }
+        (None, Some(t)) => {
+            let today = now.date_naive().and_time(t).and_utc();
+            if today > now { today } else { today + chrono::Duration::days(1) }
+        }
+    };
+    Ok((at > now).then_some(at))
+}
+
+/// Store the objects of an ADD; the campaign's id here.
+pub fn store_add(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, vault: &Vault, now: DateTime<Utc>) -> Result<String, SeedError> {
+    let ctx = InputContext { store, vault, now };
+    let seed_id = msg.campaign().ok_or_else(|| SeedError::field("campaignId", "is required for ADD"))?;
+    let campaign_id = local_campaign_id(&seed_id);
+    let put_err = |e: crate::store::StoreError| SeedError::field("store", e.to_string());
+    let lrc = msg.lrc.first().ok_or_else(|| SeedError::field("lrc", "names no LRC"))?;
+    let instance = backend_instance(lrc, settings, &ctx)?;
+    store.put(&instance).map_err(put_err)?;
+
+    let mut group_euis = Vec::new();
+    for g in &msg.mc_groups {
+        let g = group(g, &ctx)?;
+        group_euis.push(g.dev_eui);
+        store.put(&g).map_err(put_err)?;
+    }
+    let mut device_euis = Vec::new();
+    for d in &msg.devices {
+        let dev_eui = eui("devices.eui", d.eui.as_deref().unwrap_or(""))?;
+        let lorawan_version = match d.lora_wan_scheme.as_deref().map(|s| s.trim_start_matches("LoRaWAN_")) {
+            None | Some("1.0") | Some("1.0.2") | Some("1.0.3") | Some("1.0.4") => LorawanVersion::V1_0,
+            Some("1.1") => LorawanVersion::V1_1,
+            Some(other) => return Err(SeedError::field("devices.loraWanScheme", format!("'{other}' is not LoRaWAN 1.0 or 1.1"))),
+        };
+        let mc_group = d.mc_group.as_deref().map(|g| eui("devices.mcGroup", g)).transpose()?;
+        let class = mc_group.and_then(|g| store.get::<MulticastGroup>(&g.to_string()).ok().flatten()).map(|g| g.session_class).unwrap_or(SessionClass::C);
+        let prior = store.get::<Device>(&dev_eui.to_string()).map_err(put_err)?;
+        let input = DeviceInput {
+            dev_eui,
+            name: prior.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+            tag: prior.as_ref().map(|p| p.tag.clone()).unwrap_or_default(),
+            multicast_classes: vec![class],
+            lorawan_version,
+            device_key: d.gen_app_key.clone().or_else(|| d.app_key.clone()),
+            mc_ke_key: d.mc_ke_key.clone(),
+            device_profile: None,
+            firmware: prior.as_ref().and_then(|p| p.firmware.clone()),
+            mc_group,
+            uplink_rate: d.options.as_ref().and_then(|o| o.uplink_rate).or(d.uplink_rate),
+        };
+        let device = Device::from_input(input, prior.as_ref(), &ctx).map_err(|e| field(e, "devices."))?;
+        if device.device_key.is_none() && device.mc_ke_key.is_none() {
+            return Err(SeedError::field("devices.genAppKey", format!("device {dev_eui} has no genAppKey, appKey or mcKeKey")));
+        }
+        device_euis.push(device.dev_eui);
+        store.put(&device).map_err(put_err)?;
+    }
+    let set_id = format!("{campaign_id}-devices");
+    let mut set = DeviceSet::from_input(DeviceSetInput { name: format!("devices of {campaign_id}"), description: String::new(), devices: device_euis }, None, &ctx).map_err(|e| field(e, ""))?;
+    set.id = set_id.clone();
+    store.put(&set).map_err(put_err)?;
+    let region_id = format!("{campaign_id}-groups");
+    let mut region = Region::from_input(RegionInput { name: format!("groups of {campaign_id}"), description: String::new(), multicast_groups: group_euis }, None, &ctx).map_err(|e| field(e, ""))?;
+    region.id = region_id.clone();
+    store.put(&region).map_err(put_err)?;
+
+    let options = msg.options.clone().unwrap_or_default();
+    let campaign_type: CampaignType = serde_json::from_value(serde_json::json!(msg.campaign_type.as_deref().unwrap_or("FOTA")))
+        .map_err(|_| SeedError::field("campaignType", "is not BINARY, MCGROUP or FOTA"))?;
+    let file = match msg.binary.as_ref().and_then(|b| b.data.as_deref()) {
+        Some(data) if campaign_type != CampaignType::MulticastSetup => {
+            let (bytes, cut) = binary_data(data)?;
+            if cut {
+                tracing::warn!(campaign = %campaign_id, bytes = bytes.len(), "binary.data ends in characters outside base64; the file is what comes before them");
+            }
+            let sha = store.blobs().put(&bytes).map_err(|e| SeedError::field("binary.data", e.to_string()))?;
+            let input = FileInput { name: format!("{campaign_id}.bin"), firmware_version: options.fw_version.clone(), hw_target: options.hw_target.clone(), ..FileInput::default() };
+            store.put(&StoredFile::with_metadata(sha.clone(), bytes.len() as u64, input, None, &ctx).map_err(|e| field(e, "binary."))?).map_err(put_err)?;
+            Some(sha)
+        }
+        _ => None,
+    };
+    let device_library = msg.extra.get("deviceLibrary").and_then(|v| v.as_str()).unwrap_or(&settings.device_library).to_string();
+    let input = CampaignInput {
+        name: format!("RMC campaign {}", id_text(msg.campaign_id.as_ref().expect("checked above"))),
+        description: String::new(),
+        campaign_type,
+        device_sets: vec![set_id],
+        regions: vec![region_id],
+        reboot_at: schedule(options.reboot_date.as_deref(), options.reboot_time.as_deref(), now, "reboot")?,
+        session_start: schedule(options.session_date.as_deref(), options.session_time.as_deref(), now, "session")?,
+        file,
+        max_duration_minutes: options.max_duration.map(|s| s.div_ceil(60).max(1) as u32).unwrap_or(24 * 60),
+        success_threshold: options.success_threshold.unwrap_or(100),
+        device_library,
+        backend_instance: instance.id.clone(),
+        update_type: options.update_type.as_deref().map(str::to_ascii_lowercase),
+        message: None,
+    };
+    let prior = store.get::<Campaign>(&campaign_id).map_err(put_err)?;
+    let mut campaign = Campaign::from_input(input, prior.as_ref(), &ctx).map_err(|e| field(e, ""))?;
+    campaign.id = campaign_id.clone();
+    if prior.is_none() {
+        store.put(&campaign).map_err(put_err)?;
+    }
+    Ok(campaign_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store with the plugins an ADD's objects name.
+    fn store_with_plugins(dir: &std::path::Path) -> Store {
+        let store = Store::open(dir).unwrap();
+        for (name, kind) in [("lorawan-v1", "device-library"), ("thingpark", "backend"), ("plain", "update-type")] {
+            let manifest = serde_json::json!({"name": name, "kind": kind, "version": "0.1.0", "witVersion": "0.2.0"});
+            let record = serde_json::json!({"manifest": manifest, "wasmSha256": "00", "versions": [], "loadedAt": "2026-01-01T00:00:00Z", "archived": false});
+            store.put(&serde_json::from_value::<crate::model::PluginRecord>(record).unwrap()).unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn the_seeds_add_becomes_valid_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_plugins(dir.path());
+        let vault = Vault::new([1; 32]);
+        let msg = ConfigMessage::parse(&std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/seed-002/add.json")).unwrap()).unwrap();
+        let now = Utc::now();
+        let id = store_add(&msg, &AgentSettings::default(), &store, &vault, now).unwrap();
+        assert_eq!(id, "rmc-123");
+        let campaign = store.get::<Campaign>(&id).unwrap().unwrap();
+        assert_eq!(campaign.campaign_type, CampaignType::BinaryTransfer);
+        assert_eq!((campaign.max_duration_minutes, campaign.success_threshold), (5, 50));
+        assert_eq!(campaign.session_start, None, "1970 is past: as soon as possible");
+        let instance = store.get::<BackendInstance>(&campaign.backend_instance).unwrap().unwrap();
+        assert_eq!(instance.settings["url"], "https://dev1.thingpark.com");
+        assert_eq!(instance.settings["as_id"], "TWA_1100000000.1.AS");
+        assert!(instance.secrets.contains_key("as_key"));
+        let first = store.get::<Device>("0018b20000000001").unwrap().unwrap();
+        assert!(first.mc_ke_key.is_some() && first.device_key.is_none(), "device 1 came with its McKEKey");
+        assert_eq!(first.uplink_rate, Some(10));
+        assert_eq!(first.mc_group.map(|g| g.to_string()).as_deref(), Some("0018b200000000fd"));
+        let group = store.get::<MulticastGroup>("0018b200000000fe").unwrap().unwrap();
+        assert_eq!((group.frequency, group.data_rate, group.dev_addr.to_lowercase().as_str()), (868_100_000, 3, "040010f2"));
+        let file = store.get::<StoredFile>(campaign.file.as_deref().unwrap()).unwrap().unwrap();
+        assert_eq!(file.size, 12, "the example's base64 up to its ellipsis");
+        // Again: the same campaign, nothing duplicated.
+        assert_eq!(store_add(&msg, &AgentSettings::default(), &store, &vault, now).unwrap(), id);
+        assert_eq!(store.list::<Campaign>(false).unwrap().len(), 1);
+        assert_eq!(store.list::<BackendInstance>(false).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_bad_add_is_refused_naming_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_plugins(dir.path());
+        let vault = Vault::new([1; 32]);
+        let bad = |json: &str| match store_add(&ConfigMessage::parse(json.as_bytes()).unwrap(), &AgentSettings::default(), &store, &vault, Utc::now()) {
+            Err(SeedError::Field { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        };
+        assert_eq!(bad(r#"{"action":"ADD"}"#), "campaignId");
+        assert_eq!(bad(r#"{"action":"ADD","campaignId":1}"#), "lrc");
+        assert_eq!(bad(r#"{"action":"ADD","campaignId":1,"lrc":[{"url":"https://lrc.example"}],"devices":[{"eui":"zz"}]}"#), "devices.eui");
+        assert_eq!(bad(r#"{"action":"ADD","campaignId":1,"lrc":[{"url":"https://lrc.example"}],"devices":[{"eui":"01"}]}"#), "devices.genAppKey");
+        assert_eq!(bad(r#"{"action":"ADD","campaignId":1,"lrc":[{"url":"https://lrc.example"}],"mcGroups":[{"eui":"02","netAddr":"01020304","options":{"rfRegion":"XX"}}]}"#), "mcGroups.options.rfRegion");
+    }
+}
