@@ -33,13 +33,14 @@ impl Drop for Broker {
     }
 }
 
-/// The broker binary: `$AIRLIFT_TANSU`, else the one `.ci/run` installs,
-/// else `tansu` on the PATH.
+/// The broker binary: `$AIRLIFT_TANSU`, else the one
+/// `scripts/test-deps.sh` installs, else `tansu` on the PATH.
 fn tansu() -> std::path::PathBuf {
     if let Some(path) = std::env::var_os("AIRLIFT_TANSU") {
         return path.into();
     }
-    let cached = std::path::Path::new(&std::env::var("HOME").unwrap_or_default()).join(".cache/airlift/tools/bin/tansu");
+    let cache = std::env::var_os("XDG_CACHE_HOME").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+    let cached = cache.join("airlift/tools/bin/tansu");
     if cached.exists() {
         return cached;
     }
@@ -55,7 +56,7 @@ async fn broker() -> Broker {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("the tansu broker is installed (.ci/run installs it: cargo install tansu --features dynostore)");
+        .expect("the tansu broker is installed (bash scripts/test-deps.sh)");
     let until = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(&addr).await.is_err() {
         assert!(Instant::now() < until, "tansu did not listen on {addr}");
@@ -72,65 +73,102 @@ fn hex16(text: &str) -> [u8; 16] {
     hex::decode(text).unwrap().try_into().unwrap()
 }
 
+/// An agent under test: a host on a sped-up clock, the fleet of the
+/// seed's ADD example (device 1 with its McKEKey, device 2 with its
+/// GenAppKey) behind a ThingPark LRC that answers as dev1.thingpark.com,
+/// and the agent's task.
+struct TestAgent {
+    server: Server,
+    lrc: ThingParkPeer,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    running: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestAgent {
+    async fn start(kafka: &bus::KafkaSettings, instance_id: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), SPEED));
+        let mut config = ServerConfig::new(dir.path().to_path_buf());
+        config.bind = "127.0.0.1:0".parse().unwrap();
+        config.clock = clock.clone();
+        config.uplink_window = airlift::api::UplinkWindow::for_clock_speed(SPEED);
+        config.auth = Some(airlift::api::Auth::with_tokens(&[("test", airlift::api::Role::Admin, common::TOKEN)]));
+        let server = Server::start(config).await.unwrap();
+        let fleet_config = FleetConfig { uplink_period_s: 10, ..FleetConfig::default() };
+        let (fleet, _) = SimFleet::new(fleet_config, clock.clone(), server.state.vault.clone(), 0x0018_b200_0000_0001, &[Behaviour::Normal; 2]);
+        fleet.set_keys(Eui(0x0018_b200_0000_0001), rand::random(), Some(hex16("2b7e151628aed216abf7158809cf4f00")));
+        fleet.set_keys(Eui(0x0018_b200_0000_0002), hex16("2b7e151628aed216abf7158809cf4f00"), None);
+        let pki = TestPki::for_names(&["dev1.thingpark.com"]);
+        let lrc = ThingParkPeer::start(Arc::new(fleet), Listen::loopback_tls(pki.server), AS_ID, AS_KEY).await.unwrap();
+        let lrc_addr: std::net::SocketAddr = lrc.url().trim_start_matches("https://").parse().unwrap();
+        let mut agent_config = agent::AgentConfig::new(instance_id, kafka.clone());
+        agent_config.progress_every = Duration::from_millis(200);
+        agent_config.metrics_every = Duration::from_millis(500);
+        agent_config.settings.lrc_transport.ca_certificates_pem = Some(pki.ca_pem.clone());
+        agent_config.settings.lrc_transport.resolve.insert("dev1.thingpark.com".into(), lrc_addr);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(agent::run(server.state.clone(), agent_config, async move {
+            let _ = stopped.await;
+        }));
+        Self { server, lrc, stop: Some(stop), running, _dir: dir }
+    }
+
+    /// Once the agent stored the ADD's objects: what the operator does in
+    /// ThingPark (the groups' multicast devices) and the uplink route.
+    async fn connect_lrc_when_added(&self) -> BackendInstance {
+        let until = Instant::now() + Duration::from_secs(60);
+        let instance = loop {
+            if let Some(i) = self.server.state.store.list::<BackendInstance>(false).unwrap().into_iter().find(|i| i.id.starts_with("rmc-lrc-")) {
+                break i;
+            }
+            assert!(Instant::now() < until, "the agent did not take the ADD");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for group in self.server.state.store.list::<MulticastGroup>(false).unwrap() {
+            self.lrc.provision_multicast_device(group.dev_eui, GroupSessionKeys::of(&group, &self.server.state.vault).unwrap());
+        }
+        self.lrc.post_uplinks_to(&format!("http://{}/backends/{}/uplink", self.server.addr, instance.id));
+        instance
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        (&mut self.running).await.unwrap().unwrap();
+        self.server.stop().await;
+    }
+}
+
+fn example(name: &str) -> Vec<u8> {
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/seed-002").join(name)).unwrap()
+}
+
+/// A broker with the three topics, and its settings.
+async fn broker_with_topics() -> (Broker, bus::KafkaSettings) {
+    let broker = broker().await;
+    let kafka = bus::KafkaSettings::new(broker.addr.clone());
+    kafka.create_topics(3).await.unwrap();
+    (broker, kafka)
+}
+
+/// The next message on the consumer's topics within `limit`: (topic, key, JSON).
+async fn next(consumer: &StreamConsumer, limit: Duration) -> Option<(String, String, Value)> {
+    let m = tokio::time::timeout(limit, consumer.recv()).await.ok()?.ok()?;
+    let value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_else(|e| panic!("not JSON on {}: {e}", m.topic()));
+    Some((m.topic().to_string(), String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(), value))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_party_cores_seed_add_runs_on_our_agent_through_the_lrc_it_names() {
-    let broker = broker().await;
-    let mut kafka = bus::KafkaSettings::new(broker.addr.clone());
-    kafka.topics = bus::Topics::default();
-    kafka.create_topics(3).await.unwrap();
-
-    // The agent: a host on a sped-up clock, and the fleet of the seed's
-    // example behind a ThingPark LRC that answers as dev1.thingpark.com.
-    let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), SPEED));
-    let mut config = ServerConfig::new(dir.path().to_path_buf());
-    config.bind = "127.0.0.1:0".parse().unwrap();
-    config.clock = clock.clone();
-    config.uplink_window = airlift::api::UplinkWindow::for_clock_speed(SPEED);
-    config.auth = Some(airlift::api::Auth::with_tokens(&[("test", airlift::api::Role::Admin, common::TOKEN)]));
-    let server = Server::start(config).await.unwrap();
-    let fleet_config = FleetConfig { uplink_period_s: 10, ..FleetConfig::default() };
-    let (fleet, _) = SimFleet::new(fleet_config, clock.clone(), server.state.vault.clone(), 0x0018_b200_0000_0001, &[Behaviour::Normal; 2]);
-    // The keys the ADD gives: device 1 its McKEKey, device 2 its GenAppKey.
-    fleet.set_keys(Eui(0x0018_b200_0000_0001), rand::random(), Some(hex16("2b7e151628aed216abf7158809cf4f00")));
-    fleet.set_keys(Eui(0x0018_b200_0000_0002), hex16("2b7e151628aed216abf7158809cf4f00"), None);
-    let fleet = Arc::new(fleet);
-    let pki = TestPki::for_names(&["dev1.thingpark.com"]);
-    let lrc = ThingParkPeer::start(fleet.clone(), Listen::loopback_tls(pki.server), AS_ID, AS_KEY).await.unwrap();
-    let lrc_addr: std::net::SocketAddr = lrc.url().trim_start_matches("https://").parse().unwrap();
-    let mut agent_config = agent::AgentConfig::new("agent-1", kafka.clone());
-    agent_config.progress_every = Duration::from_millis(200);
-    agent_config.metrics_every = Duration::from_millis(500);
-    agent_config.settings.lrc_transport.ca_certificates_pem = Some(pki.ca_pem.clone());
-    agent_config.settings.lrc_transport.resolve.insert("dev1.thingpark.com".into(), lrc_addr);
-    let (stop_agent, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(agent::run(server.state.clone(), agent_config, async move {
-        let _ = stopped.await;
-    }));
-
+    let (_broker, kafka) = broker_with_topics().await;
+    let agent = TestAgent::start(&kafka, "agent-1").await;
     // A plain consumer reads what the agent publishes, from the start.
     let core: StreamConsumer = kafka.consumer("third-party-core").unwrap();
     core.subscribe(&["RMC.AGENT", "RMC.METRIC"]).unwrap();
-
     // The third-party core's ADD: the seed's example, syntax mended.
-    let add = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/seed-002/add.json")).unwrap();
     let producer = kafka.producer().unwrap();
-    bus::publish(&producer, "RMC.CONFIG", "123", &add).await.unwrap();
-
-    // What the operator does in ThingPark: the groups' multicast devices,
-    // and the uplink route to the agent.
-    let until = Instant::now() + Duration::from_secs(60);
-    let instance = loop {
-        if let Some(i) = server.state.store.list::<BackendInstance>(false).unwrap().into_iter().next() {
-            break i;
-        }
-        assert!(Instant::now() < until, "the agent did not take the ADD");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    for group in server.state.store.list::<MulticastGroup>(false).unwrap() {
-        lrc.provision_multicast_device(group.dev_eui, GroupSessionKeys::of(&group, &server.state.vault).unwrap());
-    }
-    lrc.post_uplinks_to(&format!("http://{}/backends/{}/uplink", server.addr, instance.id));
+    bus::publish(&producer, "RMC.CONFIG", "123", &example("add.json")).await.unwrap();
+    let instance = agent.connect_lrc_when_added().await;
     assert_eq!(instance.settings["url"], "https://dev1.thingpark.com", "the lrc list's URL");
 
     // Progress until the campaign ends, and metrics.
@@ -139,10 +177,8 @@ async fn a_third_party_cores_seed_add_runs_on_our_agent_through_the_lrc_it_names
     let until = Instant::now() + Duration::from_secs(120);
     let ended = loop {
         assert!(Instant::now() < until, "no final progress; {} messages: {:?}", progress.len(), progress.last());
-        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), core.recv()).await else { continue };
-        let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_else(|e| panic!("not JSON on {}: {e}", m.topic()));
-        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
-        if m.topic() == "RMC.METRIC" {
+        let Some((topic, key, value)) = next(&core, Duration::from_secs(5)).await else { continue };
+        if topic == "RMC.METRIC" {
             metrics.push(value);
             continue;
         }
@@ -152,8 +188,6 @@ async fn a_third_party_cores_seed_add_runs_on_our_agent_through_the_lrc_it_names
             break value;
         }
     };
-    let _ = stop_agent.send(());
-    running.await.unwrap().unwrap();
 
     // Every progress message has the seed's required fields and types;
     // device messages are keyed by DevEUI, the others by the campaign.
@@ -185,14 +219,79 @@ async fn a_third_party_cores_seed_add_runs_on_our_agent_through_the_lrc_it_names
     let devices: std::collections::BTreeSet<&str> = progress.iter().filter_map(|(_, m)| m["deveui"].as_str()).collect();
     assert_eq!(devices, ["0018b20000000001", "0018b20000000002"].into(), "both devices reported");
     // The LRC took our downlinks, signed with the ADD's AS key.
-    let (unicast, _) = lrc.downlinks();
+    let (unicast, _) = agent.lrc.downlinks();
     assert!(unicast > 0, "downlinks through the LRC");
-    assert!(lrc.refused().get(&401).is_none(), "no request refused for its token");
+    assert!(agent.lrc.refused().get(&401).is_none(), "no request refused for its token");
     // Metrics: the seed's fields.
     let last = metrics.last().unwrap();
     assert_eq!(last["instanceId"], "agent-1");
     assert_eq!(last["version"], seed::METRICS_VERSION);
     assert!(last["uplinksAbs"].is_u64() && last["downlinksAbs"].as_u64() > Some(0), "{last}");
     eprintln!("final progress: {ended}");
-    server.stop().await;
+    agent.stop().await;
+}
+
+/// A STOP for a running campaign stops it, and its last progress says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_from_the_core_stops_the_agents_campaign() {
+    let (_broker, kafka) = broker_with_topics().await;
+    let agent = TestAgent::start(&kafka, "agent-1").await;
+    let core: StreamConsumer = kafka.consumer("core").unwrap();
+    core.subscribe(&["RMC.AGENT"]).unwrap();
+    let producer = kafka.producer().unwrap();
+    bus::publish(&producer, "RMC.CONFIG", "123", &example("add.json")).await.unwrap();
+    agent.connect_lrc_when_added().await;
+    // Running: then the seed's STOP, for this campaign.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < until, "the campaign never ran");
+        if let Some((_, _, m)) = next(&core, Duration::from_secs(5)).await {
+            if m.get("deveui").is_none() && m["campaignStatus"] == "RUNNING" {
+                break;
+            }
+        }
+    }
+    let mut stop: Value = serde_json::from_slice(&example("stop.json")).unwrap();
+    stop["campaignId"] = 123.into();
+    bus::publish(&producer, "RMC.CONFIG", "123", stop.to_string().as_bytes()).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < until, "no STOPPED progress");
+        if let Some((_, key, m)) = next(&core, Duration::from_secs(5)).await {
+            if m.get("deveui").is_none() && m["campaignStatus"] == "STOPPED" {
+                assert_eq!((key.as_str(), &m["campaignId"]), ("123", &Value::from(123)));
+                break;
+            }
+        }
+    }
+    let run = airlift::engine::run::parts_of(&agent.server.state.store, "rmc-123").unwrap().unwrap();
+    assert!(run.iter().all(|p| p.run.status == airlift::engine::RunStatus::Stopped), "stopped on disk");
+    agent.stop().await;
+}
+
+/// GET is answered with a RESP on RMC.CONFIG carrying the request's msgId
+/// and the estimate: the seed's BINARY example, two groups, 1024 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_is_answered_with_a_resp_and_the_estimate() {
+    let (_broker, kafka) = broker_with_topics().await;
+    let agent = TestAgent::start(&kafka, "agent-1").await;
+    let core: StreamConsumer = kafka.consumer("core").unwrap();
+    core.subscribe(&["RMC.CONFIG"]).unwrap();
+    let producer = kafka.producer().unwrap();
+    bus::publish(&producer, "RMC.CONFIG", "12", &example("get-binary.json")).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    let (key, resp) = loop {
+        assert!(Instant::now() < until, "no RESP");
+        if let Some((_, key, m)) = next(&core, Duration::from_secs(5)).await {
+            if m["action"] == "RESP" {
+                break (key, m);
+            }
+        }
+    };
+    assert_eq!(key, "12", "keyed by msgId");
+    assert_eq!((&resp["msgId"], &resp["targetType"], &resp["campaignType"]), (&Value::from(12), &Value::from("CAMPAIGN"), &Value::from("BINARY")), "{resp}");
+    assert!(resp.get("error").is_none(), "{resp}");
+    assert!(resp["duration"].as_u64() > Some(0), "{resp}");
+    assert_eq!(resp["groups"].as_array().map(Vec::len), Some(2), "{resp}");
+    agent.stop().await;
 }

@@ -174,10 +174,49 @@ async fn handle(state: &AppState, config: &AgentConfig, producer: &FutureProduce
                 Err(e) => tracing::warn!(campaign = %id, error = %e, "a STOP could not be applied"),
             }
         }
-        // GET is answered by the agents that estimate (not yet this one);
-        // RESP is for the core.
-        Action::Get | Action::Resp => {}
+        Action::Get => {
+            let answer = estimate(state, config, &msg).await;
+            let key = msg.key();
+            if let Err(e) = publish(producer, &config.kafka.topics.config, &key, answer.to_string().as_bytes()).await {
+                tracing::warn!(msg = %key, error = %e, "publishing a RESP");
+            }
+        }
+        // For the core.
+        Action::Resp => {}
     }
+}
+
+/// The RESP to a GET: seed 002's duration request answered with our
+/// estimate (`duration` seconds, each group's stages), or its error.
+async fn estimate(state: &AppState, config: &AgentConfig, msg: &ConfigMessage) -> Value {
+    let mut resp = json!({
+        "action": "RESP",
+        "targetType": msg.target_type.clone().unwrap_or_else(|| "CAMPAIGN".into()),
+        "msgId": msg.msg_id,
+        "version": seed::CONFIG_VERSION,
+        "time": progress_time(state.clock.now_unix_ms()),
+        "instanceId": config.instance_id,
+    });
+    if let Some(t) = &msg.campaign_type {
+        resp["campaignType"] = json!(t);
+    }
+    let now = chrono::DateTime::from_timestamp_millis(state.clock.now_unix_ms() as i64).unwrap_or_default();
+    let estimated = match translate::store_get(msg, &config.settings, &state.store, &state.vault, now) {
+        Ok(id) => match state.store.get::<crate::model::Campaign>(&id) {
+            Ok(Some(campaign)) => state.runner.engine.estimate(&campaign, Default::default()).await.map_err(|e| e.to_string()),
+            _ => Err("the draft campaign is gone".to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    match estimated {
+        Ok(e) => {
+            resp["duration"] = json!(e.seconds);
+            resp["durationMinutes"] = json!(e.seconds.div_ceil(60));
+            resp["groups"] = json!(e.groups);
+        }
+        Err(text) => resp["error"] = json!({"source": "AGENT", "text": text}),
+    }
+    resp
 }
 
 fn progress_time(ms: u64) -> String {

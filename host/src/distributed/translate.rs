@@ -149,8 +149,14 @@ fn schedule(date: Option<&str>, time: Option<&str>, now: DateTime<Utc>, name: &s
     Ok((at > now).then_some(at))
 }
 
-/// Store the objects of an ADD; the campaign's id here.
+/// Store the objects of an ADD; the campaign's id here. A campaign stored
+/// before (an ADD delivered again) stays as it is.
 pub fn store_add(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, vault: &Vault, now: DateTime<Utc>) -> Result<String, SeedError> {
+    store_objects(msg, settings, store, vault, now, false)
+}
+
+/// `store_add`, replacing a campaign stored before when `replace`.
+fn store_objects(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, vault: &Vault, now: DateTime<Utc>, replace: bool) -> Result<String, SeedError> {
     let ctx = InputContext { store, vault, now };
     let seed_id = msg.campaign().ok_or_else(|| SeedError::field("campaignId", "is required for ADD"))?;
     let campaign_id = local_campaign_id(&seed_id);
@@ -238,13 +244,65 @@ pub fn store_add(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, v
         update_type: options.update_type.as_deref().map(str::to_ascii_lowercase),
         message: None,
     };
-    let prior = store.get::<Campaign>(&campaign_id).map_err(put_err)?;
+    let prior = store.get::<Campaign>(&campaign_id).map_err(put_err)?.filter(|_| !replace);
     let mut campaign = Campaign::from_input(input, prior.as_ref(), &ctx).map_err(|e| field(e, ""))?;
     campaign.id = campaign_id.clone();
     if prior.is_none() {
         store.put(&campaign).map_err(put_err)?;
     }
     Ok(campaign_id)
+}
+
+/// The largest file a GET may ask an estimate for.
+const MAX_ESTIMATE_FILE: u64 = 16 * 1024 * 1024;
+
+/// Store what a GET describes, as an archived draft campaign whose
+/// duration can be estimated: the seed's GET names no devices or groups,
+/// only their uplink rates and group options, so they get made-up EUIs
+/// (`ffff…`), an LRC that never resolves when none is named, and a file of
+/// `binary.size` bytes. The campaign's id here.
+pub fn store_get(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, vault: &Vault, now: DateTime<Utc>) -> Result<String, SeedError> {
+    use super::seed::{SeedBinary, SeedDevice, SeedDeviceOptions};
+    let msg_id = msg.msg_id.as_ref().map(id_text).ok_or_else(|| SeedError::field("msgId", "is required for GET"))?;
+    let mut add = msg.clone();
+    add.action = super::seed::Action::Add;
+    add.campaign_id = Some(format!("get-{msg_id}").into());
+    if add.lrc.is_empty() {
+        add.lrc.push(SeedLrc { url: "https://lrc.invalid".into(), ..SeedLrc::default() });
+    }
+    if add.mc_groups.is_empty() {
+        add.mc_groups.push(SeedGroup::default());
+    }
+    for (i, g) in add.mc_groups.iter_mut().enumerate() {
+        g.eui.get_or_insert_with(|| format!("ffffff00{:08x}", i));
+        g.net_addr.get_or_insert_with(|| format!("{:08x}", 0xff00_0000u32 + i as u32));
+    }
+    let groups: Vec<String> = add.mc_groups.iter().filter_map(|g| g.eui.clone()).collect();
+    add.devices = msg
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| SeedDevice {
+            eui: Some(d.eui.clone().unwrap_or_else(|| format!("ffff0000{:08x}", i))),
+            mc_group: Some(d.mc_group.clone().unwrap_or_else(|| groups[i % groups.len()].clone())),
+            gen_app_key: Some("00000000000000000000000000000000".into()),
+            options: Some(SeedDeviceOptions { uplink_rate: d.options.as_ref().and_then(|o| o.uplink_rate).or(d.uplink_rate), ..Default::default() }),
+            ..SeedDevice::default()
+        })
+        .collect();
+    if let Some(size) = msg.binary.as_ref().and_then(|b| b.size) {
+        if size > MAX_ESTIMATE_FILE {
+            return Err(SeedError::field("binary.size", format!("at most {MAX_ESTIMATE_FILE} bytes")));
+        }
+        use base64::Engine;
+        add.binary = Some(SeedBinary { data: Some(base64::engine::general_purpose::STANDARD.encode(vec![0u8; size as usize])), ..Default::default() });
+    }
+    let id = store_objects(&add, settings, store, vault, now, true)?;
+    if let Ok(Some(mut draft)) = store.get::<Campaign>(&id) {
+        draft.archived = true;
+        store.put(&draft).map_err(|e| SeedError::field("store", e.to_string()))?;
+    }
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -294,6 +352,22 @@ mod tests {
     }
 
     #[test]
+    fn the_seeds_gets_become_archived_drafts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_plugins(dir.path());
+        let vault = Vault::new([1; 32]);
+        let example = |name: &str| ConfigMessage::parse(&std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/seed-002").join(name)).unwrap()).unwrap();
+        let id = store_get(&example("get-binary.json"), &AgentSettings::default(), &store, &vault, Utc::now()).unwrap();
+        let draft = store.get::<Campaign>(&id).unwrap().unwrap();
+        assert!(draft.archived, "a draft for the estimate only");
+        assert_eq!(store.get::<StoredFile>(draft.file.as_deref().unwrap()).unwrap().unwrap().size, 1024);
+        let region = store.get::<Region>(&draft.regions[0]).unwrap().unwrap();
+        assert_eq!(region.multicast_groups.len(), 2);
+        let mcgroup = store_get(&example("get-mcgroup.json"), &AgentSettings::default(), &store, &vault, Utc::now()).unwrap();
+        assert_eq!(store.get::<Campaign>(&mcgroup).unwrap().unwrap().campaign_type, CampaignType::MulticastSetup);
+    }
+
+    #[test]
     fn a_bad_add_is_refused_naming_its_field() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_plugins(dir.path());
@@ -303,6 +377,7 @@ mod tests {
             other => panic!("expected a field error, got {other:?}"),
         };
         assert_eq!(bad(r#"{"action":"ADD"}"#), "campaignId");
+        assert!(matches!(store_get(&ConfigMessage::parse(br#"{"action":"GET","msgId":1,"binary":{"size":99999999999}}"#).unwrap(), &AgentSettings::default(), &store, &vault, Utc::now()), Err(SeedError::Field { .. })));
         assert_eq!(bad(r#"{"action":"ADD","campaignId":1}"#), "lrc");
         assert_eq!(bad(r#"{"action":"ADD","campaignId":1,"lrc":[{"url":"https://lrc.example"}],"devices":[{"eui":"zz"}]}"#), "devices.eui");
         assert_eq!(bad(r#"{"action":"ADD","campaignId":1,"lrc":[{"url":"https://lrc.example"}],"devices":[{"eui":"01"}]}"#), "devices.genAppKey");
