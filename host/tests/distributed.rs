@@ -220,7 +220,7 @@ async fn a_third_party_cores_seed_add_runs_on_our_agent_through_the_lrc_it_names
     assert_eq!(devices, ["0018b20000000001", "0018b20000000002"].into(), "both devices reported");
     // The LRC took our downlinks, signed with the ADD's AS key.
     let (unicast, _) = agent.lrc.downlinks();
-    assert!(unicast > 0, "downlinks through the LRC");
+    assert!(unicast > 0, "downlinks through the LRC; last progress: {ended}");
     assert!(agent.lrc.refused().get(&401).is_none(), "no request refused for its token");
     // Metrics: the seed's fields.
     let last = metrics.last().unwrap();

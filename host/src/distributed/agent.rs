@@ -257,6 +257,9 @@ async fn report_progress(state: AppState, config: AgentConfig, producer: FutureP
             }
             let mut msg = progress::campaign_message(&parts, now);
             msg["campaignId"] = seed_id.clone();
+            if let Some(groups) = msg.get_mut("groups").and_then(Value::as_array_mut) {
+                groups.iter_mut().for_each(|g| g["campaignId"] = seed_id.clone());
+            }
             msg["instanceId"] = json!(config.instance_id);
             let finished = msg["campaignStatus"] != "RUNNING";
             let key = untimed(&msg);

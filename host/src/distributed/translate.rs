@@ -11,6 +11,8 @@
 //!   setup allows" (the seed's example gives 1970-01-01); a time without a
 //!   date is its next occurrence;
 //! - `maxDuration` is in seconds, our campaigns count minutes: rounded up;
+//! - an all-ones `fwVersion` or `hwTarget` (the example's
+//!   `255.255.255.255`, `FF:FF:FF:FF:FF:FF`) means none given;
 //! - a group's `mcKey` (obsolete in the seed) is used when given, else a
 //!   key is generated; `fCntDown` is not honoured yet (our frame counters
 //!   start at 0 and never repeat within a group's run).
@@ -149,6 +151,12 @@ fn schedule(date: Option<&str>, time: Option<&str>, now: DateTime<Utc>, name: &s
     Ok((at > now).then_some(at))
 }
 
+/// A version or hardware type as given: all ones (`255.255.255.255`,
+/// `FF:FF:FF:FF:FF:FF`, what the seed's example sends) means none.
+fn given(value: &Option<String>) -> Option<String> {
+    value.clone().filter(|v| !v.chars().filter(|c| c.is_ascii_alphanumeric()).all(|c| c.eq_ignore_ascii_case(&'f')) && v.split('.').any(|p| p != "255"))
+}
+
 /// Store the objects of an ADD; the campaign's id here. A campaign stored
 /// before (an ADD delivered again) stays as it is.
 pub fn store_add(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, vault: &Vault, now: DateTime<Utc>) -> Result<String, SeedError> {
@@ -221,7 +229,7 @@ fn store_objects(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, v
                 tracing::warn!(campaign = %campaign_id, bytes = bytes.len(), "binary.data ends in characters outside base64; the file is what comes before them");
             }
             let sha = store.blobs().put(&bytes).map_err(|e| SeedError::field("binary.data", e.to_string()))?;
-            let input = FileInput { name: format!("{campaign_id}.bin"), firmware_version: options.fw_version.clone(), hw_target: options.hw_target.clone(), ..FileInput::default() };
+            let input = FileInput { name: format!("{campaign_id}.bin"), firmware_version: given(&options.fw_version), hw_target: given(&options.hw_target), ..FileInput::default() };
             store.put(&StoredFile::with_metadata(sha.clone(), bytes.len() as u64, input, None, &ctx).map_err(|e| field(e, "binary."))?).map_err(put_err)?;
             Some(sha)
         }
@@ -241,7 +249,8 @@ fn store_objects(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, v
         success_threshold: options.success_threshold.unwrap_or(100),
         device_library,
         backend_instance: instance.id.clone(),
-        update_type: options.update_type.as_deref().map(str::to_ascii_lowercase),
+        // A firmware update's type; a BINARY file goes as it is.
+        update_type: options.update_type.as_deref().filter(|_| campaign_type == CampaignType::FirmwareUpdate).map(str::to_ascii_lowercase),
         message: None,
     };
     let prior = store.get::<Campaign>(&campaign_id).map_err(put_err)?.filter(|_| !replace);
@@ -278,16 +287,20 @@ pub fn store_get(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, v
         g.net_addr.get_or_insert_with(|| format!("{:08x}", 0xff00_0000u32 + i as u32));
     }
     let groups: Vec<String> = add.mc_groups.iter().filter_map(|g| g.eui.clone()).collect();
-    add.devices = msg
-        .devices
-        .iter()
-        .enumerate()
-        .map(|(i, d)| SeedDevice {
-            eui: Some(d.eui.clone().unwrap_or_else(|| format!("ffff0000{:08x}", i))),
-            mc_group: Some(d.mc_group.clone().unwrap_or_else(|| groups[i % groups.len()].clone())),
-            gen_app_key: Some("00000000000000000000000000000000".into()),
-            options: Some(SeedDeviceOptions { uplink_rate: d.options.as_ref().and_then(|o| o.uplink_rate).or(d.uplink_rate), ..Default::default() }),
-            ..SeedDevice::default()
+    // The seed's GET may list one device standing for all ("the greatest
+    // uplink rate in the devices list"): every group gets at least one.
+    let rate = |d: &SeedDevice| d.options.as_ref().and_then(|o| o.uplink_rate).or(d.uplink_rate);
+    let slowest = msg.devices.iter().filter_map(rate).max();
+    add.devices = (0..msg.devices.len().max(groups.len()))
+        .map(|i| {
+            let d = msg.devices.get(i);
+            SeedDevice {
+                eui: Some(d.and_then(|d| d.eui.clone()).unwrap_or_else(|| format!("ffff0000{:08x}", i))),
+                mc_group: Some(d.and_then(|d| d.mc_group.clone()).unwrap_or_else(|| groups[i % groups.len()].clone())),
+                gen_app_key: Some("00000000000000000000000000000000".into()),
+                options: Some(SeedDeviceOptions { uplink_rate: d.and_then(rate).or(slowest), ..Default::default() }),
+                ..SeedDevice::default()
+            }
         })
         .collect();
     if let Some(size) = msg.binary.as_ref().and_then(|b| b.size) {
@@ -345,6 +358,9 @@ mod tests {
         assert_eq!((group.frequency, group.data_rate, group.dev_addr.to_lowercase().as_str()), (868_100_000, 3, "040010f2"));
         let file = store.get::<StoredFile>(campaign.file.as_deref().unwrap()).unwrap().unwrap();
         assert_eq!(file.size, 12, "the example's base64 up to its ellipsis");
+        assert_eq!((file.hw_target.as_deref(), file.firmware_version.as_deref()), (None, None), "all ones: none given");
+        assert_eq!(given(&Some("1.2.3.4".into())).as_deref(), Some("1.2.3.4"));
+        assert_eq!(given(&Some("00:11:22:33:44:55".into())).as_deref(), Some("00:11:22:33:44:55"));
         // Again: the same campaign, nothing duplicated.
         assert_eq!(store_add(&msg, &AgentSettings::default(), &store, &vault, now).unwrap(), id);
         assert_eq!(store.list::<Campaign>(false).unwrap().len(), 1);
