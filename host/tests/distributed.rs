@@ -86,7 +86,12 @@ struct TestAgent {
 }
 
 impl TestAgent {
+    /// An agent in the seed's compatibility mode (keys in clear).
     async fn start(kafka: &bus::KafkaSettings, instance_id: &str) -> Self {
+        Self::start_with(kafka, instance_id, |c| c.accept_clear_keys = true).await
+    }
+
+    async fn start_with(kafka: &bus::KafkaSettings, instance_id: &str, configure: impl FnOnce(&mut agent::AgentConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), SPEED));
         let mut config = ServerConfig::new(dir.path().to_path_buf());
@@ -107,6 +112,7 @@ impl TestAgent {
         agent_config.metrics_every = Duration::from_millis(500);
         agent_config.settings.lrc_transport.ca_certificates_pem = Some(pki.ca_pem.clone());
         agent_config.settings.lrc_transport.resolve.insert("dev1.thingpark.com".into(), lrc_addr);
+        configure(&mut agent_config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn(agent::run(server.state.clone(), agent_config, async move {
             let _ = stopped.await;
@@ -293,5 +299,52 @@ async fn a_get_is_answered_with_a_resp_and_the_estimate() {
     assert!(resp.get("error").is_none(), "{resp}");
     assert!(resp["duration"].as_u64() > Some(0), "{resp}");
     assert_eq!(resp["groups"].as_array().map(Vec::len), Some(2), "{resp}");
+    agent.stop().await;
+}
+
+/// Keys travel sealed with the cluster key: an agent outside the
+/// compatibility mode refuses the seed's clear keys (saying why) and runs
+/// the same ADD sealed; nothing on the topic shows a key in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_travel_sealed_and_clear_keys_need_the_compatibility_mode() {
+    let (_broker, kafka) = broker_with_topics().await;
+    let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
+    let key = cluster.clone();
+    let agent = TestAgent::start_with(&kafka, "agent-1", move |c| c.cluster_key = Some(key)).await;
+    let core: StreamConsumer = kafka.consumer("core").unwrap();
+    core.subscribe(&["RMC.AGENT", "RMC.CONFIG"]).unwrap();
+    let producer = kafka.producer().unwrap();
+    // The seed's clear ADD: refused, naming the mode that would take it.
+    bus::publish(&producer, "RMC.CONFIG", "123", &example("add.json")).await.unwrap();
+    // The same campaign sealed, as our core sends it (as campaign 124).
+    let mut sealed = seed::ConfigMessage::parse(&example("add.json")).unwrap();
+    sealed.campaign_id = Some(124.into());
+    airlift::distributed::sealing::seal_keys(&mut sealed, &cluster);
+    let sealed_bytes = serde_json::to_vec(&sealed).unwrap();
+    bus::publish(&producer, "RMC.CONFIG", "124", &sealed_bytes).await.unwrap();
+    let clear_keys = ["2b7e151628aed216abf7158809cf4f00", "000102030405060708090a0b0c0d0e0f", "82-5b-6c-8f-22-a8-10-76-67-c3-41-29-00-34-bf-6f"];
+    let (mut refused, mut running, mut sealed_seen) = (false, false, false);
+    let until = Instant::now() + Duration::from_secs(60);
+    while !(refused && running && sealed_seen) {
+        assert!(Instant::now() < until, "refused {refused}, running {running}, sealed seen {sealed_seen}");
+        let Some((topic, _, m)) = next(&core, Duration::from_secs(5)).await else { continue };
+        if topic == "RMC.CONFIG" {
+            if m["campaignId"] == 124 {
+                let text = m.to_string();
+                assert!(clear_keys.iter().all(|k| !text.contains(k)), "a key in clear on the topic: {text}");
+                sealed_seen = true;
+            }
+            continue;
+        }
+        if m["campaignId"] == 123 && m["campaignStatus"] == "ERROR" {
+            assert!(m["error"]["text"].as_str().unwrap_or("").contains("--accept-clear-keys"), "{m}");
+            refused = true;
+        }
+        if m["campaignId"] == 124 && m.get("deveui").is_none() && m["campaignStatus"] == "RUNNING" {
+            running = true;
+        }
+    }
+    assert!(agent.server.state.store.get::<airlift::model::Campaign>("rmc-123").unwrap().is_none(), "nothing stored of the refused ADD");
+    // What the agent published never holds a key either.
     agent.stop().await;
 }

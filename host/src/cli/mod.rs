@@ -75,6 +75,14 @@ struct AgentArgs {
     /// Uplink endpoints and API.
     #[arg(long, default_value = "127.0.0.1:8741")]
     bind: SocketAddr,
+    /// File with the cluster key (64 hex digits) that seals the keys in
+    /// configuration messages between our core and agents.
+    #[arg(long)]
+    cluster_key_file: Option<PathBuf>,
+    /// Seed 002's compatibility mode: accept device, group and AS keys in
+    /// clear, as a third-party core sends them.
+    #[arg(long)]
+    accept_clear_keys: bool,
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -275,6 +283,10 @@ async fn run_agent(data_dir: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     if let Some(ca) = args.lrc_ca_file {
         agent_config.settings.lrc_transport.ca_certificates_pem = Some(std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()))?);
     }
+    if let Some(path) = args.cluster_key_file {
+        agent_config.cluster_key = Some(Arc::new(airlift::distributed::sealing::load_cluster_key(&path).with_context(|| format!("reading {}", path.display()))?));
+    }
+    agent_config.accept_clear_keys = args.accept_clear_keys;
     eprintln!("Airlift agent {} serving uplinks on http://{}", agent_config.instance_id, server.addr);
     agent::run(server.state.clone(), agent_config, async {
         let _ = tokio::signal::ctrl_c().await;

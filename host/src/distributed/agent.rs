@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How an agent runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// This agent's name in metrics and progress (`instanceId`).
     pub instance_id: String,
@@ -36,6 +36,11 @@ pub struct AgentConfig {
     pub progress_every: Duration,
     /// How often metrics are published.
     pub metrics_every: Duration,
+    /// The key sealing the keys in configuration messages.
+    pub cluster_key: Option<Arc<crate::keys::Vault>>,
+    /// Accept keys in clear, as seed 002's messages carry them (the
+    /// compatibility mode, for a third-party core).
+    pub accept_clear_keys: bool,
 }
 
 impl AgentConfig {
@@ -47,6 +52,8 @@ impl AgentConfig {
             settings: AgentSettings::default(),
             progress_every: Duration::from_millis(500),
             metrics_every: Duration::from_secs(5),
+            cluster_key: None,
+            accept_clear_keys: false,
         }
     }
 }
@@ -125,18 +132,21 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
 /// on: a message it cannot act on is answered with an error (on the
 /// progress topic for a campaign) and logged.
 async fn handle(state: &AppState, config: &AgentConfig, producer: &FutureProducer, watched: &Watched, payload: &[u8]) {
-    let msg = match ConfigMessage::parse(payload) {
+    let mut msg = match ConfigMessage::parse(payload) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "a configuration message that is not one was skipped");
             return;
         }
     };
+    // Keys are opened in memory; one in clear is refused outside the
+    // compatibility mode, with the message it came in.
+    let keys = super::sealing::open_keys(&mut msg, config.cluster_key.as_deref(), config.accept_clear_keys);
     match msg.action {
         Action::Add => {
             let seed_id = msg.campaign_id.clone().unwrap_or(Value::Null);
             let now = chrono::DateTime::from_timestamp_millis(state.clock.now_unix_ms() as i64).unwrap_or_default();
-            let added = translate::store_add(&msg, &config.settings, &state.store, &state.vault, now);
+            let added = keys.and_then(|()| translate::store_add(&msg, &config.settings, &state.store, &state.vault, now));
             let started = match added {
                 Ok(id) => {
                     let fresh = matches!(parts_of(&state.store, &id), Ok(None));
@@ -175,7 +185,7 @@ async fn handle(state: &AppState, config: &AgentConfig, producer: &FutureProduce
             }
         }
         Action::Get => {
-            let answer = estimate(state, config, &msg).await;
+            let answer = estimate(state, config, &msg, keys).await;
             let key = msg.key();
             if let Err(e) = publish(producer, &config.kafka.topics.config, &key, answer.to_string().as_bytes()).await {
                 tracing::warn!(msg = %key, error = %e, "publishing a RESP");
@@ -188,7 +198,7 @@ async fn handle(state: &AppState, config: &AgentConfig, producer: &FutureProduce
 
 /// The RESP to a GET: seed 002's duration request answered with our
 /// estimate (`duration` seconds, each group's stages), or its error.
-async fn estimate(state: &AppState, config: &AgentConfig, msg: &ConfigMessage) -> Value {
+async fn estimate(state: &AppState, config: &AgentConfig, msg: &ConfigMessage, keys: Result<(), seed::SeedError>) -> Value {
     let mut resp = json!({
         "action": "RESP",
         "targetType": msg.target_type.clone().unwrap_or_else(|| "CAMPAIGN".into()),
@@ -201,7 +211,7 @@ async fn estimate(state: &AppState, config: &AgentConfig, msg: &ConfigMessage) -
         resp["campaignType"] = json!(t);
     }
     let now = chrono::DateTime::from_timestamp_millis(state.clock.now_unix_ms() as i64).unwrap_or_default();
-    let estimated = match translate::store_get(msg, &config.settings, &state.store, &state.vault, now) {
+    let estimated = match keys.and_then(|()| translate::store_get(msg, &config.settings, &state.store, &state.vault, now)) {
         Ok(id) => match state.store.get::<crate::model::Campaign>(&id) {
             Ok(Some(campaign)) => state.runner.engine.estimate(&campaign, Default::default()).await.map_err(|e| e.to_string()),
             _ => Err("the draft campaign is gone".to_string()),

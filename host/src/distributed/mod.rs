@@ -4,10 +4,12 @@
 //!
 //! - `seed`: the messages (ADD, GET, RESP, STOP, progress, metrics);
 //! - `translate`: an ADD as this host's objects;
+//! - `sealing`: keys sealed with the cluster key between core and agents;
 //! - `bus`: topics, client settings, publishing;
 //! - `agent`: `airlift agent`.
 
 pub mod agent;
 pub mod bus;
+pub mod sealing;
 pub mod seed;
 pub mod translate;
