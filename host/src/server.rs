@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub rate_limit_per_token: Option<std::num::NonZeroU32>,
     /// Serve `/metrics` without a token.
     pub metrics_public: bool,
+    /// An RMC core: campaigns run on agents through this, none here.
+    pub remote: Option<Arc<crate::distributed::rmc_core::Core>>,
 }
 
 impl ServerConfig {
@@ -58,6 +60,7 @@ impl ServerConfig {
             uplink_window: Default::default(),
             rate_limit_per_token: None,
             metrics_public: false,
+            remote: None,
         }
     }
 }
@@ -104,7 +107,7 @@ impl Server {
         let network = Arc::new(PluginNetwork::new(store.clone(), runtime.clone()));
         let engine = Arc::new(Engine::new(store.clone(), runtime.clone(), config.clock.clone(), network));
         let runner = Arc::new(Runner::new(engine));
-        if config.run_campaigns {
+        if config.run_campaigns && config.remote.is_none() {
             runner.resume_all().map_err(|e| std::io::Error::other(format!("resuming campaigns: {e}")))?;
         }
         let state = AppState { store, vault, runtime, auth: Arc::new(auth), clock: config.clock, upload_limit: config.upload_limit, runner,
@@ -113,6 +116,7 @@ impl Server {
             metrics_public: config.metrics_public,
             openapi: Default::default(),
             console: Default::default(),
+            remote: config.remote.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;

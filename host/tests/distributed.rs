@@ -157,6 +157,20 @@ async fn broker_with_topics() -> (Broker, bus::KafkaSettings) {
     (broker, kafka)
 }
 
+/// The first message (key, JSON) on the consumer's topics that `wanted`
+/// accepts, within a minute.
+async fn first(consumer: &StreamConsumer, what: &str, wanted: impl Fn(&Value) -> bool) -> (String, Value) {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < until, "no {what}");
+        if let Some((_, key, m)) = next(consumer, Duration::from_secs(5)).await {
+            if wanted(&m) {
+                return (key, m);
+            }
+        }
+    }
+}
+
 /// The next message on the consumer's topics within `limit`: (topic, key, JSON).
 async fn next(consumer: &StreamConsumer, limit: Duration) -> Option<(String, String, Value)> {
     let m = tokio::time::timeout(limit, consumer.recv()).await.ok()?.ok()?;
@@ -248,28 +262,12 @@ async fn a_stop_from_the_core_stops_the_agents_campaign() {
     bus::publish(&producer, "RMC.CONFIG", "123", &example("add.json")).await.unwrap();
     agent.connect_lrc_when_added().await;
     // Running: then the seed's STOP, for this campaign.
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < until, "the campaign never ran");
-        if let Some((_, _, m)) = next(&core, Duration::from_secs(5)).await {
-            if m.get("deveui").is_none() && m["campaignStatus"] == "RUNNING" {
-                break;
-            }
-        }
-    }
+    first(&core, "RUNNING progress", |m| m.get("deveui").is_none() && m["campaignStatus"] == "RUNNING").await;
     let mut stop: Value = serde_json::from_slice(&example("stop.json")).unwrap();
     stop["campaignId"] = 123.into();
     bus::publish(&producer, "RMC.CONFIG", "123", stop.to_string().as_bytes()).await.unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < until, "no STOPPED progress");
-        if let Some((_, key, m)) = next(&core, Duration::from_secs(5)).await {
-            if m.get("deveui").is_none() && m["campaignStatus"] == "STOPPED" {
-                assert_eq!((key.as_str(), &m["campaignId"]), ("123", &Value::from(123)));
-                break;
-            }
-        }
-    }
+    let (key, stopped) = first(&core, "STOPPED progress", |m| m.get("deveui").is_none() && m["campaignStatus"] == "STOPPED").await;
+    assert_eq!((key.as_str(), &stopped["campaignId"]), ("123", &Value::from(123)));
     let run = airlift::engine::run::parts_of(&agent.server.state.store, "rmc-123").unwrap().unwrap();
     assert!(run.iter().all(|p| p.run.status == airlift::engine::RunStatus::Stopped), "stopped on disk");
     agent.stop().await;
@@ -285,15 +283,7 @@ async fn a_get_is_answered_with_a_resp_and_the_estimate() {
     core.subscribe(&["RMC.CONFIG"]).unwrap();
     let producer = kafka.producer().unwrap();
     bus::publish(&producer, "RMC.CONFIG", "12", &example("get-binary.json")).await.unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    let (key, resp) = loop {
-        assert!(Instant::now() < until, "no RESP");
-        if let Some((_, key, m)) = next(&core, Duration::from_secs(5)).await {
-            if m["action"] == "RESP" {
-                break (key, m);
-            }
-        }
-    };
+    let (key, resp) = first(&core, "RESP", |m| m["action"] == "RESP").await;
     assert_eq!(key, "12", "keyed by msgId");
     assert_eq!((&resp["msgId"], &resp["targetType"], &resp["campaignType"]), (&Value::from(12), &Value::from("CAMPAIGN"), &Value::from("BINARY")), "{resp}");
     assert!(resp.get("error").is_none(), "{resp}");
@@ -347,4 +337,93 @@ async fn keys_travel_sealed_and_clear_keys_need_the_compatibility_mode() {
     assert!(agent.server.state.store.get::<airlift::model::Campaign>("rmc-123").unwrap().is_none(), "nothing stored of the refused ADD");
     // What the agent published never holds a key either.
     agent.stop().await;
+}
+
+/// A host for the distributed tests on `clock`: an agent's or, with
+/// `remote`, our core's.
+async fn host_at(dir: &std::path::Path, clock: Arc<dyn Clock>, speed: f64, load_bundled: bool, remote: Option<Arc<airlift::distributed::rmc_core::Core>>) -> Server {
+    let mut config = ServerConfig::new(dir.to_path_buf());
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.clock = clock;
+    config.uplink_window = airlift::api::UplinkWindow::for_clock_speed(speed);
+    config.auth = Some(airlift::api::Auth::with_tokens(&[("test", airlift::api::Role::Admin, common::TOKEN)]));
+    config.load_bundled = load_bundled;
+    config.remote = remote;
+    Server::start(config).await.unwrap()
+}
+
+/// Our core and two agents, one of which carries no plugin: the campaign
+/// goes to the agent that carries its device library and network, runs to
+/// the end on the simulated network server, and the core's API shows its
+/// progress and outcome from what the agent published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
+    const FAST: f64 = common::SPEED;
+    let (_broker, kafka) = broker_with_topics().await;
+    let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), FAST));
+    let core_dir = tempfile::tempdir().unwrap();
+    let mut scenario = airlift::sim::scenario::ScenarioConfig::new(6);
+    scenario.file_size = 2_000;
+    let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
+    let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
+    let core_host = host_at(core_dir.path(), clock.clone(), FAST, true, Some(core.clone())).await;
+    let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
+    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), "airlift-core".into(), async move {
+        let _ = core_stopped.await;
+    }));
+    // Two agents: agent-1 carries no plugin at all.
+    let mut agents = Vec::new();
+    for (id, bundled) in [("agent-1", false), ("agent-2", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host_at(dir.path(), clock.clone(), FAST, bundled, None).await;
+        let mut config = agent::AgentConfig::new(id, kafka.clone());
+        config.progress_every = Duration::from_millis(200);
+        config.metrics_every = Duration::from_millis(300);
+        config.cluster_key = Some(cluster.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(agent::run(host.state.clone(), config, async move {
+            let _ = stopped.await;
+        }));
+        agents.push((host, stop, running, dir));
+    }
+    let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
+    let campaign = sim.objects.campaign_id.clone();
+    // Started once the core has heard from the agents (503 before).
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = api.http.post(format!("{}/api/campaigns/{campaign}/start", api.base)).bearer_auth(common::TOKEN).send().await.unwrap();
+        if r.status().is_success() {
+            break;
+        }
+        assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE, "{}", r.text().await.unwrap());
+        assert!(Instant::now() < until, "no capable agent: {}", r.text().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let agent_2 = &agents[1].0;
+    sim.lns.post_uplinks_to(&format!("http://{}/backends/{}/uplink", agent_2.addr, sim.objects.backend_instance));
+    let done = api.wait_for(&campaign, |p| p["campaignStatus"] != "RUNNING").await;
+    assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
+    assert_eq!(done["instanceId"], "agent-2", "the agent that carries the library ran it");
+    for d in &sim.devices {
+        assert_eq!(sim.lns.fleet.received_file(d.dev_eui).as_deref(), Some(sim.objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);
+    }
+    let devices = api.call(reqwest::Method::GET, &format!("/api/campaigns/{campaign}/devices")).await;
+    let devices = devices.as_array().unwrap();
+    assert_eq!(devices.len(), 6, "every device's progress reached the core");
+    assert!(devices.iter().all(|d| d["deviceState"]["deviceStatus"] == "COMPLETED"), "{devices:?}");
+    let stored = api.call(reqwest::Method::GET, &format!("/api/campaigns/{campaign}")).await;
+    assert_eq!(stored["status"], "SUCCEEDED", "{stored}");
+    let local = airlift::distributed::translate::local_campaign_id(&campaign);
+    assert!(agents[1].0.state.store.get::<airlift::model::Campaign>(&local).unwrap().is_some(), "agent-2 ran it");
+    assert!(agents[0].0.state.store.get::<airlift::model::Campaign>(&local).unwrap().is_none(), "agent-1 never saw it");
+    assert!(core_host.state.store.get::<airlift::engine::CampaignRun>(&campaign).unwrap().is_none(), "the core ran nothing itself");
+    for (host, stop, running, _dir) in agents {
+        let _ = stop.send(());
+        running.await.unwrap().unwrap();
+        host.stop().await;
+    }
+    let _ = stop_core.send(());
+    consuming.await.unwrap().unwrap();
+    core_host.stop().await;
 }

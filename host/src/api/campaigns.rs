@@ -9,6 +9,7 @@ use crate::engine::run::{self, Part};
 use super::json::JsonBody;
 use crate::engine::estimate::{Assumptions, DurationEstimate};
 use crate::engine::{progress, EngineError, RunOptions, RunStatus};
+use crate::distributed::rmc_core::RemoteCampaign;
 use crate::model::{public_view, Campaign, CampaignInput, CampaignStatus, DeviceSet, Editable, FieldError};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -98,6 +99,11 @@ impl From<EngineError> for ApiError {
 /// report the file's firmware version at the end.
 async fn start(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     load::<Campaign>(&s, &id)?;
+    if let Some(core) = &s.remote {
+        let now = chrono::DateTime::from_timestamp_millis(s.clock.now_unix_ms() as i64).unwrap_or_default();
+        core.start(&s.store, &s.vault, &id, now).await?;
+        return Ok(Json(progress_now(&s, &id)?));
+    }
     s.runner.start(&id, RunOptions::default()).await?;
     Ok(Json(progress::campaign_message(&parts_of(&s, &id)?, s.clock.now_unix_ms())))
 }
@@ -120,6 +126,10 @@ async fn switch_backend(State(s): State<AppState>, Path(id): Path<String>, Json(
 /// Stop a running campaign; devices fall back to class A.
 async fn stop(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     load::<Campaign>(&s, &id)?;
+    if let Some(core) = &s.remote {
+        core.stop(&s.store, &id).await?;
+        return Ok(Json(progress_now(&s, &id)?));
+    }
     s.runner.stop(&id).await?;
     Ok(Json(progress::campaign_message(&parts_of(&s, &id)?, s.clock.now_unix_ms())))
 }
@@ -130,11 +140,30 @@ fn parts_of(s: &AppState, id: &str) -> Result<Vec<Part>, ApiError> {
     run::parts_of(&s.store, id)?.ok_or_else(|| ApiError::not_found("run of campaign", id))
 }
 
+/// The progress an agent reported, when an agent runs the campaign (on
+/// an RMC core).
+fn remote_of(s: &AppState, id: &str) -> Result<Option<RemoteCampaign>, ApiError> {
+    load::<Campaign>(s, id)?;
+    Ok(s.store.get::<RemoteCampaign>(id)?)
+}
+
+/// The campaign's progress message: its agent's, else this host's.
+fn progress_now(s: &AppState, id: &str) -> Result<Value, ApiError> {
+    let now = s.clock.now_unix_ms();
+    match remote_of(s, id)? {
+        Some(remote) => Ok(remote.campaign.unwrap_or_else(|| progress::sent_to_agent(id, &remote.agent, now))),
+        None => Ok(progress::campaign_message(&parts_of(s, id)?, now)),
+    }
+}
+
 async fn campaign_progress(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(progress::campaign_message(&parts_of(&s, &id)?, s.clock.now_unix_ms())))
+    Ok(Json(progress_now(&s, &id)?))
 }
 
 async fn device_progress(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<Value>>, ApiError> {
+    if let Some(remote) = remote_of(&s, &id)? {
+        return Ok(Json(remote.devices.into_values().collect()));
+    }
     let now = s.clock.now_unix_ms();
     let parts = parts_of(&s, &id)?;
     Ok(Json(parts.iter().flat_map(|p| p.devices.iter().map(|d| progress::device_message(&p.run, d, now))).collect()))
@@ -143,14 +172,13 @@ async fn device_progress(State(s): State<AppState>, Path(id): Path<String>) -> R
 /// Progress as server-sent events: a `progress` event whenever the message
 /// changes (checked every second), ending after the campaign ends.
 async fn progress_stream(State(s): State<AppState>, Path(id): Path<String>) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
-    parts_of(&s, &id)?;
+    progress_now(&s, &id)?;
     let stream = futures_util::stream::unfold((s, id, None::<String>, false), |(s, id, last, done)| async move {
         if done {
             return None;
         }
         loop {
-            let Ok(parts) = parts_of(&s, &id) else { return None };
-            let msg = progress::campaign_message(&parts, s.clock.now_unix_ms());
+            let Ok(msg) = progress_now(&s, &id) else { return None };
             // The timestamp alone changing is no news.
             let mut untimed = msg.clone();
             untimed.as_object_mut().map(|m| m.remove("time"));

@@ -71,3 +71,19 @@ impl From<PluginError> for ApiError {
         Self::new(status, e.to_string())
     }
 }
+
+impl From<crate::distributed::rmc_core::CoreError> for ApiError {
+    fn from(e: crate::distributed::rmc_core::CoreError) -> Self {
+        use crate::distributed::rmc_core::CoreError;
+        match e {
+            CoreError::Store(e) => e.into(),
+            CoreError::NotStartable(_) | CoreError::NotRunning => Self::new(StatusCode::CONFLICT, e.to_string()),
+            CoreError::NoAgent { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            CoreError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, e.to_string()),
+            CoreError::Bus(_) => {
+                tracing::error!(error = %e, "the broker failed");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
+    }
+}

@@ -55,6 +55,8 @@ pub struct AppState {
     pub openapi: Arc<std::sync::OnceLock<String>>,
     /// The web console's sign-in sessions.
     pub console: Arc<crate::console::Sessions>,
+    /// On an RMC core: the agents run the campaigns, through this.
+    pub remote: Option<Arc<crate::distributed::rmc_core::Core>>,
 }
 
 impl AppState {

@@ -85,6 +85,27 @@ struct AgentArgs {
     accept_clear_keys: bool,
 }
 
+#[derive(clap::Args)]
+struct CoreArgs {
+    #[arg(long, default_value = "127.0.0.1:8740")]
+    bind: SocketAddr,
+    /// Kafka bootstrap servers, host:port[,host:port…].
+    #[arg(long)]
+    kafka: String,
+    /// librdkafka properties (TLS, SASL…), repeatable: key=value.
+    #[arg(long = "kafka-property", value_parser = key_value)]
+    kafka_properties: Vec<(String, String)>,
+    #[arg(long, default_value = "RMC.CONFIG")]
+    topic_config: String,
+    #[arg(long, default_value = "RMC.AGENT")]
+    topic_progress: String,
+    #[arg(long, default_value = "RMC.METRIC")]
+    topic_metrics: String,
+    /// File with the cluster key (64 hex digits) the agents hold too.
+    #[arg(long)]
+    cluster_key_file: PathBuf,
+}
+
 fn key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| format!("'{text}' is not key=value"))
 }
@@ -115,6 +136,9 @@ enum Command {
         #[arg(long)]
         metrics_public: bool,
     },
+    /// An RMC core (seed 002): the API, store and console of `serve`, with
+    /// campaigns run by agents over Kafka.
+    Core(CoreArgs),
     /// An RMC agent (seed 002): runs the campaigns of configuration
     /// messages from Kafka, publishes progress and metrics. It also serves
     /// the uplink endpoints (and the API) on --bind.
@@ -217,6 +241,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Core(args) = cli.command {
+        return run_core(cli.data_dir, args).await;
+    }
     if let Command::Agent(args) = cli.command {
         return run_agent(cli.data_dir, args).await;
     }
@@ -232,7 +259,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let client = Client::new(&cli.api, &token);
     let out = match cli.command {
-        Command::Serve { .. } | Command::Demo(_) | Command::Agent(_) => unreachable!(),
+        Command::Serve { .. } | Command::Demo(_) | Command::Agent(_) | Command::Core(_) => unreachable!(),
         Command::Plugin { action } => match action {
             PluginAction::List => client.get("/api/plugins").await?,
             PluginAction::Show { name } => client.get(&format!("/api/plugins/{name}")).await?,
@@ -292,6 +319,26 @@ async fn run_agent(data_dir: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
+    server.stop().await;
+    Ok(())
+}
+
+async fn run_core(data_dir: PathBuf, args: CoreArgs) -> anyhow::Result<()> {
+    use airlift::distributed::{bus, rmc_core, sealing};
+    let mut kafka = bus::KafkaSettings::new(args.kafka);
+    kafka.properties = args.kafka_properties;
+    kafka.topics = bus::Topics { config: args.topic_config, progress: args.topic_progress, metrics: args.topic_metrics };
+    let cluster_key = sealing::load_cluster_key(&args.cluster_key_file).with_context(|| format!("reading {}", args.cluster_key_file.display()))?;
+    let core = Arc::new(rmc_core::Core::new(kafka, Arc::new(cluster_key))?);
+    let mut config = ServerConfig::new(data_dir);
+    config.bind = args.bind;
+    config.remote = Some(core.clone());
+    let server = Server::start(config).await?;
+    eprintln!("Airlift core serving on http://{} (admin token in the data dir's admin.token)", server.addr);
+    let consuming = tokio::spawn(core.consume(server.state.store.clone(), "airlift-core".into(), async {
+        let _ = tokio::signal::ctrl_c().await;
+    }));
+    consuming.await??;
     server.stop().await;
     Ok(())
 }

@@ -87,8 +87,14 @@ fn seed_id_of(local: &str) -> Value {
 /// Run the agent until `shutdown` resolves.
 pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
     let producer = config.kafka.producer()?;
-    let consumer: StreamConsumer = config.kafka.consumer(&config.group)?;
-    consumer.subscribe(&[config.kafka.topics.config.as_str()])?;
+    // Two readers of the configuration topic: in the group all agents
+    // share, the messages for any agent (a third-party core's); in this
+    // agent's own group, those our core addressed to it. Each message is
+    // acted on by exactly one agent.
+    let shared: StreamConsumer = config.kafka.consumer(&config.group)?;
+    shared.subscribe(&[config.kafka.topics.config.as_str()])?;
+    let own: StreamConsumer = config.kafka.consumer(&format!("{}.{}", config.group, config.instance_id))?;
+    own.subscribe(&[config.kafka.topics.config.as_str()])?;
     // Campaigns resumed at start are reported on again.
     let watched: Watched = Default::default();
     if let Ok(ids) = state.store.running_campaigns() {
@@ -107,25 +113,43 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
     let result = loop {
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
-            received = consumer.recv() => {
-                let message = match received {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading the configuration topic");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                handle(&state, &config, &producer, &watched, message.payload().unwrap_or_default()).await;
-                if let Err(e) = consumer.commit_message(&message, CommitMode::Sync) {
-                    tracing::warn!(error = %e, "committing a configuration message");
-                }
-            }
+            received = shared.recv() => take(&state, &config, &producer, &watched, &shared, received, None).await,
+            received = own.recv() => take(&state, &config, &producer, &watched, &own, received, Some(&config.instance_id)).await,
         }
     };
     reporter.abort();
     metrics.abort();
     result
+}
+
+/// Act on a configuration message read by `consumer` when it is for
+/// `addressee` (None: for any agent), then commit it.
+async fn take(
+    state: &AppState,
+    config: &AgentConfig,
+    producer: &FutureProducer,
+    watched: &Watched,
+    consumer: &StreamConsumer,
+    received: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
+    addressee: Option<&String>,
+) {
+    let message = match received {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the configuration topic");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return;
+        }
+    };
+    let payload = message.payload().unwrap_or_default();
+    // Only the address is read here; `handle` reads the whole message.
+    let addressed_to = serde_json::from_slice::<Value>(payload).ok().and_then(|v| v["agentId"].as_str().map(String::from));
+    if addressed_to.as_ref() == addressee {
+        handle(state, config, producer, watched, payload).await;
+    }
+    if let Err(e) = consumer.commit_message(&message, CommitMode::Sync) {
+        tracing::warn!(error = %e, "committing a configuration message");
+    }
 }
 
 /// Act on one configuration message. Whatever it holds, the agent goes

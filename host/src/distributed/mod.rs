@@ -6,10 +6,12 @@
 //! - `translate`: an ADD as this host's objects;
 //! - `sealing`: keys sealed with the cluster key between core and agents;
 //! - `bus`: topics, client settings, publishing;
-//! - `agent`: `airlift agent`.
+//! - `agent`: `airlift agent`;
+//! - `rmc_core`: `airlift core`'s side of the bus.
 
 pub mod agent;
 pub mod bus;
+pub mod rmc_core;
 pub mod sealing;
 pub mod seed;
 pub mod translate;

@@ -39,6 +39,17 @@ pub fn open_keys(msg: &mut ConfigMessage, cluster: Option<&Vault>, accept_clear:
     for l in &mut msg.lrc {
         open_one(&mut l.as_key, &mut l.extra, "asKey", "lrc", cluster, accept_clear)?;
     }
+    if let Some(network) = &mut msg.backend_instance {
+        if !network.secrets.is_empty() && !accept_clear {
+            return Err(SeedError::field("backendInstance.secrets", "secrets in clear: accepted only in the seed's compatibility mode (--accept-clear-keys)"));
+        }
+        for (name, sealed) in std::mem::take(&mut network.secrets_sealed) {
+            let at = format!("backendInstance.secretsSealed.{name}");
+            let cluster = cluster.ok_or_else(|| SeedError::field(at.clone(), "a sealed secret, and this agent has no cluster key"))?;
+            let secret = cluster.open_sealed(&serde_json::from_value(Value::String(sealed)).expect("a string is a sealed value")).map_err(|_| SeedError::field(at.clone(), "does not open with the cluster key"))?;
+            network.secrets.insert(name, String::from_utf8(secret.expose().to_vec()).map_err(|_| SeedError::field(at, "does not hold text"))?);
+        }
+    }
     Ok(())
 }
 
@@ -61,6 +72,12 @@ pub fn seal_keys(msg: &mut ConfigMessage, cluster: &Vault) {
     }
     for l in &mut msg.lrc {
         seal_one(&mut l.as_key, &mut l.extra, "asKey", cluster);
+    }
+    if let Some(network) = &mut msg.backend_instance {
+        for (name, secret) in std::mem::take(&mut network.secrets) {
+            let sealed = serde_json::to_value(cluster.seal(secret.as_bytes())).expect("a sealed value is a string");
+            network.secrets_sealed.insert(name, sealed.as_str().unwrap_or_default().to_string());
+        }
     }
 }
 

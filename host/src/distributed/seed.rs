@@ -59,9 +59,40 @@ pub struct ConfigMessage {
     pub options: Option<SeedOptions>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lrc: Vec<SeedLrc>,
-    /// What our engine adds (the device library, a RESP's estimate…).
+    /// Ours: the agent an ADD or STOP is for (chosen by our core for what
+    /// it carries and its load). Without one, any agent of the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// Ours: the device library (plugin name) the campaign runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_library: Option<String>,
+    /// Ours: the network of any backend plugin, where `lrc` can only name
+    /// a ThingPark LRC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_instance: Option<SeedNetwork>,
+    /// What else our engine adds (a RESP's estimate…).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Ours: a backend instance as an ADD carries it. Secrets travel sealed
+/// (`secretsSealed`); `secrets` is their clear form, in memory only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedNetwork {
+    pub id: String,
+    pub name: String,
+    pub plugin: String,
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets_sealed: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default)]
+    pub transport: crate::model::Transport,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

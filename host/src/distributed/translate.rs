@@ -25,6 +25,7 @@ use crate::model::{
 };
 use crate::store::Store;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use serde_json::Value;
 
 /// What an agent adds to what the messages say.
 #[derive(Debug, Clone)]
@@ -92,6 +93,26 @@ fn backend_instance(lrc: &SeedLrc, settings: &AgentSettings, ctx: &InputContext)
     Ok(instance)
 }
 
+/// Our core's network, for any backend plugin (secrets already opened).
+fn network_instance(network: &super::seed::SeedNetwork, ctx: &InputContext) -> Result<BackendInstance, SeedError> {
+    let sane = (1..=64).contains(&network.id.len()) && network.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !sane {
+        return Err(SeedError::field("backendInstance.id", "1 to 64 letters, digits, '-', '_' or '.'"));
+    }
+    let prior = ctx.store.get::<BackendInstance>(&network.id).map_err(|e| SeedError::field("backendInstance", e.to_string()))?;
+    let input = BackendInstanceInput {
+        name: network.name.clone(),
+        plugin: network.plugin.clone(),
+        settings: network.settings.clone(),
+        secrets: network.secrets.clone(),
+        allowed_hosts: network.allowed_hosts.clone(),
+        transport: network.transport.clone(),
+    };
+    let mut instance = BackendInstance::from_input(input, prior.as_ref(), ctx).map_err(|e| field(e, "backendInstance."))?;
+    instance.id = network.id.clone();
+    Ok(instance)
+}
+
 fn band(region: Option<&str>) -> Result<IsmBand, SeedError> {
     match region.unwrap_or("EU868") {
         "EU868" => Ok(IsmBand::EU868),
@@ -121,8 +142,9 @@ fn group(g: &SeedGroup, ctx: &InputContext) -> Result<MulticastGroup, SeedError>
         group_id: 0,
         frequency: options.frequency_hz().unwrap_or(869_525_000),
         data_rate: options.drate.unwrap_or(0),
-        redundancy: options.redundancy,
-        ping_slot_periodicity: 0,
+        // The seed's 0-4 code, or our core's percent.
+        redundancy: options.redundancy.or_else(|| options.extra.get("redundancyPercent").and_then(Value::as_u64).and_then(|v| u8::try_from(v).ok())),
+        ping_slot_periodicity: g.extra.get("pingSlotPeriodicity").and_then(Value::as_u64).and_then(|v| u8::try_from(v).ok()).unwrap_or(0),
         session_class,
         mc_key: g.mc_key.clone(),
         backend_instance: None,
@@ -169,8 +191,11 @@ fn store_objects(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, v
     let seed_id = msg.campaign().ok_or_else(|| SeedError::field("campaignId", "is required for ADD"))?;
     let campaign_id = local_campaign_id(&seed_id);
     let put_err = |e: crate::store::StoreError| SeedError::field("store", e.to_string());
-    let lrc = msg.lrc.first().ok_or_else(|| SeedError::field("lrc", "names no LRC"))?;
-    let instance = backend_instance(lrc, settings, &ctx)?;
+    let instance = match (&msg.backend_instance, msg.lrc.first()) {
+        (Some(network), _) => network_instance(network, &ctx)?,
+        (None, Some(lrc)) => backend_instance(lrc, settings, &ctx)?,
+        (None, None) => return Err(SeedError::field("lrc", "names no LRC")),
+    };
     store.put(&instance).map_err(put_err)?;
 
     let mut group_euis = Vec::new();
@@ -235,7 +260,7 @@ fn store_objects(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, v
         }
         _ => None,
     };
-    let device_library = msg.extra.get("deviceLibrary").and_then(|v| v.as_str()).unwrap_or(&settings.device_library).to_string();
+    let device_library = msg.device_library.clone().unwrap_or_else(|| settings.device_library.clone());
     let input = CampaignInput {
         name: format!("RMC campaign {}", id_text(msg.campaign_id.as_ref().expect("checked above"))),
         description: String::new(),

@@ -151,6 +151,19 @@ pub fn campaign_message(parts: &[Part], now_ms: u64) -> Value {
     msg
 }
 
+/// A campaign sent to an agent that has not reported yet (RMC core).
+pub fn sent_to_agent(campaign_id: &str, agent: &str, now_ms: u64) -> Value {
+    json!({
+        "version": FORMAT_VERSION,
+        "time": time(now_ms),
+        "campaignId": campaign_id,
+        "campaignStagesCount": 0,
+        "campaignStagesCompleted": 0,
+        "campaignStatus": "RUNNING",
+        "instanceId": agent,
+    })
+}
+
 /// One device's progress message.
 pub fn device_message(run: &CampaignRun, device: &DeviceRun, now_ms: u64) -> Value {
     let status = if device.succeeded {

@@ -1,0 +1,369 @@
+//! The RMC core (`airlift core`): the REST API, the store and the console
+//! as `serve` has them, but no campaign runs here. Starting one sends an
+//! ADD to an agent that carries what the campaign needs, the least loaded
+//! (agents are known from their metrics on RMC.METRIC); stopping sends a
+//! STOP to it. Progress from RMC.AGENT goes into the store, where the API,
+//! its SSE stream and the console read it.
+
+use super::bus::{publish, BusError, KafkaSettings};
+use super::seed::{self, Action, ConfigMessage, SeedBinary, SeedDevice, SeedDeviceOptions, SeedGroup, SeedGroupOptions, SeedNetwork, SeedOptions};
+use crate::keys::Vault;
+use crate::model::fleet_object as object;
+use crate::model::{BackendInstance, Campaign, CampaignStatus, CampaignType, Device, DeviceSet, IsmBand, LorawanVersion, MulticastGroup, Object, Region, SessionClass};
+use crate::store::{Store, StoreError};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What an agent last said of itself.
+#[derive(Debug, Clone)]
+struct AgentSeen {
+    at: Instant,
+    plugins: BTreeSet<String>,
+    devices: u64,
+    campaigns: usize,
+}
+
+/// A campaign run by an agent, with the progress it reported: the latest
+/// campaign message and each device's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteCampaign {
+    pub campaign_id: String,
+    pub agent: String,
+    pub campaign: Option<Value>,
+    pub devices: BTreeMap<String, Value>,
+    pub archived: bool,
+}
+object!(RemoteCampaign, "remote-campaigns", |s| s.campaign_id.clone());
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no agent carries {needs} (agents seen: {seen})")]
+    NoAgent { needs: String, seen: String },
+    #[error("the campaign is {0:?}, not CONFIGURED")]
+    NotStartable(CampaignStatus),
+    #[error("the campaign runs on no agent")]
+    NotRunning,
+}
+
+/// The core's side of the bus.
+pub struct Core {
+    kafka: KafkaSettings,
+    producer: FutureProducer,
+    cluster_key: Arc<Vault>,
+    agents: Mutex<BTreeMap<String, AgentSeen>>,
+    /// An agent silent this long is gone.
+    pub agent_timeout: Duration,
+}
+
+impl Core {
+    pub fn new(kafka: KafkaSettings, cluster_key: Arc<Vault>) -> Result<Self, CoreError> {
+        Ok(Self { producer: kafka.producer()?, kafka, cluster_key, agents: Default::default(), agent_timeout: Duration::from_secs(15) })
+    }
+
+    /// The live agents that carry every plugin in `needs`, least loaded first.
+    fn capable_agents(&self, needs: &BTreeSet<String>) -> Vec<String> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let mut capable: Vec<(&String, &AgentSeen)> = agents.iter().filter(|(_, a)| a.at.elapsed() < self.agent_timeout && needs.is_subset(&a.plugins)).collect();
+        capable.sort_by_key(|(id, a)| (a.devices, a.campaigns, (*id).clone()));
+        capable.into_iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    fn agents_seen(&self) -> String {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let seen: Vec<String> = agents.iter().map(|(id, a)| format!("{id} ({} s ago: {})", a.at.elapsed().as_secs(), a.plugins.iter().cloned().collect::<Vec<_>>().join(", "))).collect();
+        if seen.is_empty() {
+            "none".into()
+        } else {
+            seen.join("; ")
+        }
+    }
+
+    /// Start a campaign on the capable agent with the least load: the ADD
+    /// is on the broker and the campaign RUNNING on disk when this returns.
+    pub async fn start(&self, store: &Store, vault: &Vault, campaign_id: &str, now: chrono::DateTime<chrono::Utc>) -> Result<String, CoreError> {
+        let mut campaign = store.get::<Campaign>(campaign_id)?.ok_or_else(|| CoreError::Invalid(format!("campaign {campaign_id} not found")))?;
+        if campaign.status != CampaignStatus::Configured {
+            return Err(CoreError::NotStartable(campaign.status));
+        }
+        let mut add = add_message(store, vault, &campaign)?;
+        let mut needs: BTreeSet<String> = [campaign.device_library.clone()].into();
+        needs.extend(add.backend_instance.as_ref().map(|n| n.plugin.clone()));
+        needs.extend(campaign.update_type.clone());
+        let agent = self.capable_agents(&needs).into_iter().next().ok_or_else(|| CoreError::NoAgent { needs: needs.iter().cloned().collect::<Vec<_>>().join(", "), seen: self.agents_seen() })?;
+        add.agent_id = Some(agent.clone());
+        super::sealing::seal_keys(&mut add, &self.cluster_key);
+        // On disk first: progress that arrives finds its campaign.
+        store.put(&RemoteCampaign { campaign_id: campaign.id.clone(), agent: agent.clone(), campaign: None, devices: BTreeMap::new(), archived: false })?;
+        campaign.status = CampaignStatus::Running;
+        campaign.started = Some(now);
+        store.put(&campaign)?;
+        store.flush()?;
+        let payload = serde_json::to_vec(&add).expect("messages serialize");
+        publish(&self.producer, &self.kafka.topics.config, &campaign.id, &payload).await?;
+        tracing::info!(campaign = %campaign.id, %agent, "campaign sent to its agent");
+        Ok(agent)
+    }
+
+    /// Ask the campaign's agent to stop it.
+    pub async fn stop(&self, store: &Store, campaign_id: &str) -> Result<(), CoreError> {
+        let remote = store.get::<RemoteCampaign>(campaign_id)?.ok_or(CoreError::NotRunning)?;
+        let stop = ConfigMessage {
+            action: Action::Stop,
+            target_type: Some("CAMPAIGN".into()),
+            msg_id: Some(rand::random::<u32>().into()),
+            campaign_id: Some(campaign_id.into()),
+            version: Some(seed::CONFIG_VERSION.into()),
+            time: None,
+            campaign_type: None,
+            devices: vec![],
+            mc_groups: vec![],
+            binary: None,
+            options: Some(SeedOptions::default()),
+            lrc: vec![],
+            agent_id: Some(remote.agent),
+            device_library: None,
+            backend_instance: None,
+            extra: Default::default(),
+        };
+        publish(&self.producer, &self.kafka.topics.config, campaign_id, &serde_json::to_vec(&stop).expect("messages serialize")).await?;
+        Ok(())
+    }
+
+    /// Take progress and metrics from the bus until `shutdown`.
+    pub async fn consume(self: Arc<Self>, store: Store, group: String, shutdown: impl std::future::Future<Output = ()>) -> Result<(), CoreError> {
+        let consumer: StreamConsumer = self.kafka.consumer(&group)?;
+        consumer.subscribe(&[self.kafka.topics.progress.as_str(), self.kafka.topics.metrics.as_str()]).map_err(BusError::from)?;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                received = consumer.recv() => {
+                    let message = match received {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading progress and metrics");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(value) = serde_json::from_slice::<Value>(message.payload().unwrap_or_default()) else {
+                        tracing::warn!(topic = message.topic(), "a message that is not JSON was skipped");
+                        let _ = consumer.commit_message(&message, CommitMode::Async);
+                        continue;
+                    };
+                    if message.topic() == self.kafka.topics.metrics {
+                        self.saw_agent(&value);
+                    } else if let Err(e) = take_progress(&store, &value) {
+                        // Not committed: read again after a restart.
+                        tracing::warn!(error = %e, "storing progress");
+                        continue;
+                    }
+                    if let Err(e) = consumer.commit_message(&message, CommitMode::Async) {
+                        tracing::warn!(error = %e, "committing progress");
+                    }
+                }
+            }
+        }
+    }
+
+    fn saw_agent(&self, metrics: &Value) {
+        let Some(id) = metrics["instanceId"].as_str() else { return };
+        let plugins = metrics["plugins"].as_array().map(|a| a.iter().filter_map(|p| p["name"].as_str().map(String::from)).collect()).unwrap_or_default();
+        let seen = AgentSeen {
+            at: Instant::now(),
+            plugins,
+            devices: metrics["devicesInCampaigns"].as_u64().unwrap_or(0),
+            campaigns: metrics["runningCampaigns"].as_array().map(Vec::len).unwrap_or(0),
+        };
+        self.agents.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), seen);
+    }
+}
+
+/// Store one progress message of one of our campaigns (others' are not
+/// ours to keep); a final campaign message sets the campaign's status.
+fn take_progress(store: &Store, msg: &Value) -> Result<(), StoreError> {
+    let Some(id) = msg["campaignId"].as_str().map(String::from).or_else(|| msg["campaignId"].as_u64().map(|n| n.to_string())) else { return Ok(()) };
+    let Some(mut remote) = store.get::<RemoteCampaign>(&id)? else { return Ok(()) };
+    match msg["deveui"].as_str() {
+        Some(eui) => {
+            remote.devices.insert(eui.to_string(), msg.clone());
+        }
+        None => {
+            let status = match msg["campaignStatus"].as_str() {
+                Some("COMPLETED") => Some(CampaignStatus::Succeeded),
+                Some("ERROR") => Some(CampaignStatus::Failed),
+                Some("STOPPED") => Some(CampaignStatus::Stopped),
+                _ => None,
+            };
+            if let (Some(status), Some(mut campaign)) = (status, store.get::<Campaign>(&id)?) {
+                if campaign.status != status {
+                    campaign.status = status;
+                    store.put(&campaign)?;
+                }
+            }
+            remote.campaign = Some(msg.clone());
+        }
+    }
+    store.put(&remote)?;
+    store.flush()
+}
+
+fn uplink_rate(store: &Store, device: &Device) -> Result<Option<u32>, StoreError> {
+    if device.uplink_rate.is_some() {
+        return Ok(device.uplink_rate);
+    }
+    let profile = match &device.device_profile {
+        Some(p) => store.get::<crate::model::DeviceProfile>(p)?,
+        None => None,
+    };
+    Ok(profile.and_then(|p| p.default_ul_period).filter(|s| *s > 0))
+}
+
+fn open_key(vault: &Vault, sealed: Option<&crate::keys::Sealed>) -> Result<Option<String>, CoreError> {
+    sealed.map(|s| vault.open_sealed(s).map(|k| hex::encode(k.expose())).map_err(|e| CoreError::Invalid(format!("a key does not open: {e}")))).transpose()
+}
+
+/// The ADD for one of our campaigns: the seed's fields, and ours where the
+/// seed has none (the device library, any backend). Keys are in clear
+/// here, sealed before the message leaves.
+pub fn add_message(store: &Store, vault: &Vault, campaign: &Campaign) -> Result<ConfigMessage, CoreError> {
+    let mut euis = BTreeSet::new();
+    for set in &campaign.device_sets {
+        let set = store.get::<DeviceSet>(set)?.ok_or_else(|| CoreError::Invalid(format!("device set {set} is gone")))?;
+        euis.extend(set.devices);
+    }
+    let mut devices = Vec::new();
+    for eui in euis {
+        let d = store.get::<Device>(&eui.to_string())?.ok_or_else(|| CoreError::Invalid(format!("device {eui} is gone")))?;
+        let root = open_key(vault, d.device_key.as_ref())?;
+        let (gen_app_key, app_key) = match d.lorawan_version {
+            LorawanVersion::V1_0 => (root, None),
+            LorawanVersion::V1_1 => (None, root),
+        };
+        devices.push(SeedDevice {
+            eui: Some(d.dev_eui.to_string()),
+            lora_wan_scheme: Some(match d.lorawan_version {
+                LorawanVersion::V1_0 => "1.0".into(),
+                LorawanVersion::V1_1 => "1.1".into(),
+            }),
+            mc_group: d.mc_group.map(|g| g.to_string()),
+            gen_app_key,
+            app_key,
+            mc_ke_key: open_key(vault, d.mc_ke_key.as_ref())?,
+            // The device's own rate, else its profile's uplink period.
+            options: uplink_rate(store, &d)?.map(|r| SeedDeviceOptions { uplink_rate: Some(r), ..Default::default() }),
+            ..Default::default()
+        });
+    }
+    let mut mc_groups = Vec::new();
+    for id in &campaign.regions {
+        let region = store.get::<Region>(id)?.ok_or_else(|| CoreError::Invalid(format!("region {id} is gone")))?;
+        for eui in region.multicast_groups {
+            let g = store.get::<MulticastGroup>(&eui.to_string())?.ok_or_else(|| CoreError::Invalid(format!("multicast group {eui} is gone")))?;
+            let mut options = SeedGroupOptions {
+                rf_region: Some(
+                    match g.ism_band {
+                        IsmBand::EU868 => "EU868",
+                        IsmBand::US915 => "US915",
+                        IsmBand::AS923 => "AS923",
+                    }
+                    .into(),
+                ),
+                drate: Some(g.data_rate),
+                downlink_dwell_time: Some(g.dl_dwell_time as u8),
+                freq: Some(g.frequency),
+                ..Default::default()
+            };
+            // Ours: a redundancy in percent (the seed's 0-4 codes map to
+            // 50-100 % and are sent as such).
+            if let Some(r) = g.redundancy {
+                options.extra.insert("redundancyPercent".into(), r.into());
+            }
+            let mut group = SeedGroup {
+                eui: Some(g.dev_eui.to_string()),
+                net_addr: Some(g.dev_addr.clone()),
+                mc_key: open_key(vault, g.mc_key.as_ref())?,
+                session_class: Some(match g.session_class {
+                    SessionClass::B => "B".into(),
+                    SessionClass::C => "C".into(),
+                }),
+                options: Some(options),
+                ..Default::default()
+            };
+            group.extra.insert("pingSlotPeriodicity".into(), g.ping_slot_periodicity.into());
+            mc_groups.push(group);
+        }
+    }
+    let instance = store.get::<BackendInstance>(&campaign.backend_instance)?.ok_or_else(|| CoreError::Invalid(format!("backend instance {} is gone", campaign.backend_instance)))?;
+    let mut secrets = BTreeMap::new();
+    for (name, sealed) in &instance.secrets {
+        let secret = vault.open_sealed(sealed).map_err(|e| CoreError::Invalid(format!("secret {name} does not open: {e}")))?;
+        secrets.insert(name.clone(), String::from_utf8(secret.expose().to_vec()).map_err(|_| CoreError::Invalid(format!("secret {name} is not text")))?);
+    }
+    let binary = match &campaign.file {
+        Some(id) => {
+            use base64::Engine;
+            let data = store.blobs().read(id).map_err(|e| CoreError::Invalid(format!("file {id}: {e}")))?;
+            Some(SeedBinary { data: Some(base64::engine::general_purpose::STANDARD.encode(data)), ..Default::default() })
+        }
+        None => None,
+    };
+    let file = campaign.file.as_deref().and_then(|id| store.get::<crate::model::StoredFile>(id).ok().flatten());
+    let date_time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| (t.format("%Y-%m-%d").to_string(), t.format("%H:%M:%S").to_string())).unzip();
+    let (session_date, session_time) = date_time(campaign.session_start);
+    let (reboot_date, reboot_time) = date_time(campaign.reboot_at);
+    Ok(ConfigMessage {
+        action: Action::Add,
+        target_type: Some("CAMPAIGN".into()),
+        msg_id: Some(rand::random::<u32>().into()),
+        campaign_id: Some(campaign.id.clone().into()),
+        version: Some(seed::CONFIG_VERSION.into()),
+        time: Some(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3f%z").to_string()),
+        campaign_type: Some(match campaign.campaign_type {
+            CampaignType::Message => return Err(CoreError::Invalid("message campaigns run on a gateway, not on an agent".into())),
+            other => other.seed_name().into(),
+        }),
+        devices,
+        mc_groups,
+        binary,
+        options: Some(SeedOptions {
+            max_duration: Some(campaign.max_duration_minutes as u64 * 60),
+            success_threshold: Some(campaign.success_threshold),
+            fw_version: file.as_ref().and_then(|f| f.firmware_version.clone()),
+            hw_target: file.as_ref().and_then(|f| f.hw_target.clone()),
+            update_type: campaign.update_type.as_ref().map(|u| u.to_ascii_uppercase()),
+            session_date,
+            session_time,
+            reboot_date,
+            reboot_time,
+            ..Default::default()
+        }),
+        lrc: vec![],
+        agent_id: None,
+        device_library: Some(campaign.device_library.clone()),
+        backend_instance: Some(SeedNetwork {
+            id: instance.id.clone(),
+            name: instance.name.clone(),
+            plugin: instance.plugin.clone(),
+            settings: instance.settings.clone(),
+            secrets,
+            secrets_sealed: BTreeMap::new(),
+            allowed_hosts: instance.allowed_hosts.clone(),
+            transport: instance.transport.clone(),
+        }),
+        extra: Default::default(),
+    })
+}
