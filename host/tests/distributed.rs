@@ -355,7 +355,9 @@ async fn host_at(dir: &std::path::Path, clock: Arc<dyn Clock>, speed: f64, load_
 /// Our core and two agents, one of which carries no plugin: the campaign
 /// goes to the agent that carries its device library and network, runs to
 /// the end on the simulated network server, and the core's API shows its
-/// progress and outcome from what the agent published.
+/// progress and outcome from what the agent published, also after the
+/// core restarted mid-campaign. A second campaign over the same devices is
+/// refused while the first runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     const FAST: f64 = common::SPEED;
@@ -402,6 +404,29 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     }
     let agent_2 = &agents[1].0;
     sim.lns.post_uplinks_to(&format!("http://{}/backends/{}/uplink", agent_2.addr, sim.objects.backend_instance));
+    // Another campaign over the same devices waits its turn: 409.
+    let mut second = api.call(reqwest::Method::GET, &format!("/api/campaigns/{campaign}")).await;
+    for shown in ["id", "created", "started", "lastChanged", "status", "archived"] {
+        second.as_object_mut().unwrap().remove(shown);
+    }
+    second["name"] = "same devices".into();
+    let second = api.send_json(reqwest::Method::POST, "/api/campaigns", second).await["id"].as_str().unwrap().to_string();
+    let refused = api.http.post(format!("{}/api/campaigns/{second}/start", api.base)).bearer_auth(common::TOKEN).send().await.unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::CONFLICT, "{}", refused.text().await.unwrap());
+
+    // The core restarts while the agent works: it reads on from the
+    // progress it had committed, and its new API shows the end.
+    api.wait_for(&campaign, |p| p["campaignStagesCompleted"].as_u64() >= Some(1)).await;
+    let _ = stop_core.send(());
+    consuming.await.unwrap().unwrap();
+    core_host.stop().await;
+    let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
+    let core_host = host_at(core_dir.path(), clock.clone(), FAST, true, Some(core.clone())).await;
+    let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
+    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), "airlift-core".into(), async move {
+        let _ = core_stopped.await;
+    }));
+    let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
     let done = api.wait_for(&campaign, |p| p["campaignStatus"] != "RUNNING").await;
     assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
     assert_eq!(done["instanceId"], "agent-2", "the agent that carries the library ran it");

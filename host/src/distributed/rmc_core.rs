@@ -9,7 +9,7 @@ use super::bus::{publish, BusError, KafkaSettings};
 use super::seed::{self, Action, ConfigMessage, SeedBinary, SeedDevice, SeedDeviceOptions, SeedGroup, SeedGroupOptions, SeedNetwork, SeedOptions};
 use crate::keys::Vault;
 use crate::model::fleet_object as object;
-use crate::model::{BackendInstance, Campaign, CampaignStatus, CampaignType, Device, DeviceSet, IsmBand, LorawanVersion, MulticastGroup, Object, Region, SessionClass};
+use crate::model::{BackendInstance, Campaign, CampaignStatus, CampaignType, Device, DeviceSet, Eui, IsmBand, LorawanVersion, MulticastGroup, Object, Region, SessionClass};
 use crate::store::{Store, StoreError};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -26,7 +26,8 @@ struct AgentSeen {
     at: Instant,
     plugins: BTreeSet<String>,
     devices: u64,
-    campaigns: usize,
+    /// The campaigns it runs (its ids, `rmc-…`).
+    running: BTreeSet<String>,
 }
 
 /// A campaign run by an agent, with the progress it reported: the latest
@@ -56,6 +57,8 @@ pub enum CoreError {
     NotStartable(CampaignStatus),
     #[error("the campaign runs on no agent")]
     NotRunning,
+    #[error("held by another campaign: {0}")]
+    Conflict(String),
 }
 
 /// The core's side of the bus.
@@ -64,21 +67,33 @@ pub struct Core {
     producer: FutureProducer,
     cluster_key: Arc<Vault>,
     agents: Mutex<BTreeMap<String, AgentSeen>>,
+    /// Campaigns sent to an agent (its id for them → agent, devices), until
+    /// the agent's metrics count them.
+    assigned: Mutex<BTreeMap<String, (String, u64)>>,
     /// An agent silent this long is gone.
     pub agent_timeout: Duration,
 }
 
 impl Core {
     pub fn new(kafka: KafkaSettings, cluster_key: Arc<Vault>) -> Result<Self, CoreError> {
-        Ok(Self { producer: kafka.producer()?, kafka, cluster_key, agents: Default::default(), agent_timeout: Duration::from_secs(15) })
+        Ok(Self { producer: kafka.producer()?, kafka, cluster_key, agents: Default::default(), assigned: Default::default(), agent_timeout: Duration::from_secs(15) })
     }
 
     /// The live agents that carry every plugin in `needs`, least loaded first.
     fn capable_agents(&self, needs: &BTreeSet<String>) -> Vec<String> {
         let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
-        let mut capable: Vec<(&String, &AgentSeen)> = agents.iter().filter(|(_, a)| a.at.elapsed() < self.agent_timeout && needs.is_subset(&a.plugins)).collect();
-        capable.sort_by_key(|(id, a)| (a.devices, a.campaigns, (*id).clone()));
-        capable.into_iter().map(|(id, _)| id.clone()).collect()
+        let assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        // Load: the devices an agent reports, plus those of campaigns sent
+        // to it that it does not report yet.
+        let load = |id: &String, a: &AgentSeen| {
+            let pending = assigned.iter().filter(|(c, (to, _))| to == id && !a.running.contains(*c));
+            let (campaigns, devices) = pending.fold((a.running.len(), a.devices), |(n, d), (_, (_, more))| (n + 1, d + more));
+            (devices, campaigns, id.clone())
+        };
+        let mut capable: Vec<(String, (u64, usize, String))> =
+            agents.iter().filter(|(_, a)| a.at.elapsed() < self.agent_timeout && needs.is_subset(&a.plugins)).map(|(id, a)| (id.clone(), load(id, a))).collect();
+        capable.sort_by(|a, b| a.1.cmp(&b.1));
+        capable.into_iter().map(|(id, _)| id).collect()
     }
 
     fn agents_seen(&self) -> String {
@@ -99,11 +114,15 @@ impl Core {
             return Err(CoreError::NotStartable(campaign.status));
         }
         let mut add = add_message(store, vault, &campaign)?;
+        self.check_conflicts(store, &campaign)?;
         let mut needs: BTreeSet<String> = [campaign.device_library.clone()].into();
         needs.extend(add.backend_instance.as_ref().map(|n| n.plugin.clone()));
         needs.extend(campaign.update_type.clone());
         let agent = self.capable_agents(&needs).into_iter().next().ok_or_else(|| CoreError::NoAgent { needs: needs.iter().cloned().collect::<Vec<_>>().join(", "), seen: self.agents_seen() })?;
         add.agent_id = Some(agent.clone());
+        // Counted now: the agent's metrics say so only once it took the
+        // campaign, and campaigns started meanwhile must see this load.
+        self.assigned.lock().unwrap_or_else(|p| p.into_inner()).insert(super::translate::local_campaign_id(&campaign.id), (agent.clone(), add.devices.len() as u64));
         super::sealing::seal_keys(&mut add, &self.cluster_key);
         // On disk first: progress that arrives finds its campaign.
         store.put(&RemoteCampaign { campaign_id: campaign.id.clone(), agent: agent.clone(), campaign: None, devices: BTreeMap::new(), archived: false })?;
@@ -115,6 +134,24 @@ impl Core {
         publish(&self.producer, &self.kafka.topics.config, &campaign.id, &payload).await?;
         tracing::info!(campaign = %campaign.id, %agent, "campaign sent to its agent");
         Ok(agent)
+    }
+
+    /// A device or multicast group serves one running campaign at a time,
+    /// whichever agent runs it.
+    fn check_conflicts(&self, store: &Store, campaign: &Campaign) -> Result<(), CoreError> {
+        let (devices, groups) = members(store, campaign)?;
+        for other in store.list::<Campaign>(false)?.into_iter().filter(|c| c.status == CampaignStatus::Running && c.id != campaign.id) {
+            if store.get::<RemoteCampaign>(&other.id)?.is_none() {
+                continue;
+            }
+            let Ok((held_devices, held_groups)) = members(store, &other) else { continue };
+            let busy: Vec<String> = held_devices.intersection(&devices).take(10).map(|e| e.to_string()).collect();
+            let busy_groups: Vec<String> = held_groups.iter().filter(|g| groups.contains(g)).map(|e| e.to_string()).collect();
+            if !busy.is_empty() || !busy_groups.is_empty() {
+                return Err(CoreError::Conflict(format!("campaign {} runs on devices [{}] and multicast groups [{}]", other.id, busy.join(", "), busy_groups.join(", "))));
+            }
+        }
+        Ok(())
     }
 
     /// Ask the campaign's agent to stop it.
@@ -166,7 +203,7 @@ impl Core {
                     };
                     if message.topic() == self.kafka.topics.metrics {
                         self.saw_agent(&value);
-                    } else if let Err(e) = take_progress(&store, &value) {
+                    } else if let Err(e) = self.take_progress(&store, &value) {
                         // Not committed: read again after a restart.
                         tracing::warn!(error = %e, "storing progress");
                         continue;
@@ -182,19 +219,18 @@ impl Core {
     fn saw_agent(&self, metrics: &Value) {
         let Some(id) = metrics["instanceId"].as_str() else { return };
         let plugins = metrics["plugins"].as_array().map(|a| a.iter().filter_map(|p| p["name"].as_str().map(String::from)).collect()).unwrap_or_default();
-        let seen = AgentSeen {
-            at: Instant::now(),
-            plugins,
-            devices: metrics["devicesInCampaigns"].as_u64().unwrap_or(0),
-            campaigns: metrics["runningCampaigns"].as_array().map(Vec::len).unwrap_or(0),
-        };
+        let running: BTreeSet<String> = metrics["runningCampaigns"].as_array().map(|a| a.iter().filter_map(|c| c.as_str().map(String::from)).collect()).unwrap_or_default();
+        // Campaigns the agent now counts itself are no longer pending.
+        self.assigned.lock().unwrap_or_else(|p| p.into_inner()).retain(|c, (to, _)| to != id || !running.contains(c));
+        let seen = AgentSeen { at: Instant::now(), plugins, devices: metrics["devicesInCampaigns"].as_u64().unwrap_or(0), running };
         self.agents.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), seen);
     }
 }
 
+impl Core {
 /// Store one progress message of one of our campaigns (others' are not
 /// ours to keep); a final campaign message sets the campaign's status.
-fn take_progress(store: &Store, msg: &Value) -> Result<(), StoreError> {
+fn take_progress(&self, store: &Store, msg: &Value) -> Result<(), StoreError> {
     let Some(id) = msg["campaignId"].as_str().map(String::from).or_else(|| msg["campaignId"].as_u64().map(|n| n.to_string())) else { return Ok(()) };
     let Some(mut remote) = store.get::<RemoteCampaign>(&id)? else { return Ok(()) };
     match msg["deveui"].as_str() {
@@ -208,6 +244,9 @@ fn take_progress(store: &Store, msg: &Value) -> Result<(), StoreError> {
                 Some("STOPPED") => Some(CampaignStatus::Stopped),
                 _ => None,
             };
+            if status.is_some() {
+                self.assigned.lock().unwrap_or_else(|p| p.into_inner()).remove(&super::translate::local_campaign_id(&id));
+            }
             if let (Some(status), Some(mut campaign)) = (status, store.get::<Campaign>(&id)?) {
                 if campaign.status != status {
                     campaign.status = status;
@@ -219,6 +258,7 @@ fn take_progress(store: &Store, msg: &Value) -> Result<(), StoreError> {
     }
     store.put(&remote)?;
     store.flush()
+}
 }
 
 fn uplink_rate(store: &Store, device: &Device) -> Result<Option<u32>, StoreError> {
@@ -239,12 +279,24 @@ fn open_key(vault: &Vault, sealed: Option<&crate::keys::Sealed>) -> Result<Optio
 /// The ADD for one of our campaigns: the seed's fields, and ours where the
 /// seed has none (the device library, any backend). Keys are in clear
 /// here, sealed before the message leaves.
-pub fn add_message(store: &Store, vault: &Vault, campaign: &Campaign) -> Result<ConfigMessage, CoreError> {
-    let mut euis = BTreeSet::new();
+/// The devices of a campaign's sets, and the multicast groups of its
+/// regions in the regions' order (the first is the default group).
+fn members(store: &Store, campaign: &Campaign) -> Result<(BTreeSet<Eui>, Vec<Eui>), CoreError> {
+    let mut devices = BTreeSet::new();
     for set in &campaign.device_sets {
         let set = store.get::<DeviceSet>(set)?.ok_or_else(|| CoreError::Invalid(format!("device set {set} is gone")))?;
-        euis.extend(set.devices);
+        devices.extend(set.devices);
     }
+    let mut groups = Vec::new();
+    for id in &campaign.regions {
+        let region = store.get::<Region>(id)?.ok_or_else(|| CoreError::Invalid(format!("region {id} is gone")))?;
+        groups.extend(region.multicast_groups.into_iter().filter(|g| !groups.contains(g)).collect::<Vec<_>>());
+    }
+    Ok((devices, groups))
+}
+
+pub fn add_message(store: &Store, vault: &Vault, campaign: &Campaign) -> Result<ConfigMessage, CoreError> {
+    let (euis, group_euis) = members(store, campaign)?;
     let mut devices = Vec::new();
     for eui in euis {
         let d = store.get::<Device>(&eui.to_string())?.ok_or_else(|| CoreError::Invalid(format!("device {eui} is gone")))?;
@@ -269,9 +321,8 @@ pub fn add_message(store: &Store, vault: &Vault, campaign: &Campaign) -> Result<
         });
     }
     let mut mc_groups = Vec::new();
-    for id in &campaign.regions {
-        let region = store.get::<Region>(id)?.ok_or_else(|| CoreError::Invalid(format!("region {id} is gone")))?;
-        for eui in region.multicast_groups {
+    {
+        for eui in group_euis {
             let g = store.get::<MulticastGroup>(&eui.to_string())?.ok_or_else(|| CoreError::Invalid(format!("multicast group {eui} is gone")))?;
             let mut options = SeedGroupOptions {
                 rf_region: Some(
