@@ -16,6 +16,7 @@ use common::{free_port, TestPki};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -339,6 +340,37 @@ async fn keys_travel_sealed_and_clear_keys_need_the_compatibility_mode() {
     agent.stop().await;
 }
 
+/// An agent of our core: its host (with the bundled plugins or none) on
+/// `clock`, and its task.
+struct RunningAgent {
+    host: Server,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl RunningAgent {
+    async fn start(id: &str, bundled: bool, clock: Arc<dyn Clock>, kafka: &bus::KafkaSettings, cluster: &Arc<airlift::keys::Vault>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host_at(dir.path(), clock, common::SPEED, bundled, None).await;
+        let mut config = agent::AgentConfig::new(id, kafka.clone());
+        config.progress_every = Duration::from_millis(200);
+        config.metrics_every = Duration::from_millis(300);
+        config.cluster_key = Some(cluster.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(agent::run(host.state.clone(), config, async move {
+            let _ = stopped.await;
+        }));
+        Self { host, stop, running, _dir: dir }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.running.await.unwrap().unwrap();
+        self.host.stop().await;
+    }
+}
+
 /// A host for the distributed tests on `clock`: an agent's or, with
 /// `remote`, our core's.
 async fn host_at(dir: &std::path::Path, clock: Arc<dyn Clock>, speed: f64, load_bundled: bool, remote: Option<Arc<airlift::distributed::rmc_core::Core>>) -> Server {
@@ -377,17 +409,7 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     // Two agents: agent-1 carries no plugin at all.
     let mut agents = Vec::new();
     for (id, bundled) in [("agent-1", false), ("agent-2", true)] {
-        let dir = tempfile::tempdir().unwrap();
-        let host = host_at(dir.path(), clock.clone(), FAST, bundled, None).await;
-        let mut config = agent::AgentConfig::new(id, kafka.clone());
-        config.progress_every = Duration::from_millis(200);
-        config.metrics_every = Duration::from_millis(300);
-        config.cluster_key = Some(cluster.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(agent::run(host.state.clone(), config, async move {
-            let _ = stopped.await;
-        }));
-        agents.push((host, stop, running, dir));
+        agents.push(RunningAgent::start(id, bundled, clock.clone(), &kafka, &cluster).await);
     }
     let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
     let campaign = sim.objects.campaign_id.clone();
@@ -402,7 +424,7 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
         assert!(Instant::now() < until, "no capable agent: {}", r.text().await.unwrap());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let agent_2 = &agents[1].0;
+    let agent_2 = &agents[1].host;
     sim.lns.post_uplinks_to(&format!("http://{}/backends/{}/uplink", agent_2.addr, sim.objects.backend_instance));
     // Another campaign over the same devices waits its turn: 409.
     let mut second = api.call(reqwest::Method::GET, &format!("/api/campaigns/{campaign}")).await;
@@ -440,13 +462,78 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     let stored = api.call(reqwest::Method::GET, &format!("/api/campaigns/{campaign}")).await;
     assert_eq!(stored["status"], "SUCCEEDED", "{stored}");
     let local = airlift::distributed::translate::local_campaign_id(&campaign);
-    assert!(agents[1].0.state.store.get::<airlift::model::Campaign>(&local).unwrap().is_some(), "agent-2 ran it");
-    assert!(agents[0].0.state.store.get::<airlift::model::Campaign>(&local).unwrap().is_none(), "agent-1 never saw it");
+    assert!(agents[1].host.state.store.get::<airlift::model::Campaign>(&local).unwrap().is_some(), "agent-2 ran it");
+    assert!(agents[0].host.state.store.get::<airlift::model::Campaign>(&local).unwrap().is_none(), "agent-1 never saw it");
     assert!(core_host.state.store.get::<airlift::engine::CampaignRun>(&campaign).unwrap().is_none(), "the core ran nothing itself");
-    for (host, stop, running, _dir) in agents {
-        let _ = stop.send(());
-        running.await.unwrap().unwrap();
-        host.stop().await;
+    for agent in agents {
+        agent.stop().await;
+    }
+    let _ = stop_core.send(());
+    consuming.await.unwrap().unwrap();
+    core_host.stop().await;
+}
+
+/// Three campaigns on three agents: each goes to the least loaded one, the
+/// network posts its uplinks to the core, which forwards them, and every
+/// device of every campaign gets the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core() {
+    let (_broker, kafka) = broker_with_topics().await;
+    let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), common::SPEED));
+    let core_dir = tempfile::tempdir().unwrap();
+    let mut scenario = airlift::sim::scenario::ScenarioConfig::new(9);
+    scenario.file_size = 2_000;
+    scenario.groups = 3;
+    let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
+    let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
+    let core_host = host_at(core_dir.path(), clock.clone(), common::SPEED, true, Some(core.clone())).await;
+    let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
+    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), "airlift-core".into(), async move {
+        let _ = core_stopped.await;
+    }));
+    let mut agents = Vec::new();
+    for id in ["agent-1", "agent-2", "agent-3"] {
+        agents.push(RunningAgent::start(id, true, clock.clone(), &kafka, &cluster).await);
+    }
+    let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
+    sim.lns.post_uplinks_to(&format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance));
+    // One campaign per multicast group, each over that group's devices.
+    let mut template = api.call(reqwest::Method::GET, &format!("/api/campaigns/{}", sim.objects.campaign_id)).await;
+    for shown in ["id", "created", "started", "lastChanged", "status", "archived"] {
+        template.as_object_mut().unwrap().remove(shown);
+    }
+    let mut campaigns = Vec::new();
+    for (g, group) in sim.objects.groups.iter().enumerate() {
+        let members: Vec<String> = sim.devices.iter().enumerate().filter(|(i, _)| airlift::sim::scenario::group_of(&scenario, *i) == *group).map(|(_, d)| d.dev_eui.to_string()).collect();
+        let set = api.send_json(reqwest::Method::POST, "/api/device-sets", serde_json::json!({"name": format!("group {g}"), "devices": members})).await["id"].as_str().unwrap().to_string();
+        let region = api.send_json(reqwest::Method::POST, "/api/regions", serde_json::json!({"name": format!("region {g}"), "multicastGroups": [group.to_string()]})).await["id"].as_str().unwrap().to_string();
+        let mut campaign = template.clone();
+        campaign["name"] = format!("campaign {g}").into();
+        campaign["deviceSets"] = serde_json::json!([set]);
+        campaign["regions"] = serde_json::json!([region]);
+        campaigns.push(api.send_json(reqwest::Method::POST, "/api/campaigns", campaign).await["id"].as_str().unwrap().to_string());
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    while core.live_agents().len() < 3 {
+        assert!(Instant::now() < until, "agents heard: {:?}", core.live_agents());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for campaign in &campaigns {
+        api.call(reqwest::Method::POST, &format!("/api/campaigns/{campaign}/start")).await;
+    }
+    let mut ran_on = BTreeSet::new();
+    for campaign in &campaigns {
+        let done = api.wait_for(campaign, |p| p["campaignStatus"] != "RUNNING").await;
+        assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
+        ran_on.insert(done["instanceId"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ran_on.len(), 3, "one campaign per agent: {ran_on:?}");
+    for d in &sim.devices {
+        assert_eq!(sim.lns.fleet.received_file(d.dev_eui).as_deref(), Some(sim.objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);
+    }
+    for agent in agents {
+        agent.stop().await;
     }
     let _ = stop_core.send(());
     consuming.await.unwrap().unwrap();

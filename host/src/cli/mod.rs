@@ -62,6 +62,9 @@ struct AgentArgs {
     topic_progress: String,
     #[arg(long, default_value = "RMC.METRIC")]
     topic_metrics: String,
+    /// Uplinks the core forwards to the agents (ours).
+    #[arg(long, default_value = "RMC.UPLINK")]
+    topic_uplinks: String,
     /// The consumer group the agents share.
     #[arg(long, default_value = "airlift-agents")]
     group: String,
@@ -101,6 +104,9 @@ struct CoreArgs {
     topic_progress: String,
     #[arg(long, default_value = "RMC.METRIC")]
     topic_metrics: String,
+    /// Uplinks the core forwards to the agents (ours).
+    #[arg(long, default_value = "RMC.UPLINK")]
+    topic_uplinks: String,
     /// File with the cluster key (64 hex digits) the agents hold too.
     #[arg(long)]
     cluster_key_file: PathBuf,
@@ -303,7 +309,7 @@ async fn run_agent(data_dir: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     let server = Server::start(config).await?;
     let mut kafka = bus::KafkaSettings::new(args.kafka);
     kafka.properties = args.kafka_properties;
-    kafka.topics = bus::Topics { config: args.topic_config, progress: args.topic_progress, metrics: args.topic_metrics };
+    kafka.topics = bus::Topics { config: args.topic_config, progress: args.topic_progress, metrics: args.topic_metrics, uplinks: args.topic_uplinks };
     let mut agent_config = agent::AgentConfig::new(args.instance_id, kafka);
     agent_config.group = args.group;
     agent_config.settings.device_library = args.device_library;
@@ -327,7 +333,7 @@ async fn run_core(data_dir: PathBuf, args: CoreArgs) -> anyhow::Result<()> {
     use airlift::distributed::{bus, rmc_core, sealing};
     let mut kafka = bus::KafkaSettings::new(args.kafka);
     kafka.properties = args.kafka_properties;
-    kafka.topics = bus::Topics { config: args.topic_config, progress: args.topic_progress, metrics: args.topic_metrics };
+    kafka.topics = bus::Topics { config: args.topic_config, progress: args.topic_progress, metrics: args.topic_metrics, uplinks: args.topic_uplinks };
     let cluster_key = sealing::load_cluster_key(&args.cluster_key_file).with_context(|| format!("reading {}", args.cluster_key_file.display()))?;
     let core = Arc::new(rmc_core::Core::new(kafka, Arc::new(cluster_key))?);
     let mut config = ServerConfig::new(data_dir);

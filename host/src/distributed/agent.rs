@@ -7,7 +7,7 @@
 //! killed before that gets the message again, and another agent of the
 //! group gets it when this one is gone.
 
-use super::bus::{publish, BusError, KafkaSettings};
+use super::bus::{publish, BusError, KafkaSettings, Start};
 use super::seed::{self, Action, ConfigMessage, MetricsMessage};
 use super::translate::{self, AgentSettings};
 use crate::api::AppState;
@@ -95,6 +95,10 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
     shared.subscribe(&[config.kafka.topics.config.as_str()])?;
     let own: StreamConsumer = config.kafka.consumer(&format!("{}.{}", config.group, config.instance_id))?;
     own.subscribe(&[config.kafka.topics.config.as_str()])?;
+    // Uplinks our core forwards: every agent reads them all (its own
+    // group) and acts on those of its devices.
+    let uplinks: StreamConsumer = config.kafka.consumer_from(&format!("{}.{}.uplinks", config.group, config.instance_id), Start::Latest)?;
+    uplinks.subscribe(&[config.kafka.topics.uplinks.as_str()])?;
     // Campaigns resumed at start are reported on again.
     let watched: Watched = Default::default();
     if let Ok(ids) = state.store.running_campaigns() {
@@ -115,11 +119,39 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
             _ = &mut shutdown => break Ok(()),
             received = shared.recv() => take(&state, &config, &producer, &watched, &shared, received, None).await,
             received = own.recv() => take(&state, &config, &producer, &watched, &own, received, Some(&config.instance_id)).await,
+            received = uplinks.recv() => take_uplink(&state, &uplinks, received).await,
         }
     };
     reporter.abort();
     metrics.abort();
     result
+}
+
+/// Give a forwarded uplink to the engine (which ignores devices in none
+/// of this agent's running campaigns), then commit it.
+async fn take_uplink(state: &AppState, consumer: &StreamConsumer, received: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>) {
+    let message = match received {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the uplink topic");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return;
+        }
+    };
+    let uplink: Option<(String, crate::model::Eui, u8, Vec<u8>)> = serde_json::from_slice::<Value>(message.payload().unwrap_or_default()).ok().and_then(|v| {
+        Some((v["backendInstance"].as_str()?.to_string(), v["devEui"].as_str()?.parse().ok()?, u8::try_from(v["fport"].as_u64()?).ok()?, hex::decode(v["payloadHex"].as_str()?).ok()?))
+    });
+    match uplink {
+        Some((instance, eui, fport, payload)) => {
+            if let Err(e) = state.runner.on_uplink(&instance, eui, fport, payload).await {
+                tracing::warn!(device = %eui, error = %e, "a forwarded uplink");
+            }
+        }
+        None => tracing::warn!("a forwarded uplink that is not one was skipped"),
+    }
+    if let Err(e) = consumer.commit_message(&message, CommitMode::Async) {
+        tracing::warn!(error = %e, "committing an uplink");
+    }
 }
 
 /// Act on a configuration message read by `consumer` when it is for

@@ -18,12 +18,24 @@ pub struct Topics {
     pub progress: String,
     /// Metrics messages.
     pub metrics: String,
+    /// Ours: uplinks a network posted to our core, for the agents (the
+    /// seed's agents take uplinks from the LRC themselves).
+    pub uplinks: String,
 }
 
 impl Default for Topics {
     fn default() -> Self {
-        Self { config: "RMC.CONFIG".into(), progress: "RMC.AGENT".into(), metrics: "RMC.METRIC".into() }
+        Self { config: "RMC.CONFIG".into(), progress: "RMC.AGENT".into(), metrics: "RMC.METRIC".into(), uplinks: "RMC.UPLINK".into() }
     }
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// Everything the topic holds.
+    Earliest,
+    /// What comes from now on (uplinks: an old one is no answer).
+    Latest,
 }
 
 /// Where the broker is and how to talk to it.
@@ -68,13 +80,22 @@ impl KafkaSettings {
         Ok(config.create()?)
     }
 
-    /// A consumer in `group`, committing only what it has acted on.
+    /// A consumer in `group`, committing only what it has acted on; a new
+    /// group starts at the topics' beginning.
     pub fn consumer(&self, group: &str) -> Result<StreamConsumer, BusError> {
+        self.consumer_from(group, Start::Earliest)
+    }
+
+    /// A consumer in `group`; a new group starts where `start` says.
+    pub fn consumer_from(&self, group: &str, start: Start) -> Result<StreamConsumer, BusError> {
         let mut config = self.client();
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
+            .set("auto.offset.reset", match start {
+                Start::Earliest => "earliest",
+                Start::Latest => "latest",
+            })
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
         // Applied again so an operator's settings win over ours.
@@ -84,10 +105,10 @@ impl KafkaSettings {
         Ok(config.create()?)
     }
 
-    /// Create the three topics (those that exist stay as they are).
+    /// Create the topics (those that exist stay as they are).
     pub async fn create_topics(&self, partitions: i32) -> Result<(), BusError> {
         let admin: AdminClient<DefaultClientContext> = self.client().create()?;
-        let topics = [&self.topics.config, &self.topics.progress, &self.topics.metrics];
+        let topics = [&self.topics.config, &self.topics.progress, &self.topics.metrics, &self.topics.uplinks];
         let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         for result in admin.create_topics(&new, &options).await? {

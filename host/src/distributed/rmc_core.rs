@@ -96,6 +96,12 @@ impl Core {
         capable.into_iter().map(|(id, _)| id).collect()
     }
 
+    /// The agents heard from within the timeout.
+    pub fn live_agents(&self) -> Vec<String> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.iter().filter(|(_, a)| a.at.elapsed() < self.agent_timeout).map(|(id, _)| id.clone()).collect()
+    }
+
     fn agents_seen(&self) -> String {
         let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         let seen: Vec<String> = agents.iter().map(|(id, a)| format!("{id} ({} s ago: {})", a.at.elapsed().as_secs(), a.plugins.iter().cloned().collect::<Vec<_>>().join(", "))).collect();
@@ -151,6 +157,15 @@ impl Core {
                 return Err(CoreError::Conflict(format!("campaign {} runs on devices [{}] and multicast groups [{}]", other.id, busy.join(", "), busy_groups.join(", "))));
             }
         }
+        Ok(())
+    }
+
+    /// An uplink a network posted here, checked (authenticity, time
+    /// window, replay), for the agent running the device's campaign: every
+    /// agent reads the topic, each acts on its own devices.
+    pub async fn forward_uplink(&self, instance: &str, dev_eui: Eui, fport: u8, payload: &[u8]) -> Result<(), CoreError> {
+        let uplink = serde_json::json!({"backendInstance": instance, "devEui": dev_eui.to_string(), "fport": fport, "payloadHex": hex::encode(payload)});
+        publish(&self.producer, &self.kafka.topics.uplinks, &dev_eui.to_string(), uplink.to_string().as_bytes()).await?;
         Ok(())
     }
 
