@@ -310,6 +310,7 @@ async fn run_agent(data_dir: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     let mut kafka = bus::KafkaSettings::new(args.kafka);
     kafka.properties = args.kafka_properties;
     kafka.topics = bus::Topics { config: args.topic_config, progress: args.topic_progress, metrics: args.topic_metrics, uplinks: args.topic_uplinks };
+    ensure_topics(&kafka).await;
     let mut agent_config = agent::AgentConfig::new(args.instance_id, kafka);
     agent_config.group = args.group;
     agent_config.settings.device_library = args.device_library;
@@ -329,11 +330,20 @@ async fn run_agent(data_dir: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Make the topics if the broker lacks them (3 partitions, as in the
+/// seed's deployment); a broker that does not let us is told in the log.
+async fn ensure_topics(kafka: &airlift::distributed::bus::KafkaSettings) {
+    if let Err(e) = kafka.create_topics(3).await {
+        tracing::warn!(error = %e, "the topics could not be created; they must exist");
+    }
+}
+
 async fn run_core(data_dir: PathBuf, args: CoreArgs) -> anyhow::Result<()> {
     use airlift::distributed::{bus, rmc_core, sealing};
     let mut kafka = bus::KafkaSettings::new(args.kafka);
     kafka.properties = args.kafka_properties;
     kafka.topics = bus::Topics { config: args.topic_config, progress: args.topic_progress, metrics: args.topic_metrics, uplinks: args.topic_uplinks };
+    ensure_topics(&kafka).await;
     let cluster_key = sealing::load_cluster_key(&args.cluster_key_file).with_context(|| format!("reading {}", args.cluster_key_file.display()))?;
     let core = Arc::new(rmc_core::Core::new(kafka, Arc::new(cluster_key))?);
     let mut config = ServerConfig::new(data_dir);
