@@ -413,6 +413,16 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     }
     let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
     let campaign = sim.objects.campaign_id.clone();
+    let until = Instant::now() + Duration::from_secs(60);
+    while core.live_agents().len() < 2 {
+        assert!(Instant::now() < until, "agents heard: {:?}", core.live_agents());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The duration, estimated by the capable agent through GET and RESP.
+    let estimate = api.call(reqwest::Method::GET, &format!("/api/campaigns/{campaign}/duration?loss=0.2")).await;
+    assert_eq!((&estimate["action"], &estimate["instanceId"]), (&Value::from("RESP"), &Value::from("agent-2")), "{estimate}");
+    assert!(estimate["duration"].as_u64() > Some(0) && estimate["groups"].as_array().map(Vec::len) == Some(1), "{estimate}");
+    assert_eq!(estimate["assumptions"]["loss"], 0.2);
     // Started once the core has heard from the agents (503 before).
     let until = Instant::now() + Duration::from_secs(60);
     loop {

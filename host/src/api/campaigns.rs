@@ -69,6 +69,13 @@ fn estimate_response(campaign: &Campaign, assumptions: Assumptions, estimate: &D
 async fn duration(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<EstimateQuery>) -> Result<Json<Value>, ApiError> {
     let campaign = load::<Campaign>(&s, &id)?;
     let assumptions = q.assumptions()?;
+    if let Some(core) = &s.remote {
+        // On an RMC core, an agent estimates (seed 002's GET and RESP).
+        let mut resp = core.estimate(&s.store, &s.vault, &campaign, assumptions.loss, Duration::from_secs(30)).await?;
+        resp["campaignId"] = campaign.id.clone().into();
+        resp["assumptions"] = serde_json::json!({ "loss": assumptions.loss });
+        return Ok(Json(resp));
+    }
     let estimate = s.runner.engine.estimate(&campaign, assumptions).await?;
     Ok(Json(estimate_response(&campaign, assumptions, &estimate)))
 }

@@ -78,7 +78,7 @@ impl From<crate::distributed::rmc_core::CoreError> for ApiError {
         match e {
             CoreError::Store(e) => e.into(),
             CoreError::NotStartable(_) | CoreError::NotRunning | CoreError::Conflict(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
-            CoreError::NoAgent { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            CoreError::NoAgent { .. } | CoreError::NoAnswer(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             CoreError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, e.to_string()),
             CoreError::Bus(_) => {
                 tracing::error!(error = %e, "the broker failed");

@@ -269,7 +269,14 @@ async fn estimate(state: &AppState, config: &AgentConfig, msg: &ConfigMessage, k
     let now = chrono::DateTime::from_timestamp_millis(state.clock.now_unix_ms() as i64).unwrap_or_default();
     let estimated = match keys.and_then(|()| translate::store_get(msg, &config.settings, &state.store, &state.vault, now)) {
         Ok(id) => match state.store.get::<crate::model::Campaign>(&id) {
-            Ok(Some(campaign)) => state.runner.engine.estimate(&campaign, Default::default()).await.map_err(|e| e.to_string()),
+            Ok(Some(campaign)) => {
+                // Ours: the loss the estimate assumes (the seed's GET has none).
+                let mut assumptions = crate::engine::estimate::Assumptions::default();
+                if let Some(loss) = msg.extra.get("assumedLoss").and_then(Value::as_f64).filter(|l| (0.0..1.0).contains(l)) {
+                    assumptions.loss = loss;
+                }
+                state.runner.engine.estimate(&campaign, assumptions).await.map_err(|e| e.to_string())
+            }
             _ => Err("the draft campaign is gone".to_string()),
         },
         Err(e) => Err(e.to_string()),

@@ -59,6 +59,8 @@ pub enum CoreError {
     NotRunning,
     #[error("held by another campaign: {0}")]
     Conflict(String),
+    #[error("no agent answered within {0:?}")]
+    NoAnswer(Duration),
 }
 
 /// The core's side of the bus.
@@ -70,13 +72,15 @@ pub struct Core {
     /// Campaigns sent to an agent (its id for them → agent, devices), until
     /// the agent's metrics count them.
     assigned: Mutex<BTreeMap<String, (String, u64)>>,
+    /// GETs waiting for their RESP, by msgId.
+    pending: Mutex<BTreeMap<String, tokio::sync::oneshot::Sender<Value>>>,
     /// An agent silent this long is gone.
     pub agent_timeout: Duration,
 }
 
 impl Core {
     pub fn new(kafka: KafkaSettings, cluster_key: Arc<Vault>) -> Result<Self, CoreError> {
-        Ok(Self { producer: kafka.producer()?, kafka, cluster_key, agents: Default::default(), assigned: Default::default(), agent_timeout: Duration::from_secs(15) })
+        Ok(Self { producer: kafka.producer()?, kafka, cluster_key, agents: Default::default(), assigned: Default::default(), pending: Default::default(), agent_timeout: Duration::from_secs(15) })
     }
 
     /// The live agents that carry every plugin in `needs`, least loaded first.
@@ -160,6 +164,50 @@ impl Core {
         Ok(())
     }
 
+    /// How long a campaign will take, estimated by a capable agent: a GET
+    /// (the campaign without its keys, the file by its size, and our
+    /// `assumedLoss`) and its RESP, within `timeout`.
+    pub async fn estimate(&self, store: &Store, vault: &Vault, campaign: &Campaign, loss: f64, timeout: Duration) -> Result<Value, CoreError> {
+        let mut get = add_message(store, vault, campaign)?;
+        get.action = Action::Get;
+        for d in &mut get.devices {
+            (d.gen_app_key, d.app_key, d.mc_ke_key) = (None, None, None);
+        }
+        for g in &mut get.mc_groups {
+            g.mc_key = None;
+        }
+        if let Some(network) = &mut get.backend_instance {
+            network.secrets.clear();
+        }
+        if let Some(binary) = &mut get.binary {
+            binary.size = binary.data.take().map(|d| (d.len() as u64 / 4) * 3 - d.bytes().rev().take_while(|b| *b == b'=').count() as u64);
+        }
+        get.extra.insert("assumedLoss".into(), loss.into());
+        let mut needs: BTreeSet<String> = [campaign.device_library.clone()].into();
+        needs.extend(get.backend_instance.as_ref().map(|n| n.plugin.clone()));
+        needs.extend(campaign.update_type.clone());
+        let agent = self.capable_agents(&needs).into_iter().next().ok_or_else(|| CoreError::NoAgent { needs: needs.iter().cloned().collect::<Vec<_>>().join(", "), seen: self.agents_seen() })?;
+        get.agent_id = Some(agent);
+        let msg_id = format!("{}", rand::random::<u32>());
+        get.msg_id = Some(msg_id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(msg_id.clone())));
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(msg_id.clone(), answer);
+        let sent = publish(&self.producer, &self.kafka.topics.config, &msg_id, &serde_json::to_vec(&get).expect("messages serialize")).await;
+        let resp = match sent {
+            Ok(()) => tokio::time::timeout(timeout, answered).await.ok().and_then(Result::ok),
+            Err(e) => {
+                self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&msg_id);
+                return Err(e.into());
+            }
+        };
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&msg_id);
+        let resp = resp.ok_or(CoreError::NoAnswer(timeout))?;
+        if let Some(error) = resp["error"]["text"].as_str() {
+            return Err(CoreError::Invalid(format!("the agent could not estimate: {error}")));
+        }
+        Ok(resp)
+    }
+
     /// An uplink a network posted here, checked (authenticity, time
     /// window, replay), for the agent running the device's campaign: every
     /// agent reads the topic, each acts on its own devices.
@@ -198,10 +246,24 @@ impl Core {
     pub async fn consume(self: Arc<Self>, store: Store, group: String, shutdown: impl std::future::Future<Output = ()>) -> Result<(), CoreError> {
         let consumer: StreamConsumer = self.kafka.consumer(&group)?;
         consumer.subscribe(&[self.kafka.topics.progress.as_str(), self.kafka.topics.metrics.as_str()]).map_err(BusError::from)?;
+        // RESPs to our GETs: only those from now on matter.
+        let answers: StreamConsumer = self.kafka.consumer_from(&format!("{group}.answers"), super::bus::Start::Latest)?;
+        answers.subscribe(&[self.kafka.topics.config.as_str()]).map_err(BusError::from)?;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
+                Ok(message) = answers.recv() => {
+                    if let Ok(resp) = serde_json::from_slice::<Value>(message.payload().unwrap_or_default()) {
+                        if resp["action"] == "RESP" {
+                            let id = seed::id_text(&resp["msgId"]);
+                            if let Some(waiting) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+                                let _ = waiting.send(resp);
+                            }
+                        }
+                    }
+                    let _ = answers.commit_message(&message, CommitMode::Async);
+                }
                 received = consumer.recv() => {
                     let message = match received {
                         Ok(m) => m,

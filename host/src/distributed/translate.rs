@@ -307,9 +307,20 @@ pub fn store_get(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, v
     if add.mc_groups.is_empty() {
         add.mc_groups.push(SeedGroup::default());
     }
+    // The draft's groups, devices and network are its own (made-up EUIs, an
+    // id of its own), whatever the GET names: a real one is never touched.
+    let mut renamed: std::collections::BTreeMap<String, String> = Default::default();
     for (i, g) in add.mc_groups.iter_mut().enumerate() {
-        g.eui.get_or_insert_with(|| format!("ffffff00{:08x}", i));
-        g.net_addr.get_or_insert_with(|| format!("{:08x}", 0xff00_0000u32 + i as u32));
+        let draft_eui = format!("ffffff00{:08x}", i);
+        if let Some(real) = g.eui.replace(draft_eui.clone()) {
+            renamed.insert(real, draft_eui);
+        }
+        g.net_addr = Some(format!("{:08x}", 0xff00_0000u32 + i as u32));
+        g.mc_key = None;
+    }
+    if let Some(network) = &mut add.backend_instance {
+        network.id = format!("rmc-get-{}-network", msg_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(32).collect::<String>());
+        network.secrets.clear();
     }
     let groups: Vec<String> = add.mc_groups.iter().filter_map(|g| g.eui.clone()).collect();
     // The seed's GET may list one device standing for all ("the greatest
@@ -320,8 +331,8 @@ pub fn store_get(msg: &ConfigMessage, settings: &AgentSettings, store: &Store, v
         .map(|i| {
             let d = msg.devices.get(i);
             SeedDevice {
-                eui: Some(d.and_then(|d| d.eui.clone()).unwrap_or_else(|| format!("ffff0000{:08x}", i))),
-                mc_group: Some(d.and_then(|d| d.mc_group.clone()).unwrap_or_else(|| groups[i % groups.len()].clone())),
+                eui: Some(format!("ffff0000{:08x}", i)),
+                mc_group: Some(d.and_then(|d| d.mc_group.as_ref()).and_then(|g| renamed.get(g).cloned()).unwrap_or_else(|| groups[i % groups.len()].clone())),
                 gen_app_key: Some("00000000000000000000000000000000".into()),
                 options: Some(SeedDeviceOptions { uplink_rate: d.and_then(rate).or(slowest), ..Default::default() }),
                 ..SeedDevice::default()
@@ -406,6 +417,14 @@ mod tests {
         assert_eq!(region.multicast_groups.len(), 2);
         let mcgroup = store_get(&example("get-mcgroup.json"), &AgentSettings::default(), &store, &vault, Utc::now()).unwrap();
         assert_eq!(store.get::<Campaign>(&mcgroup).unwrap().unwrap().campaign_type, CampaignType::MulticastSetup);
+        // A GET naming real devices and groups leaves them as they are.
+        let add = ConfigMessage::parse(&std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/seed-002/add.json")).unwrap()).unwrap();
+        store_add(&add, &AgentSettings::default(), &store, &vault, Utc::now()).unwrap();
+        let before = serde_json::to_string(&store.get::<Device>("0018b20000000002").unwrap()).unwrap();
+        let mut get = add.clone();
+        get.action = crate::distributed::seed::Action::Get;
+        store_get(&get, &AgentSettings::default(), &store, &vault, Utc::now()).unwrap();
+        assert_eq!(serde_json::to_string(&store.get::<Device>("0018b20000000002").unwrap()).unwrap(), before, "the real device is untouched");
     }
 
     #[test]
