@@ -45,11 +45,9 @@ impl Cli {
     }
 }
 
+/// How core and agents reach the broker.
 #[derive(clap::Args)]
-struct AgentArgs {
-    /// This agent's name in metrics and progress (`instanceId`).
-    #[arg(long)]
-    instance_id: String,
+struct KafkaArgs {
     /// Kafka bootstrap servers, host:port[,host:port…].
     #[arg(long)]
     kafka: String,
@@ -65,6 +63,25 @@ struct AgentArgs {
     /// Uplinks the core forwards to the agents (ours).
     #[arg(long, default_value = "RMC.UPLINK")]
     topic_uplinks: String,
+}
+
+impl KafkaArgs {
+    fn settings(self) -> airlift::distributed::bus::KafkaSettings {
+        use airlift::distributed::bus;
+        let mut kafka = bus::KafkaSettings::new(self.kafka);
+        kafka.properties = self.kafka_properties;
+        kafka.topics = bus::Topics { config: self.topic_config, progress: self.topic_progress, metrics: self.topic_metrics, uplinks: self.topic_uplinks };
+        kafka
+    }
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// This agent's name in metrics and progress (`instanceId`).
+    #[arg(long)]
+    instance_id: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// The consumer group the agents share.
     #[arg(long, default_value = "airlift-agents")]
     group: String,
@@ -92,21 +109,8 @@ struct AgentArgs {
 struct CoreArgs {
     #[arg(long, default_value = "127.0.0.1:8740")]
     bind: SocketAddr,
-    /// Kafka bootstrap servers, host:port[,host:port…].
-    #[arg(long)]
-    kafka: String,
-    /// librdkafka properties (TLS, SASL…), repeatable: key=value.
-    #[arg(long = "kafka-property", value_parser = key_value)]
-    kafka_properties: Vec<(String, String)>,
-    #[arg(long, default_value = "RMC.CONFIG")]
-    topic_config: String,
-    #[arg(long, default_value = "RMC.AGENT")]
-    topic_progress: String,
-    #[arg(long, default_value = "RMC.METRIC")]
-    topic_metrics: String,
-    /// Uplinks the core forwards to the agents (ours).
-    #[arg(long, default_value = "RMC.UPLINK")]
-    topic_uplinks: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// File with the cluster key (64 hex digits) the agents hold too.
     #[arg(long)]
     cluster_key_file: PathBuf,
@@ -303,13 +307,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_agent(data_dir: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
-    use airlift::distributed::{agent, bus};
+    use airlift::distributed::agent;
     let mut config = ServerConfig::new(data_dir);
     config.bind = args.bind;
     let server = Server::start(config).await?;
-    let mut kafka = bus::KafkaSettings::new(args.kafka);
-    kafka.properties = args.kafka_properties;
-    kafka.topics = bus::Topics { config: args.topic_config, progress: args.topic_progress, metrics: args.topic_metrics, uplinks: args.topic_uplinks };
+    let kafka = args.kafka.settings();
     ensure_topics(&kafka).await;
     let mut agent_config = agent::AgentConfig::new(args.instance_id, kafka);
     agent_config.group = args.group;
@@ -339,10 +341,8 @@ async fn ensure_topics(kafka: &airlift::distributed::bus::KafkaSettings) {
 }
 
 async fn run_core(data_dir: PathBuf, args: CoreArgs) -> anyhow::Result<()> {
-    use airlift::distributed::{bus, rmc_core, sealing};
-    let mut kafka = bus::KafkaSettings::new(args.kafka);
-    kafka.properties = args.kafka_properties;
-    kafka.topics = bus::Topics { config: args.topic_config, progress: args.topic_progress, metrics: args.topic_metrics, uplinks: args.topic_uplinks };
+    use airlift::distributed::{rmc_core, sealing};
+    let kafka = args.kafka.settings();
     ensure_topics(&kafka).await;
     let cluster_key = sealing::load_cluster_key(&args.cluster_key_file).with_context(|| format!("reading {}", args.cluster_key_file.display()))?;
     let core = Arc::new(rmc_core::Core::new(kafka, Arc::new(cluster_key))?);

@@ -14,6 +14,7 @@ use crate::api::AppState;
 use crate::engine::progress;
 use crate::engine::run::{parts_of, RunStatus};
 use crate::engine::RunOptions;
+use crate::model::Object;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
@@ -77,12 +78,17 @@ struct Published {
 /// The campaigns this agent reports on: local id → the seed's campaignId.
 type Watched = Arc<Mutex<BTreeMap<String, Value>>>;
 
-/// The seed's campaignId of a local `rmc-<id>` campaign: a number when it
-/// reads as one (as the seed's examples send it).
-fn seed_id_of(local: &str) -> Value {
-    let id = local.strip_prefix("rmc-").unwrap_or(local);
-    id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(id))
+/// A campaign taken from an ADD, with the campaignId it came with (a
+/// number or a string, given back as it came), so an agent that restarts
+/// reports on it again.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TakenCampaign {
+    pub campaign_id: String,
+    pub seed_id: Value,
+    pub archived: bool,
 }
+crate::model::fleet_object!(TakenCampaign, "taken-campaigns", |s| s.campaign_id.clone());
 
 /// Run the agent until `shutdown` resolves.
 pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
@@ -99,16 +105,13 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
     // group) and acts on those of its devices.
     let uplinks: StreamConsumer = config.kafka.consumer_from(&format!("{}.{}.uplinks", config.group, config.instance_id), Start::Latest)?;
     uplinks.subscribe(&[config.kafka.topics.uplinks.as_str()])?;
-    // Campaigns resumed at start are reported on again.
+    // The campaigns taken before a restart that still run (the host
+    // resumed them) are reported on again.
     let watched: Watched = Default::default();
-    if let Ok(ids) = state.store.running_campaigns() {
-        let mut w = watched.lock().unwrap_or_else(|p| p.into_inner());
-        for run_id in ids {
-            let campaign = run_id.split_once('/').map(|(c, _)| c).unwrap_or(&run_id);
-            let campaign = state.store.get::<crate::engine::CampaignRun>(&run_id).ok().flatten().map(|r| r.campaign_id).unwrap_or_else(|| campaign.to_string());
-            if campaign.starts_with("rmc-") {
-                w.insert(campaign.clone(), seed_id_of(&campaign));
-            }
+    for taken in state.store.list::<TakenCampaign>(false).unwrap_or_default() {
+        let running = parts_of(&state.store, &taken.campaign_id).ok().flatten().is_some_and(|parts| parts.iter().any(|p| p.run.status == RunStatus::Running));
+        if running {
+            watched.lock().unwrap_or_else(|p| p.into_inner()).insert(taken.campaign_id, taken.seed_id);
         }
     }
     let reporter = tokio::spawn(report_progress(state.clone(), config.clone(), producer.clone(), watched.clone()));
@@ -130,14 +133,7 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
 /// Give a forwarded uplink to the engine (which ignores devices in none
 /// of this agent's running campaigns), then commit it.
 async fn take_uplink(state: &AppState, consumer: &StreamConsumer, received: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>) {
-    let message = match received {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the uplink topic");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return;
-        }
-    };
+    let Some(message) = super::bus::received(received, "uplinks").await else { return };
     let uplink: Option<(String, crate::model::Eui, u8, Vec<u8>)> = serde_json::from_slice::<Value>(message.payload().unwrap_or_default()).ok().and_then(|v| {
         Some((v["backendInstance"].as_str()?.to_string(), v["devEui"].as_str()?.parse().ok()?, u8::try_from(v["fport"].as_u64()?).ok()?, hex::decode(v["payloadHex"].as_str()?).ok()?))
     });
@@ -165,14 +161,7 @@ async fn take(
     received: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
     addressee: Option<&String>,
 ) {
-    let message = match received {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the configuration topic");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return;
-        }
-    };
+    let Some(message) = super::bus::received(received, "configuration").await else { return };
     let payload = message.payload().unwrap_or_default();
     // Only the address is read here; `handle` reads the whole message.
     let addressed_to = serde_json::from_slice::<Value>(payload).ok().and_then(|v| v["agentId"].as_str().map(String::from));
@@ -205,6 +194,9 @@ async fn handle(state: &AppState, config: &AgentConfig, producer: &FutureProduce
             let added = keys.and_then(|()| translate::store_add(&msg, &config.settings, &state.store, &state.vault, now));
             let started = match added {
                 Ok(id) => {
+                    if let Err(e) = state.store.put(&TakenCampaign { campaign_id: id.clone(), seed_id: seed_id.clone(), archived: false }) {
+                        tracing::warn!(campaign = %id, error = %e, "remembering the campaign's seed id");
+                    }
                     let fresh = matches!(parts_of(&state.store, &id), Ok(None));
                     let start = if fresh { state.runner.start(&id, RunOptions::default()).await.map(drop).map_err(|e| e.to_string()) } else { Ok(()) };
                     start.map(|()| id)

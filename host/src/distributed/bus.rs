@@ -129,3 +129,16 @@ pub async fn publish(producer: &FutureProducer, topic: &str, key: &str, payload:
         .map(drop)
         .map_err(|(error, _)| BusError::Publish { topic: topic.to_string(), error })
 }
+
+/// The message a consumer read, or None after logging why not (and a
+/// short pause, so a broker that is away is not asked in a tight loop).
+pub async fn received<'a>(read: Result<rdkafka::message::BorrowedMessage<'a>, rdkafka::error::KafkaError>, topic: &str) -> Option<rdkafka::message::BorrowedMessage<'a>> {
+    match read {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(%topic, error = %e, "reading from the broker");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            None
+        }
+    }
+}

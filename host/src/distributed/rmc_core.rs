@@ -264,15 +264,8 @@ impl Core {
                     }
                     let _ = answers.commit_message(&message, CommitMode::Async);
                 }
-                received = consumer.recv() => {
-                    let message = match received {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "reading progress and metrics");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
-                        }
-                    };
+                read = consumer.recv() => {
+                    let Some(message) = super::bus::received(read, "progress and metrics").await else { continue };
                     let Ok(value) = serde_json::from_slice::<Value>(message.payload().unwrap_or_default()) else {
                         tracing::warn!(topic = message.topic(), "a message that is not JSON was skipped");
                         let _ = consumer.commit_message(&message, CommitMode::Async);
