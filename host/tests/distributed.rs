@@ -403,7 +403,7 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
     let core_host = host_at(core_dir.path(), clock.clone(), FAST, true, Some(core.clone())).await;
     let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
-    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), "airlift-core".into(), async move {
+    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), core_host.state.vault.clone(), "airlift-core".into(), async move {
         let _ = core_stopped.await;
     }));
     // Two agents: agent-1 carries no plugin at all.
@@ -455,7 +455,7 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
     let core_host = host_at(core_dir.path(), clock.clone(), FAST, true, Some(core.clone())).await;
     let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
-    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), "airlift-core".into(), async move {
+    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), core_host.state.vault.clone(), "airlift-core".into(), async move {
         let _ = core_stopped.await;
     }));
     let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
@@ -499,7 +499,7 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
     let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
     let core_host = host_at(core_dir.path(), clock.clone(), common::SPEED, true, Some(core.clone())).await;
     let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
-    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), "airlift-core".into(), async move {
+    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), core_host.state.vault.clone(), "airlift-core".into(), async move {
         let _ = core_stopped.await;
     }));
     let mut agents = Vec::new();
@@ -545,6 +545,60 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
     for agent in agents {
         agent.stop().await;
     }
+    let _ = stop_core.send(());
+    consuming.await.unwrap().unwrap();
+    core_host.stop().await;
+}
+
+/// An agent lost mid-campaign (its tasks and host gone at once, silent on
+/// the bus): the core notices from its missing metrics and the campaign
+/// goes on on another agent from the run state the progress carried. No
+/// device redoes a finished stage, no multicast frame counter is used
+/// twice, every device gets the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_agents_campaign_goes_on_on_another_from_its_last_progress() {
+    let (_broker, kafka) = broker_with_topics().await;
+    let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), common::SPEED));
+    let core_dir = tempfile::tempdir().unwrap();
+    let mut scenario = airlift::sim::scenario::ScenarioConfig::new(6);
+    scenario.file_size = 6_000;
+    let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
+    let mut core = airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap();
+    core.agent_timeout = Duration::from_secs(2);
+    let core = Arc::new(core);
+    let core_host = host_at(core_dir.path(), clock.clone(), common::SPEED, true, Some(core.clone())).await;
+    let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
+    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), core_host.state.vault.clone(), "airlift-core".into(), async move {
+        let _ = core_stopped.await;
+    }));
+    let first = RunningAgent::start("agent-1", true, clock.clone(), &kafka, &cluster).await;
+    let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
+    sim.lns.post_uplinks_to(&format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance));
+    let campaign = sim.objects.campaign_id.clone();
+    let until = Instant::now() + Duration::from_secs(60);
+    while core.live_agents().is_empty() {
+        assert!(Instant::now() < until, "agent-1 never heard");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{campaign}/start")).await;
+    // Lost once its devices are set up and fragments go out.
+    let seen = api.wait_for(&campaign, |p| p["stage"]["stageName"] == "DataFragment" && p["fragmentsSent"].as_u64() > Some(0)).await;
+    assert_eq!(seen["instanceId"], "agent-1");
+    let setups_before = sim.lns.fleet.unicast_requests(200, 0x02);
+    assert!(setups_before >= 6, "McGroupSetupReq went to every device before: {setups_before}");
+    first.running.abort();
+    drop(first.host);
+    // A second agent comes; the core moves the campaign to it.
+    let second = RunningAgent::start("agent-2", true, clock.clone(), &kafka, &cluster).await;
+    let done = api.wait_for(&campaign, |p| p["campaignStatus"] != "RUNNING" && p["instanceId"] == "agent-2").await;
+    assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
+    for d in &sim.devices {
+        assert_eq!(sim.lns.fleet.received_file(d.dev_eui).as_deref(), Some(sim.objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);
+    }
+    assert_eq!(sim.lns.fleet.unicast_requests(200, 0x02), setups_before, "no McGroupSetupReq again: that stage was done");
+    assert_eq!(sim.lns.fcnt_reused(), 0, "no multicast frame counter used twice");
+    second.stop().await;
     let _ = stop_core.send(());
     consuming.await.unwrap().unwrap();
     core_host.stop().await;

@@ -351,7 +351,7 @@ async fn run_core(data_dir: PathBuf, args: CoreArgs) -> anyhow::Result<()> {
     config.remote = Some(core.clone());
     let server = Server::start(config).await?;
     eprintln!("Airlift core serving on http://{} (admin token in the data dir's admin.token)", server.addr);
-    let consuming = tokio::spawn(core.consume(server.state.store.clone(), "airlift-core".into(), async {
+    let consuming = tokio::spawn(core.consume(server.state.store.clone(), server.state.vault.clone(), "airlift-core".into(), async {
         let _ = tokio::signal::ctrl_c().await;
     }));
     consuming.await??;

@@ -114,8 +114,10 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
             watched.lock().unwrap_or_else(|p| p.into_inner()).insert(taken.campaign_id, taken.seed_id);
         }
     }
-    let reporter = tokio::spawn(report_progress(state.clone(), config.clone(), producer.clone(), watched.clone()));
-    let metrics = tokio::spawn(report_metrics(state.clone(), config.clone(), producer.clone(), watched.clone()));
+    // Aborted with this future, however it ends (a dropped agent is
+    // silent at once).
+    let _reporter = AbortOnDrop(tokio::spawn(report_progress(state.clone(), config.clone(), producer.clone(), watched.clone())));
+    let _metrics = AbortOnDrop(tokio::spawn(report_metrics(state.clone(), config.clone(), producer.clone(), watched.clone())));
     tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
@@ -125,9 +127,23 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
             received = uplinks.recv() => take_uplink(&state, &uplinks, received).await,
         }
     };
-    reporter.abort();
-    metrics.abort();
     result
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Take over runs another agent ran: their records as its last progress
+/// carried them (`runState`).
+fn adopt(state: &AppState, resume: &Value) -> Result<(), String> {
+    let runs: Vec<crate::engine::CampaignRun> = serde_json::from_value(resume["runs"].clone()).map_err(|e| format!("resume.runs: {e}"))?;
+    let devices: Vec<crate::engine::DeviceRun> = serde_json::from_value(resume["devices"].clone()).map_err(|e| format!("resume.devices: {e}"))?;
+    state.runner.adopt(runs, devices).map_err(|e| e.to_string())
 }
 
 /// Give a forwarded uplink to the engine (which ignores devices in none
@@ -198,7 +214,13 @@ async fn handle(state: &AppState, config: &AgentConfig, producer: &FutureProduce
                         tracing::warn!(campaign = %id, error = %e, "remembering the campaign's seed id");
                     }
                     let fresh = matches!(parts_of(&state.store, &id), Ok(None));
-                    let start = if fresh { state.runner.start(&id, RunOptions::default()).await.map(drop).map_err(|e| e.to_string()) } else { Ok(()) };
+                    let start = match (&msg.resume, fresh) {
+                        (_, false) => Ok(()),
+                        // Taken over from a failed agent, from the state its
+                        // progress carried.
+                        (Some(resume), true) => adopt(state, resume),
+                        (None, true) => state.runner.start(&id, RunOptions::default()).await.map(drop).map_err(|e| e.to_string()),
+                    };
                     start.map(|()| id)
                 }
                 Err(e) => Err(e.to_string()),
@@ -312,6 +334,9 @@ async fn report_progress(state: AppState, config: AgentConfig, producer: FutureP
                     let mut msg = progress::device_message(&part.run, device, now);
                     msg["campaignId"] = seed_id.clone();
                     msg["instanceId"] = json!(config.instance_id);
+                    // Ours: the device's run state, from which another agent
+                    // takes over if this one fails.
+                    msg["runState"] = serde_json::to_value(device).expect("run state serializes");
                     let eui = device.dev_eui.to_string();
                     let key = untimed(&msg);
                     if last.devices.get(&eui) != Some(&key) {
@@ -323,7 +348,10 @@ async fn report_progress(state: AppState, config: AgentConfig, producer: FutureP
             let mut msg = progress::campaign_message(&parts, now);
             msg["campaignId"] = seed_id.clone();
             if let Some(groups) = msg.get_mut("groups").and_then(Value::as_array_mut) {
-                groups.iter_mut().for_each(|g| g["campaignId"] = seed_id.clone());
+                for (group, part) in groups.iter_mut().zip(&parts) {
+                    group["campaignId"] = seed_id.clone();
+                    group["runState"] = serde_json::to_value(&part.run).expect("run state serializes");
+                }
             }
             msg["instanceId"] = json!(config.instance_id);
             let finished = msg["campaignStatus"] != "RUNNING";

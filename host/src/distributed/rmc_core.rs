@@ -74,13 +74,16 @@ pub struct Core {
     assigned: Mutex<BTreeMap<String, (String, u64)>>,
     /// GETs waiting for their RESP, by msgId.
     pending: Mutex<BTreeMap<String, tokio::sync::oneshot::Sender<Value>>>,
+    /// Since when the core reads the bus: an agent is taken for gone only
+    /// after it had the time to be heard.
+    listening_since: Mutex<Option<Instant>>,
     /// An agent silent this long is gone.
     pub agent_timeout: Duration,
 }
 
 impl Core {
     pub fn new(kafka: KafkaSettings, cluster_key: Arc<Vault>) -> Result<Self, CoreError> {
-        Ok(Self { producer: kafka.producer()?, kafka, cluster_key, agents: Default::default(), assigned: Default::default(), pending: Default::default(), agent_timeout: Duration::from_secs(15) })
+        Ok(Self { producer: kafka.producer()?, kafka, cluster_key, agents: Default::default(), assigned: Default::default(), pending: Default::default(), listening_since: Default::default(), agent_timeout: Duration::from_secs(15) })
     }
 
     /// The live agents that carry every plugin in `needs`, least loaded first.
@@ -208,6 +211,46 @@ impl Core {
         Ok(resp)
     }
 
+    /// Campaigns whose agent fell silent go to another capable agent, with
+    /// the run state their progress carried: no device redoes a finished
+    /// stage, the frame counter goes on past the published one. A stopped
+    /// or finished campaign stays as it is.
+    async fn take_over_from_lost_agents(&self, store: &Store, vault: &Vault) -> Result<(), CoreError> {
+        let heard_long_enough = self.listening_since.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| t.elapsed() > self.agent_timeout);
+        if !heard_long_enough {
+            return Ok(());
+        }
+        let live = self.live_agents();
+        for mut remote in store.list::<RemoteCampaign>(false)? {
+            if live.contains(&remote.agent) {
+                continue;
+            }
+            let Some(campaign) = store.get::<Campaign>(&remote.campaign_id)?.filter(|c| c.status == CampaignStatus::Running) else { continue };
+            // What the lost agent last said of each run and device.
+            let runs: Vec<Value> = remote.campaign.as_ref().and_then(|m| m["groups"].as_array()).map(|g| g.iter().filter_map(|g| g.get("runState").cloned()).collect()).unwrap_or_default();
+            let devices: Vec<Value> = remote.devices.values().filter_map(|m| m.get("runState").cloned()).collect();
+            let resume = (!runs.is_empty()).then(|| serde_json::json!({"runs": runs, "devices": devices}));
+            let mut add = add_message(store, vault, &campaign)?;
+            let mut needs: BTreeSet<String> = [campaign.device_library.clone()].into();
+            needs.extend(add.backend_instance.as_ref().map(|n| n.plugin.clone()));
+            needs.extend(campaign.update_type.clone());
+            let Some(agent) = self.capable_agents(&needs).into_iter().next() else {
+                tracing::warn!(campaign = %campaign.id, lost = %remote.agent, "no capable agent to take the campaign over yet");
+                continue;
+            };
+            tracing::warn!(campaign = %campaign.id, lost = %remote.agent, to = %agent, "agent lost: its campaign goes on elsewhere");
+            add.agent_id = Some(agent.clone());
+            add.resume = resume;
+            super::sealing::seal_keys(&mut add, &self.cluster_key);
+            remote.agent = agent.clone();
+            store.put(&remote)?;
+            store.flush()?;
+            self.assigned.lock().unwrap_or_else(|p| p.into_inner()).insert(super::translate::local_campaign_id(&campaign.id), (agent, add.devices.len() as u64));
+            publish(&self.producer, &self.kafka.topics.config, &campaign.id, &serde_json::to_vec(&add).expect("messages serialize")).await?;
+        }
+        Ok(())
+    }
+
     /// An uplink a network posted here, checked (authenticity, time
     /// window, replay), for the agent running the device's campaign: every
     /// agent reads the topic, each acts on its own devices.
@@ -236,6 +279,7 @@ impl Core {
             agent_id: Some(remote.agent),
             device_library: None,
             backend_instance: None,
+            resume: None,
             extra: Default::default(),
         };
         publish(&self.producer, &self.kafka.topics.config, campaign_id, &serde_json::to_vec(&stop).expect("messages serialize")).await?;
@@ -243,16 +287,23 @@ impl Core {
     }
 
     /// Take progress and metrics from the bus until `shutdown`.
-    pub async fn consume(self: Arc<Self>, store: Store, group: String, shutdown: impl std::future::Future<Output = ()>) -> Result<(), CoreError> {
+    pub async fn consume(self: Arc<Self>, store: Store, vault: Arc<Vault>, group: String, shutdown: impl std::future::Future<Output = ()>) -> Result<(), CoreError> {
         let consumer: StreamConsumer = self.kafka.consumer(&group)?;
         consumer.subscribe(&[self.kafka.topics.progress.as_str(), self.kafka.topics.metrics.as_str()]).map_err(BusError::from)?;
         // RESPs to our GETs: only those from now on matter.
         let answers: StreamConsumer = self.kafka.consumer_from(&format!("{group}.answers"), super::bus::Start::Latest)?;
         answers.subscribe(&[self.kafka.topics.config.as_str()]).map_err(BusError::from)?;
+        *self.listening_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        let mut watch = tokio::time::interval(Duration::from_secs(1));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
+                _ = watch.tick() => {
+                    if let Err(e) = self.take_over_from_lost_agents(&store, &vault).await {
+                        tracing::warn!(error = %e, "moving campaigns off a lost agent");
+                    }
+                }
                 Ok(message) = answers.recv() => {
                     if let Ok(resp) = serde_json::from_slice::<Value>(message.payload().unwrap_or_default()) {
                         if resp["action"] == "RESP" {
@@ -485,6 +536,7 @@ pub fn add_message(store: &Store, vault: &Vault, campaign: &Campaign) -> Result<
             allowed_hosts: instance.allowed_hosts.clone(),
             transport: instance.transport.clone(),
         }),
+        resume: None,
         extra: Default::default(),
     })
 }

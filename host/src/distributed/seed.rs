@@ -70,6 +70,10 @@ pub struct ConfigMessage {
     /// a ThingPark LRC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_instance: Option<SeedNetwork>,
+    /// Ours: a campaign taken over from a failed agent, from the run state
+    /// its progress carried (`{"runs": [...], "devices": [...]}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Value>,
     /// What else our engine adds (a RESP's estimate…).
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -3,7 +3,7 @@
 //! the engine at the time it asks for, or soon after answers arrive.
 //! Campaigns that were running when the host stopped resume at start.
 
-use super::{CampaignRun, Engine, EngineError, Network, RunOptions};
+use super::{CampaignRun, DeviceRun, Engine, EngineError, Network, RunOptions};
 use crate::model::Eui;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,10 @@ struct Task {
     wake: Arc<Notify>,
     handle: JoinHandle<()>,
 }
+
+/// How far past its last published value an adopted run's multicast frame
+/// counter goes on (frames the failed host may have sent after publishing).
+pub const ADOPTED_FCNT_MARGIN: u32 = 1024;
 
 pub struct Runner<N: Network> {
     pub engine: Arc<Engine<N>>,
@@ -40,6 +44,27 @@ impl<N: Network> Runner<N> {
             self.spawn(&run.id());
         }
         Ok(running.len())
+    }
+
+    /// Take over runs another host ran, from their records as it last
+    /// published them: nothing finished is done again; the multicast frame
+    /// counter goes on [`ADOPTED_FCNT_MARGIN`] past the published one, more
+    /// than the frames the other host could have sent since.
+    pub fn adopt(&self, runs: Vec<CampaignRun>, devices: Vec<DeviceRun>) -> Result<(), EngineError> {
+        let store = &self.engine.store;
+        for d in &devices {
+            store.put(d)?;
+        }
+        for mut run in runs {
+            run.next_fcnt = run.next_fcnt.saturating_add(ADOPTED_FCNT_MARGIN);
+            store.put(&run)?;
+            let members = devices.iter().filter(|d| d.campaign_id == run.campaign_id && d.part == run.part).map(|d| d.dev_eui.to_string());
+            store.index_running(&run.id(), members)?;
+            store.flush()?;
+            tracing::info!(campaign = %run.campaign_id, part = run.part, stage = run.stage, "taking over a campaign");
+            self.spawn(&run.id());
+        }
+        Ok(())
     }
 
     /// Start a campaign: a task per run (per multicast group).

@@ -32,6 +32,9 @@ struct Shared {
     uplink_url: Mutex<Option<String>>,
     /// Authorized requests by User-Agent.
     clients: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Each group's multicast frame counters used, and how many came twice.
+    fcnt_used: Mutex<HashMap<Eui, std::collections::BTreeSet<u32>>>,
+    fcnt_reused: std::sync::atomic::AtomicU64,
 }
 
 pub struct SimLns {
@@ -124,7 +127,11 @@ async fn multicast(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(group)
     s.check_token(&headers)?;
     let payload = hex::decode(&d.payload).map_err(|_| (StatusCode::BAD_REQUEST, "payload must be hex".to_string()))?;
     let fcnt = d.fcnt.ok_or((StatusCode::BAD_REQUEST, "fCnt is required for multicast".to_string()))?;
-    let keys = s.groups.lock().unwrap().get(&eui(&group)?).cloned().ok_or((StatusCode::NOT_FOUND, format!("no group {group}")))?;
+    let group_eui = eui(&group)?;
+    let keys = s.groups.lock().unwrap().get(&group_eui).cloned().ok_or((StatusCode::NOT_FOUND, format!("no group {group}")))?;
+    if !s.fcnt_used.lock().unwrap().entry(group_eui).or_default().insert(fcnt) {
+        s.fcnt_reused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
     s.fleet.deliver_multicast(&keys, fcnt, d.fport, &payload);
     Ok(Json(serde_json::json!({ "sent": true })))
 }
@@ -177,7 +184,7 @@ async fn pump(s: Arc<Shared>) {
 impl SimLns {
     /// Serve `fleet` on `bind` (loopback), requiring `token`.
     pub async fn start(fleet: Arc<SimFleet>, bind: SocketAddr, token: &str) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared { fleet: fleet.clone(), token: token.into(), groups: Mutex::new(HashMap::new()), uplink_url: Mutex::new(None), clients: Default::default() });
+        let shared = Arc::new(Shared { fleet: fleet.clone(), token: token.into(), groups: Mutex::new(HashMap::new()), uplink_url: Mutex::new(None), clients: Default::default(), fcnt_used: Default::default(), fcnt_reused: Default::default() });
         let app = Router::new()
             .route("/groups", post(create_group))
             .route("/groups/{group}", delete(delete_group))
@@ -202,6 +209,11 @@ impl SimLns {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Multicast frames sent with a frame counter their group had used.
+    pub fn fcnt_reused(&self) -> u64 {
+        self.shared.fcnt_reused.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Authorized requests so far, by the caller's User-Agent.
