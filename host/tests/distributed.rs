@@ -550,55 +550,80 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
     core_host.stop().await;
 }
 
-/// An agent lost mid-campaign (its tasks and host gone at once, silent on
-/// the bus): the core notices from its missing metrics and the campaign
-/// goes on on another agent from the run state the progress carried. No
-/// device redoes a finished stage, no multicast frame counter is used
-/// twice, every device gets the file.
+/// An agent process killed with SIGKILL mid-campaign: the core notices
+/// from its missing metrics and the campaign goes on on another agent
+/// process from the run state the progress carried. No device redoes a
+/// finished stage, no multicast frame counter is used twice, every device
+/// gets the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_agents_campaign_goes_on_on_another_from_its_last_progress() {
+async fn an_agent_killed_with_sigkill_mid_campaign_loses_nothing() {
     let (_broker, kafka) = broker_with_topics().await;
-    let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
-    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), common::SPEED));
+    let cluster_hex = hex::encode(rand::random::<[u8; 32]>());
+    let cluster = Arc::new(airlift::keys::Vault::new(hex::decode(&cluster_hex).unwrap().try_into().unwrap()));
+    let origin = SystemClock.now_unix_ms();
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(origin, common::SPEED));
     let core_dir = tempfile::tempdir().unwrap();
     let mut scenario = airlift::sim::scenario::ScenarioConfig::new(6);
     scenario.file_size = 6_000;
     let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
     let mut core = airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap();
-    core.agent_timeout = Duration::from_secs(2);
+    core.agent_timeout = Duration::from_secs(3);
     let core = Arc::new(core);
     let core_host = host_at(core_dir.path(), clock.clone(), common::SPEED, true, Some(core.clone())).await;
     let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
     let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), core_host.state.vault.clone(), "airlift-core".into(), async move {
         let _ = core_stopped.await;
     }));
-    let first = RunningAgent::start("agent-1", true, clock.clone(), &kafka, &cluster).await;
+    // Two agent processes on the test's timeline.
+    let agents_dir = tempfile::tempdir().unwrap();
+    let key_file = agents_dir.path().join("cluster.key");
+    std::fs::write(&key_file, &cluster_hex).unwrap();
+    let spawn_agent = |id: &str| {
+        let speed = common::SPEED.to_string();
+        let origin = origin.to_string();
+        let bind = format!("127.0.0.1:{}", free_port());
+        Command::new(env!("CARGO_BIN_EXE_airlift"))
+            .arg("--data-dir")
+            .arg(agents_dir.path().join(id))
+            .args(["agent", "--instance-id", id, "--kafka", &kafka.brokers, "--bind", &bind, "--time-speed", &speed, "--time-origin", &origin])
+            .arg("--cluster-key-file")
+            .arg(&key_file)
+            .env("AIRLIFT_API_TOKENS", format!("test:admin:{}", common::TOKEN))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning airlift agent")
+    };
+    let mut first = spawn_agent("agent-1");
+    let mut second = spawn_agent("agent-2");
     let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
     sim.lns.post_uplinks_to(&format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance));
     let campaign = sim.objects.campaign_id.clone();
-    let until = Instant::now() + Duration::from_secs(60);
-    while core.live_agents().is_empty() {
-        assert!(Instant::now() < until, "agent-1 never heard");
+    let until = Instant::now() + Duration::from_secs(120);
+    while core.live_agents().len() < 2 {
+        assert!(Instant::now() < until, "agents heard: {:?}", core.live_agents());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{campaign}/start")).await;
-    // Lost once its devices are set up and fragments go out.
+    // Killed once its devices are set up and fragments go out.
     let seen = api.wait_for(&campaign, |p| p["stage"]["stageName"] == "DataFragment" && p["fragmentsSent"].as_u64() > Some(0)).await;
-    assert_eq!(seen["instanceId"], "agent-1");
+    let (victim, survivor) = if seen["instanceId"] == "agent-1" { (&mut first, "agent-2") } else { (&mut second, "agent-1") };
     let setups_before = sim.lns.fleet.unicast_requests(200, 0x02);
     assert!(setups_before >= 6, "McGroupSetupReq went to every device before: {setups_before}");
-    first.running.abort();
-    drop(first.host);
-    // A second agent comes; the core moves the campaign to it.
-    let second = RunningAgent::start("agent-2", true, clock.clone(), &kafka, &cluster).await;
-    let done = api.wait_for(&campaign, |p| p["campaignStatus"] != "RUNNING" && p["instanceId"] == "agent-2").await;
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let done = api.wait_for(&campaign, |p| p["campaignStatus"] != "RUNNING" && p["instanceId"] == survivor).await;
     assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
     for d in &sim.devices {
         assert_eq!(sim.lns.fleet.received_file(d.dev_eui).as_deref(), Some(sim.objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);
     }
     assert_eq!(sim.lns.fleet.unicast_requests(200, 0x02), setups_before, "no McGroupSetupReq again: that stage was done");
     assert_eq!(sim.lns.fcnt_reused(), 0, "no multicast frame counter used twice");
-    second.stop().await;
+    for mut agent in [first, second] {
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
     let _ = stop_core.send(());
     consuming.await.unwrap().unwrap();
     core_host.stop().await;

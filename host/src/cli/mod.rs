@@ -103,6 +103,12 @@ struct AgentArgs {
     /// clear, as a third-party core sends them.
     #[arg(long)]
     accept_clear_keys: bool,
+    /// Run the clock this many times faster than real time (simulations).
+    #[arg(long)]
+    time_speed: Option<f64>,
+    /// Unix milliseconds at which the sped-up clock reads real time.
+    #[arg(long, requires = "time_speed")]
+    time_origin: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -238,10 +244,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         config.upload_limit = upload_limit_mib * 1024 * 1024;
         config.rate_limit_per_token = rate_limit_per_token;
         if let Some(speed) = time_speed {
-            anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--time-speed must be a positive number");
-            let origin = time_origin.unwrap_or_else(|| SystemClock.now_unix_ms());
-            config.clock = Arc::new(ScaledClock::new(origin, speed));
-            config.uplink_window = airlift::api::UplinkWindow::for_clock_speed(speed);
+            sped_up(&mut config, speed, time_origin)?;
         }
         let server = Server::start(config).await?;
         eprintln!("Airlift serving on http://{} (admin token in the data dir's admin.token)", server.addr);
@@ -310,6 +313,9 @@ async fn run_agent(data_dir: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     use airlift::distributed::agent;
     let mut config = ServerConfig::new(data_dir);
     config.bind = args.bind;
+    if let Some(speed) = args.time_speed {
+        sped_up(&mut config, speed, args.time_origin)?;
+    }
     let server = Server::start(config).await?;
     let kafka = args.kafka.settings();
     ensure_topics(&kafka).await;
@@ -329,6 +335,16 @@ async fn run_agent(data_dir: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     })
     .await?;
     server.stop().await;
+    Ok(())
+}
+
+/// A host whose clock runs `speed` times faster than real time from
+/// `origin` (simulations whose processes share one timeline).
+fn sped_up(config: &mut ServerConfig, speed: f64, origin: Option<u64>) -> anyhow::Result<()> {
+    anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--time-speed must be a positive number");
+    let origin = origin.unwrap_or_else(|| SystemClock.now_unix_ms());
+    config.clock = Arc::new(ScaledClock::new(origin, speed));
+    config.uplink_window = airlift::api::UplinkWindow::for_clock_speed(speed);
     Ok(())
 }
 
