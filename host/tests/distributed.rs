@@ -628,3 +628,27 @@ async fn an_agent_killed_with_sigkill_mid_campaign_loses_nothing() {
     consuming.await.unwrap().unwrap();
     core_host.stop().await;
 }
+
+/// `airlift demo --kafka … --agents 3 --kill-agent 1`: the distributed run
+/// in one process, an agent killed mid-campaign, every device with the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_distributed_demo_finishes_on_another_agent_after_a_kill() {
+    let (broker, _) = broker_with_topics().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airlift"))
+        .args(["demo", "--kafka", &broker.addr, "--agents", "3", "--kill-agent", "1", "--devices", "12", "--file-size", "4000", "--json"])
+        .env("RUST_LOG", "error")
+        .current_dir(cwd.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(summary["campaign_status"], "COMPLETED", "{summary}");
+    assert_eq!(summary["stored_status"], "SUCCEEDED", "{summary}");
+    assert_eq!(summary["devices_holding_exact_file"], 12, "{summary}");
+    assert_eq!(summary["killed_agent"], "agent-1", "{summary}");
+    assert_ne!(summary["finished_on"], "agent-1", "{summary}");
+    assert_eq!(summary["multicast_fcnt_reused"], 0, "{summary}");
+}

@@ -16,18 +16,18 @@ use std::sync::Arc;
 pub struct DemoArgs {
     /// Devices in the simulated fleet.
     #[arg(long, default_value_t = 100)]
-    devices: usize,
+    pub(super) devices: usize,
     /// Probability that a frame is lost (0..1).
     #[arg(long, default_value_t = 0.1)]
-    loss: f64,
+    pub(super) loss: f64,
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub(super) seed: u64,
     /// Firmware image size in bytes.
     #[arg(long, default_value_t = 20_000)]
-    file_size: usize,
+    pub(super) file_size: usize,
     /// Device library plugin.
     #[arg(long, default_value = "lorawan-v1")]
-    library: String,
+    pub(super) library: String,
     /// Send this percentage of extra fragments up front, no second round.
     #[arg(long)]
     fixed_redundancy: Option<u32>,
@@ -52,7 +52,19 @@ pub struct DemoArgs {
     networks: usize,
     /// Print one JSON line with the result instead of progress bars.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
+    /// Run distributed: our core and `--agents` agents over this Kafka
+    /// broker (host:port), the simulated network in front of the fleet, on
+    /// a clock 300 times faster than real time.
+    #[arg(long)]
+    pub(super) kafka: Option<String>,
+    /// Agents of the distributed run.
+    #[arg(long, default_value_t = 3, requires = "kafka")]
+    pub(super) agents: usize,
+    /// Kill this agent (1-based) while fragments go out; the campaign
+    /// finishes on another.
+    #[arg(long, requires = "kafka")]
+    pub(super) kill_agent: Option<usize>,
 }
 
 /// Largest simulated fleet the demo builds.
@@ -72,6 +84,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.stacks.is_empty(), "--stacks names at least one device stack");
     anyhow::ensure!((1..=MAX_GROUPS).contains(&args.groups), "--groups must be 1..={MAX_GROUPS}");
     anyhow::ensure!((1..=args.groups).contains(&args.networks), "--networks must be 1..=--groups: each network sends at least one group");
+    if let Some(brokers) = &args.kafka {
+        return super::demo_distributed::run(&args, brokers).await;
+    }
     let data_dir = tempfile::tempdir()?;
     let clock = Arc::new(ManualClock::new(SystemClock.now_unix_ms()));
     let mut config = ServerConfig::new(data_dir.path().to_path_buf());

@@ -2,6 +2,7 @@
 
 mod client;
 mod demo;
+mod demo_distributed;
 mod progress;
 
 use airlift::clock::{Clock, ScaledClock, SystemClock};
