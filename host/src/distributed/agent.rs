@@ -361,7 +361,11 @@ async fn report_progress(state: AppState, config: AgentConfig, producer: FutureP
                 last.campaign = key;
             }
             let mut all_sent = true;
-            for (key, msg) in outgoing {
+            // Ours: when it left, by the wall clock (the core measures how
+            // long progress takes to reach its API).
+            let sent_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            for (key, mut msg) in outgoing {
+                msg["sentAtMs"] = json!(sent_at);
                 if let Err(e) = publish(&producer, &config.kafka.topics.progress, &key, msg.to_string().as_bytes()).await {
                     tracing::warn!(campaign = %id, error = %e, "publishing progress");
                     all_sent = false;

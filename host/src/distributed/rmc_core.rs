@@ -74,6 +74,9 @@ pub struct Core {
     assigned: Mutex<BTreeMap<String, (String, u64)>>,
     /// GETs waiting for their RESP, by msgId.
     pending: Mutex<BTreeMap<String, tokio::sync::oneshot::Sender<Value>>>,
+    /// Progress messages stored, and how long each took from its agent to
+    /// the store the API reads (ms, by the wall clock).
+    progress_lag_ms: Mutex<Vec<u64>>,
     /// Since when the core reads the bus: an agent is taken for gone only
     /// after it had the time to be heard.
     listening_since: Mutex<Option<Instant>>,
@@ -83,7 +86,7 @@ pub struct Core {
 
 impl Core {
     pub fn new(kafka: KafkaSettings, cluster_key: Arc<Vault>) -> Result<Self, CoreError> {
-        Ok(Self { producer: kafka.producer()?, kafka, cluster_key, agents: Default::default(), assigned: Default::default(), pending: Default::default(), listening_since: Default::default(), agent_timeout: Duration::from_secs(15) })
+        Ok(Self { producer: kafka.producer()?, kafka, cluster_key, agents: Default::default(), assigned: Default::default(), pending: Default::default(), progress_lag_ms: Default::default(), listening_since: Default::default(), agent_timeout: Duration::from_secs(15) })
     }
 
     /// The live agents that carry every plugin in `needs`, least loaded first.
@@ -378,7 +381,24 @@ fn take_progress(&self, store: &Store, msg: &Value) -> Result<(), StoreError> {
         }
     }
     store.put(&remote)?;
-    store.flush()
+    store.flush()?;
+    if let Some(sent) = msg["sentAtMs"].as_u64() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let lag = now.saturating_sub(sent);
+        metrics::histogram!("airlift_progress_lag_seconds").record(lag as f64 / 1000.0);
+        let mut lags = self.progress_lag_ms.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: the latest million are plenty for percentiles.
+        if lags.len() < 1_000_000 {
+            lags.push(lag);
+        }
+    }
+    Ok(())
+}
+
+/// Progress messages stored so far, and their lag from agent to store
+/// (ms): for benchmarks.
+pub fn progress_lags(&self) -> Vec<u64> {
+    self.progress_lag_ms.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 }
 
