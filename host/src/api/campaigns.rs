@@ -151,7 +151,8 @@ fn parts_of(s: &AppState, id: &str) -> Result<Vec<Part>, ApiError> {
 /// an RMC core).
 fn remote_of(s: &AppState, id: &str) -> Result<Option<RemoteCampaign>, ApiError> {
     load::<Campaign>(s, id)?;
-    Ok(s.store.get::<RemoteCampaign>(id)?)
+    // An archived one was never sent (the broker refused it).
+    Ok(s.store.get::<RemoteCampaign>(id)?.filter(|r| !r.archived))
 }
 
 /// The campaign's progress message: its agent's, else this host's.

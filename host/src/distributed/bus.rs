@@ -97,7 +97,10 @@ impl KafkaSettings {
                 Start::Latest => "latest",
             })
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            .set("heartbeat.interval.ms", "1000")
+            // Progress should reach the API at once: librdkafka's default
+            // waits up to 500 ms to fill a fetch.
+            .set("fetch.wait.max.ms", "50");
         // Applied again so an operator's settings win over ours.
         for (k, v) in &self.properties {
             config.set(k, v);

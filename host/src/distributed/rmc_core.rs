@@ -106,6 +106,15 @@ impl Core {
         capable.into_iter().map(|(id, _)| id).collect()
     }
 
+    /// The agent to send a campaign to: the least loaded live one carrying
+    /// its device library, its network's plugin and its update type.
+    fn choose_agent(&self, campaign: &Campaign, message: &ConfigMessage) -> Result<String, CoreError> {
+        let mut needs: BTreeSet<String> = [campaign.device_library.clone()].into();
+        needs.extend(message.backend_instance.as_ref().map(|n| n.plugin.clone()));
+        needs.extend(campaign.update_type.clone());
+        self.capable_agents(&needs).into_iter().next().ok_or_else(|| CoreError::NoAgent { needs: needs.iter().cloned().collect::<Vec<_>>().join(", "), seen: self.agents_seen() })
+    }
+
     /// The agents heard from within the timeout.
     pub fn live_agents(&self) -> Vec<String> {
         let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
@@ -131,10 +140,7 @@ impl Core {
         }
         let mut add = add_message(store, vault, &campaign)?;
         self.check_conflicts(store, &campaign)?;
-        let mut needs: BTreeSet<String> = [campaign.device_library.clone()].into();
-        needs.extend(add.backend_instance.as_ref().map(|n| n.plugin.clone()));
-        needs.extend(campaign.update_type.clone());
-        let agent = self.capable_agents(&needs).into_iter().next().ok_or_else(|| CoreError::NoAgent { needs: needs.iter().cloned().collect::<Vec<_>>().join(", "), seen: self.agents_seen() })?;
+        let agent = self.choose_agent(&campaign, &add)?;
         add.agent_id = Some(agent.clone());
         // Counted now: the agent's metrics say so only once it took the
         // campaign, and campaigns started meanwhile must see this load.
@@ -147,7 +153,15 @@ impl Core {
         store.put(&campaign)?;
         store.flush()?;
         let payload = serde_json::to_vec(&add).expect("messages serialize");
-        publish(&self.producer, &self.kafka.topics.config, &campaign.id, &payload).await?;
+        if let Err(e) = publish(&self.producer, &self.kafka.topics.config, &campaign.id, &payload).await {
+            // Not sent: the campaign is as it was, to be started again.
+            campaign.status = CampaignStatus::Configured;
+            campaign.started = None;
+            store.put(&campaign)?;
+            store.put(&RemoteCampaign { campaign_id: campaign.id.clone(), agent, campaign: None, devices: BTreeMap::new(), archived: true })?;
+            store.flush()?;
+            return Err(e.into());
+        }
         tracing::info!(campaign = %campaign.id, %agent, "campaign sent to its agent");
         Ok(agent)
     }
@@ -157,7 +171,7 @@ impl Core {
     fn check_conflicts(&self, store: &Store, campaign: &Campaign) -> Result<(), CoreError> {
         let (devices, groups) = members(store, campaign)?;
         for other in store.list::<Campaign>(false)?.into_iter().filter(|c| c.status == CampaignStatus::Running && c.id != campaign.id) {
-            if store.get::<RemoteCampaign>(&other.id)?.is_none() {
+            if !store.get::<RemoteCampaign>(&other.id)?.is_some_and(|r| !r.archived) {
                 continue;
             }
             let Ok((held_devices, held_groups)) = members(store, &other) else { continue };
@@ -189,11 +203,7 @@ impl Core {
             binary.size = binary.data.take().map(|d| (d.len() as u64 / 4) * 3 - d.bytes().rev().take_while(|b| *b == b'=').count() as u64);
         }
         get.extra.insert("assumedLoss".into(), loss.into());
-        let mut needs: BTreeSet<String> = [campaign.device_library.clone()].into();
-        needs.extend(get.backend_instance.as_ref().map(|n| n.plugin.clone()));
-        needs.extend(campaign.update_type.clone());
-        let agent = self.capable_agents(&needs).into_iter().next().ok_or_else(|| CoreError::NoAgent { needs: needs.iter().cloned().collect::<Vec<_>>().join(", "), seen: self.agents_seen() })?;
-        get.agent_id = Some(agent);
+        get.agent_id = Some(self.choose_agent(campaign, &get)?);
         let msg_id = format!("{}", rand::random::<u32>());
         get.msg_id = Some(msg_id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(msg_id.clone())));
         let (answer, answered) = tokio::sync::oneshot::channel();
@@ -234,12 +244,12 @@ impl Core {
             let devices: Vec<Value> = remote.devices.values().filter_map(|m| m.get("runState").cloned()).collect();
             let resume = (!runs.is_empty()).then(|| serde_json::json!({"runs": runs, "devices": devices}));
             let mut add = add_message(store, vault, &campaign)?;
-            let mut needs: BTreeSet<String> = [campaign.device_library.clone()].into();
-            needs.extend(add.backend_instance.as_ref().map(|n| n.plugin.clone()));
-            needs.extend(campaign.update_type.clone());
-            let Some(agent) = self.capable_agents(&needs).into_iter().next() else {
-                tracing::warn!(campaign = %campaign.id, lost = %remote.agent, "no capable agent to take the campaign over yet");
-                continue;
+            let agent = match self.choose_agent(&campaign, &add) {
+                Ok(agent) => agent,
+                Err(e) => {
+                    tracing::warn!(campaign = %campaign.id, lost = %remote.agent, error = %e, "no agent to take the campaign over yet");
+                    continue;
+                }
             };
             tracing::warn!(campaign = %campaign.id, lost = %remote.agent, to = %agent, "agent lost: its campaign goes on elsewhere");
             add.agent_id = Some(agent.clone());
@@ -265,7 +275,7 @@ impl Core {
 
     /// Ask the campaign's agent to stop it.
     pub async fn stop(&self, store: &Store, campaign_id: &str) -> Result<(), CoreError> {
-        let remote = store.get::<RemoteCampaign>(campaign_id)?.ok_or(CoreError::NotRunning)?;
+        let remote = store.get::<RemoteCampaign>(campaign_id)?.filter(|r| !r.archived).ok_or(CoreError::NotRunning)?;
         let stop = ConfigMessage {
             action: Action::Stop,
             target_type: Some("CAMPAIGN".into()),
@@ -356,7 +366,7 @@ impl Core {
 /// ours to keep); a final campaign message sets the campaign's status.
 fn take_progress(&self, store: &Store, msg: &Value) -> Result<(), StoreError> {
     let Some(id) = msg["campaignId"].as_str().map(String::from).or_else(|| msg["campaignId"].as_u64().map(|n| n.to_string())) else { return Ok(()) };
-    let Some(mut remote) = store.get::<RemoteCampaign>(&id)? else { return Ok(()) };
+    let Some(mut remote) = store.get::<RemoteCampaign>(&id)?.filter(|r| !r.archived) else { return Ok(()) };
     match msg["deveui"].as_str() {
         Some(eui) => {
             remote.devices.insert(eui.to_string(), msg.clone());
