@@ -2,8 +2,10 @@
 //! --campaigns 100 --devices-per-campaign 100 --agents 3`. Our core and the
 //! agents run in this process over the given broker (tansu on 127.0.0.1
 //! will do), the simulated network server in front of one fleet of
-//! campaigns × devices posts uplinks to the core, on a clock 300 times
-//! faster than real time. All campaigns start together; the figures:
+//! campaigns × devices posts uplinks to the core, on a sped-up clock
+//! (`--speed`, default 300; `--uplink-period` seconds, default 30: mind
+//! that the fleet then sends devices × speed ÷ period uplinks a real
+//! second, all through the core). All campaigns start together; the figures:
 //! progress messages per second the core took in, and how long a progress
 //! message took from its agent to the store the core's API reads (p50,
 //! p99, max, by the wall clock).
@@ -18,7 +20,6 @@ use airlift::sim::scenario::{group_of, provision_objects, ScenarioConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const SPEED: f64 = 300.0;
 const TOKEN: &str = "bench-network-token";
 
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -26,11 +27,11 @@ fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-async fn host(dir: &std::path::Path, clock: Arc<dyn Clock>, remote: Option<Arc<rmc_core::Core>>) -> anyhow::Result<Server> {
+async fn host(dir: &std::path::Path, clock: Arc<dyn Clock>, speed: f64, remote: Option<Arc<rmc_core::Core>>) -> anyhow::Result<Server> {
     let mut config = ServerConfig::new(dir.to_path_buf());
     config.bind = "127.0.0.1:0".parse()?;
     config.clock = clock;
-    config.uplink_window = airlift::api::UplinkWindow::for_clock_speed(SPEED);
+    config.uplink_window = airlift::api::UplinkWindow::for_clock_speed(speed);
     config.remote = remote;
     Ok(Server::start(config).await?)
 }
@@ -46,21 +47,23 @@ async fn main() -> anyhow::Result<()> {
     let campaigns: usize = arg("--campaigns", 100);
     let per_campaign: usize = arg("--devices-per-campaign", 100);
     let agents: usize = arg("--agents", 3);
+    let speed: f64 = arg("--speed", 300.0);
+    let uplink_period: u64 = arg("--uplink-period", 30);
     let devices = campaigns * per_campaign;
     let dir = tempfile::tempdir()?;
-    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), SPEED));
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), speed));
     let kafka = bus::KafkaSettings::new(brokers.clone());
     kafka.create_topics(3).await?;
     let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
     let core = Arc::new(rmc_core::Core::new(kafka.clone(), cluster.clone())?);
-    let core_host = host(&dir.path().join("core"), clock.clone(), Some(core.clone())).await?;
+    let core_host = host(&dir.path().join("core"), clock.clone(), speed, Some(core.clone())).await?;
     let (store, vault) = (core_host.state.store.clone(), core_host.state.vault.clone());
 
     // One fleet, one multicast group per campaign.
     let mut scenario = ScenarioConfig::new(devices);
     scenario.groups = campaigns;
     scenario.file_size = 2_000;
-    scenario.fleet.uplink_period_s = 30;
+    scenario.fleet.uplink_period_s = uplink_period;
     let (fleet, provisioned) = SimFleet::new(scenario.fleet.clone(), clock.clone(), vault.clone(), scenario.first_eui, &vec![Behaviour::Normal; devices]);
     let lns = SimLns::start(Arc::new(fleet), "127.0.0.1:0".parse()?, TOKEN).await?;
     let network = BackendInstanceInput {
@@ -96,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
     let mut running = Vec::new();
     for n in 1..=agents {
         let id = format!("agent-{n}");
-        let agent_host = host(&dir.path().join(&id), clock.clone(), None).await?;
+        let agent_host = host(&dir.path().join(&id), clock.clone(), speed, None).await?;
         let mut config = agent::AgentConfig::new(id, kafka.clone());
         config.group = "bench-agents".into();
         config.cluster_key = Some(cluster.clone());
@@ -105,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     while core.live_agents().len() < agents {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("{campaigns} campaigns × {per_campaign} devices on {agents} agents, broker {brokers}, clock ×{SPEED}");
+    println!("{campaigns} campaigns × {per_campaign} devices on {agents} agents, broker {brokers}, clock ×{speed}, uplinks every {uplink_period} s ({:.0} a real second)", devices as f64 * speed / uplink_period as f64);
     let started = Instant::now();
     for id in &ids {
         core.start(&store, &vault, id, now).await?;
@@ -124,7 +127,12 @@ async fn main() -> anyhow::Result<()> {
     let mut lags = core.progress_lags();
     lags.sort_unstable();
     println!("campaigns succeeded: {succeeded} of {campaigns}; devices holding the exact file: {exact} of {devices}");
-    println!("wall time: {elapsed:.1} s (simulated {:.0} min)", elapsed * SPEED / 60.0);
+    // Why the others ended as they did (the first few).
+    for id in ids.iter().filter(|id| store.get::<Campaign>(id).ok().flatten().is_some_and(|c| c.status != CampaignStatus::Succeeded)).take(3) {
+        let said = store.get::<rmc_core::RemoteCampaign>(id).ok().flatten().and_then(|r| r.campaign).map(|m| format!("{} {}", m["campaignStatus"], m["error"]["text"])).unwrap_or_default();
+        println!("  campaign {id}: {said}");
+    }
+    println!("wall time: {elapsed:.1} s (simulated {:.0} min)", elapsed * speed / 60.0);
     println!("progress messages taken by the core: {} ({:.0} per second)", lags.len(), lags.len() as f64 / elapsed);
     println!("progress lag, agent to the core's store (API): p50 {} ms, p99 {} ms, max {} ms", percentile(&lags, 0.5), percentile(&lags, 0.99), lags.last().copied().unwrap_or(0));
     for (task, agent_host) in running {
