@@ -12,7 +12,7 @@
 
 use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::distributed::{agent, bus, rmc_core};
-use airlift::model::{BackendInstanceInput, Campaign, CampaignStatus, DeviceSet, DeviceSetInput, Editable, InputContext, Region, RegionInput};
+use airlift::model::{Campaign, CampaignStatus, DeviceSet, DeviceSetInput, Editable, InputContext, Region, RegionInput};
 use airlift::server::{Server, ServerConfig};
 use airlift::sim::fleet::{Behaviour, SimFleet};
 use airlift::sim::lns::SimLns;
@@ -66,14 +66,7 @@ async fn main() -> anyhow::Result<()> {
     scenario.fleet.uplink_period_s = uplink_period;
     let (fleet, provisioned) = SimFleet::new(scenario.fleet.clone(), clock.clone(), vault.clone(), scenario.first_eui, &vec![Behaviour::Normal; devices]);
     let lns = SimLns::start(Arc::new(fleet), "127.0.0.1:0".parse()?, TOKEN).await?;
-    let network = BackendInstanceInput {
-        name: "simulated network server".into(),
-        plugin: "simulated".into(),
-        settings: [("url".to_string(), lns.url())].into(),
-        secrets: [("token".to_string(), TOKEN.to_string())].into(),
-        allowed_hosts: vec![lns.url()],
-        transport: Default::default(),
-    };
+    let network = lns.instance_input(TOKEN);
     let objects = provision_objects(&store, &vault, clock.now_unix_ms(), &scenario, &provisioned, vec![network])?;
     let template = store.get::<Campaign>(&objects.campaign_id)?.expect("the provisioned campaign");
     let now = chrono::DateTime::from_timestamp_millis(clock.now_unix_ms() as i64).unwrap_or_default();

@@ -8,7 +8,7 @@
 use super::demo::DemoArgs;
 use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::distributed::{agent, bus, rmc_core};
-use airlift::model::{BackendInstanceInput, Campaign};
+use airlift::model::Campaign;
 use airlift::server::{Server, ServerConfig};
 use airlift::sim::fleet::{Behaviour, SimFleet};
 use airlift::sim::lns::SimLns;
@@ -58,14 +58,7 @@ pub async fn run(args: &DemoArgs, brokers: &str) -> anyhow::Result<()> {
     scenario.library = args.library.clone();
     let (fleet, devices) = SimFleet::new(scenario.fleet.clone(), clock.clone(), core_host.state.vault.clone(), scenario.first_eui, &vec![Behaviour::Normal; args.devices]);
     let lns = SimLns::start(Arc::new(fleet), "127.0.0.1:0".parse()?, NETWORK_TOKEN).await?;
-    let network = BackendInstanceInput {
-        name: "simulated network server".into(),
-        plugin: "simulated".into(),
-        settings: [("url".to_string(), lns.url())].into(),
-        secrets: [("token".to_string(), NETWORK_TOKEN.to_string())].into(),
-        allowed_hosts: vec![lns.url()],
-        transport: Default::default(),
-    };
+    let network = lns.instance_input(NETWORK_TOKEN);
     let objects = provision_objects(&core_host.state.store, &core_host.state.vault, clock.now_unix_ms(), &scenario, &devices, vec![network])?;
     core_host.state.store.flush()?;
     lns.post_uplinks_to(&format!("http://{}/backends/{}/uplink", core_host.addr, objects.backend_instance));

@@ -211,6 +211,19 @@ impl SimLns {
         format!("http://{}", self.addr)
     }
 
+    /// A backend instance of the `simulated` plugin for this network server,
+    /// holding `token` (the one it expects, or another to test refusal).
+    pub fn instance_input(&self, token: &str) -> crate::model::BackendInstanceInput {
+        crate::model::BackendInstanceInput {
+            name: "simulated network server".into(),
+            plugin: "simulated".into(),
+            settings: [("url".to_string(), self.url())].into(),
+            secrets: [("token".to_string(), token.to_string())].into(),
+            allowed_hosts: vec![self.url()],
+            transport: Default::default(),
+        }
+    }
+
     /// Multicast frames sent with a frame counter their group had used.
     pub fn fcnt_reused(&self) -> u64 {
         self.shared.fcnt_reused.load(std::sync::atomic::Ordering::SeqCst)

@@ -8,7 +8,7 @@
 use airlift::api::Auth;
 use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::keys::Vault;
-use airlift::model::{BackendInstanceInput, Eui, MulticastGroup};
+use airlift::model::{Eui, MulticastGroup};
 use airlift::server::{Server, ServerConfig};
 use airlift::sim::fleet::{GroupSessionKeys, Provisioned, SimFleet};
 use airlift::sim::lns::SimLns;
@@ -39,14 +39,7 @@ impl SimSetup {
         let vault = Arc::new(Vault::open(data_dir)?);
         let (fleet, devices) = SimFleet::new(config.fleet.clone(), clock.clone(), vault.clone(), config.first_eui, &config.behaviours);
         let lns = SimLns::start(Arc::new(fleet), "127.0.0.1:0".parse()?, NETWORK_TOKEN).await?;
-        let backend = BackendInstanceInput {
-            name: "simulated network server".into(),
-            plugin: "simulated".into(),
-            settings: [("url".to_string(), lns.url())].into(),
-            secrets: [("token".to_string(), instance_token.to_string())].into(),
-            allowed_hosts: vec![lns.url()],
-            transport: Default::default(),
-        };
+        let backend = lns.instance_input(instance_token);
         let mut setup = ServerConfig::new(data_dir.to_path_buf());
         setup.bind = "127.0.0.1:0".parse()?;
         setup.run_campaigns = false;
