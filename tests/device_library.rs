@@ -78,7 +78,12 @@ impl Setup {
     }
 
     async fn fragments(&self, data: &[u8], layout: Fragmentation, first: u32, count: u32) -> Vec<Downlink> {
-        self.runtime.device_library(&self.plugin).fragments(data.to_vec(), layout, first, count).await.unwrap().unwrap()
+        let fragments = self.runtime.device_library(&self.plugin).fragments(data.to_vec(), layout, first, count).await.unwrap().unwrap();
+        // The number the library reports is the one in the header.
+        for f in &fragments {
+            assert_eq!(f.number, (u16::from_le_bytes([f.downlink.payload[1], f.downlink.payload[2]]) & 0x3fff) as u32);
+        }
+        fragments.into_iter().map(|f| f.downlink).collect()
     }
 
     /// Send a stage's request to the device model and parse what it answers.

@@ -2,7 +2,8 @@
 //!
 //! - [`ts003`] clock synchronization (FPort 202),
 //! - [`ts004`] fragmented data block transport (FPort 201) and [`fec`], its
-//!   forward error correction,
+//!   forward error correction, and [`coded_order`], which coded fragments
+//!   to send,
 //! - [`ts005`] remote multicast setup (FPort 200),
 //! - [`ts006`] firmware management (FPort 203),
 //! - [`region`] maximum payload per data rate and time on air,
@@ -13,6 +14,7 @@
 //! endian. `Request`s go from server to device, `Uplink`s from device to
 //! server (answers and device-originated requests). No I/O here.
 
+pub mod coded_order;
 pub mod fec;
 pub mod keys;
 pub mod region;

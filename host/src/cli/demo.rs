@@ -172,6 +172,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .count();
     let lower_bound = engine.network.fragments_lower_bound();
+    let decoded_bound = engine.network.fragments_decoded_bound();
     // The inventory follows: stored devices report the firmware they now run.
     let new_firmware = target_firmware.or(run.target_firmware).map(airlift::model::firmware_version_text);
     let inventory_updated = provisioned
@@ -189,6 +190,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "fragments_uncoded": run.layout.map(|l| l.nb_frag),
         "fragments_sent": fragments_sent,
         "fragments_lower_bound": lower_bound,
+        "fragments_decoded_bound": decoded_bound,
         "extra_rounds": parts.iter().map(|p| p.run.extra_rounds).max(),
         "sim_seconds": sim_seconds,
         "error": parts.iter().find_map(|p| p.run.error.clone()),

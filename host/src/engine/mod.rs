@@ -382,6 +382,7 @@ impl<N: Network> Engine<N> {
             next_fragment: 1,
             fragments_target: 0,
             fragments_sent: 0,
+            coded_numbers: Vec::new(),
             extra_rounds: 0,
             fixed_redundancy_pct,
             status: RunStatus::Running,

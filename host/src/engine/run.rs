@@ -123,10 +123,15 @@ pub struct CampaignRun {
     pub target_firmware: Option<u32>,
     /// Next multicast frame counter (never reused).
     pub next_fcnt: u32,
-    /// Next DataFragment number and how far this burst goes.
+    /// Next fragment position (a transmission's place in the session:
+    /// 1..=M uncoded, then coded) and how far this burst goes.
     pub next_fragment: u32,
     pub fragments_target: u32,
     pub fragments_sent: u32,
+    /// The numbers the library gave the coded positions sent so far, in
+    /// order: a status answer may name a fragment by number.
+    #[serde(default)]
+    pub coded_numbers: Vec<u32>,
     /// Closed-loop rounds of extra coded fragments so far.
     pub extra_rounds: u32,
     /// Fixed redundancy instead of the closed loop (percent of extra fragments).

@@ -4,6 +4,7 @@
 //! done here, on the typed facts the device library parses.
 
 use super::run::{CampaignRun, DeviceRun, StageMode};
+use lorawan_fuota::coded_order::position_of;
 
 /// A deficit after more than M heard that a decoder shows about once in
 /// 2^14: the report is a fragment number and a loss count.
@@ -44,9 +45,14 @@ pub(super) fn read(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missin
     if !in_round {
         return;
     }
+    // Positions sent (how many fragments went out), and the highest
+    // fragment number among them: coded numbers may skip (the library
+    // chooses which parity lines to send).
     let highest_sent = run.next_fragment.saturating_sub(1).max(1);
-    // Heard plus still needed never exceeds what was sent (needed ≤ lost),
-    // so more than that is a fragment number plus a loss count.
+    let highest_number = run.coded_numbers.last().map_or(highest_sent, |n| (*n).max(highest_sent));
+    // Heard plus still needed never exceeds the highest number sent
+    // (needed ≤ lost), so more than that is a fragment number plus a loss
+    // count.
     // Still needed never grows either: a MissingFrag above the last one
     // counts losses (LoRaMac-node counts the lost tail at the first coded).
     let missing_grew = dev.last_report.is_some_and(|(_, m0, _)| missing > m0);
@@ -55,19 +61,24 @@ pub(super) fn read(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missin
     // behave as random, which TS004's do from a few dozen fragments (for
     // smaller M some columns are rarely covered; docs/device-stacks.md).
     let implausible_as_a_count = m >= DENSE_ROWS_FROM_M && received > m && missing + (received - m) >= IMPLAUSIBLE_DEFICIT;
-    if missing > 0 && (received + missing > highest_sent || missing_grew || implausible_as_a_count) {
+    if missing > 0 && (received + missing > highest_number || missing_grew || implausible_as_a_count) {
         dev.counts_losses = true;
     }
-    // Since which fragment number the report has not changed.
+    // Since which position the report has not changed.
     let unchanged_since = match dev.last_report {
         Some((r0, m0, since)) if (r0, m0) == (received, missing) => since,
         _ => highest_sent,
     };
     dev.last_report = Some((received, missing, unchanged_since));
     let (heard, need, loss, quiet) = if dev.counts_losses {
-        let (loss, need) = counting_losses(received, missing, m);
-        (received.saturating_sub(missing), need, loss, highest_sent.saturating_sub(received))
+        // The last fragment's number, as its position among those sent.
+        let last = position_of(received, m, &run.coded_numbers);
+        let (loss, need) = counting_losses(last, missing, m);
+        (last.saturating_sub(missing), need, loss, highest_sent.saturating_sub(last))
     } else {
+        // Basics Modem's count is the last number less the losses, which
+        // with skipped numbers may pass the positions sent.
+        let received = received.min(highest_sent);
         let mut need = if claims_file && received < m { m - received } else { missing };
         if received > m {
             // Having heard more than M fragments, a device that reads the

@@ -494,6 +494,8 @@ impl<N: Network> Engine<N> {
         }
         if let Some(first) = unsent.first_fragment {
             run.next_fragment = run.next_fragment.min(first);
+            let coded_kept = first.saturating_sub(1).saturating_sub(run.layout.map_or(0, |l| l.nb_frag));
+            run.coded_numbers.truncate(coded_kept as usize);
             run.fragments_sent = run.fragments_sent.saturating_sub(unsent.fragments);
         }
         if unsent.status_request && run.round_sent_ms.is_some() {
@@ -613,7 +615,7 @@ impl<N: Network> Engine<N> {
         let library = self.library(run).await?;
         let data = self.store.blobs().read(run.payload_sha256.as_deref().unwrap_or("")).map_err(|e| EngineError::Invalid(format!("payload: {e}")))?;
         let wit_layout = context::layout_to_wit(&layout);
-        let downlinks = self
+        let fragments = self
             .runtime
             .device_library(&library)
             .fragments(data, wit_layout, first, count)
@@ -632,6 +634,9 @@ impl<N: Network> Engine<N> {
             }
         };
         run.next_fragment += count;
+        let coded = (first..).zip(&fragments).filter(|(position, _)| *position > layout.nb_frag).map(|(_, f)| f.number);
+        run.coded_numbers.extend(coded);
+        let downlinks: Vec<_> = fragments.into_iter().map(|f| f.downlink).collect();
         run.fragments_sent += downlinks.len() as u32;
         run.next_action_ms = now + downlinks.iter().map(|d| pacing.multicast_interval_for(group, d.payload.len())).sum::<u64>();
         self.queue_multicast(run, downlinks, Some(first), outbox);

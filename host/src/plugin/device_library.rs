@@ -11,7 +11,7 @@ use std::sync::Arc;
 use wasmtime::Store;
 
 pub use latest::device_library::exports::airlift::plugin::device_library::{
-    AnswerStatus, CampaignContext, CampaignKind, Downlink, Fact, Fragmentation, LibraryError, LibraryInfo, ParseError, PortBinding, StageAnswer, StageMode,
+    AnswerStatus, CampaignContext, CampaignKind, DataFragment, Downlink, Fact, Fragmentation, LibraryError, LibraryInfo, ParseError, PortBinding, StageAnswer, StageMode,
     StageSpec, UplinkEvent,
 };
 pub use latest::types::{Attribute, DeviceContext, Eui, IsmBand, LorawanVersion, MulticastGroup, SessionClass};
@@ -104,7 +104,10 @@ impl DeviceLibrary<'_> {
         .await
     }
 
-    pub async fn fragments(&self, data: Vec<u8>, layout: Fragmentation, first: u32, count: u32) -> Result<Result<Vec<Downlink>, LibraryError>, PluginError> {
+    /// The fragments at positions `first..first + count` of the session,
+    /// with the numbers the library gave them (a 0.1.0 library numbers
+    /// them by position).
+    pub async fn fragments(&self, data: Vec<u8>, layout: Fragmentation, first: u32, count: u32) -> Result<Result<Vec<DataFragment>, LibraryError>, PluginError> {
         // One copy of the file, whichever contract the library speaks.
         let data = Arc::new(data);
         let old_data = data.clone();
@@ -112,7 +115,10 @@ impl DeviceLibrary<'_> {
             move |s, p| p.airlift_plugin_device_library().call_fragments(s, &data, layout, first, count),
             move |s, p| {
                 Ok(match p.airlift_plugin_device_library().call_fragments(s, &old_data, same_shape(&layout)?, first, count)? {
-                    Ok(downlinks) => Ok(downlinks.into_iter().map(|d| Downlink { fport: d.fport, payload: d.payload }).collect()),
+                    Ok(downlinks) => Ok((first..)
+                        .zip(downlinks)
+                        .map(|(number, d)| DataFragment { number, downlink: Downlink { fport: d.fport, payload: d.payload } })
+                        .collect()),
                     Err(e) => Err(same_shape(&e)?),
                 })
             },

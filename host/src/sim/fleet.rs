@@ -86,6 +86,8 @@ struct SimDevice {
     fragments_heard: u32,
     /// (the group's McAddr, that transmission's number in its group)
     heard_m_at: Option<(u32, u32)>,
+    /// The same for the transmission after which its decoder had the file.
+    decoded_at: Option<(u32, u32)>,
 }
 
 struct State {
@@ -160,7 +162,7 @@ impl SimFleet {
             if *behaviour == Behaviour::UnsyncedClock {
                 model.lose_clock(gps_now);
             }
-            devices.insert(eui, SimDevice { model, behaviour: *behaviour, in_burst: false, fragments_heard: 0, heard_m_at: None });
+            devices.insert(eui, SimDevice { model, behaviour: *behaviour, in_burst: false, fragments_heard: 0, heard_m_at: None, decoded_at: None });
             provisioned.push(Provisioned { dev_eui: eui, server_key: key, behaviour: *behaviour });
         }
         let state = State {
@@ -338,8 +340,19 @@ impl SimFleet {
     /// group at which it did; the maximum per group is the least any
     /// sender could have sent it, and the bound is their sum.
     pub fn fragments_lower_bound(&self) -> u32 {
+        self.latest_per_group(|d| d.heard_m_at)
+    }
+
+    /// The same with each device's own decoder: when it had the file. Above
+    /// the lower bound by what the code itself costs (TS004's parity rows
+    /// are not independent for small M), which no sender can avoid.
+    pub fn fragments_decoded_bound(&self) -> u32 {
+        self.latest_per_group(|d| d.decoded_at)
+    }
+
+    fn latest_per_group(&self, at: impl Fn(&SimDevice) -> Option<(u32, u32)>) -> u32 {
         let mut per_group: HashMap<u32, u32> = HashMap::new();
-        for (group, at) in self.state.lock().unwrap().devices.values().filter_map(|d| d.heard_m_at) {
+        for (group, at) in self.state.lock().unwrap().devices.values().filter_map(at) {
             let most = per_group.entry(group).or_default();
             *most = (*most).max(at);
         }
@@ -417,6 +430,9 @@ impl SimFleet {
                 let m = device.model.frag_nb(0).unwrap_or(u32::MAX);
                 if device.heard_m_at.is_none() && device.fragments_heard >= m {
                     device.heard_m_at = Some((mc_addr, transmission));
+                }
+                if device.decoded_at.is_none() && device.model.frag_progress(0).is_some_and(|p| p.complete) {
+                    device.decoded_at = Some((mc_addr, transmission));
                 }
             }
             self.queue_replies(&mut st, eui, replies, now);

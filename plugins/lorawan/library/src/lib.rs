@@ -6,7 +6,7 @@
 use airlift_plugin_sdk::device_library::airlift::plugin::types::{Attribute, DeviceContext, SessionClass};
 use airlift_plugin_sdk::device_library::airlift::plugin::{clock, keys};
 use airlift_plugin_sdk::device_library::exports::airlift::plugin::device_library::*;
-use lorawan_fuota::{fec, ports, ts003, ts004, ts005, ts006, CodecError, Parsed, Version};
+use lorawan_fuota::{coded_order, fec, ports, ts003, ts004, ts005, ts006, CodecError, Parsed, Version};
 
 /// Stage names, as in the RMC progress messages.
 mod stage {
@@ -498,19 +498,22 @@ impl<const V2: bool> Guest for Library<V2> {
         }
     }
 
-    fn fragments(data: Vec<u8>, layout: Fragmentation, first: u32, count: u32) -> Result<Vec<Downlink>, LibraryError> {
+    /// Coded fragments go in the order `coded_order` chooses, which for
+    /// small M needs far fewer of them than TS004's lines in order.
+    fn fragments(data: Vec<u8>, layout: Fragmentation, first: u32, count: u32) -> Result<Vec<DataFragment>, LibraryError> {
         let frag_size = u8::try_from(layout.frag_size).map_err(|_| LibraryError::Invalid("FragSize above 255".into()))?;
         let encoder = fec::Encoder::new(&data, frag_size, Self::VERSION).map_err(|e| LibraryError::Invalid(e.to_string()))?;
         if encoder.layout().nb_frag != layout.nb_frag {
             return Err(LibraryError::Invalid(format!("data makes {} fragments, the session says {}", encoder.layout().nb_frag, layout.nb_frag)));
         }
-        (first..first.saturating_add(count))
+        let numbers = coded_order::fragment_numbers(layout.nb_frag, Self::VERSION, first, count).map_err(|e| LibraryError::Invalid(e.to_string()))?;
+        numbers
+            .into_iter()
             .map(|n| {
                 let (number, payload) = encoder.fragment(n).map_err(|e| LibraryError::Invalid(e.to_string()))?;
                 let req = ts004::Request::DataFragment { frag_index: layout.frag_index, n: number, payload };
-                Ok(downlink(ports::FRAGMENTATION, req.to_bytes(Self::VERSION).map_err(encode_error)?))
+                Ok(DataFragment { number: number as u32, downlink: downlink(ports::FRAGMENTATION, req.to_bytes(Self::VERSION).map_err(encode_error)?) })
             })
             .collect()
     }
 }
-
