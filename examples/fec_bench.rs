@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
                 .fragments(data.clone(), layout, first, BATCH)
                 .await?
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            wasm_bytes += out.iter().map(|d| d.payload.len()).sum::<usize>();
+            wasm_bytes += out.iter().map(|f| f.downlink.payload.len()).sum::<usize>();
         }
         let wasm_s = started.elapsed().as_secs_f64();
         assert_eq!(wasm_bytes, native_bytes, "both produced the same amount");
