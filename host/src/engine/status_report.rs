@@ -4,14 +4,15 @@
 //! done here, on the typed facts the device library parses.
 
 use super::run::{CampaignRun, DeviceRun, StageMode};
-use lorawan_fuota::coded_order::position_of;
+use lorawan_fuota::coded_order::{position_of, CHOSEN_UP_TO_M};
 
 /// A deficit after more than M heard that a decoder shows about once in
 /// 2^14: the report is a fragment number and a loss count.
 const IMPLAUSIBLE_DEFICIT: u32 = 14;
-/// M from which TS004 parity rows cover every column often enough to be
-/// taken as random.
-const DENSE_ROWS_FROM_M: u32 = 32;
+/// M from which coded fragments go in order and TS004's lines behave as
+/// random ones. Below, LoRaMac-node's last number is told apart exactly:
+/// coded numbers skip past the positions sent.
+const DENSE_ROWS_FROM_M: u32 = CHOSEN_UP_TO_M + 1;
 
 /// Read a fragment status report against what was sent, which only the
 /// engine knows: M and the highest fragment number sent.
@@ -21,9 +22,13 @@ const DENSE_ROWS_FROM_M: u32 = 32;
 /// fragments heard and MissingFrag those still needed (never more than it
 /// lost), so the two never add up to more than the fragments sent.
 /// LoRaMac-node sends the number of the last fragment heard and the
-/// uncoded ones lost so far, never lowered. A report adding up to more than
-/// what was sent, or a MissingFrag that grows (still needed never does), is
-/// read that way from then on.
+/// uncoded ones lost so far, never lowered. A report naming a sent number
+/// past the positions sent (coded numbers skip for M ≤ 64), adding up to
+/// more than the highest number sent, or whose MissingFrag grows (still
+/// needed never does), is read that way from then on, as long as its
+/// NbFragReceived stays a number that was sent. Basics Modem's (the last
+/// number less its losses) rarely is: it keeps the count reading, whose
+/// MissingFrag is what it still needs.
 ///
 /// Both public stacks stop counting once they rebuilt the file, so a report
 /// that stays the same while fragments go out means the device stopped
@@ -57,12 +62,21 @@ pub(super) fn read(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missin
     // counts losses (LoRaMac-node counts the lost tail at the first coded).
     let missing_grew = dev.last_report.is_some_and(|(_, m0, _)| missing > m0);
     // A decoder that heard M + j fragments and still lacks k is short of
-    // j + k independent rows: about 1 in 2^(j+k) where the parity rows
-    // behave as random, which TS004's do from a few dozen fragments (for
-    // smaller M some columns are rarely covered; docs/device-stacks.md).
+    // j + k independent rows: about 1 in 2^(j+k) where the lines behave
+    // as random. (Not so below: at M = 50 a spec device showed 15.)
     let implausible_as_a_count = m >= DENSE_ROWS_FROM_M && received > m && missing + (received - m) >= IMPLAUSIBLE_DEFICIT;
-    if missing > 0 && (received + missing > highest_number || missing_grew || implausible_as_a_count) {
+    // LoRaMac-node's NbFragReceived is a number that was sent; Basics
+    // Modem's (the last number less its losses) rarely is once coded
+    // numbers skip, and a count past the positions sent never is.
+    let sent_number = received <= m || received <= highest_sent || run.coded_numbers.binary_search(&received).is_ok();
+    let past_the_positions = received > highest_sent;
+    if missing > 0 && sent_number && (past_the_positions || received + missing > highest_number || missing_grew || implausible_as_a_count) {
         dev.counts_losses = true;
+    }
+    if !sent_number {
+        // Not LoRaMac-node's reading after all (an earlier report that
+        // looked like one was Basics Modem's by chance).
+        dev.counts_losses = false;
     }
     // Since which position the report has not changed.
     let unchanged_since = match dev.last_report {
