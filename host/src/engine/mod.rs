@@ -771,6 +771,21 @@ mod tests {
     }
 
     #[test]
+    fn a_session_is_over_after_its_timeout_by_class() {
+        use crate::clock::gps_seconds_to_unix_ms;
+        use crate::model::SessionClass;
+        let start = 1_400_000_000;
+        let at = |s: u64| gps_seconds_to_unix_ms(start + s);
+        // Class C lasts 2^t s, class B 128·2^t s.
+        assert!(!step::session_over(start, 10, SessionClass::C, at(1023)));
+        assert!(step::session_over(start, 10, SessionClass::C, at(1024)));
+        assert!(!step::session_over(start, 3, SessionClass::B, at(1023)));
+        assert!(step::session_over(start, 3, SessionClass::B, at(1024)));
+        // Not started yet: nothing is over.
+        assert!(!step::session_over(0, 0, SessionClass::C, at(1_000_000)));
+    }
+
+    #[test]
     fn a_multicast_stage_needs_a_fragment_stage_before_it() {
         let status = stage("FragSessionStatus", StageMode::Multicast);
         let fragments = stage("DataFragment", StageMode::Fragments);

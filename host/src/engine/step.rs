@@ -203,6 +203,26 @@ pub(super) fn fixed_fragment_count(nb_frag: u32, fixed_redundancy_pct: Option<u3
     Ok(total as u32)
 }
 
+/// How many fragments' worth of evidence the fleet's loss counts for in a
+/// device's estimate (the device's own reports weigh in beside it).
+const PRIOR_FRAGMENTS: f64 = 20.0;
+
+/// The loss over every device that reported counts, `sent` fragments each.
+fn fleet_loss(devices: &[DeviceRun], sent: f64) -> f64 {
+    let heard: Vec<f64> = devices.iter().filter(|d| d.active() && d.answered).filter_map(|d| d.received_fragments).map(f64::from).collect();
+    if heard.is_empty() {
+        return 0.0;
+    }
+    (1.0 - heard.iter().sum::<f64>() / (heard.len() as f64 * sent)).clamp(0.0, 0.9)
+}
+
+/// Whether the devices' multicast session has ended: class C lasts 2^t s,
+/// class B 128·2^t s from its start (TS005).
+pub(super) fn session_over(start_gps: u64, timeout: u8, class: crate::model::SessionClass, now: u64) -> bool {
+    let unit = if class == crate::model::SessionClass::B { BEACON_PERIOD_S } else { 1 };
+    start_gps > 0 && unix_ms_to_gps_seconds(now) >= start_gps + unit * (1u64 << timeout.min(15))
+}
+
 /// The stage whose requests tell devices when the multicast session
 /// starts, found by the plan's modes, never by a stage's name: the last
 /// unicast stage before the session is waited for or fragments go out, or
@@ -606,7 +626,9 @@ impl<N: Network> Engine<N> {
         if run.fragments_target == 0 {
             run.fragments_target = fixed_fragment_count(layout.nb_frag, run.fixed_redundancy_pct)?;
         }
-        if run.next_fragment > run.fragments_target {
+        // Past the session's end no device listens: a fragment would reach
+        // no one, and a device's counts would stand still as if it were done.
+        if run.next_fragment > run.fragments_target || session_over(run.session_start_gps, run.session_timeout, group.session_class, now) {
             self.advance(run, now, false)?;
             return Ok(Some(now));
         }
@@ -676,19 +698,22 @@ impl<N: Network> Engine<N> {
         // transmissions each needs given the loss it saw.
         let mut extra_needed = 0u32;
         let mut silent = 0;
+        let sent = run.fragments_sent.max(1) as f64;
+        let fleet_loss = fleet_loss(&devices, sent);
         for d in devices.iter().filter(|d| d.active() && !d.holds_file) {
             if !d.answered {
                 silent += 1;
                 continue;
             }
             let missing = d.missing_fragments.unwrap_or(1).max(1);
-            let sent = run.fragments_sent.max(1) as f64;
-            let received = d.received_fragments.unwrap_or(0) as f64;
-            let loss = (1.0 - received / sent).clamp(0.0, 0.9);
+            // A device's own loss, drawn toward the fleet's: a few fragments
+            // lost by an unlucky device say little about its link.
+            let lost = sent - d.received_fragments.unwrap_or(0) as f64;
+            let loss = ((lost + PRIOR_FRAGMENTS * fleet_loss) / (sent + PRIOR_FRAGMENTS)).clamp(0.0, 0.9);
             extra_needed = extra_needed.max((missing as f64 / (1.0 - loss)).ceil() as u32 + 1);
         }
         let closed_loop = run.fixed_redundancy_pct.is_none();
-        if extra_needed > 0 && closed_loop && run.extra_rounds < MAX_EXTRA_ROUNDS {
+        if extra_needed > 0 && closed_loop && run.extra_rounds < MAX_EXTRA_ROUNDS && !session_over(run.session_start_gps, run.session_timeout, group.session_class, now) {
             run.extra_rounds += 1;
             run.fragments_target += extra_needed;
             run.round_sent_ms = None;
