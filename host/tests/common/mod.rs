@@ -99,9 +99,14 @@ impl Api {
 
     /// Poll the campaign's progress until `done` says so.
     pub async fn wait_for(&self, campaign: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until(&format!("/api/campaigns/{campaign}/progress"), done).await
+    }
+
+    /// GET `path` until `done` holds for its answer (two minutes at most).
+    pub async fn wait_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
         let until = Instant::now() + Duration::from_secs(120);
         loop {
-            let p = self.call(reqwest::Method::GET, &format!("/api/campaigns/{campaign}/progress")).await;
+            let p = self.call(reqwest::Method::GET, path).await;
             if done(&p) {
                 return p;
             }
