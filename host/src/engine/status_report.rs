@@ -68,7 +68,7 @@ pub(super) fn read(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missin
     // LoRaMac-node's NbFragReceived is a number that was sent; Basics
     // Modem's (the last number less its losses) rarely is once coded
     // numbers skip, and a count past the positions sent never is.
-    let sent_number = received <= m || received <= highest_sent || run.coded_numbers.binary_search(&received).is_ok();
+    let sent_number = received <= highest_sent || run.coded_numbers.binary_search(&received).is_ok();
     let past_the_positions = received > highest_sent;
     if missing > 0 && sent_number && (past_the_positions || received + missing > highest_number || missing_grew || implausible_as_a_count) {
         dev.counts_losses = true;

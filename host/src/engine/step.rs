@@ -9,7 +9,7 @@ use super::{context, run, status_report};
 use super::run::{CampaignRun, DeviceRun, NetworkTrouble, RunStatus, Stage, StageMode};
 use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadPayload, OffloadState, OffloadStatus};
 use crate::clock::unix_ms_to_gps_seconds;
-use crate::model::{CampaignStatus, CampaignType, Device, Eui, MulticastGroup};
+use crate::model::{CampaignStatus, CampaignType, Device, Eui, MulticastGroup, SessionClass};
 use crate::plugin::device_library as lib;
 
 /// Longest wait between two retries of one device.
@@ -216,11 +216,19 @@ fn fleet_loss(devices: &[DeviceRun], sent: f64) -> f64 {
     (1.0 - heard.iter().sum::<f64>() / (heard.len() as f64 * sent)).clamp(0.0, 0.9)
 }
 
-/// Whether the devices' multicast session has ended: class C lasts 2^t s,
-/// class B 128·2^t s from its start (TS005).
-pub(super) fn session_over(start_gps: u64, timeout: u8, class: crate::model::SessionClass, now: u64) -> bool {
-    let unit = if class == crate::model::SessionClass::B { BEACON_PERIOD_S } else { 1 };
-    start_gps > 0 && unix_ms_to_gps_seconds(now) >= start_gps + unit * (1u64 << timeout.min(15))
+/// The unit of a multicast session's timeout (TS005): class C lasts 2^t
+/// seconds, class B 2^t beacon periods.
+fn session_timeout_unit_s(class: SessionClass) -> u64 {
+    if class == SessionClass::B {
+        BEACON_PERIOD_S
+    } else {
+        1
+    }
+}
+
+/// Whether the devices' multicast session, started at `start_gps`, has ended.
+pub(super) fn session_over(start_gps: u64, timeout: u8, class: SessionClass, now: u64) -> bool {
+    start_gps > 0 && unix_ms_to_gps_seconds(now) >= start_gps + session_timeout_unit_s(class) * (1u64 << timeout.min(15))
 }
 
 /// The stage whose requests tell devices when the multicast session
@@ -543,7 +551,7 @@ impl<N: Network> Engine<N> {
             let slowest = devices.iter().filter(|d| d.active()).map(|d| answer_timeout_s(&stage, d)).max().unwrap_or(stage.answer_timeout_s);
             let window_s = setup_window_s(slowest, run.retry_limit(&stage));
             run.session_start_gps = (unix_ms_to_gps_seconds(now) + window_s).max(run.scheduled_session_gps.unwrap_or(0));
-            if group.session_class == crate::model::SessionClass::B {
+            if group.session_class == SessionClass::B {
                 // Class B sessions start on a beacon period (TS005: a
                 // multiple of 128 s); the devices are told this time and
                 // fragments go out from it.
@@ -551,8 +559,8 @@ impl<N: Network> Engine<N> {
             }
             let starts_in_s = run.session_start_gps - unix_ms_to_gps_seconds(now);
             let left_s = (run.deadline_ms.saturating_sub(now) / 1000).saturating_sub(starts_in_s).max(1);
-            // Class C lasts 2^t s, class B 128·2^t s: end before the deadline.
-            let unit = if group.session_class == crate::model::SessionClass::B { 128 } else { 1 };
+            // The session ends before the deadline.
+            let unit = session_timeout_unit_s(group.session_class);
             run.session_timeout = (63 - (left_s / unit).max(1).leading_zeros()).min(15) as u8;
             self.store.put(&*run)?;
         }
