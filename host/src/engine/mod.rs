@@ -437,6 +437,10 @@ impl<N: Network> Engine<N> {
         let profile = self.profile(device.device_profile.as_ref())?;
         let mut dev_run = DeviceRun::new(run, device.dev_eui);
         dev_run.uplink_period_s = uplink_period_s(device, profile.as_ref());
+        if let Some(stack) = profile.as_ref().and_then(|p| p.device_stack) {
+            dev_run.stack_known = true;
+            dev_run.counts_losses = stack == crate::model::DeviceStack::LoramacNode;
+        }
         if let Some(why) = file_hardware.refuses(profile.as_ref()) {
             dev_run.failed = Some(why);
         }

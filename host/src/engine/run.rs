@@ -252,6 +252,10 @@ pub struct DeviceRun {
     /// a report no count of received and missing fragments could make.
     #[serde(default)]
     pub counts_losses: bool,
+    /// The device's profile names its stack: its reading is known, not
+    /// inferred.
+    #[serde(default)]
+    pub stack_known: bool,
     /// The last status report as sent, (NbFragReceived, MissingFrag), and
     /// the highest fragment number sent when it first read so.
     #[serde(default)]
@@ -284,6 +288,7 @@ impl DeviceRun {
             succeeded: false,
             archived: false,
             counts_losses: false,
+            stack_known: false,
             last_report: None,
         }
     }

@@ -70,10 +70,11 @@ pub(super) fn read(run: &CampaignRun, dev: &mut DeviceRun, received: u32, missin
     // numbers skip, and a count past the positions sent never is.
     let sent_number = received <= highest_sent || run.coded_numbers.binary_search(&received).is_ok();
     let past_the_positions = received > highest_sent;
-    if missing > 0 && sent_number && (past_the_positions || received + missing > highest_number || missing_grew || implausible_as_a_count) {
+    if dev.stack_known {
+        // The profile said which stack it is.
+    } else if missing > 0 && sent_number && (past_the_positions || received + missing > highest_number || missing_grew || implausible_as_a_count) {
         dev.counts_losses = true;
-    }
-    if !sent_number {
+    } else if !sent_number {
         // Not LoRaMac-node's reading after all (an earlier report that
         // looked like one was Basics Modem's by chance).
         dev.counts_losses = false;

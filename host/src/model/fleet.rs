@@ -431,9 +431,26 @@ pub struct DeviceProfile {
     /// The devices' hardware type (seed 002's `hwTarget` form).
     #[serde(default)]
     pub hw_target: Option<String>,
+    /// The public device stack the devices run, when known: how they fill
+    /// fragmentation status answers. Absent, the engine infers it from
+    /// the answers (docs/device-stacks.md).
+    #[serde(default)]
+    pub device_stack: Option<DeviceStack>,
     pub archived: bool,
 }
 object!(DeviceProfile, "device-profiles", |s| s.id.clone());
+
+/// A public device stack whose status answers read their own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceStack {
+    /// As the TS004 specification says: fragments heard and still needed.
+    Spec,
+    /// LoRaMac-node: the last fragment number heard and the uncoded ones lost.
+    LoramacNode,
+    /// LoRa Basics Modem: the last number less the losses, and still needed.
+    BasicsModem,
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -453,6 +470,7 @@ pub struct DeviceProfileInput {
     #[serde(default)]
     pub fports: BTreeMap<String, u8>,
     pub hw_target: Option<String>,
+    pub device_stack: Option<DeviceStack>,
 }
 
 impl Editable for DeviceProfile {
@@ -480,6 +498,7 @@ impl Editable for DeviceProfile {
             smart_delta_key: i.smart_delta_key,
             fports: i.fports,
             hw_target: i.hw_target.as_deref().map(|t| parse_hw_target("hwTarget", t)).transpose()?,
+            device_stack: i.device_stack,
             archived: prior.is_some_and(|p| p.archived),
         })
     }

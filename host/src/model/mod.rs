@@ -15,7 +15,7 @@ pub use campaign::{Campaign, CampaignInput, CampaignStatus, CampaignType, Messag
 pub use device::{Device, DeviceInput, DeviceUplinks, LorawanVersion, SessionClass, UplinkRecord};
 pub use eui::Eui;
 pub use fleet::{
-    firmware_version_text, parse_firmware_version, DeviceProfile, DeviceProfileInput, DeviceSet, DeviceSetInput, FileInput,
+    firmware_version_text, parse_firmware_version, DeviceProfile, DeviceProfileInput, DeviceSet, DeviceStack, DeviceSetInput, FileInput,
     FileType, IsmBand, MulticastGroup, MulticastGroupInput, Region, RegionInput, SmartDeltaKey, SmartDeltaKeyInput,
     StoredFile,
 };

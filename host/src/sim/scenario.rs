@@ -33,6 +33,8 @@ pub struct ScenarioConfig {
     pub success_threshold: u8,
     /// FPort overrides for the devices' profile (package name → FPort).
     pub fports: std::collections::BTreeMap<String, u8>,
+    /// The device stack the devices' profile names (None: inferred).
+    pub profile_stack: Option<crate::model::DeviceStack>,
     /// DevEUI of the first device (the rest follow) and of the group, so
     /// several scenarios can share one store.
     pub first_eui: u64,
@@ -65,6 +67,7 @@ impl ScenarioConfig {
             max_duration_minutes: 24 * 60,
             success_threshold: 90,
             fports: Default::default(),
+            profile_stack: None,
             first_eui: 0x70b3_d57e_d000_0000,
             group_eui: 0x70b3_d57e_d0ff_0000,
             update_type: None,
@@ -150,6 +153,7 @@ pub fn provision_objects(store: &Store, vault: &Arc<Vault>, now_ms: u64, config:
         smart_delta_key: None,
         fports: config.fports.clone(),
         hw_target: None,
+        device_stack: config.profile_stack,
     };
     let profile = DeviceProfile::from_input(profile, None, &ctx)?;
     store.put(&profile)?;
