@@ -371,6 +371,46 @@ impl RunningAgent {
     }
 }
 
+/// Our core on a data directory: its host (API, store, console) and the
+/// task that takes progress and metrics into its store.
+struct TestCore {
+    core: Arc<airlift::distributed::rmc_core::Core>,
+    host: Server,
+    stop: tokio::sync::oneshot::Sender<()>,
+    consuming: tokio::task::JoinHandle<Result<(), airlift::distributed::rmc_core::CoreError>>,
+}
+
+impl TestCore {
+    async fn start(dir: &std::path::Path, clock: Arc<dyn Clock>, speed: f64, core: Arc<airlift::distributed::rmc_core::Core>) -> Self {
+        let host = host_at(dir, clock, speed, true, Some(core.clone())).await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let consuming = tokio::spawn(core.clone().consume(host.state.store.clone(), host.state.vault.clone(), "airlift-core".into(), async move {
+            let _ = stopped.await;
+        }));
+        Self { core, host, stop, consuming }
+    }
+
+    fn api(&self) -> common::Api {
+        common::Api { http: reqwest::Client::new(), base: format!("http://{}", self.host.addr) }
+    }
+
+    /// Until `n` agents have been heard from (two minutes at most: agent
+    /// processes take a while to start).
+    async fn wait_for_agents(&self, n: usize) {
+        let until = Instant::now() + Duration::from_secs(120);
+        while self.core.live_agents().len() < n {
+            assert!(Instant::now() < until, "agents heard: {:?}", self.core.live_agents());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.consuming.await.unwrap().unwrap();
+        self.host.stop().await;
+    }
+}
+
 /// A host for the distributed tests on `clock`: an agent's or, with
 /// `remote`, our core's.
 async fn host_at(dir: &std::path::Path, clock: Arc<dyn Clock>, speed: f64, load_bundled: bool, remote: Option<Arc<airlift::distributed::rmc_core::Core>>) -> Server {
@@ -401,23 +441,15 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     scenario.file_size = 2_000;
     let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
     let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
-    let core_host = host_at(core_dir.path(), clock.clone(), FAST, true, Some(core.clone())).await;
-    let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
-    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), core_host.state.vault.clone(), "airlift-core".into(), async move {
-        let _ = core_stopped.await;
-    }));
+    let core_host = TestCore::start(core_dir.path(), clock.clone(), FAST, core.clone()).await;
     // Two agents: agent-1 carries no plugin at all.
     let mut agents = Vec::new();
     for (id, bundled) in [("agent-1", false), ("agent-2", true)] {
         agents.push(RunningAgent::start(id, bundled, clock.clone(), &kafka, &cluster).await);
     }
-    let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
+    let api = core_host.api();
     let campaign = sim.objects.campaign_id.clone();
-    let until = Instant::now() + Duration::from_secs(60);
-    while core.live_agents().len() < 2 {
-        assert!(Instant::now() < until, "agents heard: {:?}", core.live_agents());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    core_host.wait_for_agents(2).await;
     // The duration, estimated by the capable agent through GET and RESP.
     let estimate = api.call(reqwest::Method::GET, &format!("/api/campaigns/{campaign}/duration?loss=0.2")).await;
     assert_eq!((&estimate["action"], &estimate["instanceId"]), (&Value::from("RESP"), &Value::from("agent-2")), "{estimate}");
@@ -449,16 +481,10 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     // The core restarts while the agent works: it reads on from the
     // progress it had committed, and its new API shows the end.
     api.wait_for(&campaign, |p| p["campaignStagesCompleted"].as_u64() >= Some(1)).await;
-    let _ = stop_core.send(());
-    consuming.await.unwrap().unwrap();
     core_host.stop().await;
     let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
-    let core_host = host_at(core_dir.path(), clock.clone(), FAST, true, Some(core.clone())).await;
-    let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
-    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), core_host.state.vault.clone(), "airlift-core".into(), async move {
-        let _ = core_stopped.await;
-    }));
-    let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
+    let core_host = TestCore::start(core_dir.path(), clock.clone(), FAST, core.clone()).await;
+    let api = core_host.api();
     let done = api.wait_for(&campaign, |p| p["campaignStatus"] != "RUNNING").await;
     assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
     assert_eq!(done["instanceId"], "agent-2", "the agent that carries the library ran it");
@@ -475,12 +501,10 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     let local = airlift::distributed::translate::local_campaign_id(&campaign);
     assert!(agents[1].host.state.store.get::<airlift::model::Campaign>(&local).unwrap().is_some(), "agent-2 ran it");
     assert!(agents[0].host.state.store.get::<airlift::model::Campaign>(&local).unwrap().is_none(), "agent-1 never saw it");
-    assert!(core_host.state.store.get::<airlift::engine::CampaignRun>(&campaign).unwrap().is_none(), "the core ran nothing itself");
+    assert!(core_host.host.state.store.get::<airlift::engine::CampaignRun>(&campaign).unwrap().is_none(), "the core ran nothing itself");
     for agent in agents {
         agent.stop().await;
     }
-    let _ = stop_core.send(());
-    consuming.await.unwrap().unwrap();
     core_host.stop().await;
 }
 
@@ -498,16 +522,12 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
     scenario.groups = 3;
     let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
     let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
-    let core_host = host_at(core_dir.path(), clock.clone(), common::SPEED, true, Some(core.clone())).await;
-    let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
-    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), core_host.state.vault.clone(), "airlift-core".into(), async move {
-        let _ = core_stopped.await;
-    }));
+    let core_host = TestCore::start(core_dir.path(), clock.clone(), common::SPEED, core.clone()).await;
     let mut agents = Vec::new();
     for id in ["agent-1", "agent-2", "agent-3"] {
         agents.push(RunningAgent::start(id, true, clock.clone(), &kafka, &cluster).await);
     }
-    let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
+    let api = core_host.api();
     sim.lns.post_uplinks_to(&format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance));
     // One campaign per multicast group, each over that group's devices.
     let mut template = api.call(reqwest::Method::GET, &format!("/api/campaigns/{}", sim.objects.campaign_id)).await;
@@ -525,11 +545,7 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
         campaign["regions"] = serde_json::json!([region]);
         campaigns.push(api.send_json(reqwest::Method::POST, "/api/campaigns", campaign).await["id"].as_str().unwrap().to_string());
     }
-    let until = Instant::now() + Duration::from_secs(60);
-    while core.live_agents().len() < 3 {
-        assert!(Instant::now() < until, "agents heard: {:?}", core.live_agents());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    core_host.wait_for_agents(3).await;
     for campaign in &campaigns {
         api.call(reqwest::Method::POST, &format!("/api/campaigns/{campaign}/start")).await;
     }
@@ -546,8 +562,6 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
     for agent in agents {
         agent.stop().await;
     }
-    let _ = stop_core.send(());
-    consuming.await.unwrap().unwrap();
     core_host.stop().await;
 }
 
@@ -570,11 +584,7 @@ async fn an_agent_killed_with_sigkill_mid_campaign_loses_nothing() {
     let mut core = airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap();
     core.agent_timeout = Duration::from_secs(3);
     let core = Arc::new(core);
-    let core_host = host_at(core_dir.path(), clock.clone(), common::SPEED, true, Some(core.clone())).await;
-    let (stop_core, core_stopped) = tokio::sync::oneshot::channel::<()>();
-    let consuming = tokio::spawn(core.clone().consume(core_host.state.store.clone(), core_host.state.vault.clone(), "airlift-core".into(), async move {
-        let _ = core_stopped.await;
-    }));
+    let core_host = TestCore::start(core_dir.path(), clock.clone(), common::SPEED, core.clone()).await;
     // Two agent processes on the test's timeline.
     let agents_dir = tempfile::tempdir().unwrap();
     let key_file = agents_dir.path().join("cluster.key");
@@ -598,14 +608,10 @@ async fn an_agent_killed_with_sigkill_mid_campaign_loses_nothing() {
     };
     let mut first = spawn_agent("agent-1");
     let mut second = spawn_agent("agent-2");
-    let api = common::Api { http: reqwest::Client::new(), base: format!("http://{}", core_host.addr) };
+    let api = core_host.api();
     sim.lns.post_uplinks_to(&format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance));
     let campaign = sim.objects.campaign_id.clone();
-    let until = Instant::now() + Duration::from_secs(120);
-    while core.live_agents().len() < 2 {
-        assert!(Instant::now() < until, "agents heard: {:?}", core.live_agents());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    core_host.wait_for_agents(2).await;
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{campaign}/start")).await;
     // Killed once its devices are set up and fragments go out.
     let seen = api.wait_for(&campaign, |p| p["stage"]["stageName"] == "DataFragment" && p["fragmentsSent"].as_u64() > Some(0)).await;
@@ -625,8 +631,6 @@ async fn an_agent_killed_with_sigkill_mid_campaign_loses_nothing() {
         let _ = agent.kill();
         let _ = agent.wait();
     }
-    let _ = stop_core.send(());
-    consuming.await.unwrap().unwrap();
     core_host.stop().await;
 }
 
