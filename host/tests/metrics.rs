@@ -39,11 +39,21 @@ async fn metrics_move_while_a_campaign_runs() {
     let id = &sim.objects.campaign_id;
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{id}/start")).await;
     api.wait_for(id, |p| under_way(p, "DataFragment")).await;
-    let during = scrape().await;
+    // A step records its fragments before they go out (the network is
+    // called after, unlocked): wait for the first to be sent.
+    let backend = format!("backend_instance=\"{instance}\"");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let during = loop {
+        let now = scrape().await;
+        if sample(&now, "airlift_downlinks_total", &[&backend, "kind=\"multicast\""]) > sample(&before, "airlift_downlinks_total", &[&backend, "kind=\"multicast\""]) {
+            break now;
+        }
+        assert!(std::time::Instant::now() < until, "no multicast downlink counted: {now}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(sample(&during, "airlift_campaigns", &["status=\"RUNNING\""]), 1.0, "{during}");
     assert_eq!(sample(&during, "airlift_campaign_devices", &[]), 10.0, "every device of the running campaign has a state: {during}");
     let moved = |family: &str, labels: &[&str]| sample(&during, family, labels) > sample(&before, family, labels);
-    let backend = format!("backend_instance=\"{instance}\"");
     assert!(moved("airlift_uplinks_total", &[&backend, "result=\"taken\""]), "uplinks: {during}");
     assert!(moved("airlift_downlinks_total", &[&backend, "kind=\"unicast\"", "result=\"sent\""]), "unicast downlinks");
     assert!(moved("airlift_downlinks_total", &[&backend, "kind=\"multicast\""]), "multicast downlinks");
