@@ -98,9 +98,7 @@ async fn main() -> anyhow::Result<()> {
         config.cluster_key = Some(cluster.clone());
         running.push((tokio::spawn(agent::run(agent_host.state.clone(), config, std::future::pending())), agent_host));
     }
-    while core.live_agents().len() < agents {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    core.await_agents(agents, Duration::MAX).await;
     println!("{campaigns} campaigns × {per_campaign} devices on {agents} agents, broker {brokers}, clock ×{speed}, uplinks every {uplink_period} s ({:.0} a real second)", devices as f64 * speed / uplink_period as f64);
     let started = Instant::now();
     for id in &ids {

@@ -397,11 +397,7 @@ impl TestCore {
     /// Until `n` agents have been heard from (two minutes at most: agent
     /// processes take a while to start).
     async fn wait_for_agents(&self, n: usize) {
-        let until = Instant::now() + Duration::from_secs(120);
-        while self.core.live_agents().len() < n {
-            assert!(Instant::now() < until, "agents heard: {:?}", self.core.live_agents());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(self.core.await_agents(n, Duration::from_secs(120)).await, "agents heard: {:?}", self.core.live_agents());
     }
 
     async fn stop(self) {

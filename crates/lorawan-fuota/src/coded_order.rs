@@ -56,12 +56,8 @@ pub fn fragment_numbers(m: u32, version: Version, first: u32, count: u32) -> Res
     }
     let last = first.saturating_add(count.saturating_sub(1));
     let lines = coded_lines(m, version, last.saturating_sub(m))?;
-    (first..first.saturating_add(count))
-        .map(|p| match p.checked_sub(m).filter(|k| *k > 0) {
-            None => Ok(p),
-            Some(k) => Ok(m + lines[k as usize - 1]),
-        })
-        .collect()
+    // Positions up to M are the uncoded fragments, numbered as such.
+    Ok((first..first.saturating_add(count)).map(|p| if p <= m { p } else { m + lines[(p - m) as usize - 1] }).collect())
 }
 
 /// The parity lines of the first `count` coded positions, in order.

@@ -151,8 +151,7 @@ fn parts_of(s: &AppState, id: &str) -> Result<Vec<Part>, ApiError> {
 /// an RMC core).
 fn remote_of(s: &AppState, id: &str) -> Result<Option<RemoteCampaign>, ApiError> {
     load::<Campaign>(s, id)?;
-    // An archived one was never sent (the broker refused it).
-    Ok(s.store.get::<RemoteCampaign>(id)?.filter(|r| !r.archived))
+    Ok(RemoteCampaign::sent(&s.store, id)?)
 }
 
 /// The campaign's progress message: its agent's, else this host's.

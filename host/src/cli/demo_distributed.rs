@@ -81,11 +81,7 @@ pub async fn run(args: &DemoArgs, brokers: &str) -> anyhow::Result<()> {
         let task = tokio::spawn(agent::run(host.state.clone(), config, std::future::pending()));
         agents.push(Some((id, host, task)));
     }
-    let until = Instant::now() + Duration::from_secs(60);
-    while core.live_agents().len() < args.agents {
-        anyhow::ensure!(Instant::now() < until, "only {:?} of the agents were heard on the broker", core.live_agents());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    anyhow::ensure!(core.await_agents(args.agents, Duration::from_secs(60)).await, "only {:?} of the agents were heard on the broker", core.live_agents());
     let now = chrono::DateTime::from_timestamp_millis(clock.now_unix_ms() as i64).unwrap_or_default();
     let first_agent = core.start(&core_host.state.store, &core_host.state.vault, &objects.campaign_id, now).await?;
     say(format!("campaign {} sent to {first_agent}", objects.campaign_id));

@@ -11,6 +11,7 @@ use super::bus::{publish, BusError, KafkaSettings, Start};
 use super::seed::{self, Action, ConfigMessage, MetricsMessage};
 use super::translate::{self, AgentSettings};
 use crate::api::AppState;
+use crate::clock::{Clock, SystemClock};
 use crate::engine::progress;
 use crate::engine::run::{parts_of, RunStatus};
 use crate::engine::RunOptions;
@@ -363,7 +364,7 @@ async fn report_progress(state: AppState, config: AgentConfig, producer: FutureP
             let mut all_sent = true;
             // Ours: when it left, by the wall clock (the core measures how
             // long progress takes to reach its API).
-            let sent_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let sent_at = SystemClock.now_unix_ms();
             for (key, mut msg) in outgoing {
                 msg["sentAtMs"] = json!(sent_at);
                 if let Err(e) = publish(&producer, &config.kafka.topics.progress, &key, msg.to_string().as_bytes()).await {

@@ -7,6 +7,7 @@
 
 use super::bus::{publish, BusError, KafkaSettings};
 use super::seed::{self, Action, ConfigMessage, SeedBinary, SeedDevice, SeedDeviceOptions, SeedGroup, SeedGroupOptions, SeedNetwork, SeedOptions};
+use crate::clock::{Clock, SystemClock};
 use crate::keys::Vault;
 use crate::model::fleet_object as object;
 use crate::model::{BackendInstance, Campaign, CampaignStatus, CampaignType, Device, DeviceSet, Eui, IsmBand, LorawanVersion, MulticastGroup, Object, Region, SessionClass};
@@ -42,6 +43,14 @@ pub struct RemoteCampaign {
     pub archived: bool,
 }
 object!(RemoteCampaign, "remote-campaigns", |s| s.campaign_id.clone());
+
+impl RemoteCampaign {
+    /// The campaign as sent to its agent; an archived record was never
+    /// sent (the broker refused it).
+    pub fn sent(store: &Store, campaign_id: &str) -> Result<Option<Self>, StoreError> {
+        Ok(store.get::<Self>(campaign_id)?.filter(|r| !r.archived))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -121,6 +130,17 @@ impl Core {
         agents.iter().filter(|(_, a)| a.at.elapsed() < self.agent_timeout).map(|(id, _)| id.clone()).collect()
     }
 
+    /// Wait until at least `n` agents are live; false if `within` passed
+    /// first.
+    pub async fn await_agents(&self, n: usize, within: Duration) -> bool {
+        let heard = async {
+            while self.live_agents().len() < n {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(within, heard).await.is_ok()
+    }
+
     fn agents_seen(&self) -> String {
         let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         let seen: Vec<String> = agents.iter().map(|(id, a)| format!("{id} ({} s ago: {})", a.at.elapsed().as_secs(), a.plugins.iter().cloned().collect::<Vec<_>>().join(", "))).collect();
@@ -171,7 +191,7 @@ impl Core {
     fn check_conflicts(&self, store: &Store, campaign: &Campaign) -> Result<(), CoreError> {
         let (devices, groups) = members(store, campaign)?;
         for other in store.list::<Campaign>(false)?.into_iter().filter(|c| c.status == CampaignStatus::Running && c.id != campaign.id) {
-            if !store.get::<RemoteCampaign>(&other.id)?.is_some_and(|r| !r.archived) {
+            if RemoteCampaign::sent(store, &other.id)?.is_none() {
                 continue;
             }
             let Ok((held_devices, held_groups)) = members(store, &other) else { continue };
@@ -211,12 +231,11 @@ impl Core {
         let sent = publish(&self.producer, &self.kafka.topics.config, &msg_id, &serde_json::to_vec(&get).expect("messages serialize")).await;
         let resp = match sent {
             Ok(()) => tokio::time::timeout(timeout, answered).await.ok().and_then(Result::ok),
-            Err(e) => {
-                self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&msg_id);
-                return Err(e.into());
-            }
+            Err(_) => None,
         };
+        // Answered, timed out or never sent: nobody waits for it any more.
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&msg_id);
+        sent?;
         let resp = resp.ok_or(CoreError::NoAnswer(timeout))?;
         if let Some(error) = resp["error"]["text"].as_str() {
             return Err(CoreError::Invalid(format!("the agent could not estimate: {error}")));
@@ -275,7 +294,7 @@ impl Core {
 
     /// Ask the campaign's agent to stop it.
     pub async fn stop(&self, store: &Store, campaign_id: &str) -> Result<(), CoreError> {
-        let remote = store.get::<RemoteCampaign>(campaign_id)?.filter(|r| !r.archived).ok_or(CoreError::NotRunning)?;
+        let remote = RemoteCampaign::sent(store, campaign_id)?.ok_or(CoreError::NotRunning)?;
         let stop = ConfigMessage {
             action: Action::Stop,
             target_type: Some("CAMPAIGN".into()),
@@ -366,7 +385,7 @@ impl Core {
 /// ours to keep); a final campaign message sets the campaign's status.
 fn take_progress(&self, store: &Store, msg: &Value) -> Result<(), StoreError> {
     let Some(id) = msg["campaignId"].as_str().map(String::from).or_else(|| msg["campaignId"].as_u64().map(|n| n.to_string())) else { return Ok(()) };
-    let Some(mut remote) = store.get::<RemoteCampaign>(&id)?.filter(|r| !r.archived) else { return Ok(()) };
+    let Some(mut remote) = RemoteCampaign::sent(store, &id)? else { return Ok(()) };
     match msg["deveui"].as_str() {
         Some(eui) => {
             remote.devices.insert(eui.to_string(), msg.clone());
@@ -393,8 +412,7 @@ fn take_progress(&self, store: &Store, msg: &Value) -> Result<(), StoreError> {
     store.put(&remote)?;
     store.flush()?;
     if let Some(sent) = msg["sentAtMs"].as_u64() {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let lag = now.saturating_sub(sent);
+        let lag = SystemClock.now_unix_ms().saturating_sub(sent);
         metrics::histogram!("airlift_progress_lag_seconds").record(lag as f64 / 1000.0);
         let mut lags = self.progress_lag_ms.lock().unwrap_or_else(|p| p.into_inner());
         // Bounded: the latest million are plenty for percentiles.
