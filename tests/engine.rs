@@ -859,3 +859,75 @@ async fn the_duration_is_served_for_a_campaign_and_for_a_draft_and_a_schedule_it
     assert!(matches!(&refused, Err(airlift::engine::EngineError::Invalid(why)) if why.contains("too early") && why.contains("setup")), "{:?}", refused.map(|r| r.len()));
     assert_eq!(campaign_status(&s), CampaignStatus::Configured, "nothing started");
 }
+
+/// A ledger that checks, at each reservation, that no frame went out at or
+/// above the previous one, and refuses to publish while `down`.
+struct CheckingLedger {
+    fleet: Arc<SimFleet>,
+    reserved: std::sync::Mutex<Vec<u32>>,
+    sent_past_reservation: std::sync::atomic::AtomicU32,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl airlift::engine::fcnt_ledger::FcntLedger for CheckingLedger {
+    fn reserve<'a>(&'a self, _run: &'a CampaignRun, until: u32) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return Err("broker away".into());
+            }
+            let mut reserved = self.reserved.lock().unwrap();
+            let covered = reserved.last().copied().unwrap_or(0);
+            if self.fleet.highest_multicast_fcnt().is_some_and(|f| f >= covered) {
+                self.sent_past_reservation.fetch_add(1, Ordering::SeqCst);
+            }
+            reserved.push(until);
+            Ok(())
+        })
+    }
+}
+
+/// Under a ledger (an RMC agent's), no multicast frame goes out before a
+/// reservation that covers its counter is published; while the ledger
+/// cannot publish, frames wait as for a network outage, and the campaign
+/// still ends with every device holding the file.
+#[tokio::test]
+async fn multicast_frame_counters_are_published_before_frames_use_them() {
+    let mut config = ScenarioConfig::new(20);
+    // Over 256 frames: more than one block.
+    config.file_size = 70_000;
+    let (_dir, clock, _h, s) = fixture("lorawan-v1", &config).await;
+    let ledger = Arc::new(CheckingLedger { fleet: s.engine.network.clone(), reserved: Default::default(), sent_past_reservation: Default::default(), down: Default::default() });
+    assert!(s.engine.set_fcnt_ledger(ledger.clone()));
+    s.engine.start(&s.campaign_id, options(&config)).await.unwrap();
+    let mut outage = None;
+    assert!(drive(&s.engine, &clock, &s.campaign_id, |e| {
+        let run = e.store.get::<CampaignRun>(&s.campaign_id).unwrap().unwrap();
+        // The ledger goes away mid-fragments, before the second block, for
+        // ten minutes.
+        if outage.is_none() && run.next_fcnt + 8 >= airlift::engine::fcnt_ledger::FCNT_BLOCK {
+            ledger.down.store(true, Ordering::SeqCst);
+            outage = Some((clock.now_unix_ms(), e.network.highest_multicast_fcnt()));
+        }
+        if let Some((from, _)) = outage {
+            if clock.now_unix_ms() > from + 10 * 60_000 {
+                ledger.down.store(false, Ordering::SeqCst);
+            }
+        }
+        true
+    })
+    .await
+    .unwrap());
+    let run = run_of(&s);
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    for p in &s.devices {
+        assert_eq!(s.engine.network.received_file(p.dev_eui).as_deref(), Some(s.image.as_slice()));
+    }
+    let reserved = ledger.reserved.lock().unwrap().clone();
+    let highest = s.engine.network.highest_multicast_fcnt().expect("multicast frames went out");
+    assert!(reserved.len() >= 2, "more than one block was used: {reserved:?}, highest {highest}");
+    assert!(reserved.windows(2).all(|w| w[0] < w[1]), "reservations only grow: {reserved:?}");
+    assert_eq!(ledger.sent_past_reservation.load(Ordering::SeqCst), 0, "a frame went out past its reservation");
+    assert!(highest < *reserved.last().unwrap(), "the last frame ({highest}) is under the last reservation {reserved:?}");
+    assert_eq!(run.fcnt_reserved, *reserved.last().unwrap(), "the run records what was published");
+    assert!(outage.is_some_and(|(_, before)| before.is_some_and(|f| f < airlift::engine::fcnt_ledger::FCNT_BLOCK)), "the ledger went away before the first block ran out: {outage:?}");
+}

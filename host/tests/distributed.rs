@@ -616,6 +616,10 @@ async fn an_agent_killed_with_sigkill_mid_campaign_loses_nothing() {
     assert!(setups_before >= 6, "McGroupSetupReq went to every device before: {setups_before}");
     victim.kill().unwrap(); // SIGKILL
     victim.wait().unwrap();
+    // Its fragments went out under a frame counter reservation the core
+    // holds: the survivor goes on from there.
+    let remote = core_host.host.state.store.get::<airlift::distributed::rmc_core::RemoteCampaign>(&campaign).unwrap().unwrap();
+    assert!(remote.fcnt_reserved.get(&sim.group.0.to_string()).is_some_and(|r| *r > 0), "a reservation for the group: {:?}", remote.fcnt_reserved);
     let done = api.wait_for(&campaign, |p| p["campaignStatus"] != "RUNNING" && p["instanceId"] == survivor).await;
     assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
     for d in &sim.devices {

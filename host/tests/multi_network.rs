@@ -59,8 +59,13 @@ async fn one_campaign_runs_its_groups_over_thingpark_and_chirpstack_at_once() {
     let started = api.call(Method::POST, &format!("/api/campaigns/{id}/start")).await;
     assert_eq!(started["groups"].as_array().map(Vec::len), Some(2), "one run per group: {started}");
     let done = api.wait_for(id, |p| p["campaignStatus"] != "RUNNING").await;
+    if done["devicesSucceeded"] != 10 {
+        // What each device that did not make it said (this test once lost
+        // one device of ten on a loaded CI machine).
+        let devices = api.call(Method::GET, &format!("/api/campaigns/{id}/devices")).await;
+        panic!("not every device succeeded: {done}\ndevices: {devices}");
+    }
     assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
-    assert_eq!(done["devicesSucceeded"], 10, "{done}");
     let groups = done["groups"].as_array().unwrap();
     assert_eq!(groups[0]["mcGroupEui"], sim.group.0.to_string());
     assert_eq!(groups[1]["mcGroupEui"], second.to_string());

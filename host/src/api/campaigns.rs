@@ -168,8 +168,8 @@ async fn campaign_progress(State(s): State<AppState>, Path(id): Path<String>) ->
 }
 
 async fn device_progress(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<Value>>, ApiError> {
-    if let Some(remote) = remote_of(&s, &id)? {
-        return Ok(Json(remote.devices.into_values().collect()));
+    if remote_of(&s, &id)?.is_some() {
+        return Ok(Json(RemoteCampaign::devices(&s.store, &id)?));
     }
     let now = s.clock.now_unix_ms();
     let parts = parts_of(&s, &id)?;

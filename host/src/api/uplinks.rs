@@ -111,7 +111,7 @@ async fn receive(
                 record_uplink(&s, &id, &u)?;
                 match &s.remote {
                     // On an RMC core the agents run the campaigns: to them.
-                    Some(core) => core.forward_uplink(&id, Eui(u.dev_eui), u.fport, &u.payload).await?,
+                    Some(core) => core.forward_uplink(&s.store, &id, Eui(u.dev_eui), u.fport, &u.payload).await?,
                     None => s.runner.on_uplink(&id, Eui(u.dev_eui), u.fport, u.payload).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
                 }
                 if let Some(fcnt) = u.fcnt_up {

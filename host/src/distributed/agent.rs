@@ -12,10 +12,12 @@ use super::seed::{self, Action, ConfigMessage, MetricsMessage};
 use super::translate::{self, AgentSettings};
 use crate::api::AppState;
 use crate::clock::{Clock, SystemClock};
+use crate::engine::fcnt_ledger::FcntLedger;
 use crate::engine::progress;
 use crate::engine::run::{parts_of, RunStatus};
 use crate::engine::RunOptions;
 use crate::model::Object;
+use futures_util::future::BoxFuture;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
@@ -102,10 +104,13 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
     shared.subscribe(&[config.kafka.topics.config.as_str()])?;
     let own: StreamConsumer = config.kafka.consumer(&format!("{}.{}", config.group, config.instance_id))?;
     own.subscribe(&[config.kafka.topics.config.as_str()])?;
-    // Uplinks our core forwards: every agent reads them all (its own
-    // group) and acts on those of its devices.
-    let uplinks: StreamConsumer = config.kafka.consumer_from(&format!("{}.{}.uplinks", config.group, config.instance_id), Start::Latest)?;
-    uplinks.subscribe(&[config.kafka.topics.uplinks.as_str()])?;
+    // Uplinks our core forwards to this agent, for the devices of the
+    // campaigns it runs, on a topic of its own: made before the agent is
+    // heard of, read from where it left off.
+    let uplink_topic = config.kafka.topics.uplinks_of(&config.instance_id);
+    config.kafka.create(&[&uplink_topic], 1).await?;
+    let uplinks: StreamConsumer = config.kafka.consumer_from(&format!("{}.{}.uplinks", config.group, config.instance_id), Start::Earliest)?;
+    uplinks.subscribe(&[uplink_topic.as_str()])?;
     // The campaigns taken before a restart that still run (the host
     // resumed them) are reported on again.
     let watched: Watched = Default::default();
@@ -115,6 +120,10 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
             watched.lock().unwrap_or_else(|p| p.into_inner()).insert(taken.campaign_id, taken.seed_id);
         }
     }
+    // From now on, no multicast frame counter is used before it is on the
+    // progress topic.
+    let ledger = ProgressLedger { store: state.store.clone(), clock: state.clock.clone(), producer: producer.clone(), topic: config.kafka.topics.progress.clone(), instance_id: config.instance_id.clone() };
+    state.runner.engine.set_fcnt_ledger(Arc::new(ledger));
     // Aborted with this future, however it ends (a dropped agent is
     // silent at once).
     let _reporter = AbortOnDrop(tokio::spawn(report_progress(state.clone(), config.clone(), producer.clone(), watched.clone())));
@@ -129,6 +138,29 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
         }
     };
     result
+}
+
+/// The agent's frame counter ledger: a reservation is a multicast group
+/// progress message on the progress topic, keyed as its campaign's
+/// messages are, so the core reads it in order with them.
+struct ProgressLedger {
+    store: crate::store::Store,
+    clock: Arc<dyn Clock>,
+    producer: FutureProducer,
+    topic: String,
+    instance_id: String,
+}
+
+impl FcntLedger for ProgressLedger {
+    fn reserve<'a>(&'a self, run: &'a crate::engine::CampaignRun, until: u32) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let seed_id = self.store.get::<TakenCampaign>(&run.campaign_id).ok().flatten().map_or_else(|| json!(run.campaign_id), |t| t.seed_id);
+            let mut msg = progress::fcnt_reservation_message(run, until, self.clock.now_unix_ms());
+            msg["campaignId"] = seed_id.clone();
+            msg["instanceId"] = json!(self.instance_id);
+            publish(&self.producer, &self.topic, &seed::id_text(&seed_id), msg.to_string().as_bytes()).await.map_err(|e| e.to_string())
+        })
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -19,8 +19,18 @@ pub struct Topics {
     /// Metrics messages.
     pub metrics: String,
     /// Ours: uplinks a network posted to our core, for the agents (the
-    /// seed's agents take uplinks from the LRC themselves).
+    /// seed's agents take uplinks from the LRC themselves). Each agent
+    /// reads its own topic, this name and its instance id
+    /// ([`Topics::uplinks_of`]): an uplink goes to the one agent that runs
+    /// the device's campaign, and no agent reads the others'.
     pub uplinks: String,
+}
+
+impl Topics {
+    /// The topic of the uplinks for one agent's devices.
+    pub fn uplinks_of(&self, agent: &str) -> String {
+        format!("{}.{agent}", self.uplinks)
+    }
 }
 
 impl Default for Topics {
@@ -108,10 +118,14 @@ impl KafkaSettings {
         Ok(config.create()?)
     }
 
-    /// Create the topics (those that exist stay as they are).
+    /// Create the shared topics (those that exist stay as they are).
     pub async fn create_topics(&self, partitions: i32) -> Result<(), BusError> {
+        self.create(&[&self.topics.config, &self.topics.progress, &self.topics.metrics], partitions).await
+    }
+
+    /// Create these topics; those that exist stay as they are.
+    pub async fn create(&self, topics: &[&str], partitions: i32) -> Result<(), BusError> {
         let admin: AdminClient<DefaultClientContext> = self.client().create()?;
-        let topics = [&self.topics.config, &self.topics.progress, &self.topics.metrics, &self.topics.uplinks];
         let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         for result in admin.create_topics(&new, &options).await? {

@@ -17,7 +17,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,25 +32,52 @@ struct AgentSeen {
 }
 
 /// A campaign run by an agent, with the progress it reported: the latest
-/// campaign message and each device's.
+/// campaign message, and the frame counter each of its multicast groups
+/// may have reached. Each device's latest message is a [`RemoteDevice`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteCampaign {
     pub campaign_id: String,
     pub agent: String,
     pub campaign: Option<Value>,
-    pub devices: BTreeMap<String, Value>,
+    /// Per multicast group (its EUI), the frame counter its agent published
+    /// before using any counter below it (a multicast group message's
+    /// `mcGroupState.fCntDown`): where another agent goes on.
+    #[serde(default)]
+    pub fcnt_reserved: BTreeMap<String, u32>,
     pub archived: bool,
 }
 object!(RemoteCampaign, "remote-campaigns", |s| s.campaign_id.clone());
 
 impl RemoteCampaign {
+    fn new(campaign_id: &str, agent: &str, archived: bool) -> Self {
+        Self { campaign_id: campaign_id.into(), agent: agent.into(), campaign: None, fcnt_reserved: BTreeMap::new(), archived }
+    }
+
     /// The campaign as sent to its agent; an archived record was never
     /// sent (the broker refused it).
     pub fn sent(store: &Store, campaign_id: &str) -> Result<Option<Self>, StoreError> {
         Ok(store.get::<Self>(campaign_id)?.filter(|r| !r.archived))
     }
+
+    /// Each device's latest progress message, in DevEUI order.
+    pub fn devices(store: &Store, campaign_id: &str) -> Result<Vec<Value>, StoreError> {
+        Ok(store.list_prefix::<RemoteDevice>(&format!("{campaign_id}/"))?.into_iter().map(|d| d.message).collect())
+    }
 }
+
+/// One device's latest progress message in a campaign an agent runs, a
+/// record of its own: a message rewrites one device, not the campaign.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteDevice {
+    /// `campaign id/DevEUI`.
+    pub key: String,
+    pub message: Value,
+    #[serde(default)]
+    pub archived: bool,
+}
+object!(RemoteDevice, "remote-devices", |s| s.key.clone());
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -91,11 +118,25 @@ pub struct Core {
     listening_since: Mutex<Option<Instant>>,
     /// An agent silent this long is gone.
     pub agent_timeout: Duration,
+    /// Which campaign each device was last sent in: where its uplinks go.
+    routes: Mutex<Routes>,
 }
+
+#[derive(Default)]
+struct Routes {
+    campaigns: HashMap<Eui, String>,
+    /// When they were last read from the store.
+    built: Option<Instant>,
+}
+
+/// A core that restarted learns its routes from the store, at most this
+/// often (an uplink of a device in no campaign would otherwise read it
+/// every time).
+const ROUTES_REBUILT_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 
 impl Core {
     pub fn new(kafka: KafkaSettings, cluster_key: Arc<Vault>) -> Result<Self, CoreError> {
-        Ok(Self { producer: kafka.producer()?, kafka, cluster_key, agents: Default::default(), assigned: Default::default(), pending: Default::default(), progress_lag_ms: Default::default(), listening_since: Default::default(), agent_timeout: Duration::from_secs(15) })
+        Ok(Self { producer: kafka.producer()?, kafka, cluster_key, agents: Default::default(), assigned: Default::default(), pending: Default::default(), progress_lag_ms: Default::default(), listening_since: Default::default(), agent_timeout: Duration::from_secs(15), routes: Default::default() })
     }
 
     /// The live agents that carry every plugin in `needs`, least loaded first.
@@ -167,7 +208,7 @@ impl Core {
         self.assigned.lock().unwrap_or_else(|p| p.into_inner()).insert(super::translate::local_campaign_id(&campaign.id), (agent.clone(), add.devices.len() as u64));
         super::sealing::seal_keys(&mut add, &self.cluster_key);
         // On disk first: progress that arrives finds its campaign.
-        store.put(&RemoteCampaign { campaign_id: campaign.id.clone(), agent: agent.clone(), campaign: None, devices: BTreeMap::new(), archived: false })?;
+        store.put(&RemoteCampaign::new(&campaign.id, &agent, false))?;
         campaign.status = CampaignStatus::Running;
         campaign.started = Some(now);
         store.put(&campaign)?;
@@ -178,10 +219,12 @@ impl Core {
             campaign.status = CampaignStatus::Configured;
             campaign.started = None;
             store.put(&campaign)?;
-            store.put(&RemoteCampaign { campaign_id: campaign.id.clone(), agent, campaign: None, devices: BTreeMap::new(), archived: true })?;
+            store.put(&RemoteCampaign::new(&campaign.id, &agent, true))?;
             store.flush()?;
             return Err(e.into());
         }
+        let devices = add.devices.iter().filter_map(|d| d.eui.as_deref()?.parse::<Eui>().ok());
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).campaigns.extend(devices.map(|d| (d, campaign.id.clone())));
         tracing::info!(campaign = %campaign.id, %agent, "campaign sent to its agent");
         Ok(agent)
     }
@@ -259,8 +302,16 @@ impl Core {
             }
             let Some(campaign) = store.get::<Campaign>(&remote.campaign_id)?.filter(|c| c.status == CampaignStatus::Running) else { continue };
             // What the lost agent last said of each run and device.
-            let runs: Vec<Value> = remote.campaign.as_ref().and_then(|m| m["groups"].as_array()).map(|g| g.iter().filter_map(|g| g.get("runState").cloned()).collect()).unwrap_or_default();
-            let devices: Vec<Value> = remote.devices.values().filter_map(|m| m.get("runState").cloned()).collect();
+            let mut runs: Vec<Value> = remote.campaign.as_ref().and_then(|m| m["groups"].as_array()).map(|g| g.iter().filter_map(|g| g.get("runState").cloned()).collect()).unwrap_or_default();
+            // A reservation may be newer than the last progress that carried
+            // the run: the successor starts past the highest.
+            for run in &mut runs {
+                let reserved = run["group"].as_str().and_then(|g| remote.fcnt_reserved.get(g)).copied().unwrap_or(0);
+                if run["fcntReserved"].as_u64().unwrap_or(0) < reserved as u64 {
+                    run["fcntReserved"] = reserved.into();
+                }
+            }
+            let devices: Vec<Value> = RemoteCampaign::devices(store, &remote.campaign_id)?.into_iter().filter_map(|m| m.get("runState").cloned()).collect();
             let resume = (!runs.is_empty()).then(|| serde_json::json!({"runs": runs, "devices": devices}));
             let mut add = add_message(store, vault, &campaign)?;
             let agent = match self.choose_agent(&campaign, &add) {
@@ -284,12 +335,56 @@ impl Core {
     }
 
     /// An uplink a network posted here, checked (authenticity, time
-    /// window, replay), for the agent running the device's campaign: every
-    /// agent reads the topic, each acts on its own devices.
-    pub async fn forward_uplink(&self, instance: &str, dev_eui: Eui, fport: u8, payload: &[u8]) -> Result<(), CoreError> {
+    /// window, replay), to the agent running the device's campaign, on that
+    /// agent's own topic. One of a device in no running campaign goes
+    /// nowhere: no campaign waits for it.
+    pub async fn forward_uplink(&self, store: &Store, instance: &str, dev_eui: Eui, fport: u8, payload: &[u8]) -> Result<(), CoreError> {
+        let Some(agent) = self.agent_running(store, dev_eui)? else {
+            tracing::debug!(device = %dev_eui, "an uplink of a device in no running campaign");
+            return Ok(());
+        };
         let uplink = serde_json::json!({"backendInstance": instance, "devEui": dev_eui.to_string(), "fport": fport, "payloadHex": hex::encode(payload)});
-        publish(&self.producer, &self.kafka.topics.uplinks, &dev_eui.to_string(), uplink.to_string().as_bytes()).await?;
+        publish(&self.producer, &self.kafka.topics.uplinks_of(&agent), &dev_eui.to_string(), uplink.to_string().as_bytes()).await?;
         Ok(())
+    }
+
+    /// The agent that runs a device's campaign now: the device's campaign
+    /// from the routes (read again from the store, at most every few
+    /// seconds, for a device they do not know: a core that restarted),
+    /// that campaign's agent from its record (it moves on a takeover).
+    fn agent_running(&self, store: &Store, dev_eui: Eui) -> Result<Option<String>, CoreError> {
+        let known = self.routes.lock().unwrap_or_else(|p| p.into_inner()).campaigns.get(&dev_eui).cloned();
+        let campaign = match known {
+            Some(c) => Some(c),
+            None => self.rebuild_routes(store)?.and_then(|routes| routes.get(&dev_eui).cloned()),
+        };
+        let Some(campaign) = campaign else { return Ok(None) };
+        if !store.get::<Campaign>(&campaign)?.is_some_and(|c| c.status == CampaignStatus::Running) {
+            return Ok(None);
+        }
+        Ok(RemoteCampaign::sent(store, &campaign)?.map(|r| r.agent))
+    }
+
+    /// Every running campaign's devices, read from the store, unless that
+    /// was done within [`ROUTES_REBUILT_AT_MOST_EVERY`] (None then).
+    fn rebuild_routes(&self, store: &Store) -> Result<Option<HashMap<Eui, String>>, CoreError> {
+        {
+            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            if routes.built.is_some_and(|t| t.elapsed() < ROUTES_REBUILT_AT_MOST_EVERY) {
+                return Ok(None);
+            }
+            routes.built = Some(Instant::now());
+        }
+        let mut campaigns = HashMap::new();
+        for campaign in store.list::<Campaign>(false)?.into_iter().filter(|c| c.status == CampaignStatus::Running) {
+            if RemoteCampaign::sent(store, &campaign.id)?.is_some() {
+                let (devices, _) = members(store, &campaign)?;
+                campaigns.extend(devices.into_iter().map(|d| (d, campaign.id.clone())));
+            }
+        }
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes.campaigns.extend(campaigns.iter().map(|(d, c)| (*d, c.clone())));
+        Ok(Some(campaigns))
     }
 
     /// Ask the campaign's agent to stop it.
@@ -327,10 +422,15 @@ impl Core {
         answers.subscribe(&[self.kafka.topics.config.as_str()]).map_err(BusError::from)?;
         *self.listening_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let mut watch = tokio::time::interval(Duration::from_secs(1));
+        // Progress is stored as it comes and flushed in batches: an offset
+        // is committed only once what it carried is on disk.
+        let mut unflushed = Offsets::default();
+        let mut flush = tokio::time::interval(PROGRESS_FLUSH_EVERY);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
+                _ = flush.tick() => unflushed.flush_and_commit(&store, &consumer),
                 _ = watch.tick() => {
                     if let Err(e) = self.take_over_from_lost_agents(&store, &vault).await {
                         tracing::warn!(error = %e, "moving campaigns off a lost agent");
@@ -349,20 +449,20 @@ impl Core {
                 }
                 read = consumer.recv() => {
                     let Some(message) = super::bus::received(read, "progress and metrics").await else { continue };
-                    let Ok(value) = serde_json::from_slice::<Value>(message.payload().unwrap_or_default()) else {
-                        tracing::warn!(topic = message.topic(), "a message that is not JSON was skipped");
-                        let _ = consumer.commit_message(&message, CommitMode::Async);
-                        continue;
-                    };
-                    if message.topic() == self.kafka.topics.metrics {
-                        self.saw_agent(&value);
-                    } else if let Err(e) = self.take_progress(&store, &value) {
-                        // Not committed: read again after a restart.
-                        tracing::warn!(error = %e, "storing progress");
-                        continue;
+                    match serde_json::from_slice::<Value>(message.payload().unwrap_or_default()) {
+                        Err(_) => tracing::warn!(topic = message.topic(), "a message that is not JSON was skipped"),
+                        Ok(value) if message.topic() == self.kafka.topics.metrics => self.saw_agent(&value),
+                        Ok(value) => {
+                            if let Err(e) = self.take_progress(&store, &value) {
+                                // Not committed: read again after a restart.
+                                tracing::warn!(error = %e, "storing progress");
+                                continue;
+                            }
+                        }
                     }
-                    if let Err(e) = consumer.commit_message(&message, CommitMode::Async) {
-                        tracing::warn!(error = %e, "committing progress");
+                    unflushed.read(&message);
+                    if unflushed.count >= PROGRESS_FLUSH_BATCH {
+                        unflushed.flush_and_commit(&store, &consumer);
                     }
                 }
             }
@@ -380,17 +480,64 @@ impl Core {
     }
 }
 
+/// How often, at most, the progress taken is flushed and its offsets
+/// committed, and how many messages make a flush sooner.
+const PROGRESS_FLUSH_EVERY: Duration = Duration::from_millis(100);
+const PROGRESS_FLUSH_BATCH: usize = 2_000;
+
+/// The offsets read but not committed yet: per topic and partition, the
+/// next to read.
+#[derive(Default)]
+struct Offsets {
+    next: BTreeMap<(String, i32), i64>,
+    count: usize,
+}
+
+impl Offsets {
+    fn read(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
+        self.next.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
+        self.count += 1;
+    }
+
+    /// Flush the store, then commit what it now holds. On a failed flush
+    /// nothing is committed: the messages are read again after a restart.
+    fn flush_and_commit(&mut self, store: &Store, consumer: &StreamConsumer) {
+        if self.next.is_empty() {
+            return;
+        }
+        if let Err(e) = store.flush() {
+            tracing::warn!(error = %e, "flushing progress");
+            return;
+        }
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        for ((topic, partition), next) in std::mem::take(&mut self.next) {
+            let _ = offsets.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(next));
+        }
+        self.count = 0;
+        if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+            tracing::warn!(error = %e, "committing progress");
+        }
+    }
+}
+
 impl Core {
 /// Store one progress message of one of our campaigns (others' are not
 /// ours to keep); a final campaign message sets the campaign's status.
+/// The caller flushes before it commits the message's offset.
 fn take_progress(&self, store: &Store, msg: &Value) -> Result<(), StoreError> {
     let Some(id) = msg["campaignId"].as_str().map(String::from).or_else(|| msg["campaignId"].as_u64().map(|n| n.to_string())) else { return Ok(()) };
     let Some(mut remote) = RemoteCampaign::sent(store, &id)? else { return Ok(()) };
-    match msg["deveui"].as_str() {
-        Some(eui) => {
-            remote.devices.insert(eui.to_string(), msg.clone());
+    let reservation = (msg["mcGroupState"]["fCntReserved"] == true).then(|| Some((msg["mcGroupEui"].as_str()?, u32::try_from(msg["mcGroupState"]["fCntDown"].as_u64()?).ok()?))).flatten();
+    match (msg["deveui"].as_str(), reservation) {
+        (Some(eui), _) => {
+            store.put(&RemoteDevice { key: format!("{id}/{eui}"), message: msg.clone(), archived: false })?;
         }
-        None => {
+        (None, Some((group, until))) => {
+            // Kept as the highest: a successor starts there.
+            let reserved = remote.fcnt_reserved.entry(group.to_string()).or_default();
+            *reserved = (*reserved).max(until);
+        }
+        (None, None) => {
             let status = match msg["campaignStatus"].as_str() {
                 Some("COMPLETED") => Some(CampaignStatus::Succeeded),
                 Some("ERROR") => Some(CampaignStatus::Failed),
@@ -409,8 +556,9 @@ fn take_progress(&self, store: &Store, msg: &Value) -> Result<(), StoreError> {
             remote.campaign = Some(msg.clone());
         }
     }
-    store.put(&remote)?;
-    store.flush()?;
+    if msg["deveui"].is_null() {
+        store.put(&remote)?;
+    }
     if let Some(sent) = msg["sentAtMs"].as_u64() {
         let lag = SystemClock.now_unix_ms().saturating_sub(sent);
         metrics::histogram!("airlift_progress_lag_seconds").record(lag as f64 / 1000.0);

@@ -14,6 +14,7 @@
 
 pub(crate) mod context;
 pub mod estimate;
+pub mod fcnt_ledger;
 pub mod network;
 mod payload;
 pub mod progress;
@@ -90,11 +91,20 @@ pub struct Engine<N: Network> {
     /// One lock per campaign: a step, an uplink and a stop each read and
     /// write the run's records, and must not overwrite each other's.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where multicast frame counters are published before use (an RMC
+    /// agent's); none in the embedded default.
+    fcnt_ledger: std::sync::OnceLock<Arc<dyn fcnt_ledger::FcntLedger>>,
 }
 
 impl<N: Network> Engine<N> {
     pub fn new(store: Store, runtime: Arc<PluginRuntime>, clock: Arc<dyn Clock>, network: Arc<N>) -> Self {
-        Self { store, runtime, clock, network, locks: Default::default() }
+        Self { store, runtime, clock, network, locks: Default::default(), fcnt_ledger: Default::default() }
+    }
+
+    /// Publish multicast frame counters on `ledger` before frames use them,
+    /// from now on (set once; false if one was set before).
+    pub fn set_fcnt_ledger(&self, ledger: Arc<dyn fcnt_ledger::FcntLedger>) -> bool {
+        self.fcnt_ledger.set(ledger).is_ok()
     }
 
     /// Hold this while reading and writing a campaign's run records.
@@ -379,6 +389,7 @@ impl<N: Network> Engine<N> {
             reboot_gps: campaign.reboot_at.map(|t| crate::clock::unix_ms_to_gps_seconds(t.timestamp_millis().max(0) as u64)),
             target_firmware: p.options.target_firmware.or(payload.and_then(|p| p.firmware)),
             next_fcnt: 0,
+            fcnt_reserved: 0,
             next_fragment: 1,
             fragments_target: 0,
             fragments_sent: 0,

@@ -118,6 +118,25 @@ pub fn group_message(part: &Part, now_ms: u64) -> Value {
     with_errors(with(header(&part.run, part.run.status, now_ms), run_fields(part)), &part.run)
 }
 
+/// A multicast group's frame counter reservation (seed 002's multicast
+/// group update form, `mcGroupState.fCntDown`): published before any
+/// frame at or above the run's last reservation goes out, so a successor
+/// that starts at `until` never reuses a counter. `fCntReserved` (ours)
+/// tells it from a plain report of the current counter.
+pub fn fcnt_reservation_message(run: &CampaignRun, until: u32, now_ms: u64) -> Value {
+    let stage_index = run.stage.min(run.stages.len().saturating_sub(1));
+    let fields = json!({
+        "stage": {
+            "stageId": stage_index + 1,
+            "stageName": run.stages.get(stage_index).map(|s| s.name.as_str()).unwrap_or(""),
+            "stageStatus": "RUNNING",
+        },
+        "mcGroupEui": run.group.to_string(),
+        "mcGroupState": { "fCntDown": until, "fCntReserved": true },
+    });
+    with(header(run, run.status, now_ms), fields)
+}
+
 /// The campaign-level progress message, over every run of the campaign:
 /// the stage and group shown are those of the run furthest behind, the
 /// device figures are the campaign's, and `groups` has each group's

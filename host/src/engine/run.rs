@@ -123,6 +123,11 @@ pub struct CampaignRun {
     pub target_firmware: Option<u32>,
     /// Next multicast frame counter (never reused).
     pub next_fcnt: u32,
+    /// The frame counter last published as reserved: no frame at or above
+    /// it goes out before a higher one is published (0: none published,
+    /// a host without a ledger). See [`super::fcnt_ledger`].
+    #[serde(default)]
+    pub fcnt_reserved: u32,
     /// Next fragment position (a transmission's place in the session:
     /// 1..=M uncoded, then coded) and how far this burst goes.
     pub next_fragment: u32,

@@ -21,10 +21,6 @@ struct Task {
     handle: JoinHandle<()>,
 }
 
-/// How far past its last published value an adopted run's multicast frame
-/// counter goes on (frames the failed host may have sent after publishing).
-pub const ADOPTED_FCNT_MARGIN: u32 = 1024;
-
 pub struct Runner<N: Network> {
     pub engine: Arc<Engine<N>>,
     tasks: Mutex<HashMap<String, Task>>,
@@ -48,15 +44,15 @@ impl<N: Network> Runner<N> {
 
     /// Take over runs another host ran, from their records as it last
     /// published them: nothing finished is done again; the multicast frame
-    /// counter goes on [`ADOPTED_FCNT_MARGIN`] past the published one, more
-    /// than the frames the other host could have sent since.
+    /// counter goes on from the last reservation the other host published
+    /// (it sent no frame at or above it).
     pub fn adopt(&self, runs: Vec<CampaignRun>, devices: Vec<DeviceRun>) -> Result<(), EngineError> {
         let store = &self.engine.store;
         for d in &devices {
             store.put(d)?;
         }
         for mut run in runs {
-            run.next_fcnt = run.next_fcnt.saturating_add(ADOPTED_FCNT_MARGIN);
+            run.next_fcnt = run.next_fcnt.max(run.fcnt_reserved);
             store.put(&run)?;
             let members = devices.iter().filter(|d| d.campaign_id == run.campaign_id && d.part == run.part).map(|d| d.dev_eui.to_string());
             store.index_running(&run.id(), members)?;

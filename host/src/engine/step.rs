@@ -5,6 +5,7 @@
 //! network, without the campaign's lock: a crash at any point re-sends at
 //! most one step's downlinks and never reuses an FCnt.
 
+use super::fcnt_ledger::FCNT_BLOCK;
 use super::{context, run, status_report};
 use super::run::{CampaignRun, DeviceRun, NetworkTrouble, RunStatus, Stage, StageMode};
 use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadPayload, OffloadState, OffloadStatus};
@@ -54,7 +55,9 @@ enum Outgoing {
 enum NetworkCall {
     /// Provision the multicast group on the campaign's backend instance.
     CreateGroup { devices: Vec<Eui>, next_fcnt: u32 },
-    Send(Vec<Outgoing>),
+    /// `guarded`: the run as decided, when its multicast frame counters
+    /// are published before use ([`super::fcnt_ledger`]).
+    Send { outbox: Vec<Outgoing>, guarded: Option<Box<CampaignRun>> },
     OffloadStart(OffloadJob),
     OffloadPoll(String),
 }
@@ -111,6 +114,8 @@ struct Unsent {
     group_refused: bool,
     /// The highest multicast frame counter the network says it used.
     network_fcnt: Option<u32>,
+    /// A frame counter reservation published for this step's frames.
+    fcnt_reserved: Option<u32>,
     unicasts: Vec<Eui>,
     first_fragment: Option<u32>,
     fragments: u32,
@@ -369,9 +374,10 @@ impl<N: Network> Engine<N> {
             StageMode::Multicast => self.status_stage(&mut run, &group, now, &mut outbox).await?,
             StageMode::Offloaded => return Err(EngineError::Invalid("an offloaded stage is run by the network".into())),
         };
+        let guarded = (self.fcnt_ledger.get().is_some() || run.fcnt_reserved > 0).then(|| Box::new(run.clone()));
         let next = self.settle(run, wake)?;
         Ok(match next {
-            Next::At(wake) if !outbox.is_empty() => Decided::Ask { backend, group, call: NetworkCall::Send(outbox), now, wake },
+            Next::At(wake) if !outbox.is_empty() => Decided::Ask { backend, group, call: NetworkCall::Send { outbox, guarded }, now, wake },
             next => Decided::Done(next),
         })
     }
@@ -393,7 +399,7 @@ impl<N: Network> Engine<N> {
     async fn ask(&self, backend: &str, group: &MulticastGroup, call: NetworkCall) -> NetworkAnswer {
         match call {
             NetworkCall::CreateGroup { devices, next_fcnt } => NetworkAnswer::GroupCreated(self.network.create_group(backend, group, &devices, next_fcnt).await),
-            NetworkCall::Send(outbox) => NetworkAnswer::Sent(self.send(backend, group, outbox).await),
+            NetworkCall::Send { outbox, guarded } => NetworkAnswer::Sent(self.send(backend, group, outbox, guarded.as_deref()).await),
             NetworkCall::OffloadStart(job) => NetworkAnswer::Offload(self.network.offload_start(backend, job).await.map(OffloadReply::Started)),
             NetworkCall::OffloadPoll(handle) => NetworkAnswer::Offload(self.network.offload_poll(backend, &handle).await.map(OffloadReply::Status)),
         }
@@ -432,6 +438,9 @@ impl<N: Network> Engine<N> {
 
     /// Record what became of a step's downlinks.
     fn sent(&self, mut run: CampaignRun, now: u64, wake: Option<u64>, unsent: Unsent) -> Result<Next, EngineError> {
+        if let Some(reserved) = unsent.fcnt_reserved {
+            run.fcnt_reserved = run.fcnt_reserved.max(reserved);
+        }
         if let Some(e) = unsent.fatal {
             return self.close(run, Some(e));
         }
@@ -454,7 +463,7 @@ impl<N: Network> Engine<N> {
             return Ok(Next::At(self.network_down(&mut run, now, unsent)?));
         }
         let recovered = run.network_failures > 0 || run.network_trouble.is_some();
-        if !(fcnt_ahead || unsent.group_refused || recovered || !unsent.refused.is_empty()) {
+        if !(fcnt_ahead || unsent.group_refused || recovered || !unsent.refused.is_empty() || unsent.fcnt_reserved.is_some()) {
             return Ok(Next::At(wake.map(|w| w.min(run.deadline_ms))));
         }
         run.network_failures = 0;
@@ -464,13 +473,32 @@ impl<N: Network> Engine<N> {
 
     /// Send a step's downlinks. A frame the network refuses counts as lost
     /// (stages retry, the closed loop makes up for fragments); once the
-    /// network is unavailable the rest of the step waits for it.
-    async fn send(&self, backend: &str, group: &MulticastGroup, outbox: Vec<Outgoing>) -> Unsent {
+    /// network is unavailable the rest of the step waits for it. For a
+    /// `guarded` run, a multicast frame whose counter is not covered by a
+    /// published reservation waits for one, as for the network.
+    async fn send(&self, backend: &str, group: &MulticastGroup, outbox: Vec<Outgoing>, guarded: Option<&CampaignRun>) -> Unsent {
         let mut unsent = Unsent::default();
         for out in outbox {
             if unsent.error.is_some() {
                 unsent.hold(out);
                 continue;
+            }
+            if let (Outgoing::Multicast { fcnt, .. }, Some(run)) = (&out, guarded) {
+                if *fcnt >= unsent.fcnt_reserved.unwrap_or(run.fcnt_reserved) {
+                    let until = fcnt.saturating_add(FCNT_BLOCK);
+                    let published = match self.fcnt_ledger.get() {
+                        Some(ledger) => ledger.reserve(run, until).await,
+                        None => Err("no ledger to publish it on yet".into()),
+                    };
+                    match published {
+                        Ok(()) => unsent.fcnt_reserved = Some(until),
+                        Err(e) => {
+                            unsent.error = Some(format!("publishing the multicast frame counter: {e}"));
+                            unsent.hold(out);
+                            continue;
+                        }
+                    }
+                }
             }
             let result = match &out {
                 Outgoing::Unicast { dev_eui, fport, payload } => self.network.send_unicast(backend, *dev_eui, *fport, payload.clone()).await.map(|()| None),

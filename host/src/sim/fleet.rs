@@ -116,6 +116,8 @@ struct State {
     /// out twice.
     fragment_numbers: BTreeSet<(u32, u16)>,
     repeated_fragments: u64,
+    /// The highest multicast frame counter sent through this network.
+    highest_multicast_fcnt: Option<u32>,
 }
 
 pub struct SimFleet {
@@ -180,6 +182,7 @@ impl SimFleet {
             refused_calls: 0,
             fragment_numbers: BTreeSet::new(),
             repeated_fragments: 0,
+            highest_multicast_fcnt: None,
         };
         (Self { config, clock, vault, state: Mutex::new(state) }, provisioned)
     }
@@ -282,6 +285,11 @@ impl SimFleet {
     /// The network fails every call (as an HTTP 500) until `until_ms`.
     pub fn outage_until(&self, until_ms: u64) {
         self.state.lock().unwrap().down_until_ms = until_ms;
+    }
+
+    /// The highest multicast frame counter sent through this network.
+    pub fn highest_multicast_fcnt(&self) -> Option<u32> {
+        self.state.lock().unwrap().highest_multicast_fcnt
     }
 
     /// Calls refused during outages.
@@ -505,6 +513,10 @@ impl Network for SimFleet {
     async fn send_multicast(&self, _backend: &str, group: &MulticastGroup, fcnt: u32, fport: u8, payload: Vec<u8>) -> Result<Option<u32>, NetworkError> {
         self.check_up()?;
         let keys = GroupSessionKeys::of(group, &self.vault).map_err(NetworkError::Refused)?;
+        {
+            let mut st = self.state.lock().unwrap();
+            st.highest_multicast_fcnt = st.highest_multicast_fcnt.max(Some(fcnt));
+        }
         self.deliver_multicast(&keys, fcnt, fport, &payload);
         Ok(None)
     }
