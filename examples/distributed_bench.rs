@@ -50,6 +50,8 @@ async fn main() -> anyhow::Result<()> {
     let speed: f64 = arg("--speed", 300.0);
     let uplink_period: u64 = arg("--uplink-period", 30);
     let devices = campaigns * per_campaign;
+    // RUST_LOG=warn shows what the core and agents complain of.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into())).init();
     let dir = tempfile::tempdir()?;
     let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), speed));
     let kafka = bus::KafkaSettings::new(brokers.clone());
@@ -105,10 +107,31 @@ async fn main() -> anyhow::Result<()> {
         core.start(&store, &vault, id, now).await?;
     }
     let deadline = Instant::now() + Duration::from_secs(3 * 3600);
+    let (mut said, mut taken_then, mut peak) = (Instant::now(), 0usize, 0f64);
     loop {
         let open = ids.iter().filter(|id| store.get::<Campaign>(id).ok().flatten().is_some_and(|c| c.status == CampaignStatus::Running)).count();
         if open == 0 || Instant::now() > deadline {
             break;
+        }
+        // A line every 10 s: where the campaigns are, as the core's API has them.
+        if said.elapsed() >= Duration::from_secs(10) {
+            let reported: Vec<serde_json::Value> = ids.iter().filter_map(|id| store.get::<rmc_core::RemoteCampaign>(id).ok().flatten()?.campaign).collect();
+            let sum = |field: &str| reported.iter().filter_map(|m| m[field].as_u64()).sum::<u64>();
+            let mut stages: Vec<String> = reported.iter().filter(|m| m["campaignStatus"] == "RUNNING").filter_map(|m| m["stage"]["stageName"].as_str().map(String::from)).collect();
+            stages.sort();
+            stages.dedup();
+            let taken = core.progress_lags().len();
+            let rate = (taken - taken_then) as f64 / said.elapsed().as_secs_f64().max(1.0);
+            (taken_then, peak) = (taken, peak.max(rate));
+            println!(
+                "{:>6.0} s (simulated {:.0} min): {open} campaigns running, {} devices succeeded, {} fragments sent, stages now {stages:?}; {taken} progress messages ({:.0}/s)",
+                started.elapsed().as_secs_f64(),
+                started.elapsed().as_secs_f64() * speed / 60.0,
+                sum("devicesSucceeded"),
+                sum("fragmentsSent"),
+                taken as f64 / started.elapsed().as_secs_f64()
+            );
+            said = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -124,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
         println!("  campaign {id}: {said}");
     }
     println!("wall time: {elapsed:.1} s (simulated {:.0} min)", elapsed * speed / 60.0);
-    println!("progress messages taken by the core: {} ({:.0} per second)", lags.len(), lags.len() as f64 / elapsed);
+    println!("progress messages taken by the core: {} ({:.0} per second on average, {peak:.0} per second at the busiest 10 s)", lags.len(), lags.len() as f64 / elapsed);
     println!("progress lag, agent to the core's store (API): p50 {} ms, p99 {} ms, max {} ms", percentile(&lags, 0.5), percentile(&lags, 0.99), lags.last().copied().unwrap_or(0));
     for (task, agent_host) in running {
         task.abort();

@@ -561,6 +561,53 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
     core_host.stop().await;
 }
 
+/// One campaign of three multicast groups on three agents: each group's
+/// run goes to an agent of its own, the core's API shows them as one
+/// campaign (its devices, its groups, its outcome), and every device gets
+/// the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_campaign_of_three_groups_runs_across_three_agents() {
+    let (_broker, kafka) = broker_with_topics().await;
+    let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), common::SPEED));
+    let core_dir = tempfile::tempdir().unwrap();
+    let mut scenario = airlift::sim::scenario::ScenarioConfig::new(9);
+    scenario.file_size = 2_000;
+    scenario.groups = 3;
+    let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
+    let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
+    let core_host = TestCore::start(core_dir.path(), clock.clone(), common::SPEED, core.clone()).await;
+    let mut agents = Vec::new();
+    for id in ["agent-1", "agent-2", "agent-3"] {
+        agents.push(RunningAgent::start(id, true, clock.clone(), &kafka, &cluster).await);
+    }
+    let api = core_host.api();
+    sim.lns.post_uplinks_to(&format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance));
+    core_host.wait_for_agents(3).await;
+    let campaign = &sim.objects.campaign_id;
+    api.call(reqwest::Method::POST, &format!("/api/campaigns/{campaign}/start")).await;
+    let done = api.wait_for(campaign, |p| p["campaignStatus"] != "RUNNING").await;
+    assert_eq!(done["campaignStatus"], "COMPLETED", "{done}");
+    assert_eq!(done["campaignId"], campaign.as_str(), "{done}");
+    assert_eq!((done["devicesTotal"].as_u64(), done["devicesSucceeded"].as_u64()), (Some(9), Some(9)), "{done}");
+    let ran_on: BTreeSet<&str> = done["instanceIds"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(ran_on.len(), 3, "one group per agent: {done}");
+    let groups: BTreeSet<&str> = done["groups"].as_array().unwrap().iter().filter_map(|g| g["mcGroupEui"].as_str()).collect();
+    let provisioned: Vec<String> = sim.objects.groups.iter().map(|g| g.to_string()).collect();
+    assert_eq!(groups, provisioned.iter().map(String::as_str).collect(), "each group ran: {done}");
+    let devices = api.call(reqwest::Method::GET, &format!("/api/campaigns/{campaign}/devices")).await;
+    assert_eq!(devices.as_array().map(Vec::len), Some(9), "every device's progress: {devices}");
+    let stored = api.wait_until(&format!("/api/campaigns/{campaign}"), |c| c["status"] != "RUNNING").await;
+    assert_eq!(stored["status"], "SUCCEEDED", "{stored}");
+    for d in &sim.devices {
+        assert_eq!(sim.lns.fleet.received_file(d.dev_eui).as_deref(), Some(sim.objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);
+    }
+    for agent in agents {
+        agent.stop().await;
+    }
+    core_host.stop().await;
+}
+
 /// An agent process killed with SIGKILL mid-campaign: the core notices
 /// from its missing metrics and the campaign goes on on another agent
 /// process from the run state the progress carried. No device redoes a

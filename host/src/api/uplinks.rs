@@ -90,6 +90,11 @@ async fn receive(
             NetworkError::Refused(m) | NetworkError::Misconfigured(m) => ApiError::bad_request(m),
         })?;
     let (mut uplinks, mut replays, mut outside_window) = (0, 0, 0);
+    // On an RMC core: the uplinks for the agents, published together after
+    // the loop, and their frame counters recorded once they are on the
+    // broker (a replay within the batch is caught by `seen`).
+    let mut forwards = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for report in reports {
         match report {
             wit::Report::Uplink(u) => {
@@ -102,27 +107,36 @@ async fn receive(
                 // (or the network posting again what was taken): taken once.
                 let scope = format!("{id}/{}", Eui(u.dev_eui));
                 if let Some(fcnt) = u.fcnt_up {
-                    if !s.store.frame_counter_is_new(&scope, fcnt)? {
+                    if !s.store.frame_counter_is_new(&scope, fcnt)? || !seen.insert((scope.clone(), fcnt)) {
                         replays += 1;
                         tracing::warn!(instance = %id, device = %Eui(u.dev_eui), fcnt, "uplink frame counter already seen; ignored as a replay");
                         continue;
                     }
                 }
                 record_uplink(&s, &id, &u)?;
-                match &s.remote {
+                uplinks += 1;
+                if s.remote.is_some() {
                     // On an RMC core the agents run the campaigns: to them.
-                    Some(core) => core.forward_uplink(&s.store, &id, Eui(u.dev_eui), u.fport, &u.payload).await?,
-                    None => s.runner.on_uplink(&id, Eui(u.dev_eui), u.fport, u.payload).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+                    forwards.push((scope, u));
+                    continue;
                 }
+                s.runner.on_uplink(&id, Eui(u.dev_eui), u.fport, u.payload).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
                 if let Some(fcnt) = u.fcnt_up {
                     s.store.record_frame_counter(&scope, fcnt)?;
                 }
-                uplinks += 1;
             }
             wit::Report::DownlinkStatus((correlation, sent)) => tracing::debug!(instance = %id, %correlation, sent, "downlink status"),
             wit::Report::DeviceReset(eui) => {
                 tracing::info!(instance = %id, device = %Eui(eui), "device rejoined; its frame counters restart");
                 s.store.forget_frame_counter(&format!("{id}/{}", Eui(eui)))?;
+            }
+        }
+    }
+    if let Some(core) = &s.remote {
+        core.forward_uplinks(&s.store, &id, forwards.iter().map(|(_, u)| (Eui(u.dev_eui), u.fport, u.payload.as_slice()))).await?;
+        for (scope, u) in &forwards {
+            if let Some(fcnt) = u.fcnt_up {
+                s.store.record_frame_counter(scope, fcnt)?;
             }
         }
     }

@@ -100,7 +100,9 @@ pub async fn run(args: &DemoArgs, brokers: &str) -> anyhow::Result<()> {
             last_line = line;
         }
         if let (Some(k), None) = (args.kill_agent, &killed) {
-            if msg["stage"]["stageName"] == "DataFragment" && msg["fragmentsSent"].as_u64() > Some(0) {
+            // Once fragments went out (the fragment stage itself may pass
+            // between two progress messages at this speed).
+            if msg["campaignStatus"] == "RUNNING" && msg["fragmentsSent"].as_u64() > Some(0) {
                 if let Some((id, host, task)) = agents[k - 1].take() {
                     task.abort();
                     drop(host);

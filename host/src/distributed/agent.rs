@@ -7,7 +7,7 @@
 //! killed before that gets the message again, and another agent of the
 //! group gets it when this one is gone.
 
-use super::bus::{publish, BusError, KafkaSettings, Start};
+use super::bus::{publish, publish_all, BusError, KafkaSettings, Start};
 use super::seed::{self, Action, ConfigMessage, MetricsMessage};
 use super::translate::{self, AgentSettings};
 use crate::api::AppState;
@@ -70,12 +70,15 @@ pub enum AgentError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
-/// What the progress publisher last sent for a campaign (messages without
-/// their time), to publish only changes.
+/// What the progress publisher last sent for a campaign, to publish only
+/// changes: the campaign message without its time, and each device's
+/// record with its run's stage and status (what its message is made of;
+/// compared as they are, no message is built for a device that did not
+/// change).
 #[derive(Default)]
 struct Published {
     campaign: String,
-    devices: BTreeMap<String, String>,
+    devices: BTreeMap<crate::model::Eui, (crate::engine::DeviceRun, usize, RunStatus)>,
 }
 
 /// The campaigns this agent reports on: local id → the seed's campaignId.
@@ -109,6 +112,7 @@ pub async fn run(state: AppState, config: AgentConfig, shutdown: impl std::futur
     // heard of, read from where it left off.
     let uplink_topic = config.kafka.topics.uplinks_of(&config.instance_id);
     config.kafka.create(&[&uplink_topic], 1).await?;
+    config.kafka.await_topic(&uplink_topic, Duration::from_secs(30)).await?;
     let uplinks: StreamConsumer = config.kafka.consumer_from(&format!("{}.{}.uplinks", config.group, config.instance_id), Start::Earliest)?;
     uplinks.subscribe(&[uplink_topic.as_str()])?;
     // The campaigns taken before a restart that still run (the host
@@ -364,18 +368,18 @@ async fn report_progress(state: AppState, config: AgentConfig, producer: FutureP
             let mut outgoing: Vec<(String, Value)> = Vec::new();
             for part in &parts {
                 for device in &part.devices {
+                    let made_of = (device.clone(), part.run.stage, part.run.status);
+                    if last.devices.get(&device.dev_eui) == Some(&made_of) {
+                        continue;
+                    }
                     let mut msg = progress::device_message(&part.run, device, now);
                     msg["campaignId"] = seed_id.clone();
                     msg["instanceId"] = json!(config.instance_id);
                     // Ours: the device's run state, from which another agent
                     // takes over if this one fails.
                     msg["runState"] = serde_json::to_value(device).expect("run state serializes");
-                    let eui = device.dev_eui.to_string();
-                    let key = untimed(&msg);
-                    if last.devices.get(&eui) != Some(&key) {
-                        outgoing.push((eui.clone(), msg));
-                        last.devices.insert(eui, key);
-                    }
+                    outgoing.push((device.dev_eui.to_string(), msg));
+                    last.devices.insert(device.dev_eui, made_of);
                 }
             }
             let mut msg = progress::campaign_message(&parts, now);
@@ -397,9 +401,15 @@ async fn report_progress(state: AppState, config: AgentConfig, producer: FutureP
             // Ours: when it left, by the wall clock (the core measures how
             // long progress takes to reach its API).
             let sent_at = SystemClock.now_unix_ms();
-            for (key, mut msg) in outgoing {
-                msg["sentAtMs"] = json!(sent_at);
-                if let Err(e) = publish(&producer, &config.kafka.topics.progress, &key, msg.to_string().as_bytes()).await {
+            let outgoing: Vec<(String, Vec<u8>)> = outgoing
+                .into_iter()
+                .map(|(key, mut msg)| {
+                    msg["sentAtMs"] = json!(sent_at);
+                    (key, msg.to_string().into_bytes())
+                })
+                .collect();
+            for result in publish_all(&producer, &config.kafka.topics.progress, &outgoing).await {
+                if let Err(e) = result {
                     tracing::warn!(campaign = %id, error = %e, "publishing progress");
                     all_sent = false;
                 }

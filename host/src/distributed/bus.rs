@@ -4,7 +4,7 @@
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use std::time::Duration;
@@ -110,7 +110,10 @@ impl KafkaSettings {
             .set("heartbeat.interval.ms", "1000")
             // Progress should reach the API at once: librdkafka's default
             // waits up to 500 ms to fill a fetch.
-            .set("fetch.wait.max.ms", "50");
+            .set("fetch.wait.max.ms", "50")
+            // A topic made after the subscription is seen within seconds,
+            // not at the default five-minute refresh.
+            .set("topic.metadata.refresh.interval.ms", "2000");
         // Applied again so an operator's settings win over ours.
         for (k, v) in &self.properties {
             config.set(k, v);
@@ -121,6 +124,30 @@ impl KafkaSettings {
     /// Create the shared topics (those that exist stay as they are).
     pub async fn create_topics(&self, partitions: i32) -> Result<(), BusError> {
         self.create(&[&self.topics.config, &self.topics.progress, &self.topics.metrics], partitions).await
+    }
+
+    /// Wait until the broker's metadata shows `topic` with its partitions:
+    /// a topic just made may not show at once, and a consumer that
+    /// subscribes before it does would see it only at its next refresh.
+    pub async fn await_topic(&self, topic: &str, within: Duration) -> Result<(), BusError> {
+        let client: BaseConsumer = self.client().create()?;
+        let topic = topic.to_string();
+        let seen = tokio::task::spawn_blocking(move || {
+            let until = std::time::Instant::now() + within;
+            loop {
+                let shown = client.fetch_metadata(Some(&topic), Duration::from_secs(1)).is_ok_and(|m| m.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()));
+                if shown || std::time::Instant::now() > until {
+                    return (shown, topic);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await;
+        match seen {
+            Ok((true, _)) => Ok(()),
+            Ok((false, topic)) => Err(BusError::Topic { topic, error: format!("not in the broker's metadata within {within:?}") }),
+            Err(e) => Err(BusError::Topic { topic: String::new(), error: e.to_string() }),
+        }
     }
 
     /// Create these topics; those that exist stay as they are.
@@ -145,6 +172,14 @@ pub async fn publish(producer: &FutureProducer, topic: &str, key: &str, payload:
         .await
         .map(drop)
         .map_err(|(error, _)| BusError::Publish { topic: topic.to_string(), error })
+}
+
+/// Publish messages together and wait for the broker's acks: librdkafka
+/// sends those of a partition in one request, in the order given. One
+/// result per message, in order.
+pub async fn publish_all(producer: &FutureProducer, topic: &str, messages: &[(String, Vec<u8>)]) -> Vec<Result<(), BusError>> {
+    let sends = messages.iter().map(|(key, payload)| publish(producer, topic, key, payload));
+    futures_util::future::join_all(sends).await
 }
 
 /// The message a consumer read, or None after logging why not (and a

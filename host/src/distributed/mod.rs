@@ -7,11 +7,13 @@
 //! - `sealing`: keys sealed with the cluster key between core and agents;
 //! - `bus`: topics, client settings, publishing;
 //! - `agent`: `airlift agent`;
-//! - `rmc_core`: `airlift core`'s side of the bus.
+//! - `rmc_core`: `airlift core`'s side of the bus;
+//! - `split`: a campaign split over agents by multicast group.
 
 pub mod agent;
 pub mod bus;
 pub mod rmc_core;
 pub mod sealing;
 pub mod seed;
+pub mod split;
 pub mod translate;

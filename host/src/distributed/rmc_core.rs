@@ -5,7 +5,7 @@
 //! STOP to it. Progress from RMC.AGENT goes into the store, where the API,
 //! its SSE stream and the console read it.
 
-use super::bus::{publish, BusError, KafkaSettings};
+use super::bus::{publish, publish_all, BusError, KafkaSettings};
 use super::seed::{self, Action, ConfigMessage, SeedBinary, SeedDevice, SeedDeviceOptions, SeedGroup, SeedGroupOptions, SeedNetwork, SeedOptions};
 use crate::clock::{Clock, SystemClock};
 use crate::keys::Vault;
@@ -34,12 +34,26 @@ struct AgentSeen {
 /// A campaign run by an agent, with the progress it reported: the latest
 /// campaign message, and the frame counter each of its multicast groups
 /// may have reached. Each device's latest message is a [`RemoteDevice`].
+///
+/// A campaign split over agents ([`super::split`]) has one record of its
+/// own (its `parts`, and their progress merged) and one per part, with the
+/// part's agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteCampaign {
+    /// The campaign's id, or a part's.
     pub campaign_id: String,
+    /// The agent running it (a split campaign's: its parts' agents).
     pub agent: String,
     pub campaign: Option<Value>,
+    /// A split campaign's parts, by id.
+    #[serde(default)]
+    pub parts: Vec<String>,
+    /// A part's campaign and multicast group.
+    #[serde(default)]
+    pub part_of: Option<String>,
+    #[serde(default)]
+    pub group: Option<Eui>,
     /// Per multicast group (its EUI), the frame counter its agent published
     /// before using any counter below it (a multicast group message's
     /// `mcGroupState.fCntDown`): where another agent goes on.
@@ -50,8 +64,13 @@ pub struct RemoteCampaign {
 object!(RemoteCampaign, "remote-campaigns", |s| s.campaign_id.clone());
 
 impl RemoteCampaign {
-    fn new(campaign_id: &str, agent: &str, archived: bool) -> Self {
-        Self { campaign_id: campaign_id.into(), agent: agent.into(), campaign: None, fcnt_reserved: BTreeMap::new(), archived }
+    fn new(campaign_id: &str, agent: &str) -> Self {
+        Self { campaign_id: campaign_id.into(), agent: agent.into(), campaign: None, parts: vec![], part_of: None, group: None, fcnt_reserved: BTreeMap::new(), archived: false }
+    }
+
+    /// The campaign this record's run belongs to.
+    fn campaign_of(&self) -> &str {
+        self.part_of.as_deref().unwrap_or(&self.campaign_id)
     }
 
     /// The campaign as sent to its agent; an archived record was never
@@ -60,9 +79,15 @@ impl RemoteCampaign {
         Ok(store.get::<Self>(campaign_id)?.filter(|r| !r.archived))
     }
 
-    /// Each device's latest progress message, in DevEUI order.
+    /// Each device's latest progress message (a split campaign's: part by
+    /// part), in DevEUI order.
     pub fn devices(store: &Store, campaign_id: &str) -> Result<Vec<Value>, StoreError> {
-        Ok(store.list_prefix::<RemoteDevice>(&format!("{campaign_id}/"))?.into_iter().map(|d| d.message).collect())
+        let parts = store.get::<Self>(campaign_id)?.map(|r| r.parts).unwrap_or_default();
+        let mut devices = Vec::new();
+        for id in if parts.is_empty() { vec![campaign_id.to_string()] } else { parts } {
+            devices.extend(store.list_prefix::<RemoteDevice>(&format!("{id}/"))?.into_iter().map(|d| d.message));
+        }
+        Ok(devices)
     }
 }
 
@@ -157,11 +182,9 @@ impl Core {
     }
 
     /// The agent to send a campaign to: the least loaded live one carrying
-    /// its device library, its network's plugin and its update type.
+    /// what it needs.
     fn choose_agent(&self, campaign: &Campaign, message: &ConfigMessage) -> Result<String, CoreError> {
-        let mut needs: BTreeSet<String> = [campaign.device_library.clone()].into();
-        needs.extend(message.backend_instance.as_ref().map(|n| n.plugin.clone()));
-        needs.extend(campaign.update_type.clone());
+        let needs = needs(campaign, message);
         self.capable_agents(&needs).into_iter().next().ok_or_else(|| CoreError::NoAgent { needs: needs.iter().cloned().collect::<Vec<_>>().join(", "), seen: self.agents_seen() })
     }
 
@@ -192,41 +215,91 @@ impl Core {
         }
     }
 
-    /// Start a campaign on the capable agent with the least load: the ADD
-    /// is on the broker and the campaign RUNNING on disk when this returns.
+    /// Start a campaign: on the capable agent with the least load, or, for
+    /// a campaign of several multicast groups with several capable agents,
+    /// each group's run on its own agent ([`super::split`]). Every ADD is on
+    /// the broker and the campaign RUNNING on disk when this returns; the
+    /// answer names the agents.
     pub async fn start(&self, store: &Store, vault: &Vault, campaign_id: &str, now: chrono::DateTime<chrono::Utc>) -> Result<String, CoreError> {
         let mut campaign = store.get::<Campaign>(campaign_id)?.ok_or_else(|| CoreError::Invalid(format!("campaign {campaign_id} not found")))?;
         if campaign.status != CampaignStatus::Configured {
             return Err(CoreError::NotStartable(campaign.status));
         }
-        let mut add = add_message(store, vault, &campaign)?;
         self.check_conflicts(store, &campaign)?;
-        let agent = self.choose_agent(&campaign, &add)?;
-        add.agent_id = Some(agent.clone());
-        // Counted now: the agent's metrics say so only once it took the
-        // campaign, and campaigns started meanwhile must see this load.
-        self.assigned.lock().unwrap_or_else(|p| p.into_inner()).insert(super::translate::local_campaign_id(&campaign.id), (agent.clone(), add.devices.len() as u64));
-        super::sealing::seal_keys(&mut add, &self.cluster_key);
+        let mut parts = self.plan(store, vault, &campaign)?;
+        let mut records: Vec<RemoteCampaign> = Vec::new();
+        for (record, add) in &mut parts {
+            // Counted now: the agent's metrics say so only once it took the
+            // campaign, and campaigns started meanwhile must see this load.
+            self.assigned.lock().unwrap_or_else(|p| p.into_inner()).insert(super::translate::local_campaign_id(&record.campaign_id), (record.agent.clone(), add.devices.len() as u64));
+            super::sealing::seal_keys(add, &self.cluster_key);
+            records.push(record.clone());
+        }
+        if records.len() > 1 {
+            let mut whole = RemoteCampaign::new(&campaign.id, &records.iter().map(|r| r.agent.as_str()).collect::<Vec<_>>().join(", "));
+            whole.parts = records.iter().map(|r| r.campaign_id.clone()).collect();
+            records.push(whole);
+        }
         // On disk first: progress that arrives finds its campaign.
-        store.put(&RemoteCampaign::new(&campaign.id, &agent, false))?;
+        for record in &records {
+            store.put(record)?;
+        }
         campaign.status = CampaignStatus::Running;
         campaign.started = Some(now);
         store.put(&campaign)?;
         store.flush()?;
-        let payload = serde_json::to_vec(&add).expect("messages serialize");
-        if let Err(e) = publish(&self.producer, &self.kafka.topics.config, &campaign.id, &payload).await {
-            // Not sent: the campaign is as it was, to be started again.
-            campaign.status = CampaignStatus::Configured;
-            campaign.started = None;
-            store.put(&campaign)?;
-            store.put(&RemoteCampaign::new(&campaign.id, &agent, true))?;
-            store.flush()?;
-            return Err(e.into());
+        let mut sent = Vec::new();
+        for (record, add) in &parts {
+            let payload = serde_json::to_vec(add).expect("messages serialize");
+            if let Err(e) = publish(&self.producer, &self.kafka.topics.config, &record.campaign_id, &payload).await {
+                // Not sent: the campaign is as it was, to be started again;
+                // the parts already sent are stopped.
+                for part in sent {
+                    let _ = self.send_stop(&part).await;
+                }
+                campaign.status = CampaignStatus::Configured;
+                campaign.started = None;
+                store.put(&campaign)?;
+                for mut record in records {
+                    record.archived = true;
+                    store.put(&record)?;
+                }
+                store.flush()?;
+                return Err(e.into());
+            }
+            sent.push(record.clone());
+            let devices = add.devices.iter().filter_map(|d| d.eui.as_deref()?.parse::<Eui>().ok());
+            self.routes.lock().unwrap_or_else(|p| p.into_inner()).campaigns.extend(devices.map(|d| (d, record.campaign_id.clone())));
+            tracing::info!(campaign = %campaign.id, part = %record.campaign_id, agent = %record.agent, "campaign sent to its agent");
         }
-        let devices = add.devices.iter().filter_map(|d| d.eui.as_deref()?.parse::<Eui>().ok());
-        self.routes.lock().unwrap_or_else(|p| p.into_inner()).campaigns.extend(devices.map(|d| (d, campaign.id.clone())));
-        tracing::info!(campaign = %campaign.id, %agent, "campaign sent to its agent");
-        Ok(agent)
+        Ok(sent.iter().map(|r| r.agent.as_str()).collect::<Vec<_>>().join(", "))
+    }
+
+    /// Where a campaign's runs go: the whole campaign to the least loaded
+    /// capable agent, or one part per multicast group over the capable
+    /// agents, least loaded first.
+    fn plan(&self, store: &Store, vault: &Vault, campaign: &Campaign) -> Result<Vec<(RemoteCampaign, ConfigMessage)>, CoreError> {
+        let mut whole = add_message(store, vault, campaign)?;
+        let needs = needs(campaign, &whole);
+        let agents = self.capable_agents(&needs);
+        let Some(least_loaded) = agents.first().cloned() else {
+            return Err(CoreError::NoAgent { needs: needs.iter().cloned().collect::<Vec<_>>().join(", "), seen: self.agents_seen() });
+        };
+        let (devices, groups) = members(store, campaign)?;
+        let by_group = super::split::devices_by_group(store, devices, &groups)?;
+        if by_group.len() < 2 || agents.len() < 2 {
+            whole.agent_id = Some(least_loaded.clone());
+            return Ok(vec![(RemoteCampaign::new(&campaign.id, &least_loaded), whole)]);
+        }
+        let mut parts = Vec::new();
+        for (n, ((group, _), agent)) in by_group.iter().zip(agents.iter().cycle()).enumerate() {
+            let mut record = RemoteCampaign::new(&super::split::part_id(&campaign.id, n + 1), agent);
+            (record.part_of, record.group) = (Some(campaign.id.clone()), Some(*group));
+            let mut add = part_add(store, vault, campaign, &record)?;
+            add.agent_id = Some(agent.clone());
+            parts.push((record, add));
+        }
+        Ok(parts)
     }
 
     /// A device or multicast group serves one running campaign at a time,
@@ -296,11 +369,12 @@ impl Core {
             return Ok(());
         }
         let live = self.live_agents();
-        for mut remote in store.list::<RemoteCampaign>(false)? {
+        // A split campaign's own record runs nothing: its parts do.
+        for mut remote in store.list::<RemoteCampaign>(false)?.into_iter().filter(|r| r.parts.is_empty()) {
             if live.contains(&remote.agent) {
                 continue;
             }
-            let Some(campaign) = store.get::<Campaign>(&remote.campaign_id)?.filter(|c| c.status == CampaignStatus::Running) else { continue };
+            let Some(campaign) = store.get::<Campaign>(remote.campaign_of())?.filter(|c| c.status == CampaignStatus::Running) else { continue };
             // What the lost agent last said of each run and device.
             let mut runs: Vec<Value> = remote.campaign.as_ref().and_then(|m| m["groups"].as_array()).map(|g| g.iter().filter_map(|g| g.get("runState").cloned()).collect()).unwrap_or_default();
             // A reservation may be newer than the last progress that carried
@@ -313,7 +387,7 @@ impl Core {
             }
             let devices: Vec<Value> = RemoteCampaign::devices(store, &remote.campaign_id)?.into_iter().filter_map(|m| m.get("runState").cloned()).collect();
             let resume = (!runs.is_empty()).then(|| serde_json::json!({"runs": runs, "devices": devices}));
-            let mut add = add_message(store, vault, &campaign)?;
+            let mut add = part_add(store, vault, &campaign, &remote)?;
             let agent = match self.choose_agent(&campaign, &add) {
                 Ok(agent) => agent,
                 Err(e) => {
@@ -328,23 +402,33 @@ impl Core {
             remote.agent = agent.clone();
             store.put(&remote)?;
             store.flush()?;
-            self.assigned.lock().unwrap_or_else(|p| p.into_inner()).insert(super::translate::local_campaign_id(&campaign.id), (agent, add.devices.len() as u64));
-            publish(&self.producer, &self.kafka.topics.config, &campaign.id, &serde_json::to_vec(&add).expect("messages serialize")).await?;
+            self.assigned.lock().unwrap_or_else(|p| p.into_inner()).insert(super::translate::local_campaign_id(&remote.campaign_id), (agent, add.devices.len() as u64));
+            publish(&self.producer, &self.kafka.topics.config, &remote.campaign_id, &serde_json::to_vec(&add).expect("messages serialize")).await?;
         }
         Ok(())
     }
 
-    /// An uplink a network posted here, checked (authenticity, time
-    /// window, replay), to the agent running the device's campaign, on that
+    /// Uplinks a network posted here, checked (authenticity, time window,
+    /// replay), each to the agent running its device's campaign, on that
     /// agent's own topic. One of a device in no running campaign goes
     /// nowhere: no campaign waits for it.
-    pub async fn forward_uplink(&self, store: &Store, instance: &str, dev_eui: Eui, fport: u8, payload: &[u8]) -> Result<(), CoreError> {
-        let Some(agent) = self.agent_running(store, dev_eui)? else {
-            tracing::debug!(device = %dev_eui, "an uplink of a device in no running campaign");
-            return Ok(());
-        };
-        let uplink = serde_json::json!({"backendInstance": instance, "devEui": dev_eui.to_string(), "fport": fport, "payloadHex": hex::encode(payload)});
-        publish(&self.producer, &self.kafka.topics.uplinks_of(&agent), &dev_eui.to_string(), uplink.to_string().as_bytes()).await?;
+    /// Uplinks go out together (one request per agent's topic), and this
+    /// returns once the broker has them all.
+    pub async fn forward_uplinks<'a>(&self, store: &Store, instance: &str, uplinks: impl IntoIterator<Item = (Eui, u8, &'a [u8])>) -> Result<(), CoreError> {
+        let mut by_agent: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+        for (dev_eui, fport, payload) in uplinks {
+            let Some(agent) = self.agent_running(store, dev_eui)? else {
+                tracing::debug!(device = %dev_eui, "an uplink of a device in no running campaign");
+                continue;
+            };
+            let uplink = serde_json::json!({"backendInstance": instance, "devEui": dev_eui.to_string(), "fport": fport, "payloadHex": hex::encode(payload)});
+            by_agent.entry(agent).or_default().push((dev_eui.to_string(), uplink.to_string().into_bytes()));
+        }
+        for (agent, messages) in by_agent {
+            for result in publish_all(&self.producer, &self.kafka.topics.uplinks_of(&agent), &messages).await {
+                result?;
+            }
+        }
         Ok(())
     }
 
@@ -358,11 +442,11 @@ impl Core {
             Some(c) => Some(c),
             None => self.rebuild_routes(store)?.and_then(|routes| routes.get(&dev_eui).cloned()),
         };
-        let Some(campaign) = campaign else { return Ok(None) };
-        if !store.get::<Campaign>(&campaign)?.is_some_and(|c| c.status == CampaignStatus::Running) {
+        let Some(remote) = campaign.map(|c| RemoteCampaign::sent(store, &c)).transpose()?.flatten() else { return Ok(None) };
+        if !store.get::<Campaign>(remote.campaign_of())?.is_some_and(|c| c.status == CampaignStatus::Running) {
             return Ok(None);
         }
-        Ok(RemoteCampaign::sent(store, &campaign)?.map(|r| r.agent))
+        Ok(Some(remote.agent))
     }
 
     /// Every running campaign's devices, read from the store, unless that
@@ -377,9 +461,17 @@ impl Core {
         }
         let mut campaigns = HashMap::new();
         for campaign in store.list::<Campaign>(false)?.into_iter().filter(|c| c.status == CampaignStatus::Running) {
-            if RemoteCampaign::sent(store, &campaign.id)?.is_some() {
-                let (devices, _) = members(store, &campaign)?;
+            let Some(remote) = RemoteCampaign::sent(store, &campaign.id)? else { continue };
+            let (devices, groups) = members(store, &campaign)?;
+            if remote.parts.is_empty() {
                 campaigns.extend(devices.into_iter().map(|d| (d, campaign.id.clone())));
+                continue;
+            }
+            // A split campaign's devices go to their group's part.
+            let parts: BTreeMap<Eui, String> = remote.parts.iter().filter_map(|id| Some((RemoteCampaign::sent(store, id).ok()??.group?, id.clone()))).collect();
+            for (group, devices) in super::split::devices_by_group(store, devices, &groups)? {
+                let Some(part) = parts.get(&group) else { continue };
+                campaigns.extend(devices.into_iter().map(|d| (d, part.clone())));
             }
         }
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
@@ -387,14 +479,27 @@ impl Core {
         Ok(Some(campaigns))
     }
 
-    /// Ask the campaign's agent to stop it.
+    /// Ask the campaign's agent (a split campaign's: each part's) to stop it.
     pub async fn stop(&self, store: &Store, campaign_id: &str) -> Result<(), CoreError> {
         let remote = RemoteCampaign::sent(store, campaign_id)?.ok_or(CoreError::NotRunning)?;
+        if remote.parts.is_empty() {
+            return self.send_stop(&remote).await;
+        }
+        for part in &remote.parts {
+            if let Some(part) = RemoteCampaign::sent(store, part)? {
+                self.send_stop(&part).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A STOP for one record's run, to its agent.
+    async fn send_stop(&self, remote: &RemoteCampaign) -> Result<(), CoreError> {
         let stop = ConfigMessage {
             action: Action::Stop,
             target_type: Some("CAMPAIGN".into()),
             msg_id: Some(rand::random::<u32>().into()),
-            campaign_id: Some(campaign_id.into()),
+            campaign_id: Some(remote.campaign_id.clone().into()),
             version: Some(seed::CONFIG_VERSION.into()),
             time: None,
             campaign_type: None,
@@ -403,13 +508,13 @@ impl Core {
             binary: None,
             options: Some(SeedOptions::default()),
             lrc: vec![],
-            agent_id: Some(remote.agent),
+            agent_id: Some(remote.agent.clone()),
             device_library: None,
             backend_instance: None,
             resume: None,
             extra: Default::default(),
         };
-        publish(&self.producer, &self.kafka.topics.config, campaign_id, &serde_json::to_vec(&stop).expect("messages serialize")).await?;
+        publish(&self.producer, &self.kafka.topics.config, &remote.campaign_id, &serde_json::to_vec(&stop).expect("messages serialize")).await?;
         Ok(())
     }
 
@@ -538,27 +643,47 @@ fn take_progress(&self, store: &Store, msg: &Value) -> Result<(), StoreError> {
             *reserved = (*reserved).max(until);
         }
         (None, None) => {
-            let status = match msg["campaignStatus"].as_str() {
-                Some("COMPLETED") => Some(CampaignStatus::Succeeded),
-                Some("ERROR") => Some(CampaignStatus::Failed),
-                Some("STOPPED") => Some(CampaignStatus::Stopped),
-                _ => None,
-            };
+            let mut status = seed::final_status(msg);
             if status.is_some() {
                 self.assigned.lock().unwrap_or_else(|p| p.into_inner()).remove(&super::translate::local_campaign_id(&id));
             }
-            if let (Some(status), Some(mut campaign)) = (status, store.get::<Campaign>(&id)?) {
+            remote.campaign = Some(msg.clone());
+            store.put(&remote)?;
+            if let Some(whole) = &remote.part_of {
+                status = self.merge_parts(store, whole)?;
+            }
+            if let (Some(status), Some(mut campaign)) = (status, store.get::<Campaign>(remote.campaign_of())?) {
                 if campaign.status != status {
                     campaign.status = status;
                     store.put(&campaign)?;
                 }
             }
-            remote.campaign = Some(msg.clone());
+            return Ok(self.took(msg));
         }
     }
     if msg["deveui"].is_null() {
         store.put(&remote)?;
     }
+    self.took(msg);
+    Ok(())
+}
+
+/// A split campaign's record shows its parts' progress merged; its final
+/// status once every part ended.
+fn merge_parts(&self, store: &Store, campaign_id: &str) -> Result<Option<CampaignStatus>, StoreError> {
+    let (Some(mut whole), Some(campaign)) = (RemoteCampaign::sent(store, campaign_id)?, store.get::<Campaign>(campaign_id)?) else { return Ok(None) };
+    let mut parts = Vec::new();
+    for id in &whole.parts {
+        parts.push(RemoteCampaign::sent(store, id)?.and_then(|p| p.campaign));
+    }
+    let (merged, status) = super::split::merged_progress(&campaign, &parts);
+    whole.campaign = Some(merged);
+    store.put(&whole)?;
+    Ok(status)
+}
+
+/// Count a progress message taken: how long it took from its agent.
+fn took(&self, msg: &Value) {
     if let Some(sent) = msg["sentAtMs"].as_u64() {
         let lag = SystemClock.now_unix_ms().saturating_sub(sent);
         metrics::histogram!("airlift_progress_lag_seconds").record(lag as f64 / 1000.0);
@@ -568,7 +693,6 @@ fn take_progress(&self, store: &Store, msg: &Value) -> Result<(), StoreError> {
             lags.push(lag);
         }
     }
-    Ok(())
 }
 
 /// Progress messages stored so far, and their lag from agent to store
@@ -593,9 +717,23 @@ fn open_key(vault: &Vault, sealed: Option<&crate::keys::Sealed>) -> Result<Optio
     sealed.map(|s| vault.open_sealed(s).map(|k| hex::encode(k.expose())).map_err(|e| CoreError::Invalid(format!("a key does not open: {e}")))).transpose()
 }
 
-/// The ADD for one of our campaigns: the seed's fields, and ours where the
-/// seed has none (the device library, any backend). Keys are in clear
-/// here, sealed before the message leaves.
+/// What an agent must carry to run a campaign: its device library, its
+/// network's plugin and its update type.
+fn needs(campaign: &Campaign, message: &ConfigMessage) -> BTreeSet<String> {
+    let mut needs: BTreeSet<String> = [campaign.device_library.clone()].into();
+    needs.extend(message.backend_instance.as_ref().map(|n| n.plugin.clone()));
+    needs.extend(campaign.update_type.clone());
+    needs
+}
+
+/// The ADD for a record's run: the whole campaign's, or a part's (its
+/// group and that group's devices, under the part's id).
+fn part_add(store: &Store, vault: &Vault, campaign: &Campaign, record: &RemoteCampaign) -> Result<ConfigMessage, CoreError> {
+    let mut add = add_message_for(store, vault, campaign, record.group)?;
+    add.campaign_id = Some(record.campaign_id.clone().into());
+    Ok(add)
+}
+
 /// The devices of a campaign's sets, and the multicast groups of its
 /// regions in the regions' order (the first is the default group).
 fn members(store: &Store, campaign: &Campaign) -> Result<(BTreeSet<Eui>, Vec<Eui>), CoreError> {
@@ -612,8 +750,21 @@ fn members(store: &Store, campaign: &Campaign) -> Result<(BTreeSet<Eui>, Vec<Eui
     Ok((devices, groups))
 }
 
+/// The ADD for one of our campaigns: the seed's fields, and ours where the
+/// seed has none (the device library, any backend). Keys are in clear
+/// here, sealed before the message leaves.
 pub fn add_message(store: &Store, vault: &Vault, campaign: &Campaign) -> Result<ConfigMessage, CoreError> {
-    let (euis, group_euis) = members(store, campaign)?;
+    add_message_for(store, vault, campaign, None)
+}
+
+/// [`add_message`], for one multicast group (`only`) and its devices.
+fn add_message_for(store: &Store, vault: &Vault, campaign: &Campaign, only: Option<Eui>) -> Result<ConfigMessage, CoreError> {
+    let (mut euis, mut group_euis) = members(store, campaign)?;
+    if let Some(group) = only {
+        let by_group = super::split::devices_by_group(store, euis, &group_euis)?;
+        euis = by_group.into_iter().filter(|(g, _)| *g == group).flat_map(|(_, d)| d).collect();
+        group_euis = vec![group];
+    }
     let mut devices = Vec::new();
     for eui in euis {
         let d = store.get::<Device>(&eui.to_string())?.ok_or_else(|| CoreError::Invalid(format!("device {eui} is gone")))?;

@@ -288,6 +288,18 @@ impl ConfigMessage {
     }
 }
 
+/// The status a progress message's `campaignStatus` ends a campaign with;
+/// None while it runs.
+pub fn final_status(msg: &Value) -> Option<crate::model::CampaignStatus> {
+    use crate::model::CampaignStatus;
+    match msg["campaignStatus"].as_str()? {
+        "COMPLETED" => Some(CampaignStatus::Succeeded),
+        "ERROR" => Some(CampaignStatus::Failed),
+        "STOPPED" => Some(CampaignStatus::Stopped),
+        _ => None,
+    }
+}
+
 /// An id that is a number or a string, as text.
 pub fn id_text(v: &Value) -> String {
     match v {

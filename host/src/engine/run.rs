@@ -219,7 +219,7 @@ impl CampaignRun {
 }
 
 /// Per device, per campaign.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRun {
     pub campaign_id: String,
