@@ -542,6 +542,13 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
         campaigns.push(api.send_json(reqwest::Method::POST, "/api/campaigns", campaign).await["id"].as_str().unwrap().to_string());
     }
     core_host.wait_for_agents(3).await;
+    // The operator sees the agents, what they carry and what they run.
+    let seen = api.call(reqwest::Method::GET, "/api/agents").await;
+    assert_eq!(seen["mode"], "core", "{seen}");
+    let agents_seen = seen["agents"].as_array().unwrap();
+    let live: BTreeSet<&str> = agents_seen.iter().filter(|a| a["live"] == true).filter_map(|a| a["instanceId"].as_str()).collect();
+    assert_eq!(live, ["agent-1", "agent-2", "agent-3"].into(), "{seen}");
+    assert!(agents_seen.iter().all(|a| a["plugins"].as_array().unwrap().iter().any(|p| p == "lorawan-v1") && a["runningCampaigns"].as_array().is_some()), "{seen}");
     for campaign in &campaigns {
         api.call(reqwest::Method::POST, &format!("/api/campaigns/{campaign}/start")).await;
     }

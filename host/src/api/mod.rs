@@ -1,6 +1,7 @@
 //! The REST API: JSON over axum, bearer-token roles, the server's objects,
 //! file upload and plugins.
 
+mod agents;
 mod auth;
 mod tokens;
 mod campaigns;
@@ -87,7 +88,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(tokens::routes())
         .merge(objects::read_update_routes::<StoredFile>())
         .map(|r| r.layer(DefaultBodyLimit::max(MAX_OBJECT_BODY)));
-    let protected = objects.merge(files::routes()).merge(campaigns::routes()).merge(plugins::routes());
+    let protected = objects.merge(files::routes()).merge(campaigns::routes()).merge(plugins::routes()).merge(agents::routes());
     let protected = if metrics_public { protected } else { protected.merge(metrics_route()) };
     let public = Routes::new()
         .route(Method::GET, "/api/health", || async { Json(serde_json::json!({"status": "ok"})) }, Doc::new("Whether the host serves"))

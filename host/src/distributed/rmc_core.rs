@@ -205,6 +205,24 @@ impl Core {
         tokio::time::timeout(within, heard).await.is_ok()
     }
 
+    /// Each agent heard from, as the API and console show it.
+    pub fn agents_view(&self) -> Vec<Value> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents
+            .iter()
+            .map(|(id, a)| {
+                serde_json::json!({
+                    "instanceId": id,
+                    "live": a.at.elapsed() < self.agent_timeout,
+                    "heardSecondsAgo": a.at.elapsed().as_secs(),
+                    "plugins": a.plugins,
+                    "runningCampaigns": a.running,
+                    "devicesInCampaigns": a.devices,
+                })
+            })
+            .collect()
+    }
+
     fn agents_seen(&self) -> String {
         let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         let seen: Vec<String> = agents.iter().map(|(id, a)| format!("{id} ({} s ago: {})", a.at.elapsed().as_secs(), a.plugins.iter().cloned().collect::<Vec<_>>().join(", "))).collect();

@@ -529,7 +529,15 @@ async function fleetPage(root, kind) {
 }
 
 async function pluginsPage(root) {
-  const [plugins, instances] = await Promise.all([list('/api/plugins'), list('/api/backend-instances')]);
+  const [plugins, instances, agents] = await Promise.all([list('/api/plugins'), list('/api/backend-instances'), api('GET', '/api/agents')]);
+  // On an RMC core: the agents that run the campaigns.
+  if (agents.ok && agents.data.mode === 'core') {
+    root.append(h('h1', {}, 'Agents'), h('div', { class: 'table-wrap' }, h('table', { id: 'agents' },
+      h('thead', {}, h('tr', {}, ['Agent', 'Live', 'Heard', 'Campaigns', 'Devices', 'Plugins'].map((t) => h('th', {}, t)))),
+      h('tbody', {}, agents.data.agents.map((a) => h('tr', {}, h('td', { class: 'mono' }, a.instanceId), h('td', {}, status(a.live ? 'live' : 'lost')),
+        h('td', { class: 'num' }, `${a.heardSecondsAgo} s ago`), h('td', { class: 'num' }, a.runningCampaigns.length), h('td', { class: 'num' }, a.devicesInCampaigns),
+        h('td', {}, a.plugins.join(', '))))))));
+  }
   const described = h('pre', { id: 'describe', 'aria-live': 'polite' });
   root.append(h('h1', {}, 'Plugins'), h('div', { class: 'table-wrap' }, h('table', { id: 'plugins' },
     h('thead', {}, h('tr', {}, ['Name', 'Kind', 'Version', 'WIT', 'Versions loaded', 'Limits', ''].map((t) => h('th', {}, t)))),
