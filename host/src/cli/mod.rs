@@ -61,7 +61,8 @@ struct KafkaArgs {
     topic_progress: String,
     #[arg(long, default_value = "RMC.METRIC")]
     topic_metrics: String,
-    /// Uplinks the core forwards to the agents (ours).
+    /// Uplinks the core forwards to the agents (ours): each agent reads
+    /// this name followed by `.` and its instance id.
     #[arg(long, default_value = "RMC.UPLINK")]
     topic_uplinks: String,
 }

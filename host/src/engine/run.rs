@@ -266,7 +266,7 @@ pub struct DeviceRun {
     #[serde(default)]
     pub last_report: Option<(u32, u32, u32)>,
 }
-object!(DeviceRun, "device-runs", |s| DeviceRun::key(&run_id(&s.campaign_id, s.part), s.dev_eui));
+object!(DeviceRun, "device-runs", |s| DeviceRun::key(&run_id(&s.campaign_id, s.part), s.dev_eui), compact = true);
 
 impl DeviceRun {
     pub fn key(run_id: &str, dev_eui: Eui) -> String {

@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 
 /// Implements `Object` for a struct with an `archived` field.
 macro_rules! object {
-    ($ty:ty, $kind:literal, |$s:ident| $id:expr $(, secrets = [$($secret:literal),*])?) => {
+    ($ty:ty, $kind:literal, |$s:ident| $id:expr $(, secrets = [$($secret:literal),*])? $(, compact = $compact:literal)?) => {
         impl Object for $ty {
             const KIND: &'static str = $kind;
             $(const SECRET_FIELDS: &'static [&'static str] = &[$($secret),*];)?
+            $(const COMPACT: bool = $compact;)?
             fn id(&self) -> String {
                 let $s = self;
                 $id

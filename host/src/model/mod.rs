@@ -55,6 +55,10 @@ pub trait Object: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     const KIND: &'static str;
     /// camelCase names of fields holding sealed secrets: stored, never shown.
     const SECRET_FIELDS: &'static [&'static str] = &[];
+    /// Stored in a compact binary form instead of JSON: records the engine
+    /// writes and reads many times a step, which no one reads by hand.
+    /// Records stored as JSON before are still read.
+    const COMPACT: bool = false;
 
     fn id(&self) -> String;
     fn archived(&self) -> bool;
