@@ -389,7 +389,8 @@ impl Core {
         let live = self.live_agents();
         // A split campaign's own record runs nothing: its parts do.
         for mut remote in store.list::<RemoteCampaign>(false)?.into_iter().filter(|r| r.parts.is_empty()) {
-            if live.contains(&remote.agent) {
+            // A part that ended stays as it is while the others run.
+            if live.contains(&remote.agent) || remote.campaign.as_ref().and_then(seed::final_status).is_some() {
                 continue;
             }
             let Some(campaign) = store.get::<Campaign>(remote.campaign_of())?.filter(|c| c.status == CampaignStatus::Running) else { continue };
@@ -429,9 +430,9 @@ impl Core {
     /// Uplinks a network posted here, checked (authenticity, time window,
     /// replay), each to the agent running its device's campaign, on that
     /// agent's own topic. One of a device in no running campaign goes
-    /// nowhere: no campaign waits for it.
-    /// Uplinks go out together (one request per agent's topic), and this
-    /// returns once the broker has them all.
+    /// nowhere: no campaign waits for it. Uplinks go out together (one
+    /// request per agent's topic), and this returns once the broker has
+    /// them all.
     pub async fn forward_uplinks<'a>(&self, store: &Store, instance: &str, uplinks: impl IntoIterator<Item = (Eui, u8, &'a [u8])>) -> Result<(), CoreError> {
         let mut by_agent: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
         for (dev_eui, fport, payload) in uplinks {
