@@ -504,27 +504,55 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     core_host.stop().await;
 }
 
+/// Our core and three agents over a broker, and nine devices in three
+/// multicast groups whose network posts uplinks to the core: the agents
+/// heard from.
+struct ThreeAgents {
+    scenario: airlift::sim::scenario::ScenarioConfig,
+    sim: common::SimSetup,
+    core_host: TestCore,
+    agents: Vec<RunningAgent>,
+    _core_dir: tempfile::TempDir,
+    _broker: Broker,
+}
+
+impl ThreeAgents {
+    async fn start() -> Self {
+        let (broker, kafka) = broker_with_topics().await;
+        let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
+        let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), common::SPEED));
+        let core_dir = tempfile::tempdir().unwrap();
+        let mut scenario = airlift::sim::scenario::ScenarioConfig::new(9);
+        scenario.file_size = 2_000;
+        scenario.groups = 3;
+        let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
+        let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
+        let core_host = TestCore::start(core_dir.path(), clock.clone(), common::SPEED, core).await;
+        let mut agents = Vec::new();
+        for id in ["agent-1", "agent-2", "agent-3"] {
+            agents.push(RunningAgent::start(id, true, clock.clone(), &kafka, &cluster).await);
+        }
+        sim.lns.post_uplinks_to(&format!("{}/backends/{}/uplink", core_host.api().base, sim.objects.backend_instance));
+        core_host.wait_for_agents(3).await;
+        Self { scenario, sim, core_host, agents, _core_dir: core_dir, _broker: broker }
+    }
+
+    async fn stop(self) {
+        for agent in self.agents {
+            agent.stop().await;
+        }
+        self.core_host.stop().await;
+    }
+}
+
 /// Three campaigns on three agents: each goes to the least loaded one, the
 /// network posts its uplinks to the core, which forwards them, and every
 /// device of every campaign gets the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core() {
-    let (_broker, kafka) = broker_with_topics().await;
-    let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
-    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), common::SPEED));
-    let core_dir = tempfile::tempdir().unwrap();
-    let mut scenario = airlift::sim::scenario::ScenarioConfig::new(9);
-    scenario.file_size = 2_000;
-    scenario.groups = 3;
-    let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
-    let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
-    let core_host = TestCore::start(core_dir.path(), clock.clone(), common::SPEED, core.clone()).await;
-    let mut agents = Vec::new();
-    for id in ["agent-1", "agent-2", "agent-3"] {
-        agents.push(RunningAgent::start(id, true, clock.clone(), &kafka, &cluster).await);
-    }
-    let api = core_host.api();
-    sim.lns.post_uplinks_to(&format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance));
+    let three = ThreeAgents::start().await;
+    let (scenario, sim) = (&three.scenario, &three.sim);
+    let api = three.core_host.api();
     // One campaign per multicast group, each over that group's devices.
     let mut template = api.call(reqwest::Method::GET, &format!("/api/campaigns/{}", sim.objects.campaign_id)).await;
     for shown in ["id", "created", "started", "lastChanged", "status", "archived"] {
@@ -532,7 +560,7 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
     }
     let mut campaigns = Vec::new();
     for (g, group) in sim.objects.groups.iter().enumerate() {
-        let members: Vec<String> = sim.devices.iter().enumerate().filter(|(i, _)| airlift::sim::scenario::group_of(&scenario, *i) == *group).map(|(_, d)| d.dev_eui.to_string()).collect();
+        let members: Vec<String> = sim.devices.iter().enumerate().filter(|(i, _)| airlift::sim::scenario::group_of(scenario, *i) == *group).map(|(_, d)| d.dev_eui.to_string()).collect();
         let set = api.send_json(reqwest::Method::POST, "/api/device-sets", serde_json::json!({"name": format!("group {g}"), "devices": members})).await["id"].as_str().unwrap().to_string();
         let region = api.send_json(reqwest::Method::POST, "/api/regions", serde_json::json!({"name": format!("region {g}"), "multicastGroups": [group.to_string()]})).await["id"].as_str().unwrap().to_string();
         let mut campaign = template.clone();
@@ -541,7 +569,6 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
         campaign["regions"] = serde_json::json!([region]);
         campaigns.push(api.send_json(reqwest::Method::POST, "/api/campaigns", campaign).await["id"].as_str().unwrap().to_string());
     }
-    core_host.wait_for_agents(3).await;
     // The operator sees the agents, what they carry and what they run.
     let seen = api.call(reqwest::Method::GET, "/api/agents").await;
     assert_eq!(seen["mode"], "core", "{seen}");
@@ -562,10 +589,7 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
     for d in &sim.devices {
         assert_eq!(sim.lns.fleet.received_file(d.dev_eui).as_deref(), Some(sim.objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);
     }
-    for agent in agents {
-        agent.stop().await;
-    }
-    core_host.stop().await;
+    three.stop().await;
 }
 
 /// One campaign of three multicast groups on three agents: each group's
@@ -574,23 +598,9 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
 /// the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_campaign_of_three_groups_runs_across_three_agents() {
-    let (_broker, kafka) = broker_with_topics().await;
-    let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
-    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), common::SPEED));
-    let core_dir = tempfile::tempdir().unwrap();
-    let mut scenario = airlift::sim::scenario::ScenarioConfig::new(9);
-    scenario.file_size = 2_000;
-    scenario.groups = 3;
-    let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
-    let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
-    let core_host = TestCore::start(core_dir.path(), clock.clone(), common::SPEED, core.clone()).await;
-    let mut agents = Vec::new();
-    for id in ["agent-1", "agent-2", "agent-3"] {
-        agents.push(RunningAgent::start(id, true, clock.clone(), &kafka, &cluster).await);
-    }
-    let api = core_host.api();
-    sim.lns.post_uplinks_to(&format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance));
-    core_host.wait_for_agents(3).await;
+    let three = ThreeAgents::start().await;
+    let sim = &three.sim;
+    let api = three.core_host.api();
     let campaign = &sim.objects.campaign_id;
     api.call(reqwest::Method::POST, &format!("/api/campaigns/{campaign}/start")).await;
     let done = api.wait_for(campaign, |p| p["campaignStatus"] != "RUNNING").await;
@@ -609,10 +619,7 @@ async fn one_campaign_of_three_groups_runs_across_three_agents() {
     for d in &sim.devices {
         assert_eq!(sim.lns.fleet.received_file(d.dev_eui).as_deref(), Some(sim.objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);
     }
-    for agent in agents {
-        agent.stop().await;
-    }
-    core_host.stop().await;
+    three.stop().await;
 }
 
 /// An agent process killed with SIGKILL mid-campaign: the core notices

@@ -184,7 +184,7 @@ impl Core {
     /// The agent to send a campaign to: the least loaded live one carrying
     /// what it needs.
     fn choose_agent(&self, campaign: &Campaign, message: &ConfigMessage) -> Result<String, CoreError> {
-        let needs = needs(campaign, message);
+        let needs = needs(campaign, message.backend_instance.as_ref().map(|n| n.plugin.clone()));
         self.capable_agents(&needs).into_iter().next().ok_or_else(|| CoreError::NoAgent { needs: needs.iter().cloned().collect::<Vec<_>>().join(", "), seen: self.agents_seen() })
     }
 
@@ -297,8 +297,8 @@ impl Core {
     /// capable agent, or one part per multicast group over the capable
     /// agents, least loaded first.
     fn plan(&self, store: &Store, vault: &Vault, campaign: &Campaign) -> Result<Vec<(RemoteCampaign, ConfigMessage)>, CoreError> {
-        let mut whole = add_message(store, vault, campaign)?;
-        let needs = needs(campaign, &whole);
+        let network = store.get::<BackendInstance>(&campaign.backend_instance)?.map(|i| i.plugin);
+        let needs = needs(campaign, network);
         let agents = self.capable_agents(&needs);
         let Some(least_loaded) = agents.first().cloned() else {
             return Err(CoreError::NoAgent { needs: needs.iter().cloned().collect::<Vec<_>>().join(", "), seen: self.agents_seen() });
@@ -306,15 +306,16 @@ impl Core {
         let (devices, groups) = members(store, campaign)?;
         let by_group = super::split::devices_by_group(store, devices, &groups)?;
         if by_group.len() < 2 || agents.len() < 2 {
+            let mut whole = add_message(store, vault, campaign)?;
             whole.agent_id = Some(least_loaded.clone());
             return Ok(vec![(RemoteCampaign::new(&campaign.id, &least_loaded), whole)]);
         }
         let mut parts = Vec::new();
-        for (n, ((group, _), agent)) in by_group.iter().zip(agents.iter().cycle()).enumerate() {
+        for (n, ((group, devices), agent)) in by_group.into_iter().zip(agents.iter().cycle()).enumerate() {
             let mut record = RemoteCampaign::new(&super::split::part_id(&campaign.id, n + 1), agent);
-            (record.part_of, record.group) = (Some(campaign.id.clone()), Some(*group));
-            let mut add = part_add(store, vault, campaign, &record)?;
-            add.agent_id = Some(agent.clone());
+            (record.part_of, record.group) = (Some(campaign.id.clone()), Some(group));
+            let mut add = add_message_for(store, vault, campaign, Some((group, devices)))?;
+            (add.campaign_id, add.agent_id) = (Some(record.campaign_id.clone().into()), Some(agent.clone()));
             parts.push((record, add));
         }
         Ok(parts)
@@ -738,9 +739,9 @@ fn open_key(vault: &Vault, sealed: Option<&crate::keys::Sealed>) -> Result<Optio
 
 /// What an agent must carry to run a campaign: its device library, its
 /// network's plugin and its update type.
-fn needs(campaign: &Campaign, message: &ConfigMessage) -> BTreeSet<String> {
+fn needs(campaign: &Campaign, network_plugin: Option<String>) -> BTreeSet<String> {
     let mut needs: BTreeSet<String> = [campaign.device_library.clone()].into();
-    needs.extend(message.backend_instance.as_ref().map(|n| n.plugin.clone()));
+    needs.extend(network_plugin);
     needs.extend(campaign.update_type.clone());
     needs
 }
@@ -748,7 +749,15 @@ fn needs(campaign: &Campaign, message: &ConfigMessage) -> BTreeSet<String> {
 /// The ADD for a record's run: the whole campaign's, or a part's (its
 /// group and that group's devices, under the part's id).
 fn part_add(store: &Store, vault: &Vault, campaign: &Campaign, record: &RemoteCampaign) -> Result<ConfigMessage, CoreError> {
-    let mut add = add_message_for(store, vault, campaign, record.group)?;
+    let part = match record.group {
+        Some(group) => {
+            let (devices, groups) = members(store, campaign)?;
+            let devices = super::split::devices_by_group(store, devices, &groups)?.into_iter().find(|(g, _)| *g == group).map_or_else(Vec::new, |(_, d)| d);
+            Some((group, devices))
+        }
+        None => None,
+    };
+    let mut add = add_message_for(store, vault, campaign, part)?;
     add.campaign_id = Some(record.campaign_id.clone().into());
     Ok(add)
 }
@@ -776,14 +785,15 @@ pub fn add_message(store: &Store, vault: &Vault, campaign: &Campaign) -> Result<
     add_message_for(store, vault, campaign, None)
 }
 
-/// [`add_message`], for one multicast group (`only`) and its devices.
-fn add_message_for(store: &Store, vault: &Vault, campaign: &Campaign, only: Option<Eui>) -> Result<ConfigMessage, CoreError> {
-    let (mut euis, mut group_euis) = members(store, campaign)?;
-    if let Some(group) = only {
-        let by_group = super::split::devices_by_group(store, euis, &group_euis)?;
-        euis = by_group.into_iter().filter(|(g, _)| *g == group).flat_map(|(_, d)| d).collect();
-        group_euis = vec![group];
-    }
+/// [`add_message`], for one multicast group and its devices (`part`).
+fn add_message_for(store: &Store, vault: &Vault, campaign: &Campaign, part: Option<(Eui, Vec<Eui>)>) -> Result<ConfigMessage, CoreError> {
+    let (euis, group_euis) = match part {
+        Some((group, devices)) => (devices, vec![group]),
+        None => {
+            let (devices, groups) = members(store, campaign)?;
+            (devices.into_iter().collect(), groups)
+        }
+    };
     let mut devices = Vec::new();
     for eui in euis {
         let d = store.get::<Device>(&eui.to_string())?.ok_or_else(|| CoreError::Invalid(format!("device {eui} is gone")))?;
