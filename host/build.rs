@@ -12,7 +12,7 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
     let plugins = root.join("plugins");
-    for watched in ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugins/.cargo", "plugins/fixtures", "plugins/lorawan", "plugins/backends", "plugins/update-types", "sdk", "crates", "wit"] {
+    for watched in ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugins/.cargo", "plugins/fixtures", "plugins/lorawan", "plugins/backends", "plugins/update-types", "plugins/vendors", "sdk", "crates", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

@@ -29,9 +29,14 @@ struct Host {
 
 impl Host {
     fn spawn(data_dir: &std::path::Path, port: u16, origin: u64) -> anyhow::Result<Self> {
+        Self::spawn_with(data_dir, port, origin, &[])
+    }
+
+    /// A host with `env` set (the store's crash hook, say).
+    fn spawn_with(data_dir: &std::path::Path, port: u16, origin: u64, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let (speed, origin) = (SPEED.to_string(), origin.to_string());
         let args: [&std::ffi::OsStr; 6] = ["--time-speed".as_ref(), speed.as_ref(), "--time-origin".as_ref(), origin.as_ref(), "--data-dir".as_ref(), data_dir.as_os_str()];
-        let child = common::spawn_serve(None, port, data_dir, &args, TOKEN);
+        let child = common::serve_command(None, port, data_dir, &args, TOKEN).envs(env.iter().copied()).spawn()?;
         Ok(Self { child, base: format!("http://127.0.0.1:{port}") })
     }
 
@@ -129,4 +134,66 @@ async fn a_campaign_survives_sigkill_of_its_host_at_a_random_stage() {
     for seed in [1, 2, 3, 4] {
         crash_and_resume(seed).await.unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
     }
+}
+
+/// One engine step's writes (every device's record and the run's) commit
+/// as one transaction. The host is killed halfway through writing the
+/// first step that asks every device (its second multi-write batch, after
+/// the start's): after it, no device shows the step's request as sent
+/// while another does not, the run is as before the step, and a restarted
+/// host finishes the campaign without asking anything twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_between_the_writes_of_one_step_leaves_the_step_whole_or_undone() -> anyhow::Result<()> {
+    use airlift::engine::{CampaignRun, DeviceRun, RunStatus};
+    let dir = tempfile::tempdir()?;
+    let origin = SystemClock.now_unix_ms();
+    let mut config = ScenarioConfig::new(20);
+    config.fleet.uplink_period_s = 15;
+    config.file_size = 4_000;
+    let SimSetup { lns, objects, devices, .. } = SimSetup::provision(dir.path(), Arc::new(ScaledClock::new(origin, SPEED)), &config, common::NETWORK_TOKEN).await?;
+    let http = reqwest::Client::new();
+    let port = common::free_port();
+    let mut host = Host::spawn_with(dir.path(), port, origin, &[(airlift::store::ABORT_IN_BATCH_ENV, "2")])?;
+    host.wait_ready(&http).await?;
+    lns.post_uplinks_to(&format!("{}/backends/{}/uplink", host.base, objects.backend_instance));
+    host.api(&http, reqwest::Method::POST, &format!("/api/campaigns/{}/start", objects.campaign_id)).await?;
+    let until = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = host.child.try_wait()? {
+            break status;
+        }
+        anyhow::ensure!(Instant::now() < until, "the host never reached its second batch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    anyhow::ensure!(!status.success(), "the host was to die in the step, not exit: {status}");
+
+    {
+        let store = airlift::store::Store::open(dir.path())?;
+        let run = store.get::<CampaignRun>(&objects.campaign_id)?.context("the started run is on disk")?;
+        let runs = DeviceRun::all_of(&store, &run)?;
+        assert_eq!(runs.len(), devices.len());
+        assert_eq!(run.status, RunStatus::Running);
+        let attempts: std::collections::BTreeSet<u32> = runs.iter().map(|d| d.attempts).collect();
+        assert_eq!(attempts.len(), 1, "half a step on disk: device attempts {attempts:?}");
+        assert!(runs.iter().all(|d| d.stage == run.stage), "devices and run disagree on the stage");
+    }
+
+    let mut host = Host::spawn(dir.path(), port, origin)?;
+    host.wait_ready(&http).await?;
+    let progress = format!("/api/campaigns/{}/progress", objects.campaign_id);
+    let until = Instant::now() + Duration::from_secs(300);
+    let last = loop {
+        anyhow::ensure!(Instant::now() < until, "the campaign did not finish after the restart");
+        let p = host.api(&http, reqwest::Method::GET, &progress).await?;
+        if p["campaignStatus"] != "RUNNING" {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(last["campaignStatus"], "COMPLETED", "{last}");
+    for d in &devices {
+        assert_eq!(lns.fleet.received_file(d.dev_eui).as_deref(), Some(objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);
+    }
+    assert_eq!(lns.fleet.redone().0, 0, "requests asked twice: {:?}", lns.fleet.redone_commands());
+    Ok(())
 }

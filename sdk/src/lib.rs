@@ -39,6 +39,11 @@ pub mod update_type {
     });
 }
 
+/// The LoRa Alliance FUOTA codecs (TS003–TS006), the TS004 FEC encoder and
+/// the multicast key derivations, for device libraries that speak these
+/// packages or a vendor's variant of them.
+pub use lorawan_fuota as lorawan;
+
 pub mod backend_support;
 pub mod grpc_web;
 pub mod hex;

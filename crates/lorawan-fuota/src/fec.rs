@@ -15,7 +15,8 @@ pub fn prbs23(x: u32) -> u32 {
 }
 
 /// Row indices (0-based, sorted, distinct) XORed into coded line `k`
-/// (k ≥ 1, counting coded fragments only) for `m` uncoded rows.
+/// (counting coded fragments only; TS004 starts at 1, early MultiTech
+/// firmware at 0) for `m` uncoded rows.
 ///
 /// v1 draws M/2 positions (a repeat stays marked once); v2, as LoRa Basics
 /// Modem decodes it, draws until M/2 distinct positions are marked.
@@ -112,20 +113,29 @@ impl<'a> Encoder<'a> {
         if n == 0 || n > MAX_FRAGMENT_NUMBER {
             return Err(FecError::FragmentNumber(n));
         }
-        let mut row = vec![0u8; self.layout.frag_size as usize];
         if n <= m || m == 1 {
+            let mut row = vec![0u8; self.layout.frag_size as usize];
             let i = if n <= m { n - 1 } else { 0 };
             self.uncoded_row(i, &mut row);
             return Ok((if n <= m { n as u16 } else { 1 }, row));
         }
+        Ok((n as u16, self.coded_row(n - m)))
+    }
+
+    /// Coded line `k` of the parity matrix: the XOR of the uncoded rows
+    /// `parity_line(k, M, version)` names. TS004 sends line k as fragment
+    /// M + k (k ≥ 1); early MultiTech Dot firmware numbers from 0 and reads
+    /// its first coded fragment as line 0, so k = 0 is allowed.
+    pub fn coded_row(&self, k: u32) -> Vec<u8> {
         let fs = self.layout.frag_size as usize;
-        for i in parity_line(n - m, m, self.version) {
+        let mut row = vec![0u8; fs];
+        for i in parity_line(k, self.layout.nb_frag, self.version) {
             // XOR straight from the data; the padded tail is zeros anyway.
             let start = i as usize * fs;
             let src = &self.data[start..(start + fs).min(self.data.len())];
             row.iter_mut().zip(src).for_each(|(a, b)| *a ^= b);
         }
-        Ok((n as u16, row))
+        row
     }
 }
 
@@ -175,6 +185,25 @@ pub(crate) mod tests {
                 assert_eq!(enc.fragment(11 + k as u32).unwrap().1, hex(expected), "{version:?} line {}", k + 1);
             }
         }
+    }
+
+    #[test]
+    fn coded_rows_are_the_coded_fragments_and_line_zero() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let enc = Encoder::new(&data, 37, Version::V1).unwrap();
+        let m = enc.layout().nb_frag;
+        for n in [m + 1, m + 2, m + 40] {
+            assert_eq!(enc.coded_row(n - m), enc.fragment(n).unwrap().1, "n = {n}");
+        }
+        // Line 0, which TS004 never sends: the XOR of its rows all the same.
+        let mut expected = vec![0u8; 37];
+        for i in parity_line(0, m, Version::V1) {
+            let mut row = vec![0u8; 37];
+            enc.uncoded_row(i, &mut row);
+            expected.iter_mut().zip(&row).for_each(|(a, b)| *a ^= b);
+        }
+        assert!(!parity_line(0, m, Version::V1).is_empty());
+        assert_eq!(enc.coded_row(0), expected);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::model::{Campaign, CampaignStatus, CampaignType, Device, DeviceProfile
 use std::collections::{BTreeMap, HashMap};
 use crate::plugin::device_library as lib;
 use crate::plugin::{Plugin, PluginError, PluginRuntime};
-use crate::store::{Store, StoreError};
+use crate::store::{Batch, Store, StoreError};
 use run::{FragLayout, Stage, StageMode};
 use std::sync::Arc;
 
@@ -159,14 +159,14 @@ impl<N: Network> Engine<N> {
         self.store.get::<Campaign>(id)?.ok_or_else(|| EngineError::NotFound(id.into()))
     }
 
-    fn set_campaign_status(&self, id: &str, status: CampaignStatus) -> Result<(), EngineError> {
-        let mut c = self.campaign(id)?;
+    fn set_campaign_status(&self, id: &str, status: CampaignStatus, tx: &mut Batch) -> Result<(), EngineError> {
+        let mut c = self.store.get_in::<Campaign>(tx, id)?.ok_or_else(|| EngineError::NotFound(id.into()))?;
         c.status = status;
         c.last_changed = chrono::DateTime::from_timestamp_millis(self.now() as i64).unwrap_or_default();
         if status == CampaignStatus::Running {
             c.started = Some(c.last_changed);
         }
-        self.store.put(&c)?;
+        tx.put(&c);
         Ok(())
     }
 
@@ -194,19 +194,21 @@ impl<N: Network> Engine<N> {
         }
         let file_hardware = self.file_hardware(&campaign)?;
         let mut runs = Vec::with_capacity(planned.len());
+        // Every run, its devices and the campaign's status commit together.
+        let mut tx = Batch::default();
         for (run, group, members) in planned {
             // Indexed first: a crash before the run is stored leaves an
             // entry readers skip, never a run that cannot be found.
             self.store.index_running(&run.id(), members.iter().map(|d| d.dev_eui.to_string()))?;
             for device in &members {
-                let dev_run = self.enrol(&run, &group, device, &file_hardware)?;
-                self.store.put(&dev_run)?;
+                tx.put(&self.enrol(&run, &group, device, &file_hardware)?);
             }
-            self.store.put(&run)?;
+            tx.put(&run);
             tracing::info!(campaign = %run.campaign_id, part = run.part, group = %run.group, devices = members.len(), stages = run.stages.len(), "campaign run planned");
             runs.push(run);
         }
-        self.set_campaign_status(campaign_id, CampaignStatus::Running)?;
+        self.set_campaign_status(campaign_id, CampaignStatus::Running, &mut tx)?;
+        self.store.commit(tx)?;
         self.store.flush()?;
         tracing::info!(campaign = %campaign_id, devices = devices.len(), groups = runs.len(), "campaign started");
         Ok(runs)
@@ -506,12 +508,15 @@ impl<N: Network> Engine<N> {
             let Some(mut run) = self.store.get::<CampaignRun>(&id)?.filter(|r| r.status == RunStatus::Running) else { continue };
             run.status = RunStatus::Stopped;
             run.finished_ms = Some(self.now());
-            self.store.put(&run)?;
+            let mut tx = Batch::default();
+            tx.put(&run);
+            // The campaign is STOPPED with its first run that stops.
+            if stopped.is_empty() {
+                self.set_campaign_status(campaign_id, CampaignStatus::Stopped, &mut tx)?;
+            }
+            self.store.commit(tx)?;
             self.unindex(&run)?;
             stopped.push(run);
-        }
-        if !stopped.is_empty() {
-            self.set_campaign_status(campaign_id, CampaignStatus::Stopped)?;
         }
         self.store.flush()?;
         Ok(stopped)
@@ -547,7 +552,7 @@ impl<N: Network> Engine<N> {
         let ports = Self::ports(run);
         let last = run.stages.len().saturating_sub(1);
         // A device that succeeded or runs the new image is never torn back.
-        for dev in self.members(run)?.into_iter().filter(|d| d.stage > 0 && !d.succeeded && !step::runs_new_image(run, d)) {
+        for dev in self.members(run, &Batch::default())?.into_iter().filter(|d| d.stage > 0 && !d.succeeded && !step::runs_new_image(run, d)) {
             let Some(device) = self.store.get::<Device>(&dev.dev_eui.to_string())? else { continue };
             let mut stages: Vec<usize> = (0..dev.stage.min(run.stages.len())).rev().collect();
             if !stages.contains(&last) {
@@ -585,13 +590,18 @@ impl<N: Network> Engine<N> {
     }
 
     /// The device records of one run.
-    fn members(&self, run: &CampaignRun) -> Result<Vec<DeviceRun>, EngineError> {
-        Ok(DeviceRun::all_of(&self.store, run)?)
+    fn members(&self, run: &CampaignRun, tx: &Batch) -> Result<Vec<DeviceRun>, EngineError> {
+        Ok(DeviceRun::all_in(&self.store, tx, run)?)
     }
 
     /// Every run of a campaign with its devices.
     pub fn parts(&self, campaign_id: &str) -> Result<Vec<run::Part>, EngineError> {
-        run::parts_of(&self.store, campaign_id)?.ok_or_else(|| EngineError::NotFound(campaign_id.into()))
+        self.parts_in(campaign_id, &Batch::default())
+    }
+
+    /// [`Self::parts`] as a step's writes not yet committed leave them.
+    fn parts_in(&self, campaign_id: &str, tx: &Batch) -> Result<Vec<run::Part>, EngineError> {
+        run::parts_in(&self.store, tx, campaign_id)?.ok_or_else(|| EngineError::NotFound(campaign_id.into()))
     }
 
     /// The device records of every run of a campaign.

@@ -2,6 +2,7 @@
 //! from these records and writes them before acting, so a restart resumes
 //! where it stopped and no device redoes a finished stage.
 
+use crate::store::Batch;
 use crate::model::fleet_object as object;
 use crate::model::{Eui, Object};
 use serde::{Deserialize, Serialize};
@@ -306,6 +307,11 @@ impl DeviceRun {
     pub fn all_of(store: &crate::store::Store, run: &CampaignRun) -> Result<Vec<DeviceRun>, crate::store::StoreError> {
         store.list_prefix::<DeviceRun>(&format!("{}/", run.id()))
     }
+
+    /// [`Self::all_of`] as a batch not yet committed will leave them.
+    pub fn all_in(store: &crate::store::Store, batch: &Batch, run: &CampaignRun) -> Result<Vec<DeviceRun>, crate::store::StoreError> {
+        store.list_prefix_in::<DeviceRun>(batch, &format!("{}/", run.id()))
+    }
 }
 
 /// One run of a campaign with its devices.
@@ -318,15 +324,20 @@ pub struct Part {
 /// Every run of a campaign, in part order, with its devices; None when the
 /// campaign never ran.
 pub fn parts_of(store: &crate::store::Store, campaign_id: &str) -> Result<Option<Vec<Part>>, crate::store::StoreError> {
-    let Some(first) = store.get::<CampaignRun>(campaign_id)? else { return Ok(None) };
+    parts_in(store, &Batch::default(), campaign_id)
+}
+
+/// [`parts_of`] as a batch not yet committed will leave them.
+pub fn parts_in(store: &crate::store::Store, batch: &Batch, campaign_id: &str) -> Result<Option<Vec<Part>>, crate::store::StoreError> {
+    let Some(first) = store.get_in::<CampaignRun>(batch, campaign_id)? else { return Ok(None) };
     let mut parts = Vec::with_capacity(first.parts as usize);
     for id in first.sibling_ids().skip(1) {
-        if let Some(run) = store.get::<CampaignRun>(&id)? {
-            let devices = DeviceRun::all_of(store, &run)?;
+        if let Some(run) = store.get_in::<CampaignRun>(batch, &id)? {
+            let devices = DeviceRun::all_in(store, batch, &run)?;
             parts.push(Part { run, devices });
         }
     }
-    let devices = DeviceRun::all_of(store, &first)?;
+    let devices = DeviceRun::all_in(store, batch, &first)?;
     parts.insert(0, Part { run: first, devices });
     Ok(Some(parts))
 }

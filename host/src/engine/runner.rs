@@ -48,9 +48,11 @@ impl<N: Network> Runner<N> {
     /// (it sent no frame at or above it).
     pub fn adopt(&self, runs: Vec<CampaignRun>, devices: Vec<DeviceRun>) -> Result<(), EngineError> {
         let store = &self.engine.store;
+        let mut tx = crate::store::Batch::default();
         for d in &devices {
-            store.put(d)?;
+            tx.put(d);
         }
+        store.commit(tx)?;
         for mut run in runs {
             run.next_fcnt = run.next_fcnt.max(run.fcnt_reserved);
             store.put(&run)?;

@@ -12,6 +12,7 @@ use super::{Engine, EngineError, Network, NetworkError, OffloadJob, OffloadPaylo
 use crate::clock::unix_ms_to_gps_seconds;
 use crate::model::{CampaignStatus, CampaignType, Device, Eui, MulticastGroup, SessionClass};
 use crate::plugin::device_library as lib;
+use crate::store::Batch;
 
 /// Longest wait between two retries of one device.
 const MAX_BACKOFF_MS: u64 = 30 * 60_000;
@@ -133,6 +134,21 @@ pub(super) fn wrong_base(running: u32, base: u32) -> String {
     format!("runs firmware {running:#010x}; the delta is for base {base:#010x}")
 }
 
+/// Device memory key prefix of an answer kept for a later stage; its value
+/// is empty for ok, else why the device rejected the request.
+const EARLY_ANSWER_PREFIX: &str = "airlift.early-answer.";
+
+/// A device enters `stage`: an answer it gave early counts now.
+fn take_early_answer(dev: &mut DeviceRun, stage: &Stage) {
+    let key = format!("{EARLY_ANSWER_PREFIX}{}", stage.name);
+    let Some(at) = dev.memory.iter().position(|(k, _)| *k == key) else { return };
+    let (_, rejected) = dev.memory.remove(at);
+    dev.answered = true;
+    if !rejected.is_empty() && stage.required {
+        dev.failed = Some(format!("{}: {rejected}", stage.name));
+    }
+}
+
 /// Record a device's answer to a stage.
 pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib::StageAnswer) {
     let (mut received, mut missing, mut claims_file) = (None, None, false);
@@ -167,8 +183,25 @@ pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib:
             }
         }
     }
-    // Answers to the stage the device is in count; late ones only add facts.
+    // Answers to the stage the device is in count; late ones only add
+    // facts; early ones (a device that speaks as soon as it can, before
+    // the campaign got there) wait for the device to reach their stage.
     let Some(stage) = run.stages.get(dev.stage) else { return };
+    if let Some(later) = run.stages[dev.stage + 1..].iter().find(|s| s.name == answer.stage).filter(|_| dev.active()) {
+        let verdict = match answer.status {
+            lib::AnswerStatus::Ok => String::new(),
+            // A device that refuses a required stage ahead is out now.
+            lib::AnswerStatus::Rejected(why) if later.required => {
+                dev.failed = Some(format!("{}: {why}", later.name));
+                return;
+            }
+            lib::AnswerStatus::Rejected(why) => why,
+        };
+        let key = format!("{EARLY_ANSWER_PREFIX}{}", answer.stage);
+        dev.memory.retain(|(k, _)| *k != key);
+        dev.memory.push((key, verdict));
+        return;
+    }
     if stage.name != answer.stage || dev.answered || !dev.active() {
         return;
     }
@@ -336,18 +369,19 @@ impl<N: Network> Engine<N> {
             return Ok(Decided::Done(Next::At(None)));
         }
         let now = self.now();
+        let mut tx = Batch::default();
         if now >= run.deadline_ms {
-            return self.close(run, Some("maximum duration reached; devices back to class A".into())).map(Decided::Done);
+            return self.close(run, Some("maximum duration reached; devices back to class A".into()), tx).map(Decided::Done);
         }
         if now < run.next_action_ms {
             return Ok(Decided::Done(Next::At(Some(run.next_action_ms))));
         }
         let Some(stage) = run.current().cloned() else {
-            return self.close(run, None).map(Decided::Done);
+            return self.close(run, None, tx).map(Decided::Done);
         };
         let (backend, group) = self.network_of(&run)?;
         if run.group_backend.as_deref() != Some(backend.as_str()) {
-            let devices: Vec<Eui> = self.members(&run)?.iter().map(|d| d.dev_eui).collect();
+            let devices: Vec<Eui> = self.members(&run, &tx)?.iter().map(|d| d.dev_eui).collect();
             let call = NetworkCall::CreateGroup { devices, next_fcnt: run.next_fcnt };
             return Ok(Decided::Ask { backend, group, call, now, wake: Some(now) });
         }
@@ -360,37 +394,39 @@ impl<N: Network> Engine<N> {
         }
         let mut outbox = Vec::new();
         let wake = match stage.mode {
-            StageMode::Unicast | StageMode::DeviceInitiated => self.unicast_stage(&mut run, &group, now, &mut outbox).await?,
+            StageMode::Unicast | StageMode::DeviceInitiated => self.unicast_stage(&mut run, &group, now, &mut outbox, &mut tx).await?,
             StageMode::WaitSessionStart => {
                 let start_ms = crate::clock::gps_seconds_to_unix_ms(run.session_start_gps);
                 if now >= start_ms {
-                    self.advance(&mut run, now, false)?;
+                    self.advance(&mut run, now, false, &mut tx)?;
                     Some(now)
                 } else {
                     Some(start_ms)
                 }
             }
-            StageMode::Fragments => self.fragment_stage(&mut run, &backend, &group, now, &mut outbox).await?,
-            StageMode::Multicast => self.status_stage(&mut run, &group, now, &mut outbox).await?,
+            StageMode::Fragments => self.fragment_stage(&mut run, &backend, &group, now, &mut outbox, &mut tx).await?,
+            StageMode::Multicast => self.status_stage(&mut run, &group, now, &mut outbox, &mut tx).await?,
             StageMode::Offloaded => return Err(EngineError::Invalid("an offloaded stage is run by the network".into())),
         };
         let guarded = (self.fcnt_ledger.get().is_some() || run.fcnt_reserved > 0).then(|| Box::new(run.clone()));
-        let next = self.settle(run, wake)?;
+        let next = self.settle(run, wake, tx)?;
         Ok(match next {
             Next::At(wake) if !outbox.is_empty() => Decided::Ask { backend, group, call: NetworkCall::Send { outbox, guarded }, now, wake },
             next => Decided::Done(next),
         })
     }
 
-    /// Store a run a stage moved on; one a stage failed (too few devices
-    /// left, a network that cannot work) is closed properly.
-    fn settle(&self, mut run: CampaignRun, wake: Option<u64>) -> Result<Next, EngineError> {
+    /// Store a run a stage moved on, with the step's other writes in one
+    /// transaction; one a stage failed (too few devices left, a network
+    /// that cannot work) is closed properly.
+    fn settle(&self, mut run: CampaignRun, wake: Option<u64>, mut tx: Batch) -> Result<Next, EngineError> {
         if run.status == RunStatus::Failed {
             let error = run.error.take();
             run.status = RunStatus::Running;
-            return self.close(run, error);
+            return self.close(run, error, tx);
         }
-        self.store.put(&run)?;
+        tx.put(&run);
+        self.store.commit(tx)?;
         self.store.flush()?;
         Ok(Next::At(wake.map(|w| w.min(run.deadline_ms))))
     }
@@ -417,37 +453,38 @@ impl<N: Network> Engine<N> {
                 _ => Next::At(None),
             });
         };
+        let mut tx = Batch::default();
         match answer {
             NetworkAnswer::GroupCreated(Ok(())) => {
                 run.group_backend = Some(backend.to_string());
-                self.settle(run, Some(now))
+                self.settle(run, Some(now), tx)
             }
             NetworkAnswer::GroupCreated(Err(NetworkError::Unavailable(e))) => {
                 tracing::warn!(campaign = %run.campaign_id, error = %e, "network unavailable; multicast group not created yet");
                 let retry_at = wait_for_network(&mut run, now, &e);
-                self.settle(run, Some(retry_at))
+                self.settle(run, Some(retry_at), tx)
             }
-            NetworkAnswer::GroupCreated(Err(e)) => self.close(run, Some(format!("creating the multicast group: {e}"))),
-            NetworkAnswer::Sent(unsent) => self.sent(run, now, wake, unsent),
+            NetworkAnswer::GroupCreated(Err(e)) => self.close(run, Some(format!("creating the multicast group: {e}")), tx),
+            NetworkAnswer::Sent(unsent) => self.sent(run, now, wake, unsent, tx),
             NetworkAnswer::Offload(reply) => {
-                let wake = self.offload_answered(&mut run, now, reply)?;
-                self.settle(run, wake)
+                let wake = self.offload_answered(&mut run, now, reply, &mut tx)?;
+                self.settle(run, wake, tx)
             }
         }
     }
 
     /// Record what became of a step's downlinks.
-    fn sent(&self, mut run: CampaignRun, now: u64, wake: Option<u64>, unsent: Unsent) -> Result<Next, EngineError> {
+    fn sent(&self, mut run: CampaignRun, now: u64, wake: Option<u64>, unsent: Unsent, mut tx: Batch) -> Result<Next, EngineError> {
         if let Some(reserved) = unsent.fcnt_reserved {
             run.fcnt_reserved = run.fcnt_reserved.max(reserved);
         }
         if let Some(e) = unsent.fatal {
-            return self.close(run, Some(e));
+            return self.close(run, Some(e), tx);
         }
         for (eui, why) in &unsent.refused {
-            if let Some(mut dev) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.id(), *eui))? {
+            if let Some(mut dev) = self.store.get_in::<DeviceRun>(&tx, &DeviceRun::key(&run.id(), *eui))? {
                 dev.failed = Some(format!("the network refused its downlink: {why}"));
-                self.store.put(&dev)?;
+                tx.put(&dev);
             }
         }
         // The network's own frame counter wins where it is ahead, so a later
@@ -460,7 +497,8 @@ impl<N: Network> Engine<N> {
             run.group_backend = None;
         }
         if unsent.error.is_some() {
-            return Ok(Next::At(self.network_down(&mut run, now, unsent)?));
+            let retry_at = self.network_down(&mut run, now, unsent, &mut tx)?;
+            return self.settle(run, Some(retry_at), tx);
         }
         let recovered = run.network_failures > 0 || run.network_trouble.is_some();
         if !(fcnt_ahead || unsent.group_refused || recovered || !unsent.refused.is_empty() || unsent.fcnt_reserved.is_some()) {
@@ -468,7 +506,7 @@ impl<N: Network> Engine<N> {
         }
         run.network_failures = 0;
         run.network_trouble = None;
-        self.settle(run, wake)
+        self.settle(run, wake, tx)
     }
 
     /// Send a step's downlinks. A frame the network refuses counts as lost
@@ -532,7 +570,7 @@ impl<N: Network> Engine<N> {
     /// The network could not take a step's downlinks: give back what they
     /// cost (device attempts, fragment numbers, the status round) and try
     /// again after a backoff that grows while the network stays down.
-    fn network_down(&self, run: &mut CampaignRun, now: u64, unsent: Unsent) -> Result<Option<u64>, EngineError> {
+    fn network_down(&self, run: &mut CampaignRun, now: u64, unsent: Unsent, tx: &mut Batch) -> Result<u64, EngineError> {
         let retry_at = wait_for_network(run, now, unsent.error.as_deref().unwrap_or(""));
         tracing::warn!(
             campaign = %run.campaign_id,
@@ -542,10 +580,10 @@ impl<N: Network> Engine<N> {
             "network unavailable; the step's downlinks wait"
         );
         for eui in unsent.unicasts {
-            if let Some(mut dev) = self.store.get::<DeviceRun>(&DeviceRun::key(&run.id(), eui))? {
+            if let Some(mut dev) = self.store.get_in::<DeviceRun>(tx, &DeviceRun::key(&run.id(), eui))? {
                 dev.attempts = dev.attempts.saturating_sub(1);
                 dev.next_retry_ms = retry_at;
-                self.store.put(&dev)?;
+                tx.put(&dev);
             }
         }
         if let Some(first) = unsent.first_fragment {
@@ -559,9 +597,7 @@ impl<N: Network> Engine<N> {
             run.round = run.round.saturating_sub(1);
         }
         run.next_action_ms = retry_at;
-        self.store.put(run)?;
-        self.store.flush()?;
-        Ok(Some(retry_at.min(run.deadline_ms)))
+        Ok(retry_at)
     }
 
     fn library_context(&self, run: &CampaignRun, group: &MulticastGroup, cancelling: bool) -> Result<lib::CampaignContext, EngineError> {
@@ -570,9 +606,9 @@ impl<N: Network> Engine<N> {
 
     /// Requests to each device that has not answered, with retries and
     /// backoff; the stage ends when every device answered or gave up.
-    async fn unicast_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
+    async fn unicast_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>, tx: &mut Batch) -> Result<Option<u64>, EngineError> {
         let stage = run.current().cloned().unwrap();
-        let devices = self.members(run)?;
+        let devices = self.members(run, tx)?;
         if session_setup_stage(&run.stages) == Some(run.stage) && run.session_start_gps == 0 {
             // The session starts once every device had all its chances to
             // answer, backoff included: the slowest to uplink sets it.
@@ -590,7 +626,6 @@ impl<N: Network> Engine<N> {
             // The session ends before the deadline.
             let unit = session_timeout_unit_s(group.session_class);
             run.session_timeout = (63 - (left_s / unit).max(1).leading_zeros()).min(15) as u8;
-            self.store.put(&*run)?;
         }
         let library = self.library(run).await?;
         let ctx = self.library_context(run, group, false)?;
@@ -622,7 +657,7 @@ impl<N: Network> Engine<N> {
                 } else {
                     dev.answered = true;
                 }
-                self.store.put(&dev)?;
+                tx.put(&dev);
                 continue;
             }
             let device = self.store.get::<Device>(&dev.dev_eui.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {} is gone", dev.dev_eui)))?;
@@ -633,7 +668,7 @@ impl<N: Network> Engine<N> {
                 Ok(Ok(d)) => d,
                 Ok(Err(e)) => {
                     dev.failed = Some(format!("{}: request could not be built: {e:?}", stage.name));
-                    self.store.put(&dev)?;
+                    tx.put(&dev);
                     continue;
                 }
                 // A plugin failure is retried like a silent device.
@@ -643,21 +678,21 @@ impl<N: Network> Engine<N> {
                 }
             };
             dev.next_retry_ms = now + backoff_ms(timeout_s, dev.attempts);
-            self.store.put(&dev)?;
+            tx.put(&dev);
             let ports = Self::ports(run);
             outbox.extend(downlinks.into_iter().map(|d| Outgoing::Unicast { dev_eui: dev.dev_eui, fport: ports.to_air(d.fport), payload: d.payload }));
             pending += 1;
             next_wake = next_wake.min(dev.next_retry_ms);
         }
         if pending == 0 {
-            self.advance(run, now, true)?;
+            self.advance(run, now, true, tx)?;
             return Ok(Some(now));
         }
         Ok(Some(next_wake))
     }
 
     /// Paced multicast DataFragments up to the current target.
-    async fn fragment_stage(&self, run: &mut CampaignRun, backend: &str, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
+    async fn fragment_stage(&self, run: &mut CampaignRun, backend: &str, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>, tx: &mut Batch) -> Result<Option<u64>, EngineError> {
         let layout = run.layout.ok_or_else(|| EngineError::Invalid("no fragmentation layout".into()))?;
         if run.fragments_target == 0 {
             run.fragments_target = fixed_fragment_count(layout.nb_frag, run.fixed_redundancy_pct)?;
@@ -665,7 +700,7 @@ impl<N: Network> Engine<N> {
         // Past the session's end no device listens: a fragment would reach
         // no one, and a device's counts would stand still as if it were done.
         if run.next_fragment > run.fragments_target || session_over(run.session_start_gps, run.session_timeout, group.session_class, now) {
-            self.advance(run, now, false)?;
+            self.advance(run, now, false, tx)?;
             return Ok(Some(now));
         }
         let count = FRAGMENT_BATCH.min(run.fragments_target + 1 - run.next_fragment);
@@ -703,15 +738,15 @@ impl<N: Network> Engine<N> {
 
     /// FragSessionStatus by multicast: devices that still miss fragments get
     /// more coded ones sized from what they report (closed loop).
-    async fn status_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>) -> Result<Option<u64>, EngineError> {
+    async fn status_stage(&self, run: &mut CampaignRun, group: &MulticastGroup, now: u64, outbox: &mut Vec<Outgoing>, tx: &mut Batch) -> Result<Option<u64>, EngineError> {
         let stage = run.current().cloned().unwrap();
-        let devices = self.members(run)?;
+        let devices = self.members(run, tx)?;
         let waiting = |d: &DeviceRun| d.active() && !d.holds_file && !d.answered;
         let Some(sent_ms) = run.round_sent_ms else {
             // A new round: ask everyone still unsure.
             for mut d in devices.into_iter().filter(|d| d.active() && !d.holds_file) {
                 d.answered = false;
-                self.store.put(&d)?;
+                tx.put(&d);
             }
             let library = self.library(run).await?;
             let (name, ctx) = (stage.name.clone(), self.library_context(run, group, false)?);
@@ -767,7 +802,7 @@ impl<N: Network> Engine<N> {
         // counts could not confirm goes on and answers it.
         let verified_later = run.stages[run.stage + 1..].iter().any(|s| s.required && s.mode == StageMode::Unicast);
         if verified_later {
-            self.advance(run, now, true)?;
+            self.advance(run, now, true, tx)?;
             return Ok(Some(now));
         }
         for mut d in devices.into_iter().filter(|d| d.active() && !d.holds_file) {
@@ -775,9 +810,9 @@ impl<N: Network> Engine<N> {
                 Some(m) if d.answered => format!("{}: still missing {m} fragments", stage.name),
                 _ => format!("{}: no answer after {} rounds", stage.name, run.round),
             });
-            self.store.put(&d)?;
+            tx.put(&d);
         }
-        self.advance(run, now, true)?;
+        self.advance(run, now, true, tx)?;
         Ok(Some(now))
     }
 
@@ -791,7 +826,7 @@ impl<N: Network> Engine<N> {
         let earliest_ms = now + GATEWAY_SETUP_S as u64 * 1000;
         Ok(OffloadJob {
             name: format!("airlift-{}", run.id()),
-            devices: self.members(run)?.iter().filter(|d| d.active()).map(|d| d.dev_eui).collect(),
+            devices: self.members(run, &Batch::default())?.iter().filter(|d| d.active()).map(|d| d.dev_eui).collect(),
             group: group.clone(),
             data,
             scheduled_unix_ms: now,
@@ -806,7 +841,7 @@ impl<N: Network> Engine<N> {
 
     /// A session the network runs itself, once started or polled: record
     /// its handle, or each device's progress and result.
-    fn offload_answered(&self, run: &mut CampaignRun, now: u64, reply: Result<OffloadReply, NetworkError>) -> Result<Option<u64>, EngineError> {
+    fn offload_answered(&self, run: &mut CampaignRun, now: u64, reply: Result<OffloadReply, NetworkError>, tx: &mut Batch) -> Result<Option<u64>, EngineError> {
         let stage = run.current().cloned().ok_or_else(|| EngineError::Invalid("no offloaded stage".into()))?;
         let status = match reply {
             Ok(OffloadReply::Started(handle)) => {
@@ -828,7 +863,7 @@ impl<N: Network> Engine<N> {
         run.network_failures = 0;
         run.network_trouble = None;
         let Some(status) = status else { return Ok(Some(now + OFFLOAD_POLL_MS)) };
-        let mut devices = self.members(run)?;
+        let mut devices = self.members(run, tx)?;
         for o in &status.devices {
             let Some(d) = devices.iter_mut().find(|d| d.dev_eui == o.dev_eui && d.active()) else { continue };
             d.offload_percent = Some(o.percent);
@@ -837,7 +872,7 @@ impl<N: Network> Engine<N> {
                 OffloadState::Failed => d.failed = Some(format!("{}: {}", stage.name, o.error.as_deref().unwrap_or("failed"))),
                 OffloadState::Pending | OffloadState::Running => {}
             }
-            self.store.put(&*d)?;
+            tx.put(&*d);
         }
         if !status.finished {
             return Ok(Some(now + OFFLOAD_POLL_MS));
@@ -845,9 +880,9 @@ impl<N: Network> Engine<N> {
         // Devices the gateway did not report done, when it says it is.
         for d in devices.iter_mut().filter(|d| d.active() && !d.holds_file) {
             d.failed = Some(format!("{}: not completed by the gateway", stage.name));
-            self.store.put(&*d)?;
+            tx.put(&*d);
         }
-        self.advance(run, now, true)?;
+        self.advance(run, now, true, tx)?;
         Ok(Some(now))
     }
 
@@ -868,23 +903,23 @@ impl<N: Network> Engine<N> {
     /// `active` devices of this run still in. Thresholds are over all the
     /// campaign's devices: a group that lost many goes on while the others
     /// make up for it, and a group with none left ends.
-    fn threshold_reachable(&self, run: &CampaignRun, active: usize) -> Result<bool, EngineError> {
+    fn threshold_reachable(&self, run: &CampaignRun, active: usize, tx: &Batch) -> Result<bool, EngineError> {
         if run.parts <= 1 {
             return Ok(active * 100 >= run.success_threshold as usize * run.device_count);
         }
         if active == 0 {
             return Ok(false);
         }
-        let others = self.parts(&run.campaign_id)?.into_iter().filter(|p| p.run.part != run.part);
+        let others = self.parts_in(&run.campaign_id, tx)?.into_iter().filter(|p| p.run.part != run.part);
         let in_campaign = active + others.flat_map(|p| p.devices).filter(|d| d.active()).count();
         Ok(in_campaign * 100 >= run.success_threshold as usize * run.campaign_devices())
     }
 
     /// Move to the next stage if enough devices are still in.
-    fn advance(&self, run: &mut CampaignRun, now: u64, check_threshold: bool) -> Result<(), EngineError> {
-        let devices = self.members(run)?;
+    fn advance(&self, run: &mut CampaignRun, now: u64, check_threshold: bool, tx: &mut Batch) -> Result<(), EngineError> {
+        let devices = self.members(run, tx)?;
         let active = devices.iter().filter(|d| d.active()).count();
-        if check_threshold && !self.threshold_reachable(run, active)? {
+        if check_threshold && !self.threshold_reachable(run, active, tx)? {
             let name = run.current().map(|s| s.name.clone()).unwrap_or_default();
             run.status = RunStatus::Failed;
             run.error = Some(format!("success threshold not met at {name}: {active} of {} devices", run.device_count));
@@ -902,7 +937,10 @@ impl<N: Network> Engine<N> {
             d.answered = false;
             d.attempts = 0;
             d.next_retry_ms = 0;
-            self.store.put(&d)?;
+            if let Some(stage) = run.stages.get(run.stage) {
+                take_early_answer(&mut d, stage);
+            }
+            tx.put(&d);
         }
         Ok(())
     }
@@ -910,10 +948,10 @@ impl<N: Network> Engine<N> {
     /// Close the run: decide success per device and for the campaign, and
     /// store it. The network side comes after, without the lock
     /// ([`Self::after_close`]).
-    fn close(&self, mut run: CampaignRun, error: Option<String>) -> Result<Next, EngineError> {
+    fn close(&self, mut run: CampaignRun, error: Option<String>, mut tx: Batch) -> Result<Next, EngineError> {
         let kind = self.campaign_type(&run)?;
         let mut succeeded = 0;
-        for mut d in self.members(&run)? {
+        for mut d in self.members(&run, &tx)? {
             // A device that got the file (and, for an update, reports the
             // new firmware) succeeded even when the campaign as a whole
             // did not; a setup only counts when every stage ran.
@@ -936,9 +974,9 @@ impl<N: Network> Engine<N> {
             }
             succeeded += d.succeeded as usize;
             if let Some(version) = d.firmware_version {
-                self.record_firmware(&run.campaign_id, d.dev_eui, version)?;
+                self.record_firmware(&run.campaign_id, d.dev_eui, version, &mut tx)?;
             }
-            self.store.put(&d)?;
+            tx.put(&d);
         }
         let met = succeeded * 100 >= run.success_threshold as usize * run.device_count;
         run.status = if error.is_none() && met && run.status == RunStatus::Running { RunStatus::Succeeded } else { RunStatus::Failed };
@@ -946,10 +984,13 @@ impl<N: Network> Engine<N> {
             run.error = error.or_else(|| (!met).then(|| format!("{succeeded} of {} devices succeeded", run.device_count)));
         }
         run.finished_ms = Some(self.now());
-        self.store.put(&run)?;
+        tx.put(&run);
+        self.close_campaign_when_done(&run.campaign_id, &mut tx)?;
+        self.store.commit(tx)?;
+        // Unindexed once the outcome is on disk: the index may only
+        // over-approximate.
         self.unindex(&run)?;
         tracing::info!(campaign = %run.campaign_id, part = run.part, status = ?run.status, succeeded, "campaign run finished");
-        self.close_campaign_when_done(&run.campaign_id)?;
         self.store.flush()?;
         Ok(Next::Closed(run))
     }
@@ -957,8 +998,8 @@ impl<N: Network> Engine<N> {
     /// Once its last run is over, the campaign's status: over all its
     /// devices. Runs closing at once may both get here; they write the
     /// same outcome.
-    fn close_campaign_when_done(&self, campaign_id: &str) -> Result<(), EngineError> {
-        let parts = self.parts(campaign_id)?;
+    fn close_campaign_when_done(&self, campaign_id: &str, tx: &mut Batch) -> Result<(), EngineError> {
+        let parts = self.parts_in(campaign_id, tx)?;
         let runs: Vec<&CampaignRun> = parts.iter().map(|p| &p.run).collect();
         let succeeded = parts.iter().flat_map(|p| &p.devices).filter(|d| d.succeeded).count();
         let status = match run::overall_status(&runs, succeeded) {
@@ -967,21 +1008,21 @@ impl<N: Network> Engine<N> {
             RunStatus::Succeeded => CampaignStatus::Succeeded,
             RunStatus::Failed => CampaignStatus::Failed,
         };
-        self.set_campaign_status(campaign_id, status)?;
+        self.set_campaign_status(campaign_id, status, tx)?;
         tracing::info!(campaign = %campaign_id, status = ?status, succeeded, groups = runs.len(), "campaign finished");
         Ok(())
     }
 
     /// The inventory follows what a device last reported running, so the
     /// next campaign (a delta from the new version, say) starts from it.
-    fn record_firmware(&self, campaign_id: &str, dev_eui: Eui, version: u32) -> Result<(), EngineError> {
-        let Some(mut device) = self.store.get::<Device>(&dev_eui.to_string())? else { return Ok(()) };
+    fn record_firmware(&self, campaign_id: &str, dev_eui: Eui, version: u32, tx: &mut Batch) -> Result<(), EngineError> {
+        let Some(mut device) = self.store.get_in::<Device>(tx, &dev_eui.to_string())? else { return Ok(()) };
         let stored = device.firmware.as_deref().and_then(|f| crate::model::parse_firmware_version("firmware", f).ok());
         if stored != Some(version) {
             device.firmware = Some(crate::model::firmware_version_text(version));
             device.firmware_changed = chrono::DateTime::from_timestamp_millis(self.now() as i64);
             device.firmware_changed_by = Some(campaign_id.to_string());
-            self.store.put(&device)?;
+            tx.put(&device);
         }
         Ok(())
     }

@@ -54,7 +54,9 @@ pub mod v0_1 {
 /// The current contract: the types the host speaks.
 pub mod v0_2 {
     host_imports!("../wit/since_v0.2.0");
-    plugin_world!(device_library, "../wit/since_v0.2.0", "device-library-plugin", {});
+    plugin_world!(device_library, "../wit/since_v0.2.0", "device-library-plugin", {
+        "airlift:plugin/payload": super::imports::airlift::plugin::payload,
+    });
     plugin_world!(backend, "../wit/since_v0.2.0", "backend-plugin", {
         "airlift:plugin/http": super::imports::airlift::plugin::http,
         "airlift:plugin/backend-types": super::imports::airlift::plugin::backend_types,

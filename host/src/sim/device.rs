@@ -2,10 +2,11 @@
 //! does with each request, byte for byte. Parsing and answers are written
 //! here from the device's point of view, not shared with the server codecs.
 //!
-//! A device behaves as one of three [`Stack`]s: the specifications' ideal,
-//! or what the public LoRaMac-node and LoRa Basics Modem stacks observably
-//! do. `docs/device-stacks.md` lists each modelled behaviour with the
-//! source file it was read from.
+//! A device behaves as one of the [`Stack`]s: the specifications' ideal,
+//! what the public LoRaMac-node and LoRa Basics Modem stacks observably do,
+//! or MultiTech's Dot library. `docs/device-stacks.md` lists each modelled
+//! behaviour with the source file it was read from; `docs/multitech-mdot.md`
+//! the Dot's, section by section.
 
 use super::frag_decoder::FragDecoder;
 use super::upgrade::{self, Firmware, Upgrade};
@@ -32,6 +33,20 @@ pub enum Stack {
     LoRaMacNode,
     /// Semtech's LoRa Basics Modem (SWL2001 `lorawan_packages/`).
     BasicsModem,
+    /// MultiTech's mDot/xDot library as its Conduit FOTA note describes it
+    /// (docs/multitech-mdot.md): 0-based fragment numbers, the all-zero
+    /// McKEKey, and a CRC-64 of the file, `80 idx crc`, that the server
+    /// must confirm before the device installs, then `90 idx`.
+    MultiTechDot,
+    /// The same, as the earliest Dot firmware sends its check: `80 crc`
+    /// with no index, only `80 01` taken as ok, and no `90`.
+    MultiTechDotEarly,
+}
+
+impl Stack {
+    fn is_multitech(self) -> bool {
+        matches!(self, Stack::MultiTechDot | Stack::MultiTechDotEarly)
+    }
 }
 
 impl std::str::FromStr for Stack {
@@ -41,7 +56,9 @@ impl std::str::FromStr for Stack {
             "spec" => Ok(Stack::Spec),
             "loramac-node" => Ok(Stack::LoRaMacNode),
             "basics-modem" => Ok(Stack::BasicsModem),
-            other => Err(format!("unknown device stack {other:?} (spec, loramac-node, basics-modem)")),
+            "multitech-dot" => Ok(Stack::MultiTechDot),
+            "multitech-dot-early" => Ok(Stack::MultiTechDotEarly),
+            other => Err(format!("unknown device stack {other:?} (spec, loramac-node, basics-modem, multitech-dot, multitech-dot-early)")),
         }
     }
 }
@@ -49,6 +66,13 @@ impl std::str::FromStr for Stack {
 /// FragDataBlockReceivedReq transmissions LoRa Basics Modem makes until the
 /// server answers (`nb_transmit_ans = 3`).
 const BASICS_MODEM_BLOCK_ACK_SENDS: u8 = 3;
+
+/// CRC uplinks a Dot sends until the server answers (`attempts = 5`,
+/// docs/multitech-mdot.md §1).
+const MULTITECH_CRC_SENDS: u8 = 5;
+
+/// CRC-64/REDIS ("Jones"), the Dot library's `crc64()` (§2).
+const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
 
 /// An uplink the device sends in answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,8 +167,13 @@ pub struct DeviceModel {
     /// DataFragment of a session, not at setup.
     session_cnt_prev: [Option<u16>; 4],
     /// LoRa Basics Modem: FragDataBlockReceivedReq sends left until the
-    /// server answers.
+    /// server answers (a Dot: its CRC uplink's).
     pub block_ack_sends_left: u8,
+    /// A Dot: the rebuilt file of session FragIndex, waiting for the
+    /// server's verdict on its CRC.
+    awaiting_crc: Option<(u8, Vec<u8>)>,
+    /// The file is stored with its first byte flipped (a flash fault).
+    pub corrupt_flash: bool,
     /// The image the device runs, its version and the key it trusts.
     pub firmware: Firmware,
     pub hardware_version: u32,
@@ -193,6 +222,8 @@ impl DeviceModel {
             clock_token: 0,
             session_cnt_prev: [None; 4],
             block_ack_sends_left: 0,
+            awaiting_crc: None,
+            corrupt_flash: false,
             firmware: Firmware { version: 0x0100_0000, image: Default::default(), public_key: None },
             hardware_version: 1,
             reboot_at_gps: None,
@@ -299,8 +330,17 @@ impl DeviceModel {
         r
     }
 
+    /// Whether the uplink `payload` on `fport` is one the device repeats
+    /// until answered (LoRa Basics Modem's FragDataBlockReceivedReq, a
+    /// Dot's CRC) and another copy is due (the fleet calls this as each
+    /// copy goes).
+    pub fn repeats(&mut self, fport: u8, payload: &[u8]) -> bool {
+        let repeated = if self.stack.is_multitech() { 0x80 } else { 0x04 };
+        fport == self.air_port(201) && payload.first() == Some(&repeated) && self.repeat_block_ack()
+    }
+
     /// The FragDataBlockReceivedReq LoRa Basics Modem repeats until it is
-    /// answered, if one is due (the fleet calls this as each copy goes).
+    /// answered, if one is due.
     pub fn repeat_block_ack(&mut self) -> bool {
         if self.block_ack_sends_left > 1 {
             self.block_ack_sends_left -= 1;
@@ -320,6 +360,10 @@ impl DeviceModel {
     fn mc_ke_key(&self) -> [u8; 16] {
         if let Some(key) = self.given_mc_ke_key {
             return key;
+        }
+        // "The Conduit uses an McKEKey of all zeroes" (§4).
+        if self.stack.is_multitech() {
+            return [0; 16];
         }
         let mut block = [0u8; 16];
         if self.lorawan_1_1 {
@@ -464,7 +508,7 @@ impl DeviceModel {
                     // Modem sets it in v1 too, and only with a valid time),
                     // TimeToStart saturated at 0xFFFFFF. Basics Modem without
                     // a time answers success with 0xFFFFFF but launches nothing.
-                    Stack::Spec | Stack::BasicsModem => {
+                    Stack::Spec | Stack::BasicsModem | Stack::MultiTechDot | Stack::MultiTechDotEarly => {
                         let checks_missed = match self.stack {
                             Stack::BasicsModem => self.clock_synced,
                             _ => self.version == PackageVersion::V2,
@@ -492,9 +536,16 @@ impl DeviceModel {
     fn fragmentation(&mut self, b: &[u8], out: &mut Vec<DeviceReply>) -> Result<usize, String> {
         let v2 = self.version == PackageVersion::V2;
         match b[0] {
+            // The Dot has no PackageVersionReq handler: silently skipped (§5).
+            0x00 if self.stack.is_multitech() => Ok(1),
             0x00 => {
                 out.push(DeviceReply { fport: 201, payload: vec![0x00, 3, if v2 { 2 } else { 1 }] });
                 Ok(1)
+            }
+            0x80 if self.stack.is_multitech() => {
+                let status = Self::need(b, 2, "CRC answer")?[1];
+                self.crc_answer(status, out);
+                Ok(2)
             }
             0x01 => {
                 let param = Self::need(b, 2, "FragSessionStatusReq")?[1];
@@ -553,7 +604,9 @@ impl DeviceModel {
                         reported_missing: nb_frag,
                     });
                 }
-                out.push(DeviceReply { fport: 201, payload: vec![0x02, index << 6 | status] });
+                // The Dot answers 0x00 without FragIndex in bits 7:6 (§5).
+                let index_bits = if self.stack.is_multitech() { 0 } else { index << 6 };
+                out.push(DeviceReply { fport: 201, payload: vec![0x02, index_bits | status] });
                 Ok(len)
             }
             0x03 => {
@@ -585,6 +638,30 @@ impl DeviceModel {
                     if let Some((cnt, _)) = s.integrity {
                         self.session_cnt_prev[index] = Some(cnt);
                     }
+                }
+                if stack.is_multitech() {
+                    // 0-based numbers: data rows 0..M-1, then parity line
+                    // N - M from line 0 (§3).
+                    let progress = if n < s.nb_frag { s.decoder.push(n + 1, data) } else { s.decoder.push_coded(n - s.nb_frag, data) };
+                    if progress.complete && !s.reported {
+                        s.reported = true;
+                        s.finished = true;
+                        let mut file = s.decoder.data().unwrap().to_vec();
+                        file.truncate(s.nb_frag as usize * s.frag_size - s.padding);
+                        if self.corrupt_flash {
+                            file[0] ^= 0xff;
+                        }
+                        let crc = CRC64.checksum(&file).to_le_bytes();
+                        let mut check = vec![0x80];
+                        if stack == Stack::MultiTechDot {
+                            check.push(index as u8);
+                        }
+                        check.extend(crc);
+                        out.push(DeviceReply { fport: 201, payload: check });
+                        self.block_ack_sends_left = MULTITECH_CRC_SENDS;
+                        self.awaiting_crc = Some((index as u8, file));
+                    }
+                    return Ok(b.len());
                 }
                 let in_order = s.count_gaps(n);
                 if stack != Stack::Spec && !in_order {
@@ -623,6 +700,27 @@ impl DeviceModel {
         }
     }
 
+    /// A Dot hears the server's verdict on its CRC (§1, §5): it installs
+    /// the file on ok and deletes it otherwise; either way the session
+    /// ends and the current firmware says `90 idx`.
+    fn crc_answer(&mut self, status: u8, out: &mut Vec<DeviceReply>) {
+        let early = self.stack == Stack::MultiTechDotEarly;
+        let (index, ok) = if early { (0, status == 0x01) } else { (status >> 6, status & 0x01 != 0) };
+        let Some((awaiting, _)) = &self.awaiting_crc else { return };
+        if *awaiting != index {
+            return;
+        }
+        let (_, file) = self.awaiting_crc.take().unwrap();
+        self.block_ack_sends_left = 0;
+        self.frag_sessions[index as usize] = None;
+        if !early {
+            out.push(DeviceReply { fport: 201, payload: vec![0x90, index] });
+        }
+        if ok {
+            self.take_file(file);
+        }
+    }
+
     /// FragSessionStatusAns as the device's stack builds it, if it answers.
     fn status_answer(&self, index: u8, participants: bool) -> Option<Vec<u8>> {
         let v2 = self.version == PackageVersion::V2;
@@ -630,7 +728,10 @@ impl DeviceModel {
         // (NbFragReceived, MissingFrag, status bits) and whether to answer.
         let (received, missing, status, answers) = match (self.stack, session) {
             (Stack::Spec, None) => return v2.then(|| vec![0x01, 0x04]),
-            (Stack::Spec, Some(s)) => {
+            // The Dot: no answer without a session; else the standard
+            // layout, answered like the specification's (§5).
+            (Stack::MultiTechDot | Stack::MultiTechDotEarly, None) => return None,
+            (Stack::Spec | Stack::MultiTechDot | Stack::MultiTechDotEarly, Some(s)) => {
                 let p = s.decoder.progress();
                 (p.received, p.missing, 0, participants || p.missing > 0)
             }
@@ -654,7 +755,7 @@ impl DeviceModel {
         }
         // NbFragReceived is 14 bits and MissingFrag 8: both stacks truncate.
         let head = ((received & 0x3fff) as u16 | (index as u16) << 14).to_le_bytes();
-        let missing = if self.stack == Stack::Spec { missing.min(255) } else { missing & 0xff } as u8;
+        let missing = if matches!(self.stack, Stack::Spec | Stack::MultiTechDot | Stack::MultiTechDotEarly) { missing.min(255) } else { missing & 0xff } as u8;
         Some(if v2 { vec![0x01, status, head[0], head[1], missing] } else { vec![0x01, head[0], head[1], missing, status] })
     }
 

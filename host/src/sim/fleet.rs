@@ -32,6 +32,9 @@ pub enum Behaviour {
     /// Lost its time: its clock reads about the GPS epoch until the server
     /// resynchronises it (TS003).
     UnsyncedClock,
+    /// Its flash corrupts the file it rebuilt (one byte): a device that
+    /// checks the file with the server (a Dot's CRC) must not install it.
+    CorruptFlash,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +164,7 @@ impl SimFleet {
             if let Some(stack) = config.stacks.get(i % config.stacks.len().max(1)) {
                 model.stack = *stack;
             }
+            model.corrupt_flash = *behaviour == Behaviour::CorruptFlash;
             if *behaviour == Behaviour::UnsyncedClock {
                 model.lose_clock(gps_now);
             }
@@ -246,8 +250,8 @@ impl SimFleet {
             let (_, _, eui, fport, payload) = uplink;
             let State { devices, rng, .. } = &mut *st;
             let Some(d) = devices.get_mut(&eui) else { continue };
-            // LoRa Basics Modem repeats FragDataBlockReceivedReq until answered.
-            let repeat = payload.first() == Some(&0x04) && fport == d.model.air_port(lorawan_fuota::ports::FRAGMENTATION) && d.model.repeat_block_ack();
+            // Requests the device repeats until answered (FragDataBlockReceivedReq, a Dot's CRC).
+            let repeat = d.model.repeats(fport, &payload);
             let lost = Self::lost(&self.config, rng, d);
             if repeat {
                 let reply = super::DeviceReply { fport, payload: payload.clone() };

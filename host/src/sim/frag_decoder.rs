@@ -88,18 +88,31 @@ impl FragDecoder {
 
     /// Feed fragment `n` (1-based as on the air). Returns progress.
     pub fn push(&mut self, n: u32, payload: &[u8]) -> DecodeProgress {
-        if self.solved.is_some() || n == 0 || payload.len() != self.frag_size || self.m == 0 {
+        if n == 0 {
+            return self.progress();
+        }
+        if n > self.m {
+            return self.push_coded(n - self.m, payload);
+        }
+        let mut c = vec![0u64; (self.m as usize).div_ceil(64)];
+        c[(n as usize - 1) / 64] |= 1 << ((n - 1) % 64);
+        self.push_equation(c, payload)
+    }
+
+    /// Feed coded line `line` of the parity matrix; line 0 is a valid line
+    /// too (early MultiTech firmware sends it first).
+    pub fn push_coded(&mut self, line: u32, payload: &[u8]) -> DecodeProgress {
+        if self.m == 0 {
+            return self.progress();
+        }
+        self.push_equation(coded_row_coefficients(line, self.m, self.distinct_draws), payload)
+    }
+
+    fn push_equation(&mut self, coefficients: Vec<u64>, payload: &[u8]) -> DecodeProgress {
+        if self.solved.is_some() || payload.len() != self.frag_size || self.m == 0 {
             return self.progress();
         }
         self.received += 1;
-        let words = (self.m as usize).div_ceil(64);
-        let coefficients = if n <= self.m {
-            let mut c = vec![0u64; words];
-            c[(n as usize - 1) / 64] |= 1 << ((n - 1) % 64);
-            c
-        } else {
-            coded_row_coefficients(n - self.m, self.m, self.distinct_draws)
-        };
         let mut eq = Equation { coefficients, data: payload.to_vec() };
         while let Some(lead) = lowest_bit(&eq.coefficients) {
             match &self.pivots[lead] {

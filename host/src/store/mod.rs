@@ -1,9 +1,11 @@
 //! The embedded store: one sled tree per object kind, JSON values, plus a
 //! content-addressed blob directory for files and plugin components.
 
+mod batch;
 mod blobs;
 mod running_index;
 
+pub use batch::{Batch, ABORT_IN_BATCH_ENV};
 pub use blobs::{BlobWriter, Blobs, TooLarge};
 
 use crate::model::Object;

@@ -178,16 +178,21 @@ pub fn free_port() -> u16 {
 /// 127.0.0.1:`port`, in `cwd`, with `extra` arguments and `token` as its
 /// admin API token.
 pub fn spawn_serve(binary: Option<&Path>, port: u16, cwd: &Path, extra: &[&std::ffi::OsStr], token: &str) -> std::process::Child {
-    std::process::Command::new(binary.unwrap_or(Path::new(env!("CARGO_BIN_EXE_airlift"))))
+    serve_command(binary, port, cwd, extra, token).spawn().expect("spawning airlift serve")
+}
+
+/// The command [`spawn_serve`] runs, for a caller that adds to it.
+pub fn serve_command(binary: Option<&Path>, port: u16, cwd: &Path, extra: &[&std::ffi::OsStr], token: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(binary.unwrap_or(Path::new(env!("CARGO_BIN_EXE_airlift"))));
+    command
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .args(extra)
         .current_dir(cwd)
         .env_remove("AIRLIFT_DATA_DIR")
         .env("AIRLIFT_API_TOKENS", format!("test:admin:{token}"))
         .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawning airlift serve")
+        .stdout(std::process::Stdio::null());
+    command
 }
 
 /// Wait until a spawned host answers its health check (two minutes at most).

@@ -71,6 +71,21 @@ impl CallState {
         }
     }
 
+    /// A device library gets a group's keys only while a campaign it runs
+    /// uses that group.
+    fn require_library_runs_group(&self, group: u64) -> Result<(), KeyError> {
+        let running = self.host.store.running_campaigns().map_err(|e| KeyError::Unknown(e.to_string()))?;
+        let runs = running
+            .iter()
+            .filter_map(|id| self.host.store.get::<crate::engine::CampaignRun>(id).ok().flatten())
+            .any(|r| r.group == Eui(group) && r.status == crate::engine::RunStatus::Running && r.library_name == self.plugin.name);
+        if runs {
+            Ok(())
+        } else {
+            Err(KeyError::Denied(format!("device library '{}' runs no campaign on multicast group {}", self.plugin.name, Eui(group))))
+        }
+    }
+
     fn group_key(&self, group: u64) -> Result<(Key128, u32), KeyError> {
         let g: MulticastGroup = self.object(group)?;
         let addr = u32::from_str_radix(&g.dev_addr, 16).map_err(|_| KeyError::Invalid("group devAddr".into()))?;
@@ -85,6 +100,15 @@ impl Host for CallState {
             let (mc_key, _) = self.group_key(group)?;
             let kek = self.mc_ke_key(device)?;
             Ok(lorawan::mc_key_encrypted(&kek, &mc_key).to_vec())
+        })())
+    }
+
+    fn mc_key_encrypted_zero_kek(&mut self, group: u64) -> KeyResult<Vec<u8>> {
+        Ok((|| {
+            self.require_kind(PluginKind::DeviceLibrary, "mc-key-encrypted-zero-kek")?;
+            self.require_library_runs_group(group)?;
+            let (mc_key, _) = self.group_key(group)?;
+            Ok(lorawan::mc_key_encrypted(&[0; 16], &mc_key).to_vec())
         })())
     }
 

@@ -1,6 +1,6 @@
 //! The host imports plugins call, one module per WIT interface, each with
 //! its own policy (Spin's "factor" idea): [`log`], [`clock`], [`keys`],
-//! [`http`]. Host functions return `wasmtime::Result<Result<T, E>>`: the
+//! [`http`], [`payload`]. Host functions return `wasmtime::Result<Result<T, E>>`: the
 //! outer error kills the call, the inner one is an ordinary error the
 //! plugin sees.
 
@@ -8,6 +8,7 @@ mod clock;
 mod http;
 mod keys;
 mod log;
+mod payload;
 pub mod tls;
 mod since_v0_1;
 
