@@ -257,6 +257,19 @@ mod tests {
         store.put(&given).unwrap();
         assert_eq!(library.mc_key_encrypted(3, 2).unwrap().unwrap(), lorawan::mc_key_encrypted(&[7; 16], &[5; 16]).to_vec());
         assert!(matches!(library.multicast_session_keys(2).unwrap(), Err(KeyError::Denied(_))));
+        // The zero-McKEKey form only for a group of a campaign the library
+        // runs (the MultiTech campaigns of tests/vendor_library.rs take
+        // the allowed path); never for a backend.
+        assert!(matches!(library.mc_key_encrypted_zero_kek(2).unwrap(), Err(KeyError::Denied(_))));
+        assert!(matches!(state(PluginKind::Backend, &store, &vault).mc_key_encrypted_zero_kek(2).unwrap(), Err(KeyError::Denied(_))));
+        // Nor can it read a payload no campaign of it delivers, whatever
+        // the name it gives.
+        let sha = store.blobs().put(b"firmware").unwrap();
+        use crate::plugin::bindings::latest::imports::airlift::plugin::payload::{Host as _, PayloadError};
+        assert!(matches!(library.read(sha.clone(), 0, 8).unwrap(), Err(PayloadError::Invalid(_))));
+        assert!(matches!(library.size("../../db".into()).unwrap(), Err(PayloadError::Invalid(_))));
+        assert!(matches!(library.read(sha.clone(), 0, 1 << 20).unwrap(), Err(PayloadError::Invalid(_))));
+        assert!(matches!(state(PluginKind::Backend, &store, &vault).read(sha, 0, 8).unwrap(), Err(PayloadError::Invalid(_))));
         assert!(matches!(library.sign("1".into(), vec![]).unwrap(), Err(KeyError::Denied(_))));
         assert!(matches!(library.digest_with_secret("asKey".into(), "x".into()).unwrap(), Err(KeyError::Denied(_))));
 
