@@ -10,8 +10,8 @@ use airlift::engine::{Capabilities, Engine, Network, NetworkError, OffloadJob, O
 use airlift::keys::Vault;
 use airlift::model::{Eui, MulticastGroup};
 use airlift::plugin::PluginRuntime;
-use airlift::sim::fleet::{FleetConfig, SimFleet};
-use airlift::sim::scenario::{provision_objects, ScenarioConfig};
+use airlift_sim::fleet::{FleetConfig, SimFleet};
+use airlift_sim::scenario::{provision_objects, ScenarioConfig};
 use airlift::store::Store;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,7 +93,7 @@ pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
     let total = campaigns * per_campaign;
     let fleet_config = FleetConfig { loss: 0.1, seed: 7, ..FleetConfig::default() };
     let first_eui = 0x70b3_d57e_1000_0000;
-    let (fleet, devices) = SimFleet::new(fleet_config.clone(), clock.clone(), vault.clone(), first_eui, &vec![airlift::sim::fleet::Behaviour::Normal; total]);
+    let (fleet, devices) = SimFleet::new(fleet_config.clone(), clock.clone(), vault.clone(), first_eui, &vec![airlift_sim::fleet::Behaviour::Normal; total]);
     let mut ids = Vec::with_capacity(campaigns);
     let provisioning = Instant::now();
     for c in 0..campaigns {

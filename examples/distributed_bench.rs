@@ -14,9 +14,9 @@ use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::distributed::{agent, bus, rmc_core};
 use airlift::model::{Campaign, CampaignStatus, DeviceSet, DeviceSetInput, Editable, InputContext, Region, RegionInput};
 use airlift::server::{Server, ServerConfig};
-use airlift::sim::fleet::{Behaviour, SimFleet};
-use airlift::sim::lns::SimLns;
-use airlift::sim::scenario::{group_of, provision_objects, ScenarioConfig};
+use airlift_sim::fleet::{Behaviour, SimFleet};
+use airlift_sim::lns::SimLns;
+use airlift_sim::scenario::{group_of, provision_objects, ScenarioConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

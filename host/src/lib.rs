@@ -25,5 +25,4 @@ pub mod metrics;
 pub mod model;
 pub mod plugin;
 pub mod server;
-pub mod sim;
 pub mod store;

@@ -8,8 +8,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    // The demo draws progress: keep its logs to warnings.
-    let default_filter = if cli.is_demo() { "warn" } else { "info,sled=warn,cranelift=warn,wasmtime=warn" };
+    let default_filter = "info,sled=warn,cranelift=warn,wasmtime=warn";
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter);
     let logs = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| default_filter.into())).with_writer(std::io::stderr);
     match cli.log_format {

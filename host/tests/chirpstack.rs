@@ -12,10 +12,10 @@
 mod common;
 
 use airlift::model::{Eui, SessionClass};
-use airlift::sim::chirpstack::proto::api;
-use airlift::sim::chirpstack::{ChirpStackPeer, EventEncoding, PeerGateway};
-use airlift::sim::listen::Listen;
-use airlift::sim::scenario::ScenarioConfig;
+use airlift_sim::chirpstack::proto::api;
+use airlift_sim::chirpstack::{ChirpStackPeer, EventEncoding, PeerGateway};
+use airlift_sim::listen::Listen;
+use airlift_sim::scenario::ScenarioConfig;
 use common::{assert_refused_credentials, serve_fleet, under_way, Api, SimSetup, TestPki};
 use serde_json::json;
 
@@ -186,7 +186,7 @@ async fn a_url_that_is_not_chirpstacks_api_fails_the_campaign_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (sim, server, api) = serve_fleet(dir.path(), &fleet_config(SessionClass::C), common::NETWORK_TOKEN).await;
     // Another service answers there: every gRPC path is a 404.
-    let elsewhere = airlift::sim::thingpark::ThingParkPeer::start(sim.lns.fleet.clone(), Listen::loopback(), "as", "00112233445566778899aabbccddeeff").await.unwrap();
+    let elsewhere = airlift_sim::thingpark::ThingParkPeer::start(sim.lns.fleet.clone(), Listen::loopback(), "as", "00112233445566778899aabbccddeeff").await.unwrap();
     let instance = json!({"name": "ChirpStack", "plugin": "chirpstack", "settings": {"url": elsewhere.url(), "application_id": APPLICATION},
                           "secrets": {"api_token": API_TOKEN, "integration_token": INTEGRATION_TOKEN}, "allowedHosts": [elsewhere.url()]});
     api.move_to_new_instance(&sim.objects.campaign_id, instance).await;

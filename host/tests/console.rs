@@ -10,8 +10,8 @@ use airlift::api::{Auth, Role};
 use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::keys::Vault;
 use airlift::server::{Server, ServerConfig};
-use airlift::sim::fleet::{Behaviour, FleetConfig, SimFleet};
-use airlift::sim::lns::SimLns;
+use airlift_sim::fleet::{Behaviour, FleetConfig, SimFleet};
+use airlift_sim::lns::SimLns;
 use common::{free_port, NETWORK_TOKEN, SPEED};
 use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use std::process::{Child, Command, Stdio};
@@ -65,7 +65,7 @@ async fn browser(width: u32, height: u32) -> Browser {
 
 /// A host with an admin and a viewer token on a sped-up clock, and a
 /// simulated network server with `devices` devices, no object provisioned.
-async fn host_and_fleet(dir: &std::path::Path, devices: usize) -> (Server, SimLns, Vec<airlift::sim::fleet::Provisioned>) {
+async fn host_and_fleet(dir: &std::path::Path, devices: usize) -> (Server, SimLns, Vec<airlift_sim::fleet::Provisioned>) {
     let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), SPEED));
     let vault = Arc::new(Vault::open(dir).unwrap());
     let fleet = FleetConfig { uplink_period_s: 15, ..FleetConfig::default() };
@@ -437,7 +437,7 @@ async fn the_console_edits_archives_exports_loads_and_moves() {
         }
     }
     assert!(described, "the simulated plugin described itself");
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/plugins-wit-0.1.0").canonicalize().unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/plugins-wit-0.1.0").canonicalize().unwrap();
     let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures.join("simulated.json")).unwrap()).unwrap();
     manifest["name"] = "simulated-first-contract".into();
     fill(c, "#plugin-manifest", &manifest.to_string()).await;

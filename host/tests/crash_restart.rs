@@ -9,7 +9,7 @@
 mod common;
 
 use airlift::clock::{Clock, ScaledClock, SystemClock};
-use airlift::sim::scenario::ScenarioConfig;
+use airlift_sim::scenario::ScenarioConfig;
 use common::SimSetup;
 use anyhow::Context;
 use rand::{Rng, SeedableRng};

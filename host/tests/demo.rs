@@ -1,12 +1,14 @@
-//! The README's main job, `airlift demo`, as a user runs it: redirected to
+//! The README's main job, `airlift-demo`, as a user runs it: redirected to
 //! a file it writes readable lines (one per stage as it ends, no terminal
 //! control characters); with `--json` one line whose figures hold, per
 //! group too; the stored devices report the new firmware afterwards.
 
+mod common;
+
 use std::process::Command;
 
 fn demo(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_airlift")).arg("demo").args(args).output().unwrap();
+    let out = Command::new(common::demo_binary()).args(args).output().unwrap();
     assert!(out.status.success(), "demo {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }

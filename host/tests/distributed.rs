@@ -9,9 +9,9 @@ use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::distributed::{agent, bus, seed};
 use airlift::model::{BackendInstance, Eui, MulticastGroup};
 use airlift::server::{Server, ServerConfig};
-use airlift::sim::fleet::{Behaviour, FleetConfig, GroupSessionKeys, SimFleet};
-use airlift::sim::listen::Listen;
-use airlift::sim::thingpark::ThingParkPeer;
+use airlift_sim::fleet::{Behaviour, FleetConfig, GroupSessionKeys, SimFleet};
+use airlift_sim::listen::Listen;
+use airlift_sim::thingpark::ThingParkPeer;
 use common::{free_port, TestPki};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -147,7 +147,7 @@ impl TestAgent {
 }
 
 fn example(name: &str) -> Vec<u8> {
-    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/seed-002").join(name)).unwrap()
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed-002").join(name)).unwrap()
 }
 
 /// A broker with the three topics, and its settings.
@@ -433,7 +433,7 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
     let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
     let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), FAST));
     let core_dir = tempfile::tempdir().unwrap();
-    let mut scenario = airlift::sim::scenario::ScenarioConfig::new(6);
+    let mut scenario = airlift_sim::scenario::ScenarioConfig::new(6);
     scenario.file_size = 2_000;
     let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
     let core = Arc::new(airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap());
@@ -508,7 +508,7 @@ async fn our_core_sends_a_campaign_to_a_capable_agent_and_shows_its_progress() {
 /// multicast groups whose network posts uplinks to the core: the agents
 /// heard from.
 struct ThreeAgents {
-    scenario: airlift::sim::scenario::ScenarioConfig,
+    scenario: airlift_sim::scenario::ScenarioConfig,
     sim: common::SimSetup,
     core_host: TestCore,
     agents: Vec<RunningAgent>,
@@ -522,7 +522,7 @@ impl ThreeAgents {
         let cluster = Arc::new(airlift::keys::Vault::new(rand::random()));
         let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(SystemClock.now_unix_ms(), common::SPEED));
         let core_dir = tempfile::tempdir().unwrap();
-        let mut scenario = airlift::sim::scenario::ScenarioConfig::new(9);
+        let mut scenario = airlift_sim::scenario::ScenarioConfig::new(9);
         scenario.file_size = 2_000;
         scenario.groups = 3;
         let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
@@ -560,7 +560,7 @@ async fn three_campaigns_spread_over_three_agents_with_uplinks_through_the_core(
     }
     let mut campaigns = Vec::new();
     for (g, group) in sim.objects.groups.iter().enumerate() {
-        let members: Vec<String> = sim.devices.iter().enumerate().filter(|(i, _)| airlift::sim::scenario::group_of(scenario, *i) == *group).map(|(_, d)| d.dev_eui.to_string()).collect();
+        let members: Vec<String> = sim.devices.iter().enumerate().filter(|(i, _)| airlift_sim::scenario::group_of(scenario, *i) == *group).map(|(_, d)| d.dev_eui.to_string()).collect();
         let set = api.send_json(reqwest::Method::POST, "/api/device-sets", serde_json::json!({"name": format!("group {g}"), "devices": members})).await["id"].as_str().unwrap().to_string();
         let region = api.send_json(reqwest::Method::POST, "/api/regions", serde_json::json!({"name": format!("region {g}"), "multicastGroups": [group.to_string()]})).await["id"].as_str().unwrap().to_string();
         let mut campaign = template.clone();
@@ -635,7 +635,7 @@ async fn an_agent_killed_with_sigkill_mid_campaign_loses_nothing() {
     let origin = SystemClock.now_unix_ms();
     let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(origin, common::SPEED));
     let core_dir = tempfile::tempdir().unwrap();
-    let mut scenario = airlift::sim::scenario::ScenarioConfig::new(6);
+    let mut scenario = airlift_sim::scenario::ScenarioConfig::new(6);
     scenario.file_size = 6_000;
     let sim = common::SimSetup::provision(core_dir.path(), clock.clone(), &scenario, common::NETWORK_TOKEN).await.unwrap();
     let mut core = airlift::distributed::rmc_core::Core::new(kafka.clone(), cluster.clone()).unwrap();
@@ -695,14 +695,14 @@ async fn an_agent_killed_with_sigkill_mid_campaign_loses_nothing() {
     core_host.stop().await;
 }
 
-/// `airlift demo --kafka … --agents 3 --kill-agent 1`: the distributed run
+/// `airlift-demo --kafka … --agents 3 --kill-agent 1`: the distributed run
 /// in one process, an agent killed mid-campaign, every device with the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_distributed_demo_finishes_on_another_agent_after_a_kill() {
     let (broker, _) = broker_with_topics().await;
     let cwd = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airlift"))
-        .args(["demo", "--kafka", &broker.addr, "--agents", "3", "--kill-agent", "1", "--devices", "12", "--file-size", "4000", "--json"])
+    let out = tokio::process::Command::new(common::demo_binary())
+        .args(["--kafka", &broker.addr, "--agents", "3", "--kill-agent", "1", "--devices", "12", "--file-size", "4000", "--json"])
         .env("RUST_LOG", "error")
         .current_dir(cwd.path())
         .output()

@@ -10,10 +10,10 @@
 
 mod common;
 
-use airlift::sim::fleet::Behaviour;
-use airlift::sim::gateway::{GatewayPeer, ResponseShape};
-use airlift::sim::listen::Listen;
-use airlift::sim::scenario::ScenarioConfig;
+use airlift_sim::fleet::Behaviour;
+use airlift_sim::gateway::{GatewayPeer, ResponseShape};
+use airlift_sim::listen::Listen;
+use airlift_sim::scenario::ScenarioConfig;
 use common::{assert_refused_credentials, serve_fleet, Api, SimSetup, TestPki};
 use serde_json::json;
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use airlift::sim::scenario::ScenarioConfig;
+use airlift_sim::scenario::ScenarioConfig;
 use common::{serve_fleet, under_way};
 
 /// The sum of a family's samples whose labels include every `labels`.

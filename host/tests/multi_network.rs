@@ -8,10 +8,10 @@
 mod common;
 
 use airlift::model::Eui;
-use airlift::sim::chirpstack::ChirpStackPeer;
-use airlift::sim::listen::Listen;
-use airlift::sim::scenario::{group_of, ScenarioConfig};
-use airlift::sim::thingpark::ThingParkPeer;
+use airlift_sim::chirpstack::ChirpStackPeer;
+use airlift_sim::listen::Listen;
+use airlift_sim::scenario::{group_of, ScenarioConfig};
+use airlift_sim::thingpark::ThingParkPeer;
 use common::{serve_fleet, TestPki};
 use reqwest::Method;
 use serde_json::json;

@@ -7,7 +7,7 @@
 
 mod common;
 
-use airlift::sim::scenario::ScenarioConfig;
+use airlift_sim::scenario::ScenarioConfig;
 use common::{assert_refused_credentials, serve_fleet, under_way};
 use serde_json::json;
 
@@ -103,7 +103,7 @@ async fn a_signed_uplink_posted_again_or_out_of_its_time_is_refused() {
     let url = format!("{}/backends/{}/uplink", api.base, sim.objects.backend_instance);
     let post = |fcnt: u32, time: u64| {
         let body = json!({"uplinks": [{"devEui": sim.devices[0].dev_eui.to_string(), "fPort": 203, "payload": "00", "time": time, "fCnt": fcnt}]}).to_string();
-        let signature = airlift::sim::lns::signature(&body, common::NETWORK_TOKEN);
+        let signature = airlift_sim::lns::signature(&body, common::NETWORK_TOKEN);
         let request = api.http.post(&url).header("x-sim-signature", signature).body(body);
         async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
     };

@@ -7,9 +7,9 @@
 
 mod common;
 
-use airlift::sim::scenario::ScenarioConfig;
-use airlift::sim::thingpark::ThingParkPeer;
-use airlift::sim::listen::{Listen, TlsIdentity};
+use airlift_sim::scenario::ScenarioConfig;
+use airlift_sim::thingpark::ThingParkPeer;
+use airlift_sim::listen::{Listen, TlsIdentity};
 use common::{assert_refused_credentials, serve_fleet, under_way, Api, SimSetup, TestPki};
 use serde_json::json;
 

@@ -6,14 +6,14 @@
 
 mod common;
 
-use airlift::sim::scenario::ScenarioConfig;
+use airlift_sim::scenario::ScenarioConfig;
 use common::serve_fleet;
 use serde_json::{json, Value};
 
 /// Load a plugin of the 0.1.0 set under another name, beside the bundled
 /// plugins of the same name.
 async fn load_legacy(api: &common::Api, file: &str, name: &str) -> Value {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/plugins-wit-0.1.0");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/plugins-wit-0.1.0");
     let mut manifest: Value = serde_json::from_slice(&std::fs::read(dir.join(format!("{file}.json"))).unwrap()).unwrap();
     assert_eq!(manifest["witVersion"], "0.1.0");
     manifest["name"] = json!(name);

@@ -1,9 +1,7 @@
 //! Command-line interface.
 
 mod client;
-mod demo;
-mod demo_distributed;
-mod progress;
+mod plugin_new;
 
 use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::server::{Server, ServerConfig};
@@ -38,12 +36,6 @@ pub struct Cli {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-impl Cli {
-    pub fn is_demo(&self) -> bool {
-        matches!(self.command, Command::Demo(_))
-    }
 }
 
 /// How core and agents reach the broker.
@@ -161,8 +153,6 @@ enum Command {
     /// messages from Kafka, publishes progress and metrics. It also serves
     /// the uplink endpoints (and the API) on --bind.
     Agent(AgentArgs),
-    /// The main job: server plus a simulated fleet running a firmware campaign.
-    Demo(demo::DemoArgs),
     /// Plugins: list, show, describe, load (or hot-swap).
     Plugin {
         #[command(subcommand)]
@@ -201,6 +191,19 @@ enum PluginAction {
         manifest: PathBuf,
         #[arg(long)]
         wasm: PathBuf,
+    },
+    /// Write a new plugin project to start from (no server needed).
+    New {
+        #[arg(long, value_enum)]
+        kind: plugin_new::TemplateKind,
+        /// The plugin's name: lower-case letters, digits and '-'.
+        name: String,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The airlift-plugin-sdk crate (default: this build's source tree).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
 }
 
@@ -262,8 +265,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Agent(args) = cli.command {
         return run_agent(cli.data_dir, args).await;
     }
-    if let Command::Demo(args) = cli.command {
-        return demo::run(args).await;
+    if let Command::Plugin { action: PluginAction::New { kind, name, dir, sdk } } = cli.command {
+        let dir = plugin_new::create(kind, &name, dir, sdk)?;
+        println!("{}: build with `cargo build --release --target wasm32-wasip2` there, test with `cargo test`", dir.display());
+        return Ok(());
     }
     let token = match cli.token {
         Some(t) => t,
@@ -274,11 +279,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let client = Client::new(&cli.api, &token);
     let out = match cli.command {
-        Command::Serve { .. } | Command::Demo(_) | Command::Agent(_) | Command::Core(_) => unreachable!(),
+        Command::Serve { .. } | Command::Agent(_) | Command::Core(_) => unreachable!(),
         Command::Plugin { action } => match action {
             PluginAction::List => client.get("/api/plugins").await?,
             PluginAction::Show { name } => client.get(&format!("/api/plugins/{name}")).await?,
             PluginAction::Describe { name } => client.get(&format!("/api/plugins/{name}/describe")).await?,
+            PluginAction::New { .. } => unreachable!(),
             PluginAction::Load { manifest, wasm } => {
                 let form = reqwest::multipart::Form::new()
                     .part("manifest", reqwest::multipart::Part::bytes(std::fs::read(&manifest)?))

@@ -21,15 +21,11 @@ pub fn band(b: IsmBand) -> lorawan_fuota::region::Band {
     }
 }
 
-pub fn mc_addr(group: &MulticastGroup) -> u32 {
-    u32::from_str_radix(&group.dev_addr, 16).unwrap_or(0)
-}
-
 pub fn multicast_group(g: &MulticastGroup) -> wit::MulticastGroup {
     wit::MulticastGroup {
         group_eui: g.dev_eui.0,
         group_id: g.group_id,
-        mc_addr: mc_addr(g),
+        mc_addr: g.mc_addr(),
         session_class: session_class(g.session_class),
         ism_band: match g.ism_band {
             IsmBand::EU868 => wit::IsmBand::Eu868,

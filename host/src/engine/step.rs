@@ -187,7 +187,8 @@ pub(super) fn record_answer(run: &CampaignRun, dev: &mut DeviceRun, answer: lib:
     // facts; early ones (a device that speaks as soon as it can, before
     // the campaign got there) wait for the device to reach their stage.
     let Some(stage) = run.stages.get(dev.stage) else { return };
-    if let Some(later) = run.stages[dev.stage + 1..].iter().find(|s| s.name == answer.stage).filter(|_| dev.active()) {
+    let ahead = stage.name != answer.stage && dev.active();
+    if let Some(later) = run.stages[dev.stage + 1..].iter().find(|s| s.name == answer.stage).filter(|_| ahead) {
         let verdict = match answer.status {
             lib::AnswerStatus::Ok => String::new(),
             // A device that refuses a required stage ahead is out now.

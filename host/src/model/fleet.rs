@@ -165,6 +165,11 @@ fn redundancy_percent(value: u8) -> Result<u8, FieldError> {
 }
 
 impl MulticastGroup {
+    /// McAddr as the air carries it (validated hex, so 0 only if unset).
+    pub fn mc_addr(&self) -> u32 {
+        u32::from_str_radix(&self.dev_addr, 16).unwrap_or(0)
+    }
+
     /// Extra coded fragments, in percent of the uncoded ones, that the
     /// group's fixed redundancy sends; None for the closed loop.
     pub fn fixed_redundancy_pct(&self) -> Option<u32> {

@@ -5,14 +5,18 @@
 //! objects for it provisioned in a data directory, and a serving host's
 //! API as the tests drive it.
 
+mod test_host;
+#[allow(unused_imports)] // each test binary uses a part
+pub use test_host::*;
+
 use airlift::api::Auth;
 use airlift::clock::{Clock, ScaledClock, SystemClock};
 use airlift::keys::Vault;
 use airlift::model::{Eui, MulticastGroup};
 use airlift::server::{Server, ServerConfig};
-use airlift::sim::fleet::{GroupSessionKeys, Provisioned, SimFleet};
-use airlift::sim::lns::SimLns;
-use airlift::sim::scenario::{provision_objects, Objects, ScenarioConfig};
+use airlift_sim::fleet::{GroupSessionKeys, Provisioned, SimFleet};
+use airlift_sim::lns::SimLns;
+use airlift_sim::scenario::{provision_objects, Objects, ScenarioConfig};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -215,9 +219,9 @@ pub async fn wait_ready(child: &mut std::process::Child, http: &reqwest::Client,
 pub struct TestPki {
     pub ca_pem: String,
     /// Signed by the CA.
-    pub server: airlift::sim::listen::TlsIdentity,
+    pub server: airlift_sim::listen::TlsIdentity,
     /// Self-signed, as gateways ship.
-    pub self_signed: airlift::sim::listen::TlsIdentity,
+    pub self_signed: airlift_sim::listen::TlsIdentity,
     /// SHA-256 of the self-signed certificate's DER, hex.
     pub self_signed_sha256: String,
 }
@@ -244,9 +248,33 @@ impl TestPki {
         let own_cert = CertificateParams::new(names).unwrap().self_signed(&own_key).unwrap();
         TestPki {
             ca_pem: ca_cert.pem(),
-            server: airlift::sim::listen::TlsIdentity { certificate_chain_pem: server_cert.pem(), private_key_pem: server_key.serialize_pem() },
+            server: airlift_sim::listen::TlsIdentity { certificate_chain_pem: server_cert.pem(), private_key_pem: server_key.serialize_pem() },
             self_signed_sha256: hex::encode(sha2::Sha256::digest(own_cert.der())),
-            self_signed: airlift::sim::listen::TlsIdentity { certificate_chain_pem: own_cert.pem(), private_key_pem: own_key.serialize_pem() },
+            self_signed: airlift_sim::listen::TlsIdentity { certificate_chain_pem: own_cert.pem(), private_key_pem: own_key.serialize_pem() },
         }
     }
+}
+
+/// The `airlift-demo` binary (the simulator crate's), built once per test
+/// binary through cargo: a binary of another package has no
+/// `CARGO_BIN_EXE_` here. Cargo holds no lock while tests run.
+pub fn demo_binary() -> std::path::PathBuf {
+    static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = std::process::Command::new(cargo)
+                .args(["build", "--quiet", "-p", "airlift-sim", "--bin", "airlift-demo", "--message-format=json"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("running cargo build for airlift-demo");
+            assert!(out.status.success(), "building airlift-demo failed");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find_map(|m| m["executable"].as_str().filter(|_| m["target"]["name"] == "airlift-demo").map(std::path::PathBuf::from))
+                .expect("cargo names the airlift-demo executable")
+        })
+        .clone()
 }
