@@ -61,6 +61,33 @@ pub fn body_text(resp: &Response) -> String {
     String::from_utf8_lossy(&resp.body).chars().take(300).collect()
 }
 
+/// Attempts of a request that is safe to repeat ([`send_idempotent`]).
+pub const IDEMPOTENT_ATTEMPTS: u32 = 3;
+
+/// [`send`] for a request that may be repeated (GET, PUT, DELETE): one the
+/// network did not answer, or answered with a 5xx, is sent again, up to
+/// [`IDEMPOTENT_ATTEMPTS`] times in all, before the host's own retry with
+/// backoff. A POST is never repeated here: it may have been taken.
+pub fn send_idempotent(method: &str, url: String, headers: Vec<Header>, body: Vec<u8>) -> Result<Response, BackendError> {
+    if method.eq_ignore_ascii_case("POST") || method.eq_ignore_ascii_case("PATCH") {
+        return send(method, url, headers, body);
+    }
+    retrying(IDEMPOTENT_ATTEMPTS, || send(method, url.clone(), headers.clone(), body.clone()))
+}
+
+/// Run `attempt` until it succeeds or fails other than unavailable, at
+/// most `attempts` times.
+pub fn retrying<T>(attempts: u32, mut attempt: impl FnMut() -> Result<T, BackendError>) -> Result<T, BackendError> {
+    let mut left = attempts.max(1);
+    loop {
+        left -= 1;
+        match attempt() {
+            Err(BackendError::Unavailable(_)) if left > 0 => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Send a request; map the network's answer to the backend's errors:
 /// 401/403 unauthorized, other 4xx rejected, 5xx and transport trouble
 /// unavailable (the host retries those).
@@ -81,4 +108,33 @@ pub fn check_status(resp: Response) -> Result<Response, BackendError> {
 /// A header of an incoming request, by case-insensitive name.
 pub fn incoming_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
     headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unavailable_network_is_tried_again_and_only_so_often() {
+        let mut calls = 0;
+        let r: Result<(), _> = retrying(3, || {
+            calls += 1;
+            Err(BackendError::Unavailable("down".into()))
+        });
+        assert!(matches!(r, Err(BackendError::Unavailable(_))));
+        assert_eq!(calls, 3);
+        let mut calls = 0;
+        let r: Result<(), _> = retrying(3, || {
+            calls += 1;
+            Err(BackendError::Rejected("no".into()))
+        });
+        assert!(matches!(r, Err(BackendError::Rejected(_))));
+        assert_eq!(calls, 1, "a refusal is final");
+        let mut calls = 0;
+        let r = retrying(3, || {
+            calls += 1;
+            if calls < 2 { Err(BackendError::Unavailable("blip".into())) } else { Ok(calls) }
+        });
+        assert_eq!(r.unwrap(), 2);
+    }
 }

@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod frag_decoder;
 pub mod frame;
 pub mod gateway;
+pub mod harness;
 pub mod listen;
 pub mod lns;
 pub mod scenario;

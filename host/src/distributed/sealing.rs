@@ -93,7 +93,7 @@ mod tests {
     use super::*;
 
     fn add() -> ConfigMessage {
-        ConfigMessage::parse(&std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/seed-002/add.json")).unwrap()).unwrap()
+        ConfigMessage::parse(&std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed-002/add.json")).unwrap()).unwrap()
     }
 
     #[test]

@@ -351,7 +351,7 @@ mod tests {
     use super::*;
 
     fn example(name: &str) -> Vec<u8> {
-        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/seed-002").join(name)).unwrap()
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed-002").join(name)).unwrap()
     }
 
     #[test]

@@ -374,7 +374,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_plugins(dir.path());
         let vault = Vault::new([1; 32]);
-        let msg = ConfigMessage::parse(&std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/seed-002/add.json")).unwrap()).unwrap();
+        let msg = ConfigMessage::parse(&std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed-002/add.json")).unwrap()).unwrap();
         let now = Utc::now();
         let id = store_add(&msg, &AgentSettings::default(), &store, &vault, now).unwrap();
         assert_eq!(id, "rmc-123");
@@ -408,7 +408,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_plugins(dir.path());
         let vault = Vault::new([1; 32]);
-        let example = |name: &str| ConfigMessage::parse(&std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/seed-002").join(name)).unwrap()).unwrap();
+        let example = |name: &str| ConfigMessage::parse(&std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed-002").join(name)).unwrap()).unwrap();
         let id = store_get(&example("get-binary.json"), &AgentSettings::default(), &store, &vault, Utc::now()).unwrap();
         let draft = store.get::<Campaign>(&id).unwrap().unwrap();
         assert!(draft.archived, "a draft for the estimate only");
@@ -418,7 +418,7 @@ mod tests {
         let mcgroup = store_get(&example("get-mcgroup.json"), &AgentSettings::default(), &store, &vault, Utc::now()).unwrap();
         assert_eq!(store.get::<Campaign>(&mcgroup).unwrap().unwrap().campaign_type, CampaignType::MulticastSetup);
         // A GET naming real devices and groups leaves them as they are.
-        let add = ConfigMessage::parse(&std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/seed-002/add.json")).unwrap()).unwrap();
+        let add = ConfigMessage::parse(&std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed-002/add.json")).unwrap()).unwrap();
         store_add(&add, &AgentSettings::default(), &store, &vault, Utc::now()).unwrap();
         let before = serde_json::to_string(&store.get::<Device>("0018b20000000002").unwrap()).unwrap();
         let mut get = add.clone();
