@@ -2,7 +2,7 @@
 //! contract (`wit/since_v0.2.0`), generated once, and helpers for backend
 //! plugins. A plugin implements its world's `Guest` trait and exports it:
 //!
-//! ```ignore
+//! ```text
 //! use airlift_plugin_sdk::device_library::exports::airlift::plugin::device_library::*;
 //! struct MyLibrary;
 //! impl Guest for MyLibrary { /* … */ }

@@ -3,7 +3,7 @@
 //! host in the test's process, run a campaign on a simulated fleet in
 //! virtual time, and see what each device ended with.
 //!
-//! ```ignore
+//! ```no_run
 //! // tests/fleet.rs of a device-library project, with `airlift-sim` as a
 //! // dev-dependency:
 //! #[tokio::test]

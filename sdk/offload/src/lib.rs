@@ -5,7 +5,7 @@
 //! `backend-types` are the SDK's, so `airlift_plugin_sdk::backend_support`
 //! serves it unchanged.
 //!
-//! ```ignore
+//! ```text
 //! use airlift_plugin_sdk_offload::exports::airlift::plugin::{backend, offload};
 //! struct MyGateway;
 //! impl backend::Guest for MyGateway { /* … */ }
