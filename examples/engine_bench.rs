@@ -8,6 +8,10 @@
 //! With `--campaigns N --devices-per-campaign M` it runs N campaigns of M
 //! devices concurrently instead ([`concurrent`]).
 
+/// The allocator the `airlift` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use airlift::clock::{Clock, ManualClock, SystemClock};
 use airlift::engine::RunOptions;
 use airlift::keys::Vault;

@@ -5,6 +5,12 @@ mod cli;
 
 use clap::Parser;
 
+/// mimalloc: the engine allocates many small, short-lived buffers per
+/// step (records, plugin arguments); engine-bench measured about 10 % less
+/// time per uplink than with the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

@@ -156,6 +156,20 @@ impl PluginRuntime {
         // Epochs bound a call's time; fuel only measures the work done
         // (each call starts with more than it can use).
         config.wasm_component_model(true).epoch_interruption(true).consume_fuel(true);
+        // Every call instantiates its plugin afresh (isolation): pooled
+        // slots with copy-on-write images spare a mmap/munmap pair and its
+        // TLB shootdowns per call (engine-bench, 100 campaigns at once:
+        // 198–206 → 182 µs per uplink). Calls at once are bounded by each
+        // plugin's semaphore (at most 64 per plugin); 256 instances leave
+        // room for every plugin a host loads. The per-plugin memory limit
+        // still applies (the store's limiter).
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(1024)
+            .total_memories(512)
+            .total_tables(512)
+            .max_memory_size(crate::model::PluginLimits::CEILING.memory_mib as usize * 1024 * 1024);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| PluginError::Invalid(format!("engine: {e}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Invalid(format!("wasi: {e}")))?;
