@@ -3,12 +3,9 @@
 //! 0-based fragment numbers, the all-zero McKEKey, and the Dot's CRC-64
 //! check of the whole file, a stage the standard libraries lack that the
 //! engine runs from the plan alone. Run as a vendor runs their own
-//! library: through the simulator's harness, from its project directory.
+//! library: through the SDK's native harness, from its project directory.
 
-use airlift::model::CampaignType;
-use airlift_sim::fleet::Behaviour;
-use airlift_sim::harness::{DeviceOutcome, Harness, Outcome};
-use airlift_sim::Stack;
+use airlift_plugin_harness::{Behaviour, CampaignType, DeviceOutcome, Harness, Outcome, Stack};
 use std::path::Path;
 
 /// The project of the library, built where `host/build.rs` builds ours.
