@@ -52,6 +52,20 @@ impl Host {
         Ok(body)
     }
 
+    /// The campaign's progress once it is no longer RUNNING (five minutes
+    /// at most).
+    async fn wait_finished(&self, http: &reqwest::Client, progress: &str) -> anyhow::Result<Value> {
+        let until = Instant::now() + Duration::from_secs(300);
+        loop {
+            anyhow::ensure!(Instant::now() < until, "the campaign did not finish after the restart");
+            let p = self.api(http, reqwest::Method::GET, progress).await?;
+            if p["campaignStatus"] != "RUNNING" {
+                return Ok(p);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn kill(&mut self) {
         // std's kill sends SIGKILL on Unix: no shutdown code runs.
         self.child.kill().expect("SIGKILL");
@@ -108,15 +122,7 @@ async fn crash_and_resume(seed: u64) -> anyhow::Result<()> {
 
     let mut host = Host::spawn(dir.path(), port, origin)?;
     host.wait_ready(&http).await?;
-    let until = Instant::now() + Duration::from_secs(300);
-    let last = loop {
-        anyhow::ensure!(Instant::now() < until, "the campaign did not finish after the restart");
-        let p = host.api(&http, reqwest::Method::GET, &progress).await?;
-        if p["campaignStatus"] != "RUNNING" {
-            break p;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let last = host.wait_finished(&http, &progress).await?;
     assert_eq!(last["campaignStatus"], "COMPLETED", "seed {seed}: {last}");
     for d in &devices {
         assert_eq!(lns.fleet.received_file(d.dev_eui).as_deref(), Some(objects.image.as_slice()), "seed {seed}: device {} lacks the exact file", d.dev_eui);
@@ -181,15 +187,7 @@ async fn a_host_killed_between_the_writes_of_one_step_leaves_the_step_whole_or_u
     let mut host = Host::spawn(dir.path(), port, origin)?;
     host.wait_ready(&http).await?;
     let progress = format!("/api/campaigns/{}/progress", objects.campaign_id);
-    let until = Instant::now() + Duration::from_secs(300);
-    let last = loop {
-        anyhow::ensure!(Instant::now() < until, "the campaign did not finish after the restart");
-        let p = host.api(&http, reqwest::Method::GET, &progress).await?;
-        if p["campaignStatus"] != "RUNNING" {
-            break p;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let last = host.wait_finished(&http, &progress).await?;
     assert_eq!(last["campaignStatus"], "COMPLETED", "{last}");
     for d in &devices {
         assert_eq!(lns.fleet.received_file(d.dev_eui).as_deref(), Some(objects.image.as_slice()), "device {} lacks the exact file", d.dev_eui);

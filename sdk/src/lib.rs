@@ -47,6 +47,7 @@ pub use lorawan_fuota as lorawan;
 pub mod backend_support;
 pub mod grpc_web;
 pub mod hex;
+pub mod library_support;
 pub mod time;
 
 /// A plugin's own version, for code shared by plugins built as several

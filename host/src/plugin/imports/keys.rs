@@ -57,13 +57,12 @@ impl CallState {
     /// a campaign on that group.
     fn require_serves_group(&self, group: u64) -> Result<(), KeyError> {
         let grant = self.grant.as_ref().ok_or_else(|| KeyError::Denied("no backend instance".into()))?;
-        let running = self.host.store.running_campaigns().map_err(|e| KeyError::Unknown(e.to_string()))?;
         let g: MulticastGroup = self.object(group)?;
-        let serves = running.iter().filter_map(|id| self.host.store.get::<crate::engine::CampaignRun>(id).ok().flatten()).any(|r| {
-            r.group == Eui(group)
-                && r.status == crate::engine::RunStatus::Running
-                && self.host.store.get::<crate::model::Campaign>(&r.campaign_id).ok().flatten().is_some_and(|c| crate::engine::backend_of(&c, &g) == grant.instance_id)
-        });
+        let serves = self
+            .any_running_run(|r| {
+                r.group == Eui(group) && self.host.store.get::<crate::model::Campaign>(&r.campaign_id).ok().flatten().is_some_and(|c| crate::engine::backend_of(&c, &g) == grant.instance_id)
+            })
+            .map_err(|e| KeyError::Unknown(e.to_string()))?;
         if serves {
             Ok(())
         } else {
@@ -74,11 +73,7 @@ impl CallState {
     /// A device library gets a group's keys only while a campaign it runs
     /// uses that group.
     fn require_library_runs_group(&self, group: u64) -> Result<(), KeyError> {
-        let running = self.host.store.running_campaigns().map_err(|e| KeyError::Unknown(e.to_string()))?;
-        let runs = running
-            .iter()
-            .filter_map(|id| self.host.store.get::<crate::engine::CampaignRun>(id).ok().flatten())
-            .any(|r| r.group == Eui(group) && r.status == crate::engine::RunStatus::Running && r.library_name == self.plugin.name);
+        let runs = self.any_running_run(|r| r.group == Eui(group) && r.library_name == self.plugin.name).map_err(|e| KeyError::Unknown(e.to_string()))?;
         if runs {
             Ok(())
         } else {

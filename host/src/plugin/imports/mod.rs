@@ -74,6 +74,19 @@ pub struct BackendGrant {
     pub secrets: BTreeMap<String, Sealed>,
 }
 
+impl CallState {
+    /// Whether a running campaign run meets `test`: the grants of keys and
+    /// payloads are scoped to what the caller's campaigns use.
+    fn any_running_run(&self, test: impl Fn(&crate::engine::CampaignRun) -> bool) -> Result<bool, crate::store::StoreError> {
+        let store = &self.host.store;
+        Ok(store
+            .running_campaigns()?
+            .iter()
+            .filter_map(|id| store.get::<crate::engine::CampaignRun>(id).ok().flatten())
+            .any(|r| r.status == crate::engine::RunStatus::Running && test(&r)))
+    }
+}
+
 impl latest::types::Host for CallState {}
 impl latest::imports::airlift::plugin::backend_types::Host for CallState {}
 

@@ -3,7 +3,6 @@
 //! check, say). Only payloads of campaigns the library runs are readable.
 
 use super::super::bindings::latest::imports::airlift::plugin::payload::{Host, PayloadError};
-use crate::engine::{CampaignRun, RunStatus};
 use crate::model::PluginKind;
 use crate::plugin::CallState;
 use std::io::{Read, Seek, SeekFrom};
@@ -19,16 +18,13 @@ impl CallState {
         if self.plugin.kind != PluginKind::DeviceLibrary {
             return Err(PayloadError::Invalid("payloads are read by device libraries only".into()));
         }
-        let store = &self.host.store;
-        let running = store.running_campaigns().map_err(|e| PayloadError::Unknown(e.to_string()))?;
-        let delivers = running
-            .iter()
-            .filter_map(|id| store.get::<CampaignRun>(id).ok().flatten())
-            .any(|r| r.status == RunStatus::Running && r.library_name == self.plugin.name && r.payload_sha256.as_deref() == Some(sha256));
+        let delivers = self
+            .any_running_run(|r| r.library_name == self.plugin.name && r.payload_sha256.as_deref() == Some(sha256))
+            .map_err(|e| PayloadError::Unknown(e.to_string()))?;
         if !delivers {
             return Err(PayloadError::Invalid(format!("no campaign of '{}' delivers payload {sha256}", self.plugin.name)));
         }
-        std::fs::File::open(store.blobs().path(sha256)).map_err(|e| PayloadError::Unknown(format!("payload {sha256}: {e}")))
+        std::fs::File::open(self.host.store.blobs().path(sha256)).map_err(|e| PayloadError::Unknown(format!("payload {sha256}: {e}")))
     }
 }
 

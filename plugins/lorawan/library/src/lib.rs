@@ -6,7 +6,8 @@
 use airlift_plugin_sdk::device_library::airlift::plugin::types::{Attribute, DeviceContext, SessionClass};
 use airlift_plugin_sdk::device_library::airlift::plugin::{clock, keys};
 use airlift_plugin_sdk::device_library::exports::airlift::plugin::device_library::*;
-use lorawan_fuota::{coded_order, fec, ports, ts003, ts004, ts005, ts006, CodecError, Parsed, Version};
+use airlift_plugin_sdk::library_support::*;
+use lorawan_fuota::{coded_order, fec, ports, ts003, ts004, ts005, ts006, Version};
 
 /// Stage names, as in the RMC progress messages.
 mod stage {
@@ -47,18 +48,6 @@ impl<const V2: bool> Library<V2> {
     const NAME: &'static str = if V2 { "lorawan-v2" } else { "lorawan-v1" };
 }
 
-fn spec(name: &str, mode: StageMode, retry_limit: u32, answer_timeout_s: u32, required: bool) -> StageSpec {
-    StageSpec { name: name.into(), mode, retry_limit, answer_timeout_s, required }
-}
-
-fn downlink(fport: u8, payload: Vec<u8>) -> Downlink {
-    Downlink { fport, payload }
-}
-
-fn memory<'a>(device: &'a DeviceContext, key: &str) -> Option<&'a str> {
-    device.memory.iter().rev().find(|a| a.key == key).map(|a| a.value.as_str())
-}
-
 /// The last SessionCnt the device is known to hold (0: none yet).
 fn last_session_cnt(device: &DeviceContext) -> u16 {
     memory(device, SESSION_CNT_KEY).and_then(|v| v.parse::<u16>().ok()).unwrap_or(0)
@@ -80,58 +69,10 @@ fn sent_session_cnt(device: &DeviceContext) -> u16 {
     (last_session_cnt(device) as u32 + device.requests_sent.max(1)).min(u16::MAX as u32) as u16
 }
 
-/// An answer naming another session than the campaign's: stale, or for
-/// someone else's request. Noted, never taken as an answer.
-fn not_ours(field: &str, named: u8, ours: u8) -> UplinkEvent {
-    UplinkEvent::Note(format!("answer for {field} {named}, the campaign's is {ours}: not an answer to our request"))
-}
-
 /// One half of Cleanup confirmed: remember it, and answer the stage once
 /// the other half is confirmed too.
 fn cleanup_half_done(device: &DeviceContext, done: &str, other: &str) -> Vec<UplinkEvent> {
-    let mut events = vec![UplinkEvent::Remember(Attribute { key: done.into(), value: "1".into() })];
-    if memory(device, other).is_some() {
-        events.push(answer(stage::CLEANUP, AnswerStatus::Ok, vec![]));
-    }
-    events
-}
-
-fn answer(stage: &str, status: AnswerStatus, facts: Vec<Fact>) -> UplinkEvent {
-    UplinkEvent::Answer(StageAnswer { stage: stage.into(), status, facts })
-}
-
-fn verdict(errors: Option<String>) -> AnswerStatus {
-    match errors {
-        Some(e) if !e.is_empty() => AnswerStatus::Rejected(e),
-        _ => AnswerStatus::Ok,
-    }
-}
-
-fn parse_error(e: CodecError) -> ParseError {
-    match e {
-        CodecError::Truncated(what) => ParseError::Truncated(what.into()),
-        CodecError::UnknownCommand(cid) => ParseError::UnknownCommand(cid),
-        other => ParseError::Malformed(other.to_string()),
-    }
-}
-
-fn encode_error(e: CodecError) -> LibraryError {
-    LibraryError::Invalid(e.to_string())
-}
-
-/// The commands of an uplink; a bad command costs only itself and what
-/// follows it, never the answers before it. Only an uplink with nothing
-/// readable is an error.
-fn commands<T>(parsed: Parsed<T>, events: &mut Vec<UplinkEvent>) -> Result<Vec<T>, ParseError> {
-    let Parsed { commands, errors } = parsed;
-    if commands.is_empty() {
-        if let Some(e) = errors.into_iter().next() {
-            return Err(parse_error(e));
-        }
-        return Ok(commands);
-    }
-    events.extend(errors.into_iter().map(|e| UplinkEvent::Note(format!("rest of the uplink not understood: {e}"))));
-    Ok(commands)
+    half_confirmed(device, stage::CLEANUP, done, other)
 }
 
 fn session_stage(campaign: &CampaignContext) -> &'static str {
@@ -139,10 +80,6 @@ fn session_stage(campaign: &CampaignContext) -> &'static str {
         SessionClass::ClassB => stage::MC_CLASS_B_SESSION,
         SessionClass::ClassC => stage::MC_CLASS_C_SESSION,
     }
-}
-
-fn frag_session(campaign: &CampaignContext) -> Result<&Fragmentation, LibraryError> {
-    campaign.fragmentation.as_ref().ok_or_else(|| LibraryError::Invalid("the campaign has no fragmentation session".into()))
 }
 
 impl<const V2: bool> Library<V2> {
@@ -178,7 +115,7 @@ impl<const V2: bool> Library<V2> {
 
     fn parse_multicast_setup(payload: &[u8], device: &DeviceContext, campaign: &CampaignContext) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
-        for up in commands(ts005::Uplink::parse(payload), &mut events)? {
+        for up in readable(ts005::Uplink::parse(payload), &mut events)? {
             if matches!(up, ts005::Uplink::McGroupDelete { .. }) {
                 events.extend(cleanup_half_done(device, GROUP_DELETED_KEY, FRAG_SESSION_DELETED_KEY));
             }
@@ -222,7 +159,7 @@ impl<const V2: bool> Library<V2> {
 
     fn parse_fragmentation(payload: &[u8], device: &DeviceContext, campaign: &CampaignContext) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
-        for up in commands(ts004::Uplink::parse(payload, Self::VERSION), &mut events)? {
+        for up in readable(ts004::Uplink::parse(payload, Self::VERSION), &mut events)? {
             // An answer about another fragmentation session answers no
             // request of ours (the campaign's FragIndex, when it has one).
             let named = match &up {
@@ -239,19 +176,19 @@ impl<const V2: bool> Library<V2> {
             }
             match up {
                 ts004::Uplink::PackageVersion(p) => {
-                    events.push(UplinkEvent::Remember(Attribute { key: "ts004.version".into(), value: p.version.to_string() }));
+                    events.push(remember("ts004.version", &p.version.to_string()));
                     events.push(answer(stage::PACKAGE_VERSION, AnswerStatus::Ok, vec![Fact::PackageVersion((p.package, p.version))]));
                 }
                 ts004::Uplink::FragSessionSetup { errors, .. } if Self::VERSION == Version::V2 && errors == ts004::SetupErrors { session_cnt_replay: true, ..Default::default() } => {
                     // Our earlier request (whose answer was lost) used this
                     // SessionCnt: count it as spent; the retry goes one higher.
-                    events.push(UplinkEvent::Remember(Attribute { key: SESSION_CNT_KEY.into(), value: sent_session_cnt(device).to_string() }));
+                    events.push(remember(SESSION_CNT_KEY, &sent_session_cnt(device).to_string()));
                     events.push(UplinkEvent::Note("SessionCnt already used; the next FragSessionSetupReq takes a higher one".into()));
                 }
                 ts004::Uplink::FragSessionSetup { errors, .. } => {
                     if !errors.any() && Self::VERSION == Version::V2 {
                         let cnt = sent_session_cnt(device);
-                        events.push(UplinkEvent::Remember(Attribute { key: SESSION_CNT_KEY.into(), value: cnt.to_string() }));
+                        events.push(remember(SESSION_CNT_KEY, &cnt.to_string()));
                     }
                     events.push(answer(stage::FRAG_SESSION_SETUP, verdict(Some(errors.describe())), vec![]));
                 }
@@ -298,7 +235,7 @@ impl<const V2: bool> Library<V2> {
 
     fn parse_clock_sync(payload: &[u8]) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
-        for up in commands(ts003::Uplink::parse(payload), &mut events)? {
+        for up in readable(ts003::Uplink::parse(payload), &mut events)? {
             match up {
                 ts003::Uplink::AppTimeReq { device_time, token, ans_required } => {
                     if let Some(ans) = ts003::answer_app_time(clock::now_gps_seconds(), device_time, token, ans_required, Self::VERSION) {
@@ -316,7 +253,7 @@ impl<const V2: bool> Library<V2> {
 
     fn parse_firmware_management(payload: &[u8]) -> Result<Vec<UplinkEvent>, ParseError> {
         let mut events = Vec::new();
-        for up in commands(ts006::Uplink::parse(payload), &mut events)? {
+        for up in readable(ts006::Uplink::parse(payload), &mut events)? {
             events.push(match up {
                 ts006::Uplink::DevVersion { firmware, hardware } => {
                     answer(stage::DEV_VERSION, AnswerStatus::Ok, vec![Fact::FirmwareVersion(firmware), Fact::HardwareVersion(hardware)])

@@ -13,10 +13,11 @@
 //!
 //! Stateless: what a later call needs returns to the host as `remember`.
 
-use airlift_plugin_sdk::device_library::airlift::plugin::types::{Attribute, DeviceContext, SessionClass};
+use airlift_plugin_sdk::device_library::airlift::plugin::types::{DeviceContext, SessionClass};
 use airlift_plugin_sdk::device_library::airlift::plugin::{keys, payload};
 use airlift_plugin_sdk::device_library::exports::airlift::plugin::device_library::*;
-use airlift_plugin_sdk::lorawan::{fec, ports, ts004, ts005, CodecError, Parsed, Version};
+use airlift_plugin_sdk::library_support::*;
+use airlift_plugin_sdk::lorawan::{fec, ports, ts004, ts005, Version};
 
 /// Stage names, as shown in progress messages.
 mod stage {
@@ -66,78 +67,10 @@ const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
 /// The device library.
 pub struct Library;
 
-fn spec(name: &str, mode: StageMode, retry_limit: u32, answer_timeout_s: u32, required: bool) -> StageSpec {
-    StageSpec { name: name.into(), mode, retry_limit, answer_timeout_s, required }
-}
-
-fn downlink(fport: u8, payload: Vec<u8>) -> Downlink {
-    Downlink { fport, payload }
-}
-
-fn answer(stage: &str, status: AnswerStatus, facts: Vec<Fact>) -> UplinkEvent {
-    UplinkEvent::Answer(StageAnswer { stage: stage.into(), status, facts })
-}
-
-fn remember(key: &str, value: &str) -> UplinkEvent {
-    UplinkEvent::Remember(Attribute { key: key.into(), value: value.into() })
-}
-
-fn memory<'a>(device: &'a DeviceContext, key: &str) -> Option<&'a str> {
-    device.memory.iter().rev().find(|a| a.key == key).map(|a| a.value.as_str())
-}
-
-/// Ok for an empty list of problems, else rejected with them.
-fn verdict(problems: String) -> AnswerStatus {
-    if problems.is_empty() {
-        AnswerStatus::Ok
-    } else {
-        AnswerStatus::Rejected(problems)
-    }
-}
-
-/// An answer naming another session than the campaign's answers nothing
-/// we asked: noted only.
-fn not_ours(field: &str, named: u8, ours: u8) -> UplinkEvent {
-    UplinkEvent::Note(format!("answer for {field} {named}, the campaign's is {ours}: not an answer to our request"))
-}
-
-fn codec_to_parse_error(e: CodecError) -> ParseError {
-    match e {
-        CodecError::Truncated(what) => ParseError::Truncated(what.into()),
-        CodecError::UnknownCommand(cid) => ParseError::UnknownCommand(cid),
-        other => ParseError::Malformed(other.to_string()),
-    }
-}
-
-fn encode_error(e: CodecError) -> LibraryError {
-    LibraryError::Invalid(e.to_string())
-}
-
-/// The commands read from an uplink. What follows a bad command is lost
-/// (its length is unknown) but what precedes it is kept; only an uplink
-/// with nothing readable is an error.
-fn readable<T>(parsed: Parsed<T>, events: &mut Vec<UplinkEvent>) -> Result<Vec<T>, ParseError> {
-    let Parsed { commands, errors } = parsed;
-    let mut errors = errors.into_iter();
-    if commands.is_empty() {
-        return errors.next().map_or(Ok(commands), |e| Err(codec_to_parse_error(e)));
-    }
-    events.extend(errors.map(|e| UplinkEvent::Note(format!("rest of the uplink not understood: {e}"))));
-    Ok(commands)
-}
-
 /// One half of Cleanup confirmed: remember it, and answer the stage once
 /// the other half is confirmed too.
 fn cleanup_half_done(device: &DeviceContext, done: &str, other: &str) -> Vec<UplinkEvent> {
-    let mut events = vec![remember(done, "1")];
-    if memory(device, other).is_some() {
-        events.push(answer(stage::CLEANUP, AnswerStatus::Ok, vec![]));
-    }
-    events
-}
-
-fn frag_session(campaign: &CampaignContext) -> Result<&Fragmentation, LibraryError> {
-    campaign.fragmentation.as_ref().ok_or_else(|| LibraryError::Invalid("the campaign has no fragmentation session".into()))
+    half_confirmed(device, stage::CLEANUP, done, other)
 }
 
 fn group_mask(group_id: u8) -> Result<u8, LibraryError> {
@@ -350,7 +283,7 @@ impl Library {
                     }
                     // The Dot sets bit 0 when it lost more than it can rebuild (§5).
                     let problems = if s.not_enough_matrix_memory { "too many fragments lost to recover" } else { "" };
-                    events.push(answer(stage::FRAG_SESSION_STATUS, verdict(problems.into()), facts));
+                    events.push(answer(stage::FRAG_SESSION_STATUS, verdict(problems.to_string()), facts));
                 }
                 ts004::Uplink::FragSessionDelete { .. } => events.extend(cleanup_half_done(device, FRAG_SESSION_DELETED_KEY, GROUP_DELETED_KEY)),
                 ts004::Uplink::PackageVersion(p) => events.push(UplinkEvent::Note(format!("fragmentation package {} v{}", p.package, p.version))),

@@ -2,7 +2,7 @@
 //! `keys` and `payload` imports, which are stubs off wasm.
 
 use super::*;
-use airlift_plugin_sdk::device_library::airlift::plugin::types::{IsmBand, LorawanVersion, MulticastGroup};
+use airlift_plugin_sdk::device_library::airlift::plugin::types::{Attribute, IsmBand, LorawanVersion, MulticastGroup};
 
 fn hex(s: &str) -> Vec<u8> {
     s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
