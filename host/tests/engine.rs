@@ -521,6 +521,66 @@ async fn a_network_that_hangs_keeps_neither_another_campaign_nor_a_stop_waiting(
     assert_eq!(network.ended.load(Ordering::SeqCst), 1, "the group the network made after the stop had its session ended");
 }
 
+/// Calls of a plugin that ended with `outcome`, from the process's metrics.
+fn plugin_calls(plugin: &str, outcome: &str) -> f64 {
+    let labels = [format!("plugin=\"{plugin}\""), format!("outcome=\"{outcome}\"")];
+    airlift::metrics::recorder()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("airlift_plugin_calls_total{") && labels.iter().all(|x| l.contains(x.as_str())))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_traps_loops_or_runs_out_of_memory_fails_only_its_own_campaign() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let h = host(dir.path(), clock.clone(), "lorawan-v1").await;
+    assert_eq!(h.load_plugin("fixture-misbehave").await.0, StatusCode::CREATED);
+    let mut healthy_config = ScenarioConfig::new(10);
+    healthy_config.fleet.loss = 0.1;
+    // The fixture's request for a device whose DevEUI ends in 1 traps, in
+    // 2 spins past its 500 ms, in 3 allocates past its 16 MiB; the one
+    // ending in 0 is asked normally (and never answers: port 9 is no
+    // package of its).
+    let mut broken_config = ScenarioConfig::new(4);
+    broken_config.library = "fixture-misbehave".into();
+    broken_config.campaign_type = airlift::model::CampaignType::MulticastSetup;
+    broken_config.first_eui = 0x70b3_d57e_d000_1000;
+    broken_config.group_eui += 1;
+    let (healthy, broken) = (scenario(&h, clock.clone(), &healthy_config), scenario(&h, clock.clone(), &broken_config));
+    let instance = |s: &Scenario| s.engine.store.get::<Campaign>(&s.campaign_id).unwrap().unwrap().backend_instance;
+    let network = Arc::new(TestNetwork::new(vec![(instance(&healthy), healthy.engine.network.clone()), (instance(&broken), broken.engine.network.clone())]));
+    let engine = Engine::new(healthy.engine.store.clone(), healthy.engine.runtime.clone(), clock.clone(), network);
+    let outcomes = ["trap", "timeout", "out_of_memory"];
+    let failures_before = outcomes.map(|o| plugin_calls("fixture-misbehave", o));
+
+    engine.start(&broken.campaign_id, options(&broken_config)).await.unwrap();
+    engine.start(&healthy.campaign_id, options(&healthy_config)).await.unwrap();
+    let ids = [broken.campaign_id.as_str(), healthy.campaign_id.as_str()];
+    let ran = tokio::time::timeout(std::time::Duration::from_secs(300), airlift_sim::fleet::drive_campaigns(&engine, &healthy.engine.network, &clock, &ids, |_| true)).await;
+    assert!(ran.expect("the campaigns did not end").unwrap());
+
+    // Each kind of failure happened, in the broken campaign's own calls…
+    let failures_after = outcomes.map(|o| plugin_calls("fixture-misbehave", o));
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert!(failures_after[i] >= failures_before[i] + 2.0, "{outcome}: {} calls before, {} after", failures_before[i], failures_after[i]);
+    }
+    // …which failed its devices, as silent ones, and nothing else.
+    assert_eq!(run_of(&broken).status, RunStatus::Failed);
+    for d in engine.device_runs(&broken.campaign_id).unwrap() {
+        assert_eq!(d.failed.as_deref(), Some("Poke: no answer after 2 requests"), "{}", d.dev_eui);
+    }
+    // The other campaign ran on meanwhile, over the same plugin runtime.
+    let run = run_of(&healthy);
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    for p in &healthy.devices {
+        assert_eq!(healthy.engine.network.received_file(p.dev_eui).as_deref(), Some(healthy.image.as_slice()), "{} lacks the exact file", p.dev_eui);
+    }
+    assert!(h.healthy().await);
+}
+
 #[tokio::test]
 async fn a_campaign_needs_what_its_devices_and_network_can_do() {
     let mut config = ScenarioConfig::new(5);

@@ -556,9 +556,19 @@ pub async fn drive(engine: &Engine<SimFleet>, clock: &ManualClock, campaign_id: 
 
 /// [`drive`] for an engine whose network reaches `fleet` some other way
 /// (a wrapper, or one network of several).
-pub async fn drive_fleet<N: Network>(engine: &Engine<N>, fleet: &SimFleet, clock: &ManualClock, campaign_id: &str, mut keep_going: impl FnMut(&Engine<N>) -> bool) -> Result<bool, EngineError> {
+pub async fn drive_fleet<N: Network>(engine: &Engine<N>, fleet: &SimFleet, clock: &ManualClock, campaign_id: &str, keep_going: impl FnMut(&Engine<N>) -> bool) -> Result<bool, EngineError> {
+    drive_campaigns(engine, fleet, clock, &[campaign_id], keep_going).await
+}
+
+/// [`drive_fleet`] for several campaigns at once on one fleet: each is
+/// stepped as it falls due, uplinks go to whichever campaign the engine
+/// routes them to. Returns true when every campaign ended.
+pub async fn drive_campaigns<N: Network>(engine: &Engine<N>, fleet: &SimFleet, clock: &ManualClock, campaign_ids: &[&str], mut keep_going: impl FnMut(&Engine<N>) -> bool) -> Result<bool, EngineError> {
     loop {
-        let wake = step_all(engine, campaign_id).await?;
+        let mut wake: Option<u64> = None;
+        for id in campaign_ids {
+            wake = earliest(wake, step_all(engine, id).await?);
+        }
         let go_on = keep_going(engine);
         let Some(wake) = wake else { return Ok(true) };
         if !go_on {
@@ -596,11 +606,17 @@ async fn step_all<N: Network>(engine: &Engine<N>, campaign_id: &str) -> Result<O
     };
     let mut wake: Option<u64> = None;
     for id in ids {
-        if let Some(at) = engine.step(&id).await? {
-            wake = Some(wake.map_or(at, |w| w.min(at)));
-        }
+        wake = earliest(wake, engine.step(&id).await?);
     }
     Ok(wake)
+}
+
+/// The earlier of two wakes, either of which may be none.
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// How long uplinks may accumulate before the driver steps the engine.
