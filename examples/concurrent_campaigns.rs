@@ -6,6 +6,7 @@
 //! apart and left out of the engine's figures.
 
 use airlift::clock::{Clock, ManualClock, SystemClock};
+use airlift::engine::runner::answer_batch_ms;
 use airlift::engine::{Capabilities, Engine, Network, NetworkError, OffloadJob, OffloadStatus, Pacing, RunOptions};
 use airlift::keys::Vault;
 use airlift::model::{Eui, MulticastGroup};
@@ -13,6 +14,7 @@ use airlift::plugin::PluginRuntime;
 use airlift_sim::fleet::{FleetConfig, SimFleet};
 use airlift_sim::scenario::{provision_objects, ScenarioConfig};
 use airlift::store::Store;
+use super::heap_accounting::{as_fleet, as_fleet_async, live};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,14 +29,14 @@ struct TimedFleet {
 impl TimedFleet {
     fn time<R>(&self, f: impl FnOnce() -> R) -> R {
         let started = Instant::now();
-        let r = f();
+        let r = as_fleet(f);
         self.spent_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         r
     }
 
     async fn time_async<R>(&self, f: impl std::future::Future<Output = R>) -> R {
         let started = Instant::now();
-        let r = f.await;
+        let r = as_fleet_async(f).await;
         self.spent_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         r
     }
@@ -86,14 +88,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
 }
 
-pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>, campaigns: usize, per_campaign: usize, rss_kib: fn() -> u64) -> anyhow::Result<()> {
+pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>, campaigns: usize, per_campaign: usize, probes: Probes) -> anyhow::Result<()> {
+    let Probes { rss_kib, cpu_seconds } = probes;
     let clock = Arc::new(ManualClock::new(SystemClock.now_unix_ms()));
-    let rss0 = rss_kib();
+    let (rss0, (engine_heap0, _)) = (rss_kib(), live());
     let store0 = store.size_on_disk()?;
     let total = campaigns * per_campaign;
     let fleet_config = FleetConfig { loss: 0.1, seed: 7, ..FleetConfig::default() };
     let first_eui = 0x70b3_d57e_1000_0000;
-    let (fleet, devices) = SimFleet::new(fleet_config.clone(), clock.clone(), vault.clone(), first_eui, &vec![airlift_sim::fleet::Behaviour::Normal; total]);
+    let (fleet, devices) = as_fleet(|| SimFleet::new(fleet_config.clone(), clock.clone(), vault.clone(), first_eui, &vec![airlift_sim::fleet::Behaviour::Normal; total]));
     let mut ids = Vec::with_capacity(campaigns);
     let provisioning = Instant::now();
     for c in 0..campaigns {
@@ -123,9 +126,15 @@ pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
         }
     }
     let metrics_before = airlift::metrics::recorder().render();
-    let (started, fleet0, virtual0) = (Instant::now(), timed.spent(), clock.now_unix_ms());
+    let (started, fleet0, virtual0, cpu0) = (Instant::now(), timed.spent(), clock.now_unix_ms(), cpu_seconds());
     let (mut engine_time, mut uplinks, mut steps) = (Duration::ZERO, 0u64, Vec::new());
+    let mut memory = Memory::default();
+    let mut sampled = Instant::now();
     while !due.is_empty() {
+        if sampled.elapsed() >= Duration::from_secs(1) {
+            memory.sample(rss_kib());
+            sampled = Instant::now();
+        }
         let now = clock.now_unix_ms();
         let ready: Vec<String> = due.iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect();
         for id in ready {
@@ -133,7 +142,7 @@ pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
             let next = engine.step(&id).await?;
             let took = t.elapsed().saturating_sub(timed.spent() - spent);
             engine_time += took;
-            steps.push(took);
+            as_fleet(|| steps.push(took));
             match next {
                 Some(at) => due.insert(id, at),
                 None => due.remove(&id),
@@ -144,10 +153,11 @@ pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
             let answered = engine.on_uplink(None, eui, fport, payload).await?;
             engine_time += t.elapsed().saturating_sub(timed.spent() - spent);
             uplinks += 1;
-            // Answers are let in for a moment before the run steps.
+            // Answers are let in for a while before the run steps, as the
+            // server's runner does.
             for id in answered {
                 if let Some(at) = due.get_mut(&id) {
-                    *at = (*at).min(now + 2_000);
+                    *at = (*at).min(now + answer_batch_ms(per_campaign));
                 }
             }
         }
@@ -155,19 +165,74 @@ pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
         let next_uplink = timed.fleet.next_uplink_ms().unwrap_or(u64::MAX);
         clock.advance_to(next_step.min(next_uplink).max(now + 1_000));
     }
-    let wall = started.elapsed();
+    let (wall, cpu) = (started.elapsed(), cpu_seconds() - cpu0);
     let fleet_time = timed.spent() - fleet0;
     let metrics_after = airlift::metrics::recorder().render();
     let plugin_calls = metric(&metrics_after, "airlift_plugin_calls_total") - metric(&metrics_before, "airlift_plugin_calls_total");
     steps.sort();
     let succeeded = ids.iter().filter(|id| engine.store.get::<airlift::model::Campaign>(id).ok().flatten().is_some_and(|c| c.status == airlift::model::CampaignStatus::Succeeded)).count();
     println!("  {succeeded} of {campaigns} campaigns succeeded; {uplinks} uplinks; {:.0} s of virtual time in {:.1} s wall", (clock.now_unix_ms() - virtual0) as f64 / 1000.0, wall.as_secs_f64());
-    println!("  engine time per uplink: {:.1} µs (the fleet's own time, {:.1} s, left out)", engine_time.as_secs_f64() * 1e6 / uplinks.max(1) as f64, fleet_time.as_secs_f64());
+    println!(
+        "  per uplink, the fleet's own time ({:.1} s) left out: engine time {:.1} µs, process CPU {:.1} µs",
+        fleet_time.as_secs_f64(),
+        engine_time.as_secs_f64() * 1e6 / uplinks.max(1) as f64,
+        (cpu - fleet_time.as_secs_f64()) * 1e6 / uplinks.max(1) as f64
+    );
     println!("  plugin calls per uplink: {:.2}; instantiations per second: {:.0}", plugin_calls / uplinks.max(1) as f64, plugin_calls / wall.as_secs_f64());
     println!("  step latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} steps", percentile(&steps, 0.5).as_secs_f64() * 1e3, percentile(&steps, 0.99).as_secs_f64() * 1e3, steps.last().copied().unwrap_or_default().as_secs_f64() * 1e3, steps.len());
+    memory.sample(rss_kib());
     // The simulated devices live in this process too (each holds its
-    // decoder and the file), so RSS counts them with the engine.
-    println!("  RSS per device, simulated devices included: {:.2} KiB; store per device: {:.2} KiB", rss_kib().saturating_sub(rss0) as f64 / total as f64, store.size_on_disk()?.saturating_sub(store0) as f64 / 1024.0 / total as f64);
+    // decoder and the file): their heap is counted apart and taken off.
+    let per_device = |kib: f64| kib / total as f64;
+    println!(
+        "  memory per device at the peak: RSS {:.2} KiB with the simulated fleet, the fleet's heap {:.2} KiB, so the engine {:.2} KiB RSS, of it {:.2} KiB heap",
+        per_device(memory.rss_kib.saturating_sub(rss0) as f64),
+        per_device(memory.fleet_heap as f64 / 1024.0),
+        per_device(memory.engine_rss_kib().saturating_sub(rss0) as f64),
+        per_device(memory.engine_heap.saturating_sub(engine_heap0) as f64 / 1024.0),
+    );
+    println!("  store per device: {:.2} KiB", per_device(store.size_on_disk()?.saturating_sub(store0) as f64 / 1024.0));
+    // What lies between the live heaps and RSS: memory the allocator keeps.
+    let (engine_heap, fleet_heap) = live();
+    if let Some(committed) = allocator_committed() {
+        println!("  at the end: the allocator holds {} MiB for {} MiB live (engine and fleet)", committed >> 20, (engine_heap + fleet_heap) >> 20);
+    }
     Ok(())
+}
+
+/// How the benchmark reads the process's memory and CPU.
+pub struct Probes {
+    pub rss_kib: fn() -> u64,
+    pub cpu_seconds: fn() -> f64,
+}
+
+/// Bytes mimalloc has committed, from its own statistics.
+fn allocator_committed() -> Option<u64> {
+    let stats = mimalloc::MiMalloc::stats_json().ok()?;
+    let stats: serde_json::Value = serde_json::from_slice(stats.to_bytes()).ok()?;
+    stats["committed"]["current"].as_u64()
+}
+
+/// The process's memory where it was highest (sampled once a second).
+#[derive(Default)]
+struct Memory {
+    rss_kib: u64,
+    fleet_heap: u64,
+    engine_heap: u64,
+}
+
+impl Memory {
+    fn sample(&mut self, rss_kib: u64) {
+        let (engine_heap, fleet_heap) = live();
+        self.engine_heap = self.engine_heap.max(engine_heap);
+        if rss_kib.saturating_sub(fleet_heap / 1024) > self.engine_rss_kib() {
+            (self.rss_kib, self.fleet_heap) = (rss_kib, fleet_heap);
+        }
+    }
+
+    /// RSS less the fleet's heap.
+    fn engine_rss_kib(&self) -> u64 {
+        self.rss_kib.saturating_sub(self.fleet_heap / 1024)
+    }
 }
 

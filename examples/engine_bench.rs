@@ -1,16 +1,21 @@
 //! Engine cost at scale, in virtual time: one campaign of many devices, and
 //! many campaigns of 100 devices (run one after the other on one store).
-//! Prints process CPU per uplink handled (engine + device-library plugin +
-//! simulated fleet, all in this process) and resident memory per device.
+//! For the one campaign it prints the engine's time per uplink with the
+//! simulated fleet's own time left out, and its memory per device with the
+//! fleet's heap left out ([`concurrent`], [`heap_accounting`]); for the
+//! campaigns one after the other, process CPU per uplink, fleet included.
 //!
 //!     cargo run --release -p airlift-examples --bin engine-bench -- [DEVICES] [CAMPAIGNS]
 //!
 //! With `--campaigns N --devices-per-campaign M` it runs N campaigns of M
-//! devices concurrently instead ([`concurrent`]).
+//! devices concurrently instead.
 
-/// The allocator the `airlift` binary runs with.
+/// The allocator the `airlift` binary runs with, mimalloc, with the live
+/// bytes of the engine and of the simulated fleet counted apart.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: heap_accounting::Accounted = heap_accounting::Accounted;
+
+mod heap_accounting;
 
 use airlift::clock::{Clock, ManualClock, SystemClock};
 use airlift::engine::RunOptions;
@@ -78,27 +83,18 @@ async fn main() -> anyhow::Result<()> {
     let vault = Arc::new(Vault::new([0; 32]));
     let host = Arc::new(HostServices::new(store.clone(), vault.clone(), Arc::new(SystemClock)));
     let runtime = Arc::new(PluginRuntime::new(dir.path().join("compiled"), host)?);
-    let b = bundled::bundled("lorawan-v1")?;
-    install(&runtime, &store, b.manifest.clone(), b.wasm())?;
-    if let Some((campaigns, per_campaign)) = concurrent {
-        let b = bundled::bundled("simulated")?;
+    for name in ["lorawan-v1", "simulated"] {
+        let b = bundled::bundled(name)?;
         install(&runtime, &store, b.manifest.clone(), b.wasm())?;
-        println!("{campaigns} campaigns of {per_campaign} devices at once, 10 % loss:");
-        return concurrent::run(&store, &vault, &runtime, campaigns, per_campaign, rss_kib).await;
     }
-    let rss0 = rss_kib();
-
-    let one = run(&store, &vault, &runtime, big, 0).await?;
-    let rss1 = rss_kib();
+    let probes = concurrent::Probes { rss_kib, cpu_seconds };
+    if let Some((campaigns, per_campaign)) = concurrent {
+        println!("{campaigns} campaigns of {per_campaign} devices at once, 10 % loss:");
+        return concurrent::run(&store, &vault, &runtime, campaigns, per_campaign, probes).await;
+    }
     println!("one campaign of {big} devices, 10 % loss:");
-    println!("  {} uplinks, {:.1} µs CPU per uplink, {:.1} s CPU, {:.1} s wall", one.uplinks, one.cpu_s * 1e6 / one.uplinks.max(1) as f64, one.cpu_s, one.wall_s);
-    // RSS counts the simulated fleet too (each device keeps the file it
-    // receives) and varies from run to run with the allocator; the store's
-    // bytes are the engine's own.
-    println!("  RSS grew {} KiB: {:.2} KiB per device (with the simulated fleet)", rss1.saturating_sub(rss0), rss1.saturating_sub(rss0) as f64 / big as f64);
-    store.flush()?;
-    let device_runs = store.list_prefix::<airlift::engine::DeviceRun>("")?.len().max(1);
-    println!("  store: {:.2} KiB on disk per device ({device_runs} device runs)", store.size_on_disk()? as f64 / 1024.0 / device_runs as f64);
+    concurrent::run(&store, &vault, &runtime, 1, big, probes).await?;
+    let rss1 = rss_kib();
 
     let (mut uplinks, mut cpu, mut wall) = (0, 0.0, 0.0);
     for i in 0..campaigns {

@@ -162,7 +162,7 @@ pub struct CampaignRun {
     #[serde(default)]
     pub answer_rate: Option<f64>,
 }
-object!(CampaignRun, "campaign-runs", |s| s.id());
+object!(CampaignRun, "campaign-runs", |s| s.id(), compact = true);
 
 /// The network has been failing since `since_ms`, the latest time with
 /// `error`.

@@ -10,9 +10,16 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// Answers are let in for this long (campaign time) before the engine
-/// steps: one step then handles a batch of them.
-const ANSWER_BATCH_MS: u64 = 2_000;
+/// Answers are let in for a while (campaign time) before the engine steps:
+/// one step then handles a batch of them. A step reads every device of the
+/// run, so a larger run lets answers in longer (1 ms per device, within
+/// these bounds) and the steps' cost per answer stays flat in its size.
+const ANSWER_BATCH_MS: std::ops::RangeInclusive<u64> = 2_000..=60_000;
+
+/// How long answers are let in before a run of `devices` steps.
+pub fn answer_batch_ms(devices: usize) -> u64 {
+    (*ANSWER_BATCH_MS.start() + devices as u64).min(*ANSWER_BATCH_MS.end())
+}
 /// Wait after a step failed (store or plugin trouble) before trying again.
 const STEP_RETRY_MS: u64 = 30_000;
 
@@ -141,6 +148,7 @@ impl<N: Network> Drop for Runner<N> {
 
 async fn drive<N: Network>(engine: Arc<Engine<N>>, run_id: String, wake: Arc<Notify>) {
     let clock = engine.clock.clone();
+    let devices = engine.store.get::<CampaignRun>(&run_id).ok().flatten().map_or(0, |r| r.device_count);
     loop {
         let next = match engine.step(&run_id).await {
             Ok(Some(at)) => at,
@@ -153,7 +161,7 @@ async fn drive<N: Network>(engine: Arc<Engine<N>>, run_id: String, wake: Arc<Not
         tokio::select! {
             _ = tokio::time::sleep(clock.real_wait_until(next)) => {}
             _ = wake.notified() => {
-                let soon = next.min(clock.now_unix_ms() + ANSWER_BATCH_MS);
+                let soon = next.min(clock.now_unix_ms() + answer_batch_ms(devices));
                 tokio::time::sleep(clock.real_wait_until(soon)).await;
             }
         }
