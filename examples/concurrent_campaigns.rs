@@ -169,6 +169,7 @@ pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
     let fleet_time = timed.spent() - fleet0;
     let metrics_after = airlift::metrics::recorder().render();
     let plugin_calls = metric(&metrics_after, "airlift_plugin_calls_total") - metric(&metrics_before, "airlift_plugin_calls_total");
+    let instances = metric(&metrics_after, "airlift_plugin_instances_total") - metric(&metrics_before, "airlift_plugin_instances_total");
     steps.sort();
     let succeeded = ids.iter().filter(|id| engine.store.get::<airlift::model::Campaign>(id).ok().flatten().is_some_and(|c| c.status == airlift::model::CampaignStatus::Succeeded)).count();
     println!("  {succeeded} of {campaigns} campaigns succeeded; {uplinks} uplinks; {:.0} s of virtual time in {:.1} s wall", (clock.now_unix_ms() - virtual0) as f64 / 1000.0, wall.as_secs_f64());
@@ -178,7 +179,12 @@ pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
         engine_time.as_secs_f64() * 1e6 / uplinks.max(1) as f64,
         (cpu - fleet_time.as_secs_f64()) * 1e6 / uplinks.max(1) as f64
     );
-    println!("  plugin calls per uplink: {:.2}; instantiations per second: {:.0}", plugin_calls / uplinks.max(1) as f64, plugin_calls / wall.as_secs_f64());
+    println!(
+        "  plugin calls per uplink: {:.2}; instantiations per uplink {:.2}, per second {:.0}",
+        plugin_calls / uplinks.max(1) as f64,
+        instances / uplinks.max(1) as f64,
+        instances / wall.as_secs_f64()
+    );
     println!("  step latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} steps", percentile(&steps, 0.5).as_secs_f64() * 1e3, percentile(&steps, 0.99).as_secs_f64() * 1e3, steps.last().copied().unwrap_or_default().as_secs_f64() * 1e3, steps.len());
     memory.sample(rss_kib());
     // The simulated devices live in this process too (each holds its

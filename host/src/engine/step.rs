@@ -636,6 +636,10 @@ impl<N: Network> Engine<N> {
         let retry_limit = run.retry_limit_at(&stage, rate);
         let mut next_wake = u64::MAX;
         let mut pending = 0;
+        // The devices to ask now, with their answer timeout: their
+        // requests are built in one batch.
+        let mut asking = Vec::new();
+        let mut contexts = Vec::new();
         for mut dev in devices {
             if !dev.active() || dev.answered {
                 continue;
@@ -662,8 +666,16 @@ impl<N: Network> Engine<N> {
                 continue;
             }
             let device = self.store.get::<Device>(&dev.dev_eui.to_string())?.ok_or_else(|| EngineError::Invalid(format!("device {} is gone", dev.dev_eui)))?;
-            let (name, dctx, cctx) = (stage.name.clone(), context::device(&device, &dev), ctx.clone());
-            let built = self.runtime.device_library(&library).build_request(name, Some(dctx), cctx).await;
+            contexts.push(context::device(&device, &dev));
+            asking.push((dev, timeout_s));
+        }
+        let built = match self.runtime.device_library(&library).build_requests(stage.name.clone(), contexts, ctx).await {
+            Ok(built) => built,
+            // The whole batch failed: each device as if its call had.
+            Err(e) => asking.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let ports = Self::ports(run);
+        for ((mut dev, timeout_s), built) in asking.into_iter().zip(built) {
             dev.attempts += 1;
             let downlinks = match built {
                 Ok(Ok(d)) => d,
@@ -680,7 +692,6 @@ impl<N: Network> Engine<N> {
             };
             dev.next_retry_ms = now + backoff_ms(timeout_s, dev.attempts);
             tx.put(&dev);
-            let ports = Self::ports(run);
             outbox.extend(downlinks.into_iter().map(|d| Outgoing::Unicast { dev_eui: dev.dev_eui, fport: ports.to_air(d.fport), payload: d.payload }));
             pending += 1;
             next_wake = next_wake.min(dev.next_retry_ms);

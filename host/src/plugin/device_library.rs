@@ -33,6 +33,20 @@ impl PluginRuntime {
 type Current = latest::device_library::DeviceLibraryPlugin;
 type Old = v0_1::device_library::DeviceLibraryPlugin;
 
+/// An instance, whichever contract the library speaks.
+enum Instance {
+    Current(Current),
+    Old(Old),
+}
+
+/// One device's request as the library built it: the outer error is the
+/// plugin failing on that call, the inner one the library's answer.
+pub type Built = Result<Result<Vec<Downlink>, LibraryError>, PluginError>;
+
+/// Calls one instance serves at most: its memory is bounded by the
+/// plugin's limit anyway; this bounds how long one batch holds a thread.
+const CALLS_PER_INSTANCE: usize = 256;
+
 impl DeviceLibrary<'_> {
     /// Instantiate the library and run `current` on it, or `old` when it
     /// was built against contract 0.1.0.
@@ -90,6 +104,40 @@ impl DeviceLibrary<'_> {
             },
         )
         .await
+    }
+
+    /// [`Self::build_request`] for each of `devices` in one stage, the
+    /// calls sharing instances (a few hundred calls each, a fresh one
+    /// after a call failed). One result per device, in order.
+    pub async fn build_requests(&self, stage: String, devices: Vec<DeviceContext>, campaign: CampaignContext) -> Result<Vec<Built>, PluginError> {
+        let mut built = Vec::with_capacity(devices.len());
+        let mut devices = devices.into_iter().peekable();
+        while devices.peek().is_some() {
+            let batch: Vec<DeviceContext> = devices.by_ref().take(CALLS_PER_INSTANCE).collect();
+            let (stage, campaign) = (stage.clone(), campaign.clone());
+            let results = self
+                .runtime
+                .call_device_library_many(
+                    &self.plugin,
+                    batch,
+                    |s, pre| {
+                        Ok(match pre {
+                            DeviceLibraryPre::V0_2(p) => Instance::Current(p.instantiate(&mut *s)?),
+                            DeviceLibraryPre::V0_1(p) => Instance::Old(p.instantiate(&mut *s)?),
+                        })
+                    },
+                    move |s, instance, device| match instance {
+                        Instance::Current(p) => p.airlift_plugin_device_library().call_build_request(s, &stage, Some(&device), &campaign),
+                        Instance::Old(p) => {
+                            let device: v0_1::types::DeviceContext = same_shape(&device)?;
+                            same_shape(&p.airlift_plugin_device_library().call_build_request(s, &stage, Some(&device), &same_shape(&campaign)?)?)
+                        }
+                    },
+                )
+                .await?;
+            built.extend(results);
+        }
+        Ok(built)
     }
 
     /// `campaign`: the campaign the device is in, so the library can tell

@@ -2,7 +2,7 @@ use crate::model::PluginKind;
 
 /// Why a plugin could not be loaded or a call into it failed. A failed
 /// call never takes the host down: the instance is discarded with its store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PluginError {
     #[error("plugin '{0}' is not loaded")]
     NotFound(String),

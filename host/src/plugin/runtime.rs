@@ -336,39 +336,11 @@ impl PluginRuntime {
         // wait up to the longest request timeout).
         let io_allowance = if expected == PluginKind::Backend { MAX_REQUEST_TIMEOUT_MS as u64 } else { 0 };
         let outer = Duration::from_millis(limits.timeout_ms as u64 + io_allowance) + Duration::from_secs(5);
-        let state = CallState {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter { max_bytes: limits.memory_mib as usize * 1024 * 1024, refused: false },
-            plugin: manifest.clone(),
-            host: self.host.clone(),
-            grant,
-            call_deadline: Instant::now() + outer,
-            io_wait: Duration::ZERO,
-            io_wait_credited: Duration::ZERO,
-            lasting_network_failure: None,
-        };
-        let engine = self.engine.clone();
+        let stores = StoreMaker { engine: self.engine.clone(), host: self.host.clone(), manifest: manifest.clone(), grant, outer };
         let plugin = plugin.clone();
-        let ticks = (limits.timeout_ms as u64).div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
         let started = Instant::now();
         let job = tokio::task::spawn_blocking(move || {
-            let mut store = Store::new(&engine, state);
-            store.limiter(|s| &mut s.limiter);
-            store.set_epoch_deadline(ticks);
-            let _ = store.set_fuel(u64::MAX);
-            // Past the deadline, credit the time spent waiting in host
-            // imports (a 600 s upload) before trapping.
-            store.epoch_deadline_callback(|mut ctx| {
-                let state = ctx.data_mut();
-                let owed = state.io_wait.saturating_sub(state.io_wait_credited);
-                let ticks = (owed.as_millis() / EPOCH_TICK.as_millis()) as u64;
-                if ticks == 0 {
-                    return Err(Trap::Interrupt.into());
-                }
-                state.io_wait_credited += EPOCH_TICK * ticks as u32;
-                Ok(wasmtime::UpdateDeadline::Continue(ticks))
-            });
+            let mut store = stores.make();
             let result = f(&mut store, &plugin.typed);
             let fuel_used = u64::MAX - store.get_fuel().unwrap_or(u64::MAX);
             (result, store.data().limiter.refused, fuel_used)
@@ -380,6 +352,129 @@ impl PluginRuntime {
         };
         record_call(&manifest.name, &result, started.elapsed(), fuel_used);
         result
+    }
+
+    /// Call a device library once per item, on one blocking thread, in one
+    /// instance for as long as its calls succeed (the contract keeps no
+    /// state between calls): `instantiate` makes the instance, again after
+    /// a call failed, and `each` makes one call. Each call has the
+    /// plugin's limits on its own and its own outcome; the outer error is
+    /// the whole batch failing (its thread, or every deadline at once).
+    pub(super) async fn call_device_library_many<T, I: Send + 'static, R: Send + 'static>(
+        &self,
+        plugin: &Arc<Plugin>,
+        items: Vec<I>,
+        instantiate: impl Fn(&mut Store<CallState>, &DeviceLibraryPre) -> wasmtime::Result<T> + Send + 'static,
+        each: impl Fn(&mut Store<CallState>, &T, I) -> wasmtime::Result<R> + Send + 'static,
+    ) -> Result<Vec<Result<R, PluginError>>, PluginError> {
+        let manifest = plugin.manifest.clone();
+        let Typed::DeviceLibrary(_) = &plugin.typed else {
+            return Err(PluginError::WrongKind { name: manifest.name.clone(), expected: PluginKind::DeviceLibrary, actual: manifest.kind });
+        };
+        let _permit = plugin.permits.clone().acquire_owned().await.expect("plugin semaphore never closes");
+        let limits = manifest.limits.clone();
+        let per_call = Duration::from_millis(limits.timeout_ms as u64) + Duration::from_secs(5);
+        let outer = per_call * items.len().max(1) as u32;
+        let stores = StoreMaker { engine: self.engine.clone(), host: self.host.clone(), manifest: manifest.clone(), grant: None, outer: per_call };
+        let plugin = plugin.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let Typed::DeviceLibrary(pre) = &plugin.typed else { unreachable!("kind checked before the call") };
+            let mut live: Option<(Store<CallState>, T)> = None;
+            let mut results = Vec::with_capacity(items.len());
+            for item in items {
+                let started = Instant::now();
+                let (mut store, instance) = match live.take() {
+                    Some((mut store, instance)) => {
+                        stores.renew(&mut store);
+                        (store, instance)
+                    }
+                    None => {
+                        let mut store = stores.make();
+                        match instantiate(&mut store, pre) {
+                            Ok(instance) => (store, instance),
+                            Err(e) => {
+                                let result = Err(classify(&stores.manifest, &limits, store.data().limiter.refused, e));
+                                record_call(&stores.manifest.name, &result, started.elapsed(), None);
+                                results.push(result);
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let result = each(&mut store, &instance, item);
+                let fuel_used = u64::MAX - store.get_fuel().unwrap_or(u64::MAX);
+                let result = result.map_err(|e| classify(&stores.manifest, &limits, store.data().limiter.refused, e));
+                record_call(&stores.manifest.name, &result, started.elapsed(), Some(fuel_used));
+                // A failed call may have left the instance half way: the
+                // next one gets a fresh instance.
+                if result.is_ok() {
+                    live = Some((store, instance));
+                }
+                results.push(result);
+            }
+            results
+        });
+        match tokio::time::timeout(outer, job).await {
+            Ok(Ok(results)) => Ok(results),
+            Ok(Err(join)) => Err(PluginError::Trap { name: manifest.name.clone(), message: format!("host thread failed: {join}") }),
+            Err(_) => Err(PluginError::Timeout { name: manifest.name.clone(), timeout_ms: manifest.limits.timeout_ms }),
+        }
+    }
+}
+
+/// Makes the stores of one plugin's calls: its memory limit, its time
+/// limit in epoch ticks, fuel to count the work done.
+struct StoreMaker {
+    engine: Engine,
+    host: Arc<HostServices>,
+    manifest: Arc<PluginManifest>,
+    grant: Option<Arc<BackendGrant>>,
+    /// The most one call may take, time in host imports included.
+    outer: Duration,
+}
+
+impl StoreMaker {
+    fn make(&self) -> Store<CallState> {
+        let limits = &self.manifest.limits;
+        let state = CallState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max_bytes: limits.memory_mib as usize * 1024 * 1024, refused: false },
+            plugin: self.manifest.clone(),
+            host: self.host.clone(),
+            grant: self.grant.clone(),
+            call_deadline: Instant::now() + self.outer,
+            io_wait: Duration::ZERO,
+            io_wait_credited: Duration::ZERO,
+            lasting_network_failure: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Past the deadline, credit the time spent waiting in host
+        // imports (a 600 s upload) before trapping.
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            let owed = state.io_wait.saturating_sub(state.io_wait_credited);
+            let ticks = (owed.as_millis() / EPOCH_TICK.as_millis()) as u64;
+            if ticks == 0 {
+                return Err(Trap::Interrupt.into());
+            }
+            state.io_wait_credited += EPOCH_TICK * ticks as u32;
+            Ok(wasmtime::UpdateDeadline::Continue(ticks))
+        });
+        self.renew(&mut store);
+        metrics::counter!("airlift_plugin_instances_total", "plugin" => self.manifest.name.clone()).increment(1);
+        store
+    }
+
+    /// Give a store a whole call's time and fuel again.
+    fn renew(&self, store: &mut Store<CallState>) {
+        let ticks = (self.manifest.limits.timeout_ms as u64).div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+        let _ = store.set_fuel(u64::MAX);
+        let state = store.data_mut();
+        state.call_deadline = Instant::now() + self.outer;
+        (state.io_wait, state.io_wait_credited) = (Duration::ZERO, Duration::ZERO);
     }
 }
 
