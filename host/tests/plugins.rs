@@ -73,6 +73,29 @@ async fn trap_loop_and_unbounded_allocation_each_fail_only_their_call() {
 }
 
 #[tokio::test]
+async fn a_warm_instance_serves_only_its_own_campaign_and_never_after_a_failed_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHost::start(dir.path()).await.unwrap();
+    h.load_plugin("fixture-misbehave").await;
+    let runtime = h.server.state.runtime.clone();
+    let plugin = runtime.active("fixture-misbehave").unwrap();
+    let parse_for = |campaign: &str, fport: u8| {
+        let (runtime, plugin) = (runtime.clone(), plugin.clone());
+        let ctx = airlift::plugin::device_library::CampaignContext { campaign_id: campaign.into(), ..campaign_context() };
+        async move { runtime.device_library(&plugin).parse_uplink(fport, vec![1, 2, 3], device(), ctx).await.map(|r| r.expect("fixture never returns a parse error")) }
+    };
+    // The fixture counts the calls its instance served (state the contract
+    // tells libraries not to keep).
+    let call = |events: Vec<UplinkEvent>| note(&events).split(' ').nth(1).and_then(|n| n.parse::<u32>().ok()).expect("a call number");
+    assert_eq!(call(parse_for("a", 9).await.unwrap()), 1);
+    assert_eq!(call(parse_for("a", 9).await.unwrap()), 2, "campaign a's next call runs warm");
+    assert_eq!(call(parse_for("b", 9).await.unwrap()), 1, "campaign b never gets a's instance");
+    assert!(matches!(parse_for("a", 1).await, Err(PluginError::Trap { .. })));
+    assert_eq!(call(parse_for("a", 9).await.unwrap()), 1, "a failed call's instance is dropped");
+    assert_eq!(call(parse_for("b", 9).await.unwrap()), 2);
+}
+
+#[tokio::test]
 async fn many_concurrent_runaway_calls_do_not_starve_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let h = TestHost::start(dir.path()).await.unwrap();

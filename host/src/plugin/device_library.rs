@@ -16,9 +16,10 @@ pub use latest::device_library::exports::airlift::plugin::device_library::{
 };
 pub use latest::types::{Attribute, DeviceContext, Eui, IsmBand, LorawanVersion, MulticastGroup, SessionClass};
 
-/// A device library to call. Each call runs in a fresh instance under the
-/// plugin's limits; the outer error is the plugin failing (trap, timeout),
-/// the inner one the library's own answer.
+/// A device library to call. Each call runs under the plugin's limits, in
+/// a fresh instance or one its campaign's calls left warm; the outer error
+/// is the plugin failing (trap, timeout), the inner one the library's own
+/// answer.
 pub struct DeviceLibrary<'r> {
     runtime: &'r PluginRuntime,
     plugin: Arc<Plugin>,
@@ -39,6 +40,13 @@ enum Instance {
     Old(Old),
 }
 
+fn instantiate(s: &mut Store<super::CallState>, pre: &DeviceLibraryPre) -> wasmtime::Result<Instance> {
+    Ok(match pre {
+        DeviceLibraryPre::V0_2(p) => Instance::Current(p.instantiate(&mut *s)?),
+        DeviceLibraryPre::V0_1(p) => Instance::Old(p.instantiate(&mut *s)?),
+    })
+}
+
 /// One device's request as the library built it: the outer error is the
 /// plugin failing on that call, the inner one the library's answer.
 pub type Built = Result<Result<Vec<Downlink>, LibraryError>, PluginError>;
@@ -48,29 +56,30 @@ pub type Built = Result<Result<Vec<Downlink>, LibraryError>, PluginError>;
 const CALLS_PER_INSTANCE: usize = 256;
 
 impl DeviceLibrary<'_> {
-    /// Instantiate the library and run `current` on it, or `old` when it
-    /// was built against contract 0.1.0.
+    /// Run `current` on an instance of the library, or `old` when it was
+    /// built against contract 0.1.0. On behalf of a campaign (`scope`), the
+    /// call may run in an instance a call of that campaign left warm, and
+    /// leaves its own.
     async fn call<R: Send + 'static>(
         &self,
+        scope: Option<&str>,
         current: impl FnOnce(&mut Store<super::CallState>, &Current) -> wasmtime::Result<R> + Send + 'static,
         old: impl FnOnce(&mut Store<super::CallState>, &Old) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<R, PluginError> {
-        self.runtime
-            .call_device_library(&self.plugin, move |s, pre| match pre {
-                DeviceLibraryPre::V0_2(p) => {
-                    let instance = p.instantiate(&mut *s)?;
-                    current(s, &instance)
-                }
-                DeviceLibraryPre::V0_1(p) => {
-                    let instance = p.instantiate(&mut *s)?;
-                    old(s, &instance)
-                }
+        let calls = vec![(current, old)];
+        let mut results = self
+            .runtime
+            .call_device_library_many(&self.plugin, scope.map(str::to_string), calls, instantiate, |s, instance, (current, old)| match instance {
+                Instance::Current(p) => current(s, p),
+                Instance::Old(p) => old(s, p),
             })
-            .await
+            .await?;
+        results.pop().unwrap_or_else(|| Err(PluginError::Trap { name: self.plugin.manifest.name.clone(), message: "the call returned nothing".into() }))
     }
 
     pub async fn describe(&self) -> Result<LibraryInfo, PluginError> {
         self.call(
+            None,
             |s, p| p.airlift_plugin_device_library().call_describe(s),
             |s, p| same_shape(&p.airlift_plugin_device_library().call_describe(s)?),
         )
@@ -80,6 +89,7 @@ impl DeviceLibrary<'_> {
     pub async fn plan(&self, campaign: CampaignContext) -> Result<Result<Vec<StageSpec>, LibraryError>, PluginError> {
         let old_campaign = campaign.clone();
         self.call(
+            None,
             move |s, p| p.airlift_plugin_device_library().call_plan(s, &campaign),
             move |s, p| same_shape(&p.airlift_plugin_device_library().call_plan(s, &same_shape(&old_campaign)?)?),
         )
@@ -88,6 +98,7 @@ impl DeviceLibrary<'_> {
 
     pub async fn fragment_layout(&self, file_size: u32, max_payload: u16) -> Result<Result<Fragmentation, LibraryError>, PluginError> {
         self.call(
+            None,
             move |s, p| p.airlift_plugin_device_library().call_fragment_layout(s, file_size, max_payload),
             move |s, p| same_shape(&p.airlift_plugin_device_library().call_fragment_layout(s, file_size, max_payload)?),
         )
@@ -96,7 +107,9 @@ impl DeviceLibrary<'_> {
 
     pub async fn build_request(&self, stage: String, device: Option<DeviceContext>, campaign: CampaignContext) -> Result<Result<Vec<Downlink>, LibraryError>, PluginError> {
         let (old_stage, old_device, old_campaign) = (stage.clone(), device.clone(), campaign.clone());
+        let scope = campaign.campaign_id.clone();
         self.call(
+            Some(&scope),
             move |s, p| p.airlift_plugin_device_library().call_build_request(s, &stage, device.as_ref(), &campaign),
             move |s, p| {
                 let device: Option<v0_1::types::DeviceContext> = old_device.as_ref().map(same_shape).transpose()?;
@@ -115,17 +128,14 @@ impl DeviceLibrary<'_> {
         while devices.peek().is_some() {
             let batch: Vec<DeviceContext> = devices.by_ref().take(CALLS_PER_INSTANCE).collect();
             let (stage, campaign) = (stage.clone(), campaign.clone());
+            let scope = Some(campaign.campaign_id.clone());
             let results = self
                 .runtime
                 .call_device_library_many(
                     &self.plugin,
+                    scope,
                     batch,
-                    |s, pre| {
-                        Ok(match pre {
-                            DeviceLibraryPre::V0_2(p) => Instance::Current(p.instantiate(&mut *s)?),
-                            DeviceLibraryPre::V0_1(p) => Instance::Old(p.instantiate(&mut *s)?),
-                        })
-                    },
+                    instantiate,
                     move |s, instance, device| match instance {
                         Instance::Current(p) => p.airlift_plugin_device_library().call_build_request(s, &stage, Some(&device), &campaign),
                         Instance::Old(p) => {
@@ -145,7 +155,9 @@ impl DeviceLibrary<'_> {
     /// A 0.1.0 library never sees it.
     pub async fn parse_uplink(&self, fport: u8, payload: Vec<u8>, device: DeviceContext, campaign: CampaignContext) -> Result<Result<Vec<UplinkEvent>, ParseError>, PluginError> {
         let (old_payload, old_device) = (payload.clone(), device.clone());
+        let scope = campaign.campaign_id.clone();
         self.call(
+            Some(&scope),
             move |s, p| p.airlift_plugin_device_library().call_parse_uplink(s, fport, &payload, &device, &campaign),
             move |s, p| same_shape(&p.airlift_plugin_device_library().call_parse_uplink(s, fport, &old_payload, &same_shape(&old_device)?)?),
         )
@@ -160,6 +172,7 @@ impl DeviceLibrary<'_> {
         let data = Arc::new(data);
         let old_data = data.clone();
         self.call(
+            None,
             move |s, p| p.airlift_plugin_device_library().call_fragments(s, &data, layout, first, count),
             move |s, p| {
                 Ok(match p.airlift_plugin_device_library().call_fragments(s, &old_data, same_shape(&layout)?, first, count)? {

@@ -141,6 +141,7 @@ pub struct PluginRuntime {
     /// Every loaded version by content hash (campaigns pin by hash).
     by_hash: RwLock<HashMap<String, Arc<Plugin>>>,
     ticker_stop: Arc<AtomicBool>,
+    warm: Arc<Warm>,
 }
 
 impl Drop for PluginRuntime {
@@ -156,13 +157,13 @@ impl PluginRuntime {
         // Epochs bound a call's time; fuel only measures the work done
         // (each call starts with more than it can use).
         config.wasm_component_model(true).epoch_interruption(true).consume_fuel(true);
-        // Every call instantiates its plugin afresh (isolation): pooled
-        // slots with copy-on-write images spare a mmap/munmap pair and its
-        // TLB shootdowns per call (engine-bench, 100 campaigns at once:
-        // 198–206 → 182 µs per uplink). Calls at once are bounded by each
-        // plugin's semaphore (at most 64 per plugin); 256 instances leave
-        // room for every plugin a host loads. The per-plugin memory limit
-        // still applies (the store's limiter).
+        // Instances come from pooled slots with copy-on-write images: each
+        // spares a mmap/munmap pair and its TLB shootdowns (engine-bench,
+        // 100 campaigns at once: 198–206 → 182 µs per uplink). Calls at
+        // once are bounded by each plugin's semaphore (at most 64 per
+        // plugin); 256 instances leave room for every plugin a host loads
+        // and the warm ones ([`Warm`]). The per-plugin memory limit still
+        // applies (the store's limiter).
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(256)
             .total_core_instances(1024)
@@ -196,6 +197,7 @@ impl PluginRuntime {
             active: RwLock::default(),
             by_hash: RwLock::default(),
             ticker_stop,
+            warm: Arc::default(),
         })
     }
 
@@ -275,20 +277,6 @@ impl PluginRuntime {
         all
     }
 
-    /// Call a device-library plugin: `f` gets a fresh store and the
-    /// plugin's entry point to instantiate it in.
-    pub(super) async fn call_device_library<R: Send + 'static>(
-        &self,
-        plugin: &Arc<Plugin>,
-        f: impl FnOnce(&mut Store<CallState>, &DeviceLibraryPre) -> wasmtime::Result<R> + Send + 'static,
-    ) -> Result<R, PluginError> {
-        self.call(plugin, None, PluginKind::DeviceLibrary, move |store, typed| match typed {
-            Typed::DeviceLibrary(pre) => f(store, pre),
-            _ => unreachable!("kind checked before the call"),
-        })
-        .await
-    }
-
     /// Call a backend plugin on behalf of a backend instance.
     pub(super) async fn call_backend<R: Send + 'static>(
         &self,
@@ -360,9 +348,14 @@ impl PluginRuntime {
     /// a call failed, and `each` makes one call. Each call has the
     /// plugin's limits on its own and its own outcome; the outer error is
     /// the whole batch failing (its thread, or every deadline at once).
-    pub(super) async fn call_device_library_many<T, I: Send + 'static, R: Send + 'static>(
+    ///
+    /// With a `scope` (a campaign), the instance is kept warm after the
+    /// last call and the next batch of the same scope may start with it
+    /// ([`Warm`]); an instance never serves two scopes.
+    pub(super) async fn call_device_library_many<T: Send + 'static, I: Send + 'static, R: Send + 'static>(
         &self,
         plugin: &Arc<Plugin>,
+        scope: Option<String>,
         items: Vec<I>,
         instantiate: impl Fn(&mut Store<CallState>, &DeviceLibraryPre) -> wasmtime::Result<T> + Send + 'static,
         each: impl Fn(&mut Store<CallState>, &T, I) -> wasmtime::Result<R> + Send + 'static,
@@ -377,9 +370,11 @@ impl PluginRuntime {
         let outer = per_call * items.len().max(1) as u32;
         let stores = StoreMaker { engine: self.engine.clone(), host: self.host.clone(), manifest: manifest.clone(), grant: None, outer: per_call };
         let plugin = plugin.clone();
+        let warm = self.warm.clone();
         let job = tokio::task::spawn_blocking(move || {
             let Typed::DeviceLibrary(pre) = &plugin.typed else { unreachable!("kind checked before the call") };
-            let mut live: Option<(Store<CallState>, T)> = None;
+            let key = scope.map(|scope| (plugin.sha256.clone(), scope));
+            let mut live: Option<(Store<CallState>, T)> = key.as_ref().and_then(|k| warm.take(k));
             let mut results = Vec::with_capacity(items.len());
             for item in items {
                 let started = Instant::now();
@@ -412,6 +407,9 @@ impl PluginRuntime {
                 }
                 results.push(result);
             }
+            if let (Some(key), Some((store, instance))) = (key, live) {
+                warm.keep(key, store, instance);
+            }
             results
         });
         match tokio::time::timeout(outer, job).await {
@@ -419,6 +417,49 @@ impl PluginRuntime {
             Ok(Err(join)) => Err(PluginError::Trap { name: manifest.name.clone(), message: format!("host thread failed: {join}") }),
             Err(_) => Err(PluginError::Timeout { name: manifest.name.clone(), timeout_ms: manifest.limits.timeout_ms }),
         }
+    }
+}
+
+/// Device-library instances kept between calls, each for the plugin
+/// version and campaign it served: a campaign's next call skips
+/// instantiating. The contract keeps no state between calls, so this
+/// changes nothing a library may rely on; one campaign's instance never
+/// serves another, and a failed call's instance is never kept. The least
+/// recently used go first beyond [`WARM_INSTANCES`].
+#[derive(Default)]
+struct Warm {
+    idle: std::sync::Mutex<std::collections::VecDeque<Idle>>,
+}
+
+struct Idle {
+    key: (String, String),
+    store: Store<CallState>,
+    instance: Box<dyn std::any::Any + Send>,
+}
+
+/// Warm instances at most, over all plugins: well within the pool's 256,
+/// which also serves every call running.
+const WARM_INSTANCES: usize = 32;
+
+impl Warm {
+    fn take<T: 'static>(&self, key: &(String, String)) -> Option<(Store<CallState>, T)> {
+        let idle = {
+            let mut idle = self.idle.lock().unwrap();
+            let at = idle.iter().rposition(|i| &i.key == key)?;
+            idle.remove(at)?
+        };
+        let instance = idle.instance.downcast::<T>().ok()?;
+        Some((idle.store, *instance))
+    }
+
+    fn keep<T: Send + 'static>(&self, key: (String, String), store: Store<CallState>, instance: T) {
+        let evicted = {
+            let mut idle = self.idle.lock().unwrap();
+            idle.push_back(Idle { key, store, instance: Box::new(instance) });
+            (idle.len() > WARM_INSTANCES).then(|| idle.pop_front())
+        };
+        // Dropped outside the lock: it gives its slot back to the pool.
+        drop(evicted);
     }
 }
 
