@@ -188,16 +188,20 @@ pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
     println!("  step latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} steps", percentile(&steps, 0.5).as_secs_f64() * 1e3, percentile(&steps, 0.99).as_secs_f64() * 1e3, steps.last().copied().unwrap_or_default().as_secs_f64() * 1e3, steps.len());
     memory.sample(rss_kib());
     // The simulated devices live in this process too (each holds its
-    // decoder and the file): their heap is counted apart and taken off.
-    let per_device = |kib: f64| kib / total as f64;
+    // decoder and the file): their heap is counted apart. What RSS holds
+    // beyond both heaps is the allocator's spare room (freed blocks it
+    // keeps, half-used pages), which no owner can be charged with.
+    let per_device = |bytes: u64| bytes as f64 / 1024.0 / total as f64;
+    let (rss, fleet, engine) = (memory.at_peak.rss_kib.saturating_sub(rss0) * 1024, memory.at_peak.fleet_heap, memory.at_peak.engine_heap.saturating_sub(engine_heap0));
     println!(
-        "  memory per device at the peak: RSS {:.2} KiB with the simulated fleet, the fleet's heap {:.2} KiB, so the engine {:.2} KiB RSS, of it {:.2} KiB heap",
-        per_device(memory.rss_kib.saturating_sub(rss0) as f64),
-        per_device(memory.fleet_heap as f64 / 1024.0),
-        per_device(memory.engine_rss_kib().saturating_sub(rss0) as f64),
-        per_device(memory.engine_heap.saturating_sub(engine_heap0) as f64 / 1024.0),
+        "  memory per device at peak RSS: RSS {:.2} KiB = the fleet's heap {:.2} + the engine's heap {:.2} + the allocator's spare room {:.2}; the engine's heap peaked at {:.2} KiB",
+        per_device(rss),
+        per_device(fleet),
+        per_device(engine),
+        per_device(rss.saturating_sub(fleet + engine)),
+        per_device(memory.engine_heap_peak.saturating_sub(engine_heap0)),
     );
-    println!("  store per device: {:.2} KiB", per_device(store.size_on_disk()?.saturating_sub(store0) as f64 / 1024.0));
+    println!("  store per device: {:.2} KiB", per_device(store.size_on_disk()?.saturating_sub(store0)));
     // What lies between the live heaps and RSS: memory the allocator keeps.
     let (engine_heap, fleet_heap) = live();
     if let Some(committed) = allocator_committed() {
@@ -219,9 +223,16 @@ fn allocator_committed() -> Option<u64> {
     stats["committed"]["current"].as_u64()
 }
 
-/// The process's memory where it was highest (sampled once a second).
+/// The process's memory where RSS was highest, and the engine's heap at
+/// its own highest (sampled once a second).
 #[derive(Default)]
 struct Memory {
+    at_peak: Sample,
+    engine_heap_peak: u64,
+}
+
+#[derive(Default)]
+struct Sample {
     rss_kib: u64,
     fleet_heap: u64,
     engine_heap: u64,
@@ -230,15 +241,9 @@ struct Memory {
 impl Memory {
     fn sample(&mut self, rss_kib: u64) {
         let (engine_heap, fleet_heap) = live();
-        self.engine_heap = self.engine_heap.max(engine_heap);
-        if rss_kib.saturating_sub(fleet_heap / 1024) > self.engine_rss_kib() {
-            (self.rss_kib, self.fleet_heap) = (rss_kib, fleet_heap);
+        self.engine_heap_peak = self.engine_heap_peak.max(engine_heap);
+        if rss_kib > self.at_peak.rss_kib {
+            self.at_peak = Sample { rss_kib, fleet_heap, engine_heap };
         }
     }
-
-    /// RSS less the fleet's heap.
-    fn engine_rss_kib(&self) -> u64 {
-        self.rss_kib.saturating_sub(self.fleet_heap / 1024)
-    }
 }
-
