@@ -93,6 +93,13 @@ async fn a_warm_instance_serves_only_its_own_campaign_and_never_after_a_failed_c
     assert!(matches!(parse_for("a", 1).await, Err(PluginError::Trap { .. })));
     assert_eq!(call(parse_for("a", 9).await.unwrap()), 1, "a failed call's instance is dropped");
     assert_eq!(call(parse_for("b", 9).await.unwrap()), 2);
+    // A refused allocation the library coped with leaves its warm instance
+    // usable, and a later trap there is a trap, not running out of memory.
+    assert_eq!(note(&parse_for("c", 4).await.unwrap()), "64 MiB refused: true");
+    match parse_for("c", 1).await {
+        Err(PluginError::Trap { message, .. }) => assert!(message.contains("unreachable"), "{message}"),
+        other => panic!("trap expected, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -508,7 +508,7 @@ impl StoreMaker {
         store
     }
 
-    /// Give a store a whole call's time and fuel again.
+    /// Give a store a whole call's time, fuel and budget again.
     fn renew(&self, store: &mut Store<CallState>) {
         let ticks = (self.manifest.limits.timeout_ms as u64).div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(ticks);
@@ -516,6 +516,9 @@ impl StoreMaker {
         let state = store.data_mut();
         state.call_deadline = Instant::now() + self.outer;
         (state.io_wait, state.io_wait_credited) = (Duration::ZERO, Duration::ZERO);
+        // A growth refused in an earlier call that the guest survived must
+        // not make this call's trap look like running out of memory.
+        state.limiter.refused = false;
     }
 }
 
