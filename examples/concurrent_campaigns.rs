@@ -142,6 +142,7 @@ pub async fn run(store: &Store, vault: &Arc<Vault>, runtime: &Arc<PluginRuntime>
             let next = engine.step(&id).await?;
             let took = t.elapsed().saturating_sub(timed.spent() - spent);
             engine_time += took;
+            // The benchmark's own records are not the engine's memory.
             as_fleet(|| steps.push(took));
             match next {
                 Some(at) => due.insert(id, at),

@@ -49,9 +49,10 @@ fn header(layout: Layout) -> usize {
     layout.align().max(16)
 }
 
-fn with_header(layout: Layout) -> Layout {
-    // Cannot overflow for any layout the standard library hands out.
-    Layout::from_size_align(layout.size() + header(layout), header(layout)).expect("layout with header")
+/// The block as allocated: `size` bytes after the header. None when that
+/// is too large to allocate at all.
+fn with_header(layout: Layout, size: usize) -> Option<Layout> {
+    Layout::from_size_align(size.checked_add(header(layout))?, header(layout)).ok()
 }
 
 unsafe impl GlobalAlloc for Accounted {
@@ -67,7 +68,9 @@ unsafe impl GlobalAlloc for Accounted {
         unsafe {
             let base = ptr.sub(header(layout));
             LIVE[*ptr.sub(1) as usize].fetch_sub(MiMalloc.usable_size(base) as isize, Ordering::Relaxed);
-            MiMalloc.dealloc(base, with_header(layout));
+            // It was allocated with this layout, so it exists.
+            let block = Layout::from_size_align_unchecked(layout.size() + header(layout), header(layout));
+            MiMalloc.dealloc(base, block);
         }
     }
 
@@ -76,7 +79,9 @@ unsafe impl GlobalAlloc for Accounted {
             let h = header(layout);
             let owner = *ptr.sub(1);
             let old_size = MiMalloc.usable_size(ptr.sub(h));
-            let base = MiMalloc.realloc(ptr.sub(h), with_header(layout), new_size + h);
+            let Some(grown) = with_header(layout, new_size) else { return std::ptr::null_mut() };
+            let block = Layout::from_size_align_unchecked(layout.size() + h, h);
+            let base = MiMalloc.realloc(ptr.sub(h), block, grown.size());
             if base.is_null() {
                 return base;
             }
@@ -88,7 +93,8 @@ unsafe impl GlobalAlloc for Accounted {
 
 impl Accounted {
     unsafe fn alloc_with(&self, layout: Layout, alloc: impl FnOnce(Layout) -> *mut u8) -> *mut u8 {
-        let base = alloc(with_header(layout));
+        let Some(block) = with_header(layout, layout.size()) else { return std::ptr::null_mut() };
+        let base = alloc(block);
         if base.is_null() {
             return base;
         }
