@@ -23,7 +23,22 @@ fn device() -> DeviceContext {
 }
 
 async fn parse(runtime: &PluginRuntime, plugin: &Arc<Plugin>, fport: u8) -> Result<Vec<UplinkEvent>, PluginError> {
-    runtime.device_library(plugin).parse_uplink(fport, vec![1, 2, 3], device(), campaign_context()).await.map(|r| r.expect("fixture never returns a parse error"))
+    parse_for(runtime, plugin, &campaign_context().campaign_id, fport).await
+}
+
+/// [`parse`] on behalf of campaign `campaign`.
+async fn parse_for(runtime: &PluginRuntime, plugin: &Arc<Plugin>, campaign: &str, fport: u8) -> Result<Vec<UplinkEvent>, PluginError> {
+    let ctx = airlift::plugin::device_library::CampaignContext { campaign_id: campaign.into(), ..campaign_context() };
+    runtime.device_library(plugin).parse_uplink(fport, vec![1, 2, 3], device(), ctx).await.map(|r| r.expect("fixture never returns a parse error"))
+}
+
+/// A host with `fixture-misbehave` loaded, its runtime and the plugin.
+async fn misbehaving(dir: &std::path::Path) -> (TestHost, Arc<PluginRuntime>, Arc<Plugin>) {
+    let h = TestHost::start(dir).await.unwrap();
+    assert_eq!(h.load_plugin("fixture-misbehave").await.0, StatusCode::CREATED);
+    let runtime = h.server.state.runtime.clone();
+    let plugin = runtime.active("fixture-misbehave").unwrap();
+    (h, runtime, plugin)
 }
 
 fn note(events: &[UplinkEvent]) -> String {
@@ -36,10 +51,7 @@ fn note(events: &[UplinkEvent]) -> String {
 #[tokio::test]
 async fn trap_loop_and_unbounded_allocation_each_fail_only_their_call() {
     let dir = tempfile::tempdir().unwrap();
-    let h = TestHost::start(dir.path()).await.unwrap();
-    assert_eq!(h.load_plugin("fixture-misbehave").await.0, StatusCode::CREATED);
-    let runtime = h.server.state.runtime.clone();
-    let plugin = runtime.active("fixture-misbehave").unwrap();
+    let (h, runtime, plugin) = misbehaving(dir.path()).await;
 
     match parse(&runtime, &plugin, 1).await {
         Err(PluginError::Trap { name, message }) => {
@@ -75,28 +87,20 @@ async fn trap_loop_and_unbounded_allocation_each_fail_only_their_call() {
 #[tokio::test]
 async fn a_warm_instance_serves_only_its_own_campaign_and_never_after_a_failed_call() {
     let dir = tempfile::tempdir().unwrap();
-    let h = TestHost::start(dir.path()).await.unwrap();
-    h.load_plugin("fixture-misbehave").await;
-    let runtime = h.server.state.runtime.clone();
-    let plugin = runtime.active("fixture-misbehave").unwrap();
-    let parse_for = |campaign: &str, fport: u8| {
-        let (runtime, plugin) = (runtime.clone(), plugin.clone());
-        let ctx = airlift::plugin::device_library::CampaignContext { campaign_id: campaign.into(), ..campaign_context() };
-        async move { runtime.device_library(&plugin).parse_uplink(fport, vec![1, 2, 3], device(), ctx).await.map(|r| r.expect("fixture never returns a parse error")) }
-    };
+    let (_h, runtime, plugin) = misbehaving(dir.path()).await;
     // The fixture counts the calls its instance served (state the contract
     // tells libraries not to keep).
     let call = |events: Vec<UplinkEvent>| note(&events).split(' ').nth(1).and_then(|n| n.parse::<u32>().ok()).expect("a call number");
-    assert_eq!(call(parse_for("a", 9).await.unwrap()), 1);
-    assert_eq!(call(parse_for("a", 9).await.unwrap()), 2, "campaign a's next call runs warm");
-    assert_eq!(call(parse_for("b", 9).await.unwrap()), 1, "campaign b never gets a's instance");
-    assert!(matches!(parse_for("a", 1).await, Err(PluginError::Trap { .. })));
-    assert_eq!(call(parse_for("a", 9).await.unwrap()), 1, "a failed call's instance is dropped");
-    assert_eq!(call(parse_for("b", 9).await.unwrap()), 2);
+    assert_eq!(call(parse_for(&runtime, &plugin, "a", 9).await.unwrap()), 1);
+    assert_eq!(call(parse_for(&runtime, &plugin, "a", 9).await.unwrap()), 2, "campaign a's next call runs warm");
+    assert_eq!(call(parse_for(&runtime, &plugin, "b", 9).await.unwrap()), 1, "campaign b never gets a's instance");
+    assert!(matches!(parse_for(&runtime, &plugin, "a", 1).await, Err(PluginError::Trap { .. })));
+    assert_eq!(call(parse_for(&runtime, &plugin, "a", 9).await.unwrap()), 1, "a failed call's instance is dropped");
+    assert_eq!(call(parse_for(&runtime, &plugin, "b", 9).await.unwrap()), 2);
     // A refused allocation the library coped with leaves its warm instance
     // usable, and a later trap there is a trap, not running out of memory.
-    assert_eq!(note(&parse_for("c", 4).await.unwrap()), "64 MiB refused: true");
-    match parse_for("c", 1).await {
+    assert_eq!(note(&parse_for(&runtime, &plugin, "c", 4).await.unwrap()), "64 MiB refused: true");
+    match parse_for(&runtime, &plugin, "c", 1).await {
         Err(PluginError::Trap { message, .. }) => assert!(message.contains("unreachable"), "{message}"),
         other => panic!("trap expected, got {other:?}"),
     }
@@ -105,10 +109,7 @@ async fn a_warm_instance_serves_only_its_own_campaign_and_never_after_a_failed_c
 #[tokio::test]
 async fn many_concurrent_runaway_calls_do_not_starve_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let h = TestHost::start(dir.path()).await.unwrap();
-    h.load_plugin("fixture-misbehave").await;
-    let runtime = h.server.state.runtime.clone();
-    let plugin = runtime.active("fixture-misbehave").unwrap();
+    let (h, runtime, plugin) = misbehaving(dir.path()).await;
     let calls: Vec<_> = (0..6)
         .map(|_| {
             let (r, p) = (runtime.clone(), plugin.clone());

@@ -330,8 +330,7 @@ impl PluginRuntime {
         let job = tokio::task::spawn_blocking(move || {
             let mut store = stores.make();
             let result = f(&mut store, &plugin.typed);
-            let fuel_used = u64::MAX - store.get_fuel().unwrap_or(u64::MAX);
-            (result, store.data().limiter.refused, fuel_used)
+            (result, store.data().limiter.refused, fuel_used(&store))
         });
         let (result, fuel_used) = match tokio::time::timeout(outer, job).await {
             Ok(Ok((result, memory_refused, fuel_used))) => (result.map_err(|e| classify(&manifest, &limits, memory_refused, e)), Some(fuel_used)),
@@ -371,6 +370,7 @@ impl PluginRuntime {
         let stores = StoreMaker { engine: self.engine.clone(), host: self.host.clone(), manifest: manifest.clone(), grant: None, outer: per_call };
         let plugin = plugin.clone();
         let warm = self.warm.clone();
+        let started = Instant::now();
         let job = tokio::task::spawn_blocking(move || {
             let Typed::DeviceLibrary(pre) = &plugin.typed else { unreachable!("kind checked before the call") };
             let key = scope.map(|scope| (plugin.sha256.clone(), scope));
@@ -396,10 +396,8 @@ impl PluginRuntime {
                         }
                     }
                 };
-                let result = each(&mut store, &instance, item);
-                let fuel_used = u64::MAX - store.get_fuel().unwrap_or(u64::MAX);
-                let result = result.map_err(|e| classify(&stores.manifest, &limits, store.data().limiter.refused, e));
-                record_call(&stores.manifest.name, &result, started.elapsed(), Some(fuel_used));
+                let result = each(&mut store, &instance, item).map_err(|e| classify(&stores.manifest, &limits, store.data().limiter.refused, e));
+                record_call(&stores.manifest.name, &result, started.elapsed(), Some(fuel_used(&store)));
                 // A failed call may have left the instance half way: the
                 // next one gets a fresh instance.
                 if result.is_ok() {
@@ -412,11 +410,14 @@ impl PluginRuntime {
             }
             results
         });
-        match tokio::time::timeout(outer, job).await {
-            Ok(Ok(results)) => Ok(results),
-            Ok(Err(join)) => Err(PluginError::Trap { name: manifest.name.clone(), message: format!("host thread failed: {join}") }),
-            Err(_) => Err(PluginError::Timeout { name: manifest.name.clone(), timeout_ms: manifest.limits.timeout_ms }),
-        }
+        let failed = match tokio::time::timeout(outer, job).await {
+            Ok(Ok(results)) => return Ok(results),
+            Ok(Err(join)) => PluginError::Trap { name: manifest.name.clone(), message: format!("host thread failed: {join}") },
+            Err(_) => PluginError::Timeout { name: manifest.name.clone(), timeout_ms: manifest.limits.timeout_ms },
+        };
+        // The calls it cut short recorded nothing: the batch counts as one.
+        record_call(&manifest.name, &Err::<(), _>(failed.clone()), started.elapsed(), None);
+        Err(failed)
     }
 }
 
@@ -520,6 +521,11 @@ impl StoreMaker {
         // not make this call's trap look like running out of memory.
         state.limiter.refused = false;
     }
+}
+
+/// The fuel a store's call used (each call starts with all there is).
+fn fuel_used(store: &Store<CallState>) -> u64 {
+    u64::MAX - store.get_fuel().unwrap_or(u64::MAX)
 }
 
 /// A plugin call in the metrics: its outcome, time and the work it did.
